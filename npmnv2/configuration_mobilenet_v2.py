@@ -1,0 +1,217 @@
+"""MobileNetV2Config: the hyper-parameters of the network, with transformers' names and defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .ops import ACTIVATIONS
+
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
+
+
+def _closest(name: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(name, candidates, n=1)
+    return f" Did you mean {match[0]!r}?" if match else ""
+
+
+@dataclass
+class MobileNetV2Config:
+    """Configuration of a MobileNetV2 backbone and its heads (transformers' `MobileNetV2Config`).
+
+    Field names and defaults are transformers' *code* defaults. Every value is checked when the
+    config is made; an invalid one raises ValueError naming the field, the value and what is allowed.
+
+    Fields:
+        num_channels: input channels (3 for RGB).
+        image_size: nominal input size, used by image processors and summaries (the network
+            itself accepts any size >= 32).
+        depth_multiplier: width multiplier alpha; every layer's channels are scaled by it.
+        depth_divisible_by: channel counts are rounded to a multiple of this.
+        min_depth: no layer has fewer channels than this.
+        expand_ratio: t in the paper; expanded channels M = t * C_in.
+        output_stride: input size / output size of the backbone: 32 (classification) or 8/16
+            (segmentation, later depthwise convolutions are dilated instead of strided).
+        first_layer_is_expansion: the 3x3 stem doubles as the first block's expansion; when
+            False an extra 1x1 expansion follows it.
+        finegrained_output: keep the final 1x1 conv at 1280 channels when depth_multiplier < 1.
+        hidden_act: activation after every expansion and depthwise conv (see ops.ACTIVATIONS).
+        tf_padding: TensorFlow SAME padding (True) or PyTorch symmetric padding (False).
+        classifier_dropout_prob: dropout before the classifier (training only: npmnv2 is
+            inference-only, so it is kept for round-tripping).
+        initializer_range: std of the normal distribution of randomly initialised weights.
+        layer_norm_eps: batch-norm epsilon of the backbone (the DeepLab head uses 1e-5).
+        semantic_loss_ignore_index: label value the segmentation loss skips.
+        num_labels, id2label, label2id: the classes; give `num_labels` or `id2label`.
+        problem_type: None (inferred from labels), or one of PROBLEM_TYPES.
+        extra: keys of a transformers config.json that npmnv2 does not use (`architectures`,
+            `transformers_version`, ...), kept and written back unchanged.
+
+    >>> MobileNetV2Config(depth_multiplier=0.5).output_stride
+    32
+    """
+
+    num_channels: int = 3
+    image_size: int | tuple[int, int] = 224
+    depth_multiplier: float = 1.0
+    depth_divisible_by: int = 8
+    min_depth: int = 8
+    expand_ratio: float = 6.0
+    output_stride: int = 32
+    first_layer_is_expansion: bool = True
+    finegrained_output: bool = True
+    hidden_act: str = "relu6"
+    tf_padding: bool = True
+    classifier_dropout_prob: float = 0.8
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 0.001
+    semantic_loss_ignore_index: int = 255
+    num_labels: int | None = None
+    id2label: dict[int, str] | None = None
+    label2id: dict[str, int] | None = None
+    problem_type: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> MobileNetV2Config:
+        # Reject a misspelt keyword with a suggestion, before the dataclass __init__ sees it.
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in kwargs:
+            if key not in names:
+                raise TypeError(f"MobileNetV2Config got an unknown field {key!r}.{_closest(key, names)}")
+        return super().__new__(cls)
+
+    def __post_init__(self) -> None:
+        self._check_types()
+        self._check_ranges()
+        self._settle_labels()
+
+    # ---------------------------------------------------------------- validation
+    def _fail(self, name: str, allowed: str) -> None:
+        raise ValueError(f"MobileNetV2Config.{name}={getattr(self, name)!r} is invalid: {allowed}.")
+
+    def _check_types(self) -> None:
+        for name in ("num_channels", "depth_divisible_by", "min_depth", "output_stride", "semantic_loss_ignore_index"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                self._fail(name, "expected an int")
+        for name in ("first_layer_is_expansion", "finegrained_output", "tf_padding"):
+            if not isinstance(getattr(self, name), bool):
+                self._fail(name, "expected True or False")
+        for name in ("depth_multiplier", "expand_ratio", "classifier_dropout_prob", "initializer_range", "layer_norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                self._fail(name, "expected a finite number")
+        if isinstance(self.image_size, list):
+            self.image_size = tuple(self.image_size)
+        size = self.image_size if isinstance(self.image_size, tuple) else (self.image_size,)
+        if len(size) not in (1, 2) or any(isinstance(s, bool) or not isinstance(s, int) or s < 32 for s in size):
+            self._fail("image_size", "expected an int >= 32 or a pair (height, width) of ints >= 32")
+
+    def _check_ranges(self) -> None:
+        if self.num_channels < 1:
+            self._fail("num_channels", "must be >= 1")
+        if self.depth_multiplier <= 0:
+            self._fail("depth_multiplier", "must be > 0 (e.g. 0.35, 0.5, 0.75, 1.0, 1.4)")
+        if self.depth_divisible_by < 1:
+            self._fail("depth_divisible_by", "must be >= 1")
+        if self.min_depth < 1:
+            self._fail("min_depth", "must be >= 1")
+        if self.expand_ratio <= 0:
+            self._fail("expand_ratio", "must be > 0")
+        if self.output_stride not in (8, 16, 32):
+            self._fail("output_stride", "allowed values are 8, 16 and 32")
+        if self.hidden_act not in ACTIVATIONS:
+            self._fail("hidden_act", f"allowed values are {', '.join(sorted(ACTIVATIONS))}")
+        if not 0 <= self.classifier_dropout_prob <= 1:
+            self._fail("classifier_dropout_prob", "must be in [0, 1]")
+        if self.initializer_range < 0:
+            self._fail("initializer_range", "must be >= 0")
+        if self.layer_norm_eps <= 0:
+            self._fail("layer_norm_eps", "must be > 0")
+        if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
+            self._fail("problem_type", f"allowed values are None, {', '.join(PROBLEM_TYPES)}")
+
+    def _settle_labels(self) -> None:
+        """Make num_labels, id2label and label2id agree (transformers' default: 2 labels)."""
+        if self.id2label is not None:
+            try:
+                self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+            except (AttributeError, TypeError, ValueError):
+                self._fail("id2label", "expected a mapping of int class ids to label names")
+            if sorted(self.id2label) != list(range(len(self.id2label))):
+                self._fail("id2label", f"class ids must be 0..{len(self.id2label) - 1} without gaps")
+            if self.num_labels is not None and self.num_labels != len(self.id2label):
+                raise ValueError(
+                    f"MobileNetV2Config: num_labels={self.num_labels} but id2label has {len(self.id2label)} "
+                    "entries; give one of them, or make them agree."
+                )
+        else:
+            num = 2 if self.num_labels is None else self.num_labels
+            if isinstance(num, bool) or not isinstance(num, int) or num < 0:
+                self._fail("num_labels", "expected an int >= 0")
+            self.id2label = {i: f"LABEL_{i}" for i in range(num)}
+        self.num_labels = len(self.id2label)
+        if self.label2id is None:
+            self.label2id = {name: i for i, name in self.id2label.items()}
+        else:
+            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+
+    # ---------------------------------------------------------------- derived values
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """image_size as (height, width)."""
+        return self.image_size if isinstance(self.image_size, tuple) else (self.image_size, self.image_size)
+
+    # ---------------------------------------------------------------- transformers config.json
+    def to_dict(self) -> dict[str, Any]:
+        """The transformers `config.json` content: HF keys, then the preserved unknown keys."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name in ("extra", "num_labels"):
+                continue
+            value = getattr(self, f.name)
+            if f.name == "id2label":
+                value = {str(k): v for k, v in value.items()}
+            elif f.name == "image_size" and isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        out["model_type"] = "mobilenet_v2"
+        out.update({k: v for k, v in self.extra.items() if k not in out})
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MobileNetV2Config:
+        """Build from a transformers config dict; keys npmnv2 does not use go to `extra`."""
+        if not isinstance(data, dict):
+            raise TypeError(f"MobileNetV2Config.from_dict expects a dict, got {type(data).__name__}.")
+        model_type = data.get("model_type", "mobilenet_v2")
+        if model_type != "mobilenet_v2":
+            raise ValueError(
+                f"MobileNetV2Config.from_dict: model_type is {model_type!r}, expected 'mobilenet_v2'; "
+                "this config belongs to another architecture."
+            )
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        known = {k: v for k, v in data.items() if k in names}
+        extra = {k: v for k, v in data.items() if k not in names and k != "model_type"}
+        return cls(**known, extra=extra)
+
+    def to_json_file(self, path: str | os.PathLike) -> None:
+        """Write `config.json` (sorted keys, as transformers does)."""
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(self.to_dict(), fh, indent=2, sort_keys=True)
+            fh.write("\n")
+
+    @classmethod
+    def from_json_file(cls, path: str | os.PathLike) -> MobileNetV2Config:
+        """Read a transformers `config.json`."""
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"MobileNetV2Config: {os.fspath(path)!r} is not valid JSON ({err}).") from None
+        return cls.from_dict(data)

@@ -1,0 +1,693 @@
+"""MobileNetV2 (arXiv 1801.04381) and its DeepLabV3 head, top to bottom, in NumPy.
+
+Mirrors transformers' `models/mobilenet_v2/modeling_mobilenet_v2.py`: the same architecture,
+module paths (`conv_stem.first_conv`, `layer.12.conv_3x3`, `segmentation_head.conv_pool`, ...),
+parameter names and outputs. Inside, activations are NHWC and kernels HWIO (see `ops`); the
+public edges take and return transformers' NCHW.
+
+Reading order: the architecture as data (channels, strides, dilation rule) -> one conv layer
+(conv -> batch norm -> activation) -> the inverted residual block -> the backbone -> the heads
+-> the three model classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .configuration_mobilenet_v2 import MobileNetV2Config
+from .ops import (
+    activation,
+    batch_norm,
+    bce_with_logits,
+    conv2d,
+    conv_padding,
+    cross_entropy,
+    depthwise_conv2d,
+    global_average_pool,
+    mse_loss,
+    nchw_to_nhwc,
+    nhwc_to_nchw,
+    pointwise_conv2d,
+    resize_bilinear,
+)
+from .outputs import (
+    BaseModelOutputWithPoolingAndNoAttention,
+    ImageClassifierOutputWithNoAttention,
+    SemanticSegmenterOutput,
+)
+
+MIN_INPUT_SIZE = 32  # the documented minimum: 32 / output_stride 32 = a 1x1 final feature map
+
+# ============================================================================ architecture as data
+
+# Output channels of each bottleneck's linear projection, before the depth multiplier:
+# index 0 is the stem's projection (the paper's first bottleneck, t=1), 1..16 are `layer.0..15`.
+PROJECTION_CHANNELS = [16, 24, 24, 32, 32, 32, 64, 64, 64, 64, 96, 96, 96, 160, 160, 160, 320]
+# Stride of each block's depthwise conv (`layer.0..15`); the stem's 3x3 conv has stride 2.
+BLOCK_STRIDES = [2, 1, 2, 1, 1, 2, 1, 1, 1, 1, 1, 1, 2, 1, 1, 1]
+STEM_CHANNELS = 32  # the stem's 3x3 conv, before the depth multiplier
+LAST_CHANNELS = 1280  # the final 1x1 conv (`conv_1x1`), before the depth multiplier
+HEAD_CHANNELS = 256  # every DeepLabV3 head conv (not scaled by the depth multiplier)
+HEAD_EPS = 1e-5  # transformers' head batch norms use 1e-5, not config.layer_norm_eps
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
+    """Round a channel count to the nearest multiple of `divisor`, never below `min_value` and
+    never more than 10% below `value` (TF-slim's `_make_divisible`, as transformers uses it).
+
+    >>> make_divisible(32 * 0.35), make_divisible(96 * 0.35), make_divisible(16 * 0.35, 8, 8)
+    (16, 32, 8)
+    """
+    min_value = divisor if min_value is None else min_value
+    new_value = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new_value < 0.9 * value:  # rounding down lost more than 10%: go one step up
+        new_value += divisor
+    return int(new_value)
+
+
+def apply_depth_multiplier(config: MobileNetV2Config, channels: int) -> int:
+    """channels * depth_multiplier, rounded by `make_divisible` with the config's divisor and floor."""
+    return make_divisible(int(round(channels * config.depth_multiplier)), config.depth_divisible_by, config.min_depth)
+
+
+class ConvSpec(NamedTuple):
+    """One conv layer (conv -> optional batch norm -> optional activation), as data.
+
+    name: transformers module path relative to the backbone ("layer.3.expand_1x1").
+    kind: "conv" (dense, im2col), "depthwise" or "pointwise" (1x1 matrix product).
+    eps: batch-norm epsilon, or None when the layer has no batch norm.
+    activation: transformers activation name, or None for a linear layer.
+    tf_scope: the TF-slim scope of the same layer, to match TF/TFLite tensors.
+    """
+
+    name: str
+    kind: str
+    c_in: int
+    c_out: int
+    kernel_size: int
+    stride: int = 1
+    dilation: int = 1
+    activation: str | None = None
+    eps: float | None = None
+    bias: bool = False
+    tf_scope: str = ""
+
+
+class BlockSpec(NamedTuple):
+    """An inverted residual block: its conv layers in order and whether it adds its input back."""
+
+    name: str
+    convs: tuple[ConvSpec, ...]
+    residual: bool
+    tf_scope: str
+
+
+class BackboneSpec(NamedTuple):
+    stem: BlockSpec
+    layers: tuple[BlockSpec, ...]
+    conv_1x1: ConvSpec
+
+
+def _bottleneck(
+    config: MobileNetV2Config, name: str, scope: str, c_in: int, c_out: int, *, expand: bool, stride: int, dilation: int
+) -> tuple[ConvSpec, ...]:
+    """expand (1x1, activation) -> depthwise (3x3, activation) -> project (1x1, linear)."""
+    act, eps = config.hidden_act, config.layer_norm_eps
+    m = make_divisible(int(round(c_in * config.expand_ratio)), config.depth_divisible_by, config.min_depth)
+    if not expand:  # the stem: first_conv already produced the expanded channels
+        m = c_in
+    convs = []
+    if expand:
+        convs.append(ConvSpec(f"{name}.expand_1x1", "pointwise", c_in, m, 1, activation=act, eps=eps, tf_scope=f"{scope}/expand"))
+    convs.append(
+        ConvSpec(f"{name}.conv_3x3", "depthwise", m, m, 3, stride, dilation, act, eps, tf_scope=f"{scope}/depthwise")
+    )
+    # The projection is linear: no activation, so the low-dimensional bottleneck keeps its
+    # information (the paper's "linear bottleneck", section 3.2).
+    convs.append(ConvSpec(f"{name}.reduce_1x1", "pointwise", m, c_out, 1, eps=eps, tf_scope=f"{scope}/project"))
+    return tuple(convs)
+
+
+def backbone_spec(config: MobileNetV2Config) -> BackboneSpec:
+    """The whole backbone as data: channel counts, strides and dilations of every conv layer."""
+    channels = [apply_depth_multiplier(config, c) for c in PROJECTION_CHANNELS]
+    stem_channels = apply_depth_multiplier(config, STEM_CHANNELS)
+    act, eps = config.hidden_act, config.layer_norm_eps
+
+    first_conv = ConvSpec(
+        "conv_stem.first_conv", "conv", config.num_channels, stem_channels, 3, 2, 1, act, eps, tf_scope="MobilenetV2/Conv"
+    )
+    stem_convs = [first_conv]
+    if not config.first_layer_is_expansion:  # an extra 1x1 expansion after the 3x3 stem conv
+        stem_convs.append(
+            ConvSpec("conv_stem.expand_1x1", "pointwise", stem_channels, stem_channels, 1, activation=act, eps=eps,
+                     tf_scope="MobilenetV2/expanded_conv/expand")
+        )
+    stem_convs += _bottleneck(config, "conv_stem", "MobilenetV2/expanded_conv", stem_channels, channels[0],
+                              expand=False, stride=1, dilation=1)
+    stem = BlockSpec("conv_stem", tuple(stem_convs), residual=False, tf_scope="MobilenetV2/expanded_conv")
+
+    layers = []
+    current_stride, dilation = 2, 1  # the stem's first conv has stride 2
+    for i, stride in enumerate(BLOCK_STRIDES):
+        if current_stride == config.output_stride:
+            # Output stride reached: stop shrinking; this block keeps the current dilation and
+            # the stride it would have had multiplies the dilation of the blocks after it.
+            layer_stride, layer_dilation = 1, dilation
+            dilation *= stride
+        else:
+            # Still shrinking: an ordinary (possibly strided) depthwise conv, no dilation.
+            layer_stride, layer_dilation = stride, 1
+            current_stride *= stride
+        scope = f"MobilenetV2/expanded_conv_{i + 1}"
+        convs = _bottleneck(config, f"layer.{i}", scope, channels[i], channels[i + 1],
+                            expand=True, stride=layer_stride, dilation=layer_dilation)
+        residual = layer_stride == 1 and channels[i] == channels[i + 1]  # shapes must match to add
+        layers.append(BlockSpec(f"layer.{i}", convs, residual, scope))
+
+    if config.finegrained_output and config.depth_multiplier < 1.0:
+        last = LAST_CHANNELS  # keep the final features wide even for thin networks
+    else:
+        last = apply_depth_multiplier(config, LAST_CHANNELS)
+    conv_1x1 = ConvSpec("conv_1x1", "pointwise", channels[-1], last, 1, activation=act, eps=eps, tf_scope="MobilenetV2/Conv_1")
+    return BackboneSpec(stem, tuple(layers), conv_1x1)
+
+
+def deeplab_head_spec(config: MobileNetV2Config) -> tuple[ConvSpec, ...]:
+    """The DeepLabV3 head: image-pool branch, 1x1 branch, projection, classifier (in that order).
+
+    It is the ASPP of DeepLabV3 reduced to its image-pooling and 1x1 branches (no atrous 3x3
+    branches, no v3+ decoder), reading the 320-channel output of `layer.15`.
+    """
+    c_in = apply_depth_multiplier(config, PROJECTION_CHANNELS[-1])
+    head = "segmentation_head"
+    return (
+        ConvSpec(f"{head}.conv_pool", "pointwise", c_in, HEAD_CHANNELS, 1, activation="relu", eps=HEAD_EPS, tf_scope="image_pooling"),
+        ConvSpec(f"{head}.conv_aspp", "pointwise", c_in, HEAD_CHANNELS, 1, activation="relu", eps=HEAD_EPS, tf_scope="aspp0"),
+        ConvSpec(f"{head}.conv_projection", "pointwise", 2 * HEAD_CHANNELS, HEAD_CHANNELS, 1, activation="relu",
+                 eps=HEAD_EPS, tf_scope="concat_projection"),
+        ConvSpec(f"{head}.classifier", "pointwise", HEAD_CHANNELS, config.num_labels, 1, bias=True, tf_scope="logits/semantic"),
+    )
+
+
+# ============================================================================ one conv layer
+
+
+def _record(rec: Any, name: str, kind: str, output: np.ndarray, **info: Any) -> None:
+    """Hand a step to the recorder (a Trace), if there is one. Records are plain data."""
+    if rec is not None:
+        rec.add(name, kind, output, **info)
+
+
+def conv_layer(x: np.ndarray, spec: ConvSpec, params: Mapping[str, np.ndarray], *, tf_padding: bool,
+               rec: Any = None) -> np.ndarray:
+    """conv (padding chosen for this input size) -> batch norm -> activation, as transformers'
+    `MobileNetV2ConvLayer`.
+
+    Shapes: x (N, H, W, C_in) -> (N, Ho, Wo, C_out).
+    params: "kernel" (HWIO, or (KH, KW, C) depthwise), optional "bias", and the batch-norm
+    "gamma", "beta", "mean", "var" when the layer has one.
+    """
+    n, h, w, c_in = x.shape
+    if c_in != spec.c_in:
+        raise ValueError(
+            f"conv_layer at {spec.name!r}: expected {spec.c_in} input channels, got {c_in} (x.shape={x.shape})."
+        )
+    pad = conv_padding(h, w, kernel_size=spec.kernel_size, stride=spec.stride, dilation=spec.dilation, tf_padding=tf_padding)
+    kernel, bias = params["kernel"], params.get("bias")
+    if spec.kind == "pointwise":
+        y = pointwise_conv2d(x, kernel, bias)  # (N, H, W, C_out)
+    elif spec.kind == "depthwise":
+        y = depthwise_conv2d(x, kernel, bias, stride=spec.stride, dilation=spec.dilation, padding=pad)  # (N, Ho, Wo, C)
+    else:
+        y = conv2d(x, kernel, bias, stride=spec.stride, dilation=spec.dilation, padding=pad)  # (N, Ho, Wo, C_out)
+    _record(rec, f"{spec.name}.convolution", "convolution", y, inputs=(x,), spec=spec, padding=pad, params=params)
+    if "gamma" in params:
+        y = batch_norm(y, params["mean"], params["var"], params["gamma"], params["beta"], eps=spec.eps)
+        _record(rec, f"{spec.name}.normalization", "batch_norm", y, spec=spec, params=params)
+    if spec.activation is not None:
+        y = activation(spec.activation)(y)
+        _record(rec, f"{spec.name}.activation", "activation", y, spec=spec)
+    return y
+
+
+# ============================================================================ blocks and backbone
+
+
+def inverted_residual(x: np.ndarray, block: BlockSpec, params: Mapping[str, Mapping[str, np.ndarray]], *,
+                      tf_padding: bool, rec: Any = None) -> np.ndarray:
+    """The paper's bottleneck: expand (1x1) -> depthwise (3x3) -> linear project (1x1) [+ input].
+
+    Shapes: x (N, H, W, C_in) -> (N, Ho, Wo, C_out); the expanded tensor is (N, H, W, M).
+    The residual is added only when stride is 1 and C_in == C_out (shapes must agree).
+    """
+    y = x
+    for spec in block.convs:
+        y = conv_layer(y, spec, params[spec.name], tf_padding=tf_padding, rec=rec)
+    if block.residual:
+        y = x + y
+        _record(rec, block.name, "residual_add", y, inputs=(x,), tf_scope=block.tf_scope)
+    else:
+        _record(rec, block.name, "block_output", y, tf_scope=block.tf_scope)
+    return y
+
+
+def backbone(x: np.ndarray, arch: BackboneSpec, params: Mapping[str, Mapping[str, np.ndarray]], *,
+             tf_padding: bool, run_conv_1x1: bool = True, rec: Any = None) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    """Stem, 16 inverted residual blocks, final 1x1 conv.
+
+    Shapes: x (N, H, W, C_in) -> last (N, H/os, W/os, C_last) and 16 block outputs (NHWC).
+    With run_conv_1x1=False (segmentation) the unused final conv is not computed and `last` is None.
+    """
+    y = inverted_residual(x, arch.stem, params, tf_padding=tf_padding, rec=rec)
+    hidden_states = []
+    for block in arch.layers:
+        y = inverted_residual(y, block, params, tf_padding=tf_padding, rec=rec)
+        hidden_states.append(y)
+    last = None
+    if run_conv_1x1:
+        last = conv_layer(y, arch.conv_1x1, params["conv_1x1"], tf_padding=tf_padding, rec=rec)
+    return last, hidden_states
+
+
+def deeplab_head(features: np.ndarray, head: tuple[ConvSpec, ...], params: Mapping[str, Mapping[str, np.ndarray]], *,
+                 tf_padding: bool, rec: Any = None) -> np.ndarray:
+    """DeepLabV3 head: [image pooling -> 1x1 -> broadcast back, 1x1] -> concat -> 1x1 -> classifier.
+
+    Shapes: features (N, H, W, C) -> logits (N, H, W, L).
+    """
+    n, h, w, c = features.shape
+    conv_pool, conv_aspp, conv_projection, classifier = head
+    pooled = global_average_pool(features)[:, None, None, :]  # (N, 1, 1, C)
+    _record(rec, "segmentation_head.avg_pool", "pooling", pooled, inputs=(features,), tf_scope="image_pooling")
+    pooled = conv_layer(pooled, conv_pool, params[conv_pool.name], tf_padding=tf_padding, rec=rec)  # (N, 1, 1, 256)
+    # A 1x1 map resized bilinearly (align_corners=True, as transformers) is a broadcast.
+    pooled = resize_bilinear(pooled, (h, w), align_corners=True)  # (N, H, W, 256)
+    _record(rec, "segmentation_head.interpolate", "resize", pooled, tf_scope="image_pooling")
+    branch = conv_layer(features, conv_aspp, params[conv_aspp.name], tf_padding=tf_padding, rec=rec)  # (N, H, W, 256)
+    y = np.concatenate([pooled, branch], axis=-1)  # (N, H, W, 512): image pool first, then the 1x1 branch
+    _record(rec, "segmentation_head.concat", "concat", y, inputs=(pooled, branch), tf_scope="concat")
+    y = conv_layer(y, conv_projection, params[conv_projection.name], tf_padding=tf_padding, rec=rec)  # (N, H, W, 256)
+    # Dropout2d sits here in transformers; at inference it is the identity.
+    return conv_layer(y, classifier, params[classifier.name], tf_padding=tf_padding, rec=rec)  # (N, H, W, L)
+
+
+# ============================================================================ parameters <-> transformers
+
+
+def _hf_tensor_shapes(spec: ConvSpec) -> dict[str, tuple[int, ...]]:
+    """transformers' parameter names (suffixes) and shapes for one conv layer."""
+    if spec.kind == "depthwise":
+        shapes = {"convolution.weight": (spec.c_out, 1, spec.kernel_size, spec.kernel_size)}
+    else:
+        shapes = {"convolution.weight": (spec.c_out, spec.c_in, spec.kernel_size, spec.kernel_size)}
+    if spec.bias:
+        shapes["convolution.bias"] = (spec.c_out,)
+    if spec.eps is not None:
+        for suffix in ("weight", "bias", "running_mean", "running_var"):
+            shapes[f"normalization.{suffix}"] = (spec.c_out,)
+    return shapes
+
+
+def _kernel_from_torch(weight: np.ndarray, kind: str) -> np.ndarray:
+    """OIHW (PyTorch) -> HWIO, or (C, 1, KH, KW) -> (KH, KW, C) for depthwise kernels."""
+    if kind == "depthwise":
+        return np.ascontiguousarray(weight[:, 0].transpose(1, 2, 0))  # (C, KH, KW) -> (KH, KW, C)
+    return np.ascontiguousarray(weight.transpose(2, 3, 1, 0))  # (C_out, C_in, KH, KW) -> (KH, KW, C_in, C_out)
+
+
+def _kernel_to_torch(kernel: np.ndarray, kind: str) -> np.ndarray:
+    """The inverse of `_kernel_from_torch`."""
+    if kind == "depthwise":
+        return np.ascontiguousarray(kernel.transpose(2, 0, 1)[:, None])  # (KH, KW, C) -> (C, 1, KH, KW)
+    return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))  # (KH, KW, C_in, C_out) -> (C_out, C_in, KH, KW)
+
+
+_BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "mean", "running_var": "var"}
+
+
+def _conv_params_from_torch(spec: ConvSpec, tensors: Mapping[str, np.ndarray], dtype: np.dtype) -> dict[str, np.ndarray]:
+    params = {"kernel": _kernel_from_torch(tensors["convolution.weight"], spec.kind).astype(dtype)}
+    if spec.bias:
+        params["bias"] = tensors["convolution.bias"].astype(dtype)
+    if spec.eps is not None:
+        for hf, ours in _BN_NAMES.items():
+            params[ours] = tensors[f"normalization.{hf}"].astype(dtype)
+    return params
+
+
+def _conv_params_to_torch(spec: ConvSpec, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    tensors = {"convolution.weight": _kernel_to_torch(params["kernel"], spec.kind)}
+    if spec.bias:
+        tensors["convolution.bias"] = params["bias"]
+    if spec.eps is not None:
+        for hf, ours in _BN_NAMES.items():
+            tensors[f"normalization.{hf}"] = params[ours]
+        tensors["normalization.num_batches_tracked"] = np.zeros((), dtype=np.int64)
+    return tensors
+
+
+def _describe_mismatch(missing: list[str], unexpected: list[str], wrong: list[str], cls_name: str) -> str:
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)}: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+    if unexpected:
+        parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+    if wrong:
+        parts.append(f"wrong shape {len(wrong)}: {'; '.join(wrong[:8])}{' ...' if len(wrong) > 8 else ''}")
+    return (
+        f"{cls_name}.from_state_dict: the state dict does not fit this config ({' | '.join(parts)}). "
+        "Check that the config (depth_multiplier, num_labels, first_layer_is_expansion, ...) is the one "
+        "the weights were trained with."
+    )
+
+
+# ============================================================================ input checks
+
+
+def _check_pixel_values(pixel_values: Any, config: MobileNetV2Config, cls_name: str) -> None:
+    """Raise a clear error for anything but a float NCHW batch of size >= 32x32."""
+    if not isinstance(pixel_values, np.ndarray):
+        raise TypeError(
+            f"{cls_name}: pixel_values must be a numpy array (N, C, H, W), got {type(pixel_values).__name__}; "
+            "use np.asarray(...) or MobileNetV2ImageProcessor."
+        )
+    if pixel_values.ndim != 4:
+        hint = " Add a batch axis with pixel_values[None]." if pixel_values.ndim == 3 else ""
+        raise ValueError(
+            f"{cls_name}: pixel_values must have rank 4 (N, C, H, W), got shape {pixel_values.shape}.{hint}"
+        )
+    if not np.issubdtype(pixel_values.dtype, np.floating):
+        raise TypeError(
+            f"{cls_name}: pixel_values must be floating point (normalised pixels), got dtype {pixel_values.dtype}. "
+            "Raw uint8 images go through MobileNetV2ImageProcessor first (rescale 1/255, normalise to [-1, 1])."
+        )
+    n, c, h, w = pixel_values.shape
+    if c != config.num_channels:
+        hint = ""
+        if pixel_values.shape[-1] == config.num_channels:
+            hint = " This looks like NHWC: pass pixel_values.transpose(0, 3, 1, 2)."
+        raise ValueError(
+            f"{cls_name}: expected {config.num_channels} channels on axis 1 (N, C, H, W), got shape "
+            f"{pixel_values.shape}.{hint}"
+        )
+    if h < MIN_INPUT_SIZE or w < MIN_INPUT_SIZE:
+        raise ValueError(
+            f"{cls_name}: input {h}x{w} is smaller than the minimum {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} "
+            "(after 5 stride-2 layers the feature map would vanish); resize the image up."
+        )
+    if not np.isfinite(pixel_values).all():
+        raise ValueError(f"{cls_name}: pixel_values contains NaN or Inf; check the preprocessing.")
+
+
+# ============================================================================ the three model classes
+
+
+class MobileNetV2PreTrainedModel:
+    """What the three model classes share: config, dtype, parameters, weight conversion.
+
+    Parameters live in `self.params`: a dict from layer name (transformers module path,
+    "layer.3.expand_1x1", "segmentation_head.conv_pool", "classifier") to that layer's arrays in
+    npmnv2's layout ("kernel" HWIO, "bias", batch-norm "gamma", "beta", "mean", "var").
+    """
+
+    base_model_prefix = "mobilenet_v2"
+    _prefix = "mobilenet_v2."  # parameter-name prefix of the backbone inside this class
+
+    def __init__(self, config: MobileNetV2Config | None = None, *, dtype: Any = np.float32, seed: int = 0) -> None:
+        """A model with seeded random weights, initialised as transformers does: conv and linear
+        weights ~ N(0, initializer_range), biases 0, batch norm gamma=1, beta=0, mean=0, var=1."""
+        self.config = MobileNetV2Config() if config is None else config
+        if not isinstance(self.config, MobileNetV2Config):
+            raise TypeError(f"{type(self).__name__}: config must be a MobileNetV2Config, got {type(config).__name__}.")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"{type(self).__name__}: dtype must be float32 or float64, got {self.dtype}.")
+        self.arch = backbone_spec(self.config)
+        rng = np.random.default_rng(seed)
+        std = self.config.initializer_range
+        self.params = {}
+        for spec in self._conv_specs():
+            shape = (spec.kernel_size, spec.kernel_size, spec.c_out) if spec.kind == "depthwise" else (
+                spec.kernel_size, spec.kernel_size, spec.c_in, spec.c_out)
+            p = {"kernel": rng.normal(0.0, std, shape).astype(self.dtype)}
+            if spec.bias:
+                p["bias"] = np.zeros(spec.c_out, self.dtype)
+            if spec.eps is not None:
+                p.update(gamma=np.ones(spec.c_out, self.dtype), beta=np.zeros(spec.c_out, self.dtype),
+                         mean=np.zeros(spec.c_out, self.dtype), var=np.ones(spec.c_out, self.dtype))
+            self.params[spec.name] = p
+        self._init_extra_params(rng)
+
+    # -- what subclasses add -------------------------------------------------
+    def _head_specs(self) -> tuple[ConvSpec, ...]:
+        return ()
+
+    def _init_extra_params(self, rng: np.random.Generator) -> None:
+        """Parameters that are not conv layers (the linear classifier)."""
+
+    def _extra_hf_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {}
+
+    def _extra_from_torch(self, tensors: Mapping[str, np.ndarray]) -> None:
+        pass
+
+    def _extra_to_torch(self) -> dict[str, np.ndarray]:
+        return {}
+
+    # -- layers ----------------------------------------------------------------
+    def _conv_specs(self) -> list[ConvSpec]:
+        """Every conv layer of the model in execution order (backbone, then head)."""
+        specs = [c for block in (self.arch.stem, *self.arch.layers) for c in block.convs]
+        return [*specs, self.arch.conv_1x1, *self._head_specs()]
+
+    def _hf_name(self, spec: ConvSpec) -> str:
+        return spec.name if spec.name.startswith("segmentation_head.") else self._prefix + spec.name
+
+    # -- transformers state dicts ----------------------------------------------
+    def expected_state_dict_shapes(self) -> dict[str, tuple[int, ...]]:
+        """transformers' parameter names for this class and config, with their PyTorch shapes
+        (batch-norm `num_batches_tracked` counters are accepted but not required)."""
+        shapes = {}
+        for spec in self._conv_specs():
+            for suffix, shape in _hf_tensor_shapes(spec).items():
+                shapes[f"{self._hf_name(spec)}.{suffix}"] = shape
+        shapes.update(self._extra_hf_shapes())
+        return shapes
+
+    @classmethod
+    def from_state_dict(cls, state_dict: Mapping[str, Any], config: MobileNetV2Config, dtype: Any = np.float32):
+        """Build a model from a mapping of transformers parameter names to arrays (PyTorch layouts).
+
+        Every expected tensor must be present with its exact shape, and nothing else may be;
+        otherwise ValueError lists what is missing, unexpected or mis-shaped.
+        """
+        model = cls(config, dtype=dtype)
+        expected = model.expected_state_dict_shapes()
+        arrays = {k: np.asarray(v) for k, v in state_dict.items()}
+        missing = sorted(k for k in expected if k not in arrays)
+        unexpected = sorted(k for k in arrays if k not in expected and not k.endswith("num_batches_tracked"))
+        wrong = [f"{k} {arrays[k].shape} != {expected[k]}" for k in expected if k in arrays and arrays[k].shape != expected[k]]
+        if missing or unexpected or wrong:
+            raise ValueError(_describe_mismatch(missing, unexpected, wrong, cls.__name__))
+        for k, v in arrays.items():
+            if k in expected and not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
+                raise TypeError(f"{cls.__name__}.from_state_dict: {k} has dtype {v.dtype}, expected a number type.")
+        for spec in model._conv_specs():
+            name = model._hf_name(spec)
+            tensors = {s: arrays[f"{name}.{s}"] for s in _hf_tensor_shapes(spec)}
+            model.params[spec.name] = _conv_params_from_torch(spec, tensors, model.dtype)
+        model._extra_from_torch(arrays)
+        return model
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """transformers' parameter names -> arrays in PyTorch layouts (OIHW kernels)."""
+        out = {}
+        for spec in self._conv_specs():
+            for suffix, value in _conv_params_to_torch(spec, self.params[spec.name]).items():
+                out[f"{self._hf_name(spec)}.{suffix}"] = value
+        out.update(self._extra_to_torch())
+        return out
+
+    def num_parameters(self) -> int:
+        """Learnable parameters, batch norm included (transformers' `num_parameters()`)."""
+        return sum(int(np.prod(s)) for k, s in self.expected_state_dict_shapes().items()
+                   if not k.endswith(("running_mean", "running_var")))
+
+    # -- forward helpers --------------------------------------------------------
+    def _prepare(self, pixel_values: Any) -> np.ndarray:
+        """Check and convert NCHW pixel_values to the model dtype, NHWC (a view when possible)."""
+        _check_pixel_values(pixel_values, self.config, type(self).__name__)
+        return nchw_to_nhwc(pixel_values.astype(self.dtype, copy=False))  # (N, H, W, C_in)
+
+    def _backbone(self, x: np.ndarray, *, run_conv_1x1: bool, rec: Any = None):
+        return backbone(x, self.arch, self.params, tf_padding=self.config.tf_padding, run_conv_1x1=run_conv_1x1, rec=rec)
+
+    def __call__(self, *args: Any, **kwargs: Any):
+        return self.forward(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"{type(self).__name__}(depth_multiplier={c.depth_multiplier}, output_stride={c.output_stride}, "
+                f"num_labels={c.num_labels}, dtype={self.dtype.name}, parameters={self.num_parameters():,})")
+
+
+class MobileNetV2Model(MobileNetV2PreTrainedModel):
+    """The bare backbone: stem, 16 inverted residual blocks, final 1x1 conv, global average pool."""
+
+    _prefix = ""
+
+    def __init__(self, config: MobileNetV2Config | None = None, *, add_pooling_layer: bool = True,
+                 dtype: Any = np.float32, seed: int = 0) -> None:
+        super().__init__(config, dtype=dtype, seed=seed)
+        self.add_pooling_layer = add_pooling_layer
+
+    def forward(self, pixel_values: np.ndarray, output_hidden_states: bool = False, *,
+                rec: Any = None) -> BaseModelOutputWithPoolingAndNoAttention:
+        """pixel_values (N, C, H, W) float -> last_hidden_state (N, C_last, H/os, W/os), pooler_output (N, C_last)."""
+        x = self._prepare(pixel_values)
+        last, hidden = self._backbone(x, run_conv_1x1=True, rec=rec)
+        pooled = None
+        if self.add_pooling_layer:
+            pooled = global_average_pool(last)  # (N, C_last)
+            _record(rec, "pooler", "pooling", pooled[:, None, None, :], inputs=(last,))
+        return BaseModelOutputWithPoolingAndNoAttention(
+            last_hidden_state=nhwc_to_nchw(last),
+            pooler_output=pooled,
+            hidden_states=tuple(nhwc_to_nchw(h) for h in hidden) if output_hidden_states else None,
+        )
+
+
+def _classification_loss(logits: np.ndarray, labels: Any, config: MobileNetV2Config) -> np.ndarray:
+    """transformers' loss for image classification, with the problem type inferred the same way:
+    num_labels == 1 -> MSE; integer labels -> cross-entropy; otherwise -> BCE with logits."""
+    labels = np.asarray(labels)
+    n, num_labels = logits.shape
+    problem = config.problem_type
+    if problem is None:
+        if num_labels == 1:
+            problem = "regression"
+        elif num_labels > 1 and np.issubdtype(labels.dtype, np.integer):
+            problem = "single_label_classification"
+        else:
+            problem = "multi_label_classification"
+    if problem == "regression":
+        if num_labels == 1:
+            if labels.size != n:
+                raise ValueError(f"labels: regression with num_labels=1 expects {n} values, got shape {labels.shape}.")
+            return mse_loss(logits.reshape(-1), labels.reshape(-1).astype(logits.dtype))
+        if labels.shape != logits.shape:
+            raise ValueError(f"labels: regression expects shape {logits.shape}, got {labels.shape}.")
+        return mse_loss(logits, labels.astype(logits.dtype))
+    if problem == "single_label_classification":
+        if not np.issubdtype(labels.dtype, np.integer) or labels.shape != (n,):
+            raise ValueError(
+                f"labels: single-label classification expects integer class ids of shape ({n},), "
+                f"got dtype {labels.dtype} shape {labels.shape}."
+            )
+        bad = (labels != -100) & ((labels < 0) | (labels >= num_labels))
+        if bad.any():
+            raise ValueError(f"labels: class ids must be in [0, {num_labels}) or -100 (ignored), got {labels[bad][:5]}.")
+        return cross_entropy(logits, labels)
+    if labels.shape != logits.shape:
+        raise ValueError(
+            f"labels: multi-label classification expects 0/1 targets of shape {logits.shape}, got {labels.shape}."
+        )
+    return bce_with_logits(logits, labels.astype(logits.dtype))
+
+
+class MobileNetV2ForImageClassification(MobileNetV2PreTrainedModel):
+    """Backbone + global average pool + (dropout, identity at inference) + linear classifier."""
+
+    def _init_extra_params(self, rng: np.random.Generator) -> None:
+        c, labels = self.arch.conv_1x1.c_out, self.config.num_labels
+        if labels > 0:  # num_labels == 0: no classifier, logits are the pooled features
+            self.params["classifier"] = {
+                "kernel": rng.normal(0.0, self.config.initializer_range, (c, labels)).astype(self.dtype),  # (C, L)
+                "bias": np.zeros(labels, self.dtype),
+            }
+
+    def _extra_hf_shapes(self) -> dict[str, tuple[int, ...]]:
+        c, labels = self.arch.conv_1x1.c_out, self.config.num_labels
+        return {"classifier.weight": (labels, c), "classifier.bias": (labels,)} if labels > 0 else {}
+
+    def _extra_from_torch(self, tensors: Mapping[str, np.ndarray]) -> None:
+        if self.config.num_labels > 0:
+            self.params["classifier"] = {
+                "kernel": np.ascontiguousarray(tensors["classifier.weight"].T).astype(self.dtype),  # (L, C) -> (C, L)
+                "bias": tensors["classifier.bias"].astype(self.dtype),
+            }
+
+    def _extra_to_torch(self) -> dict[str, np.ndarray]:
+        if self.config.num_labels == 0:
+            return {}
+        p = self.params["classifier"]
+        return {"classifier.weight": np.ascontiguousarray(p["kernel"].T), "classifier.bias": p["bias"]}
+
+    def forward(self, pixel_values: np.ndarray, output_hidden_states: bool = False, labels: Any = None, *,
+                rec: Any = None) -> ImageClassifierOutputWithNoAttention:
+        """pixel_values (N, C, H, W) float -> logits (N, L) [and the loss when labels are given]."""
+        x = self._prepare(pixel_values)
+        last, hidden = self._backbone(x, run_conv_1x1=True, rec=rec)
+        pooled = global_average_pool(last)  # (N, C_last)
+        _record(rec, "pooler", "pooling", pooled[:, None, None, :], inputs=(last,))
+        logits = pooled
+        if self.config.num_labels > 0:
+            p = self.params["classifier"]
+            logits = pooled @ p["kernel"] + p["bias"]  # (N, C_last) @ (C_last, L) -> (N, L)
+            _record(rec, "classifier", "linear", logits[:, None, None, :], inputs=(pooled,), params=p,
+                    tf_scope="MobilenetV2/Logits/Conv2d_1c_1x1")
+        loss = None if labels is None else _classification_loss(logits, labels, self.config)
+        return ImageClassifierOutputWithNoAttention(
+            loss=loss,
+            logits=logits,
+            hidden_states=tuple(nhwc_to_nchw(h) for h in hidden) if output_hidden_states else None,
+        )
+
+
+class MobileNetV2ForSemanticSegmentation(MobileNetV2PreTrainedModel):
+    """Backbone (without computing its unused final 1x1 conv) + DeepLabV3 head on `layer.15`."""
+
+    def _head_specs(self) -> tuple[ConvSpec, ...]:
+        return deeplab_head_spec(self.config)
+
+    def forward(self, pixel_values: np.ndarray, labels: Any = None, output_hidden_states: bool = False, *,
+                rec: Any = None) -> SemanticSegmenterOutput:
+        """pixel_values (N, C, H, W) float -> logits (N, L, H/os, W/os) [and the loss for (N, H, W) labels]."""
+        if labels is not None and self.config.num_labels == 1:
+            raise ValueError("MobileNetV2ForSemanticSegmentation: the loss needs num_labels > 1, the config has 1.")
+        x = self._prepare(pixel_values)
+        labels = None if labels is None else self._check_labels(labels, pixel_values.shape[0])
+        _, hidden = self._backbone(x, run_conv_1x1=False, rec=rec)
+        logits = deeplab_head(hidden[-1], self._head_specs(), self.params, tf_padding=self.config.tf_padding, rec=rec)
+        loss = None
+        if labels is not None:
+            n, h, w = labels.shape
+            upsampled = resize_bilinear(logits, (h, w), align_corners=False)  # (N, H, W, L)
+            flat_logits = upsampled.reshape(n * h * w, -1)  # (N*H*W, L)
+            loss = cross_entropy(flat_logits, labels.reshape(-1), ignore_index=self.config.semantic_loss_ignore_index)
+        return SemanticSegmenterOutput(
+            loss=loss,
+            logits=nhwc_to_nchw(logits),
+            hidden_states=tuple(nhwc_to_nchw(h) for h in hidden) if output_hidden_states else None,
+        )
+
+    def _check_labels(self, labels: Any, n: int) -> np.ndarray:
+        labels = np.asarray(labels)
+        if labels.ndim != 3 or labels.shape[0] != n or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(
+                f"MobileNetV2ForSemanticSegmentation: labels must be an integer class map of shape ({n}, H, W), "
+                f"got dtype {labels.dtype} shape {labels.shape}."
+            )
+        ignore, num = self.config.semantic_loss_ignore_index, self.config.num_labels
+        bad = (labels != ignore) & ((labels < 0) | (labels >= num))
+        if bad.any():
+            raise ValueError(
+                f"MobileNetV2ForSemanticSegmentation: labels must be class ids in [0, {num}) or {ignore} (ignored), "
+                f"found {np.unique(labels[bad])[:5]}."
+            )
+        return labels
+
