@@ -102,7 +102,13 @@ class MobileNetV2Config:
         for name in ("first_layer_is_expansion", "finegrained_output", "tf_padding"):
             if not isinstance(getattr(self, name), bool):
                 self._fail(name, "expected True or False")
-        for name in ("depth_multiplier", "expand_ratio", "classifier_dropout_prob", "initializer_range", "layer_norm_eps"):
+        for name in (
+            "depth_multiplier",
+            "expand_ratio",
+            "classifier_dropout_prob",
+            "initializer_range",
+            "layer_norm_eps",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 self._fail(name, "expected a finite number")

@@ -70,7 +70,7 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
 
 def apply_depth_multiplier(config: MobileNetV2Config, channels: int) -> int:
     """channels * depth_multiplier, rounded by `make_divisible` with the config's divisor and floor."""
-    return make_divisible(int(round(channels * config.depth_multiplier)), config.depth_divisible_by, config.min_depth)
+    return make_divisible(round(channels * config.depth_multiplier), config.depth_divisible_by, config.min_depth)
 
 
 class ConvSpec(NamedTuple):
@@ -116,12 +116,14 @@ def _bottleneck(
 ) -> tuple[ConvSpec, ...]:
     """expand (1x1, activation) -> depthwise (3x3, activation) -> project (1x1, linear)."""
     act, eps = config.hidden_act, config.layer_norm_eps
-    m = make_divisible(int(round(c_in * config.expand_ratio)), config.depth_divisible_by, config.min_depth)
+    m = make_divisible(round(c_in * config.expand_ratio), config.depth_divisible_by, config.min_depth)
     if not expand:  # the stem: first_conv already produced the expanded channels
         m = c_in
     convs = []
     if expand:
-        convs.append(ConvSpec(f"{name}.expand_1x1", "pointwise", c_in, m, 1, activation=act, eps=eps, tf_scope=f"{scope}/expand"))
+        convs.append(
+            ConvSpec(f"{name}.expand_1x1", "pointwise", c_in, m, 1, activation=act, eps=eps, tf_scope=f"{scope}/expand")
+        )
     convs.append(
         ConvSpec(f"{name}.conv_3x3", "depthwise", m, m, 3, stride, dilation, act, eps, tf_scope=f"{scope}/depthwise")
     )
@@ -138,16 +140,34 @@ def backbone_spec(config: MobileNetV2Config) -> BackboneSpec:
     act, eps = config.hidden_act, config.layer_norm_eps
 
     first_conv = ConvSpec(
-        "conv_stem.first_conv", "conv", config.num_channels, stem_channels, 3, 2, 1, act, eps, tf_scope="MobilenetV2/Conv"
+        "conv_stem.first_conv",
+        "conv",
+        config.num_channels,
+        stem_channels,
+        3,
+        2,
+        1,
+        act,
+        eps,
+        tf_scope="MobilenetV2/Conv",
     )
     stem_convs = [first_conv]
     if not config.first_layer_is_expansion:  # an extra 1x1 expansion after the 3x3 stem conv
         stem_convs.append(
-            ConvSpec("conv_stem.expand_1x1", "pointwise", stem_channels, stem_channels, 1, activation=act, eps=eps,
-                     tf_scope="MobilenetV2/expanded_conv/expand")
+            ConvSpec(
+                "conv_stem.expand_1x1",
+                "pointwise",
+                stem_channels,
+                stem_channels,
+                1,
+                activation=act,
+                eps=eps,
+                tf_scope="MobilenetV2/expanded_conv/expand",
+            )
         )
-    stem_convs += _bottleneck(config, "conv_stem", "MobilenetV2/expanded_conv", stem_channels, channels[0],
-                              expand=False, stride=1, dilation=1)
+    stem_convs += _bottleneck(
+        config, "conv_stem", "MobilenetV2/expanded_conv", stem_channels, channels[0], expand=False, stride=1, dilation=1
+    )
     stem = BlockSpec("conv_stem", tuple(stem_convs), residual=False, tf_scope="MobilenetV2/expanded_conv")
 
     layers = []
@@ -163,8 +183,16 @@ def backbone_spec(config: MobileNetV2Config) -> BackboneSpec:
             layer_stride, layer_dilation = stride, 1
             current_stride *= stride
         scope = f"MobilenetV2/expanded_conv_{i + 1}"
-        convs = _bottleneck(config, f"layer.{i}", scope, channels[i], channels[i + 1],
-                            expand=True, stride=layer_stride, dilation=layer_dilation)
+        convs = _bottleneck(
+            config,
+            f"layer.{i}",
+            scope,
+            channels[i],
+            channels[i + 1],
+            expand=True,
+            stride=layer_stride,
+            dilation=layer_dilation,
+        )
         residual = layer_stride == 1 and channels[i] == channels[i + 1]  # shapes must match to add
         layers.append(BlockSpec(f"layer.{i}", convs, residual, scope))
 
@@ -172,7 +200,9 @@ def backbone_spec(config: MobileNetV2Config) -> BackboneSpec:
         last = LAST_CHANNELS  # keep the final features wide even for thin networks
     else:
         last = apply_depth_multiplier(config, LAST_CHANNELS)
-    conv_1x1 = ConvSpec("conv_1x1", "pointwise", channels[-1], last, 1, activation=act, eps=eps, tf_scope="MobilenetV2/Conv_1")
+    conv_1x1 = ConvSpec(
+        "conv_1x1", "pointwise", channels[-1], last, 1, activation=act, eps=eps, tf_scope="MobilenetV2/Conv_1"
+    )
     return BackboneSpec(stem, tuple(layers), conv_1x1)
 
 
@@ -185,11 +215,38 @@ def deeplab_head_spec(config: MobileNetV2Config) -> tuple[ConvSpec, ...]:
     c_in = apply_depth_multiplier(config, PROJECTION_CHANNELS[-1])
     head = "segmentation_head"
     return (
-        ConvSpec(f"{head}.conv_pool", "pointwise", c_in, HEAD_CHANNELS, 1, activation="relu", eps=HEAD_EPS, tf_scope="image_pooling"),
-        ConvSpec(f"{head}.conv_aspp", "pointwise", c_in, HEAD_CHANNELS, 1, activation="relu", eps=HEAD_EPS, tf_scope="aspp0"),
-        ConvSpec(f"{head}.conv_projection", "pointwise", 2 * HEAD_CHANNELS, HEAD_CHANNELS, 1, activation="relu",
-                 eps=HEAD_EPS, tf_scope="concat_projection"),
-        ConvSpec(f"{head}.classifier", "pointwise", HEAD_CHANNELS, config.num_labels, 1, bias=True, tf_scope="logits/semantic"),
+        ConvSpec(
+            f"{head}.conv_pool",
+            "pointwise",
+            c_in,
+            HEAD_CHANNELS,
+            1,
+            activation="relu",
+            eps=HEAD_EPS,
+            tf_scope="image_pooling",
+        ),
+        ConvSpec(
+            f"{head}.conv_aspp", "pointwise", c_in, HEAD_CHANNELS, 1, activation="relu", eps=HEAD_EPS, tf_scope="aspp0"
+        ),
+        ConvSpec(
+            f"{head}.conv_projection",
+            "pointwise",
+            2 * HEAD_CHANNELS,
+            HEAD_CHANNELS,
+            1,
+            activation="relu",
+            eps=HEAD_EPS,
+            tf_scope="concat_projection",
+        ),
+        ConvSpec(
+            f"{head}.classifier",
+            "pointwise",
+            HEAD_CHANNELS,
+            config.num_labels,
+            1,
+            bias=True,
+            tf_scope="logits/semantic",
+        ),
     )
 
 
@@ -202,8 +259,9 @@ def _record(rec: Any, name: str, kind: str, output: np.ndarray, **info: Any) -> 
         rec.add(name, kind, output, **info)
 
 
-def conv_layer(x: np.ndarray, spec: ConvSpec, params: Mapping[str, np.ndarray], *, tf_padding: bool,
-               rec: Any = None) -> np.ndarray:
+def conv_layer(
+    x: np.ndarray, spec: ConvSpec, params: Mapping[str, np.ndarray], *, tf_padding: bool, rec: Any = None
+) -> np.ndarray:
     """conv (padding chosen for this input size) -> batch norm -> activation, as transformers'
     `MobileNetV2ConvLayer`.
 
@@ -216,7 +274,9 @@ def conv_layer(x: np.ndarray, spec: ConvSpec, params: Mapping[str, np.ndarray], 
         raise ValueError(
             f"conv_layer at {spec.name!r}: expected {spec.c_in} input channels, got {c_in} (x.shape={x.shape})."
         )
-    pad = conv_padding(h, w, kernel_size=spec.kernel_size, stride=spec.stride, dilation=spec.dilation, tf_padding=tf_padding)
+    pad = conv_padding(
+        h, w, kernel_size=spec.kernel_size, stride=spec.stride, dilation=spec.dilation, tf_padding=tf_padding
+    )
     kernel, bias = params["kernel"], params.get("bias")
     if spec.kind == "pointwise":
         y = pointwise_conv2d(x, kernel, bias)  # (N, H, W, C_out)
@@ -237,8 +297,14 @@ def conv_layer(x: np.ndarray, spec: ConvSpec, params: Mapping[str, np.ndarray], 
 # ============================================================================ blocks and backbone
 
 
-def inverted_residual(x: np.ndarray, block: BlockSpec, params: Mapping[str, Mapping[str, np.ndarray]], *,
-                      tf_padding: bool, rec: Any = None) -> np.ndarray:
+def inverted_residual(
+    x: np.ndarray,
+    block: BlockSpec,
+    params: Mapping[str, Mapping[str, np.ndarray]],
+    *,
+    tf_padding: bool,
+    rec: Any = None,
+) -> np.ndarray:
     """The paper's bottleneck: expand (1x1) -> depthwise (3x3) -> linear project (1x1) [+ input].
 
     Shapes: x (N, H, W, C_in) -> (N, Ho, Wo, C_out); the expanded tensor is (N, H, W, M).
@@ -255,8 +321,15 @@ def inverted_residual(x: np.ndarray, block: BlockSpec, params: Mapping[str, Mapp
     return y
 
 
-def backbone(x: np.ndarray, arch: BackboneSpec, params: Mapping[str, Mapping[str, np.ndarray]], *,
-             tf_padding: bool, run_conv_1x1: bool = True, rec: Any = None) -> tuple[np.ndarray | None, list[np.ndarray]]:
+def backbone(
+    x: np.ndarray,
+    arch: BackboneSpec,
+    params: Mapping[str, Mapping[str, np.ndarray]],
+    *,
+    tf_padding: bool,
+    run_conv_1x1: bool = True,
+    rec: Any = None,
+) -> tuple[np.ndarray | None, list[np.ndarray]]:
     """Stem, 16 inverted residual blocks, final 1x1 conv.
 
     Shapes: x (N, H, W, C_in) -> last (N, H/os, W/os, C_last) and 16 block outputs (NHWC).
@@ -273,8 +346,14 @@ def backbone(x: np.ndarray, arch: BackboneSpec, params: Mapping[str, Mapping[str
     return last, hidden_states
 
 
-def deeplab_head(features: np.ndarray, head: tuple[ConvSpec, ...], params: Mapping[str, Mapping[str, np.ndarray]], *,
-                 tf_padding: bool, rec: Any = None) -> np.ndarray:
+def deeplab_head(
+    features: np.ndarray,
+    head: tuple[ConvSpec, ...],
+    params: Mapping[str, Mapping[str, np.ndarray]],
+    *,
+    tf_padding: bool,
+    rec: Any = None,
+) -> np.ndarray:
     """DeepLabV3 head: [image pooling -> 1x1 -> broadcast back, 1x1] -> concat -> 1x1 -> classifier.
 
     Shapes: features (N, H, W, C) -> logits (N, H, W, L).
@@ -329,7 +408,9 @@ def _kernel_to_torch(kernel: np.ndarray, kind: str) -> np.ndarray:
 _BN_NAMES = {"weight": "gamma", "bias": "beta", "running_mean": "mean", "running_var": "var"}
 
 
-def _conv_params_from_torch(spec: ConvSpec, tensors: Mapping[str, np.ndarray], dtype: np.dtype) -> dict[str, np.ndarray]:
+def _conv_params_from_torch(
+    spec: ConvSpec, tensors: Mapping[str, np.ndarray], dtype: np.dtype
+) -> dict[str, np.ndarray]:
     params = {"kernel": _kernel_from_torch(tensors["convolution.weight"], spec.kind).astype(dtype)}
     if spec.bias:
         params["bias"] = tensors["convolution.bias"].astype(dtype)
@@ -355,7 +436,9 @@ def _describe_mismatch(missing: list[str], unexpected: list[str], wrong: list[st
     if missing:
         parts.append(f"missing {len(missing)}: {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
     if unexpected:
-        parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+        parts.append(
+            f"unexpected {len(unexpected)}: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}"
+        )
     if wrong:
         parts.append(f"wrong shape {len(wrong)}: {'; '.join(wrong[:8])}{' ...' if len(wrong) > 8 else ''}")
     return (
@@ -431,14 +514,21 @@ class MobileNetV2PreTrainedModel:
         std = self.config.initializer_range
         self.params = {}
         for spec in self._conv_specs():
-            shape = (spec.kernel_size, spec.kernel_size, spec.c_out) if spec.kind == "depthwise" else (
-                spec.kernel_size, spec.kernel_size, spec.c_in, spec.c_out)
+            shape = (
+                (spec.kernel_size, spec.kernel_size, spec.c_out)
+                if spec.kind == "depthwise"
+                else (spec.kernel_size, spec.kernel_size, spec.c_in, spec.c_out)
+            )
             p = {"kernel": rng.normal(0.0, std, shape).astype(self.dtype)}
             if spec.bias:
                 p["bias"] = np.zeros(spec.c_out, self.dtype)
             if spec.eps is not None:
-                p.update(gamma=np.ones(spec.c_out, self.dtype), beta=np.zeros(spec.c_out, self.dtype),
-                         mean=np.zeros(spec.c_out, self.dtype), var=np.ones(spec.c_out, self.dtype))
+                p.update(
+                    gamma=np.ones(spec.c_out, self.dtype),
+                    beta=np.zeros(spec.c_out, self.dtype),
+                    mean=np.zeros(spec.c_out, self.dtype),
+                    var=np.ones(spec.c_out, self.dtype),
+                )
             self.params[spec.name] = p
         self._init_extra_params(rng)
 
@@ -490,7 +580,11 @@ class MobileNetV2PreTrainedModel:
         arrays = {k: np.asarray(v) for k, v in state_dict.items()}
         missing = sorted(k for k in expected if k not in arrays)
         unexpected = sorted(k for k in arrays if k not in expected and not k.endswith("num_batches_tracked"))
-        wrong = [f"{k} {arrays[k].shape} != {expected[k]}" for k in expected if k in arrays and arrays[k].shape != expected[k]]
+        wrong = [
+            f"{k} {arrays[k].shape} != {expected[k]}"
+            for k in expected
+            if k in arrays and arrays[k].shape != expected[k]
+        ]
         if missing or unexpected or wrong:
             raise ValueError(_describe_mismatch(missing, unexpected, wrong, cls.__name__))
         for k, v in arrays.items():
@@ -514,8 +608,11 @@ class MobileNetV2PreTrainedModel:
 
     def num_parameters(self) -> int:
         """Learnable parameters, batch norm included (transformers' `num_parameters()`)."""
-        return sum(int(np.prod(s)) for k, s in self.expected_state_dict_shapes().items()
-                   if not k.endswith(("running_mean", "running_var")))
+        return sum(
+            int(np.prod(s))
+            for k, s in self.expected_state_dict_shapes().items()
+            if not k.endswith(("running_mean", "running_var"))
+        )
 
     # -- forward helpers --------------------------------------------------------
     def _prepare(self, pixel_values: Any) -> np.ndarray:
@@ -524,15 +621,19 @@ class MobileNetV2PreTrainedModel:
         return nchw_to_nhwc(pixel_values.astype(self.dtype, copy=False))  # (N, H, W, C_in)
 
     def _backbone(self, x: np.ndarray, *, run_conv_1x1: bool, rec: Any = None):
-        return backbone(x, self.arch, self.params, tf_padding=self.config.tf_padding, run_conv_1x1=run_conv_1x1, rec=rec)
+        return backbone(
+            x, self.arch, self.params, tf_padding=self.config.tf_padding, run_conv_1x1=run_conv_1x1, rec=rec
+        )
 
     def __call__(self, *args: Any, **kwargs: Any):
         return self.forward(*args, **kwargs)
 
     def __repr__(self) -> str:
         c = self.config
-        return (f"{type(self).__name__}(depth_multiplier={c.depth_multiplier}, output_stride={c.output_stride}, "
-                f"num_labels={c.num_labels}, dtype={self.dtype.name}, parameters={self.num_parameters():,})")
+        return (
+            f"{type(self).__name__}(depth_multiplier={c.depth_multiplier}, output_stride={c.output_stride}, "
+            f"num_labels={c.num_labels}, dtype={self.dtype.name}, parameters={self.num_parameters():,})"
+        )
 
 
 class MobileNetV2Model(MobileNetV2PreTrainedModel):
@@ -540,13 +641,20 @@ class MobileNetV2Model(MobileNetV2PreTrainedModel):
 
     _prefix = ""
 
-    def __init__(self, config: MobileNetV2Config | None = None, *, add_pooling_layer: bool = True,
-                 dtype: Any = np.float32, seed: int = 0) -> None:
+    def __init__(
+        self,
+        config: MobileNetV2Config | None = None,
+        *,
+        add_pooling_layer: bool = True,
+        dtype: Any = np.float32,
+        seed: int = 0,
+    ) -> None:
         super().__init__(config, dtype=dtype, seed=seed)
         self.add_pooling_layer = add_pooling_layer
 
-    def forward(self, pixel_values: np.ndarray, output_hidden_states: bool = False, *,
-                rec: Any = None) -> BaseModelOutputWithPoolingAndNoAttention:
+    def forward(
+        self, pixel_values: np.ndarray, output_hidden_states: bool = False, *, rec: Any = None
+    ) -> BaseModelOutputWithPoolingAndNoAttention:
         """pixel_values (N, C, H, W) float -> last_hidden_state (N, C_last, H/os, W/os), pooler_output (N, C_last)."""
         x = self._prepare(pixel_values)
         last, hidden = self._backbone(x, run_conv_1x1=True, rec=rec)
@@ -590,7 +698,9 @@ def _classification_loss(logits: np.ndarray, labels: Any, config: MobileNetV2Con
             )
         bad = (labels != -100) & ((labels < 0) | (labels >= num_labels))
         if bad.any():
-            raise ValueError(f"labels: class ids must be in [0, {num_labels}) or -100 (ignored), got {labels[bad][:5]}.")
+            raise ValueError(
+                f"labels: class ids must be in [0, {num_labels}) or -100 (ignored), got {labels[bad][:5]}."
+            )
         return cross_entropy(logits, labels)
     if labels.shape != logits.shape:
         raise ValueError(
@@ -627,8 +737,9 @@ class MobileNetV2ForImageClassification(MobileNetV2PreTrainedModel):
         p = self.params["classifier"]
         return {"classifier.weight": np.ascontiguousarray(p["kernel"].T), "classifier.bias": p["bias"]}
 
-    def forward(self, pixel_values: np.ndarray, output_hidden_states: bool = False, labels: Any = None, *,
-                rec: Any = None) -> ImageClassifierOutputWithNoAttention:
+    def forward(
+        self, pixel_values: np.ndarray, output_hidden_states: bool = False, labels: Any = None, *, rec: Any = None
+    ) -> ImageClassifierOutputWithNoAttention:
         """pixel_values (N, C, H, W) float -> logits (N, L) [and the loss when labels are given]."""
         x = self._prepare(pixel_values)
         last, hidden = self._backbone(x, run_conv_1x1=True, rec=rec)
@@ -638,8 +749,15 @@ class MobileNetV2ForImageClassification(MobileNetV2PreTrainedModel):
         if self.config.num_labels > 0:
             p = self.params["classifier"]
             logits = pooled @ p["kernel"] + p["bias"]  # (N, C_last) @ (C_last, L) -> (N, L)
-            _record(rec, "classifier", "linear", logits[:, None, None, :], inputs=(pooled,), params=p,
-                    tf_scope="MobilenetV2/Logits/Conv2d_1c_1x1")
+            _record(
+                rec,
+                "classifier",
+                "linear",
+                logits[:, None, None, :],
+                inputs=(pooled,),
+                params=p,
+                tf_scope="MobilenetV2/Logits/Conv2d_1c_1x1",
+            )
         loss = None if labels is None else _classification_loss(logits, labels, self.config)
         return ImageClassifierOutputWithNoAttention(
             loss=loss,
@@ -654,8 +772,9 @@ class MobileNetV2ForSemanticSegmentation(MobileNetV2PreTrainedModel):
     def _head_specs(self) -> tuple[ConvSpec, ...]:
         return deeplab_head_spec(self.config)
 
-    def forward(self, pixel_values: np.ndarray, labels: Any = None, output_hidden_states: bool = False, *,
-                rec: Any = None) -> SemanticSegmenterOutput:
+    def forward(
+        self, pixel_values: np.ndarray, labels: Any = None, output_hidden_states: bool = False, *, rec: Any = None
+    ) -> SemanticSegmenterOutput:
         """pixel_values (N, C, H, W) float -> logits (N, L, H/os, W/os) [and the loss for (N, H, W) labels]."""
         if labels is not None and self.config.num_labels == 1:
             raise ValueError("MobileNetV2ForSemanticSegmentation: the loss needs num_labels > 1, the config has 1.")
@@ -690,4 +809,3 @@ class MobileNetV2ForSemanticSegmentation(MobileNetV2PreTrainedModel):
                 f"found {np.unique(labels[bad])[:5]}."
             )
         return labels
-

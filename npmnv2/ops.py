@@ -99,9 +99,7 @@ def symmetric_padding(*, kernel_size: int, dilation: int = 1) -> tuple[int, int]
     return p, p
 
 
-def conv_padding(
-    height: int, width: int, *, kernel_size: int, stride: int, dilation: int, tf_padding: bool
-) -> Pad2D:
+def conv_padding(height: int, width: int, *, kernel_size: int, stride: int, dilation: int, tf_padding: bool) -> Pad2D:
     """The Pad2D a convolution applies to an H x W input: TF SAME or PyTorch symmetric.
 
     >>> conv_padding(224, 224, kernel_size=3, stride=2, dilation=1, tf_padding=True)
@@ -343,7 +341,7 @@ def batch_norm(
         eps: the layer's own epsilon (transformers: 1e-3 in the backbone, 1e-5 in the DeepLab head).
 
     >>> batch_norm(np.array([[3.0]]), np.array([1.0]), np.array([4.0]), np.array([2.0]), np.array([0.5]), eps=0.0)
-    array([[1.5]])
+    array([[2.5]])
     """
     scale = gamma / np.sqrt(var + eps)  # (C,)
     shift = beta - mean * scale  # (C,)

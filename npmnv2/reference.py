@@ -99,7 +99,10 @@ def resize_bilinear_loops(x: np.ndarray, size: tuple[int, int], *, align_corners
             x0 = min(math.floor(sx), w - 1)
             x1, b = min(x0 + 1, w - 1), sx - x0
             out[:, y, x_] = (
-                (1 - a) * (1 - b) * x[:, y0, x0] + (1 - a) * b * x[:, y0, x1] + a * (1 - b) * x[:, y1, x0] + a * b * x[:, y1, x1]
+                (1 - a) * (1 - b) * x[:, y0, x0]
+                + (1 - a) * b * x[:, y0, x1]
+                + a * (1 - b) * x[:, y1, x0]
+                + a * b * x[:, y1, x1]
             )
     return out
 

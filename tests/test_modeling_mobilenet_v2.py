@@ -34,8 +34,20 @@ CASES = [
     ("bare-os16-161x193", Bare, dict(output_stride=16), (1, 161, 193), None),
     ("bare-os8-dm0.5", Bare, dict(output_stride=8, depth_multiplier=0.5), (1, 65, 81), None),
     ("seg-os16-labels", Seg, dict(output_stride=16, num_labels=21), (1, 129, 129), "segmentation"),
-    ("seg-os8-dm0.5-labels", Seg, dict(output_stride=8, depth_multiplier=0.5, num_labels=5), (2, 97, 81), "segmentation"),
-    ("seg-os32-torch-padding", Seg, dict(output_stride=32, tf_padding=False, num_labels=3), (1, 96, 96), "segmentation"),
+    (
+        "seg-os8-dm0.5-labels",
+        Seg,
+        dict(output_stride=8, depth_multiplier=0.5, num_labels=5),
+        (2, 97, 81),
+        "segmentation",
+    ),
+    (
+        "seg-os32-torch-padding",
+        Seg,
+        dict(output_stride=32, tf_padding=False, num_labels=3),
+        (1, 96, 96),
+        "segmentation",
+    ),
     ("seg-os16-dm1.0-513", Seg, dict(output_stride=16, num_labels=21), (1, 513, 513), None),
 ]
 
@@ -74,8 +86,11 @@ def run_case(cls, config_kwargs, shape, label_kind, dtype, seed=0):
         kwargs["labels"] = torch.from_numpy(labels)
     theirs, hf_out = torch_activations(hf_model, pixel_values, **kwargs)
     rec = Collect()
-    ours = model(pixel_values, output_hidden_states=True, labels=labels, rec=rec) if cls is not Bare else model(
-        pixel_values, output_hidden_states=True, rec=rec)
+    ours = (
+        model(pixel_values, output_hidden_states=True, labels=labels, rec=rec)
+        if cls is not Bare
+        else model(pixel_values, output_hidden_states=True, rec=rec)
+    )
 
     # Every recorded step that transformers has a module for, in execution order.
     compared = []
@@ -100,7 +115,7 @@ def run_case(cls, config_kwargs, shape, label_kind, dtype, seed=0):
 
     # The public outputs too.
     assert len(ours.hidden_states) == len(hf_out.hidden_states) == 16
-    for i, (a, b) in enumerate(zip(ours.hidden_states, hf_out.hidden_states)):
+    for i, (a, b) in enumerate(zip(ours.hidden_states, hf_out.hidden_states, strict=True)):
         assert_close(f"hidden_states[{i}]", a, b.numpy(), dtype)
     if cls is Bare:
         assert_close("last_hidden_state", ours.last_hidden_state, hf_out.last_hidden_state.numpy(), dtype)
@@ -120,8 +135,14 @@ def test_every_traced_tensor_matches_transformers_float32(cls, config_kwargs, sh
     assert len(compared) > 100
 
 
-FLOAT64_CASES = ["cls-dm1.0-224", "cls-dm0.75-225-odd", "seg-os8-dm0.5-labels", "cls-torch-padding-225",
-                 "bare-os16-161x193", "cls-batch3-labels"]
+FLOAT64_CASES = [
+    "cls-dm1.0-224",
+    "cls-dm0.75-225-odd",
+    "seg-os8-dm0.5-labels",
+    "cls-torch-padding-225",
+    "bare-os16-161x193",
+    "cls-batch3-labels",
+]
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[0] in FLOAT64_CASES], ids=FLOAT64_CASES)

@@ -22,7 +22,7 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
     """
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, module in model.named_modules():
+        for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 c = module.num_features
                 module.weight.copy_(torch.rand(c, generator=g) + 0.5)
