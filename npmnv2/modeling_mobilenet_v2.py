@@ -12,7 +12,11 @@ Reading order: the architecture as data (channels, strides, dilation rule) -> on
 
 from __future__ import annotations
 
+import itertools
+import os
+import warnings
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -38,6 +42,7 @@ from .outputs import (
     ImageClassifierOutputWithNoAttention,
     SemanticSegmenterOutput,
 )
+from .warnings import NpMnV2Warning
 
 MIN_INPUT_SIZE = 32  # the documented minimum: 32 / output_stride 32 = a 1x1 final feature map
 
@@ -448,6 +453,46 @@ def _describe_mismatch(missing: list[str], unexpected: list[str], wrong: list[st
     )
 
 
+HEAD_PREFIXES = ("classifier.", "segmentation_head.")
+
+
+def _backbone_shapes(config: MobileNetV2Config) -> dict[str, tuple[int, ...]]:
+    """transformers' backbone tensor shapes (no `mobilenet_v2.` prefix) for a config."""
+    arch = backbone_spec(config)
+    specs = [c for block in (arch.stem, *arch.layers) for c in block.convs] + [arch.conv_1x1]
+    return {f"{s.name}.{k}": v for s in specs for k, v in _hf_tensor_shapes(s).items()}
+
+
+def infer_config(tensors: Mapping[str, np.ndarray], **known: Any) -> dict[str, Any] | None:
+    """Guess the config fields a set of transformers-named tensors was made with, from their shapes.
+
+    Tries the published depth multipliers, channel divisors, expansion ratios and stem variants;
+    returns the fields that reproduce every backbone shape (plus num_labels from the head), or None.
+    `known` fixes fields that are known already. The conv_1x1 layer may be absent (DeepLab exports).
+    """
+    shapes = {k.removeprefix("mobilenet_v2."): tuple(np.shape(v)) for k, v in tensors.items()}
+    first = shapes.get("conv_stem.first_conv.convolution.weight")
+    if first is None or len(first) != 4:
+        return None
+    fields: dict[str, Any] = {"num_channels": first[1]}
+    for name in ("classifier.weight", "segmentation_head.classifier.convolution.weight"):
+        if name in shapes:
+            fields["num_labels"] = shapes[name][0]
+    grid = itertools.product([0.35, 0.5, 0.75, 1.0, 1.3, 1.4], [8, 1], [6.0, 4.0], [True, False], [True, False])
+    for dm, divisor, ratio, first_is_expansion, finegrained in grid:
+        candidate = {"depth_multiplier": dm, "depth_divisible_by": divisor, "expand_ratio": ratio,
+                     "first_layer_is_expansion": first_is_expansion, "finegrained_output": finegrained}  # fmt: skip
+        candidate.update(known)
+        config = MobileNetV2Config(num_channels=fields["num_channels"], **candidate)
+        expected = _backbone_shapes(config)
+        optional = {k for k in expected if k.startswith("conv_1x1.")}
+        if all(shapes.get(k) == v for k, v in expected.items() if k not in optional or k in shapes):
+            if not all(k in shapes for k in expected if k not in optional):
+                continue
+            return {**candidate, **fields}
+    return None
+
+
 # ============================================================================ input checks
 
 
@@ -513,6 +558,7 @@ class MobileNetV2PreTrainedModel:
         rng = np.random.default_rng(seed)
         std = self.config.initializer_range
         self.params = {}
+        self.quantization: dict[str, tuple[float, int]] = {}  # activation (scale, zero point), from TFLite
         for spec in self._conv_specs():
             shape = (
                 (spec.kernel_size, spec.kernel_size, spec.c_out)
@@ -613,6 +659,94 @@ class MobileNetV2PreTrainedModel:
             for k, s in self.expected_state_dict_shapes().items()
             if not k.endswith(("running_mean", "running_var"))
         )
+
+    # -- files ---------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls, source: str | os.PathLike, dtype: Any = np.float32, *, config: MobileNetV2Config | str | None = None
+    ):
+        """Load weights from a transformers checkpoint folder, a .safetensors/.bin file, a .tflite file
+        or a hub id ("google/mobilenet_v2_1.0_224").
+
+        A single weight file takes its config from `config=` (a MobileNetV2Config or a config.json
+        path) or from a config.json beside it. A checkpoint made for the other head (classification
+        vs segmentation) loads its backbone and initialises this class's head afresh, with a warning,
+        as transformers does.
+        """
+        from . import weights
+
+        path = weights.resolve_checkpoint(source)
+        if path.suffix == ".tflite":
+            from .tflite_import import read_tflite
+
+            tensors, config_dict, quantization = read_tflite(path)
+        else:
+            tensors, config_dict = weights.read_checkpoint(path)
+            quantization = None
+        if isinstance(config, (str, os.PathLike)):
+            config = MobileNetV2Config.from_json_file(config)
+        if config is None:
+            if config_dict is None:
+                raise ValueError(
+                    f"{cls.__name__}.from_pretrained: {str(path)!r} has no config.json beside it; pass "
+                    "config=MobileNetV2Config(...) or config='path/to/config.json'."
+                )
+            config = MobileNetV2Config.from_dict(config_dict)
+        tensors = cls._adopt_checkpoint(tensors, config, dtype, str(path))
+        try:
+            model = cls.from_state_dict(tensors, config, dtype=dtype)
+        except ValueError as err:
+            guess = infer_config(tensors)
+            described = ", ".join(f"{k}={v!r}" for k, v in (guess or {}).items())
+            hint = f" The tensors look like a model with {described}." if guess else ""
+            raise ValueError(f"{err}{hint}") from None
+        if quantization is None:  # a checkpoint npmnv2 saved from a TFLite import keeps them in config.json
+            saved = config.extra.get("npmnv2_activation_quantization", {})
+            quantization = {k: (float(v[0]), int(v[1])) for k, v in saved.items()}
+        model.quantization = quantization
+        return model
+
+    @classmethod
+    def _adopt_checkpoint(
+        cls, tensors: dict[str, np.ndarray], config: MobileNetV2Config, dtype: Any, where: str
+    ) -> dict[str, np.ndarray]:
+        """Fit a checkpoint of a sibling class: add or strip the `mobilenet_v2.` prefix, and swap
+        a head this class does not have for a freshly initialised one (with a warning)."""
+        template = cls(config, dtype=dtype)
+        expected = template.expected_state_dict_shapes()
+        prefix = cls._prefix
+        backbone = {k.removeprefix("mobilenet_v2."): v for k, v in tensors.items() if not k.startswith(HEAD_PREFIXES)}
+        adopted = {prefix + k: v for k, v in backbone.items()}
+        theirs = {k: v for k, v in tensors.items() if k.startswith(HEAD_PREFIXES)}
+        ours = {k for k in expected if k.startswith(HEAD_PREFIXES)}
+        if theirs.keys() & ours or (not theirs and not ours):
+            adopted.update(theirs)  # same head (or none): strict checking decides
+            return adopted
+        fresh = template.state_dict()
+        adopted.update({k: fresh[k] for k in ours})
+        dropped = sorted({k.split(".")[0] for k in theirs})
+        made = sorted({k.split(".")[0] for k in ours})
+        parts = [f"{cls.__name__}.from_pretrained({where!r}): the checkpoint's backbone was loaded"]
+        if dropped:
+            parts.append(f"its unused head weights ({', '.join(h + '.*' for h in dropped)}) were dropped")
+        if made:
+            parts.append(
+                f"this class's head ({', '.join(h + '.*' for h in made)}) is newly initialised and must be "
+                "trained or loaded before its outputs mean anything"
+            )
+        warnings.warn("; ".join(parts) + ".", NpMnV2Warning, stacklevel=3)
+        return adopted
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write a transformers checkpoint folder (config.json + model.safetensors) that
+        `transformers.<same class>.from_pretrained` loads with no missing or unexpected keys."""
+        from . import weights
+
+        config = self.config.to_dict()
+        config["architectures"] = [type(self).__name__]
+        if getattr(self, "quantization", None):
+            config["npmnv2_activation_quantization"] = {k: list(v) for k, v in self.quantization.items()}
+        return weights.save_checkpoint(directory, self.state_dict(), config)
 
     # -- forward helpers --------------------------------------------------------
     def _prepare(self, pixel_values: Any) -> np.ndarray:

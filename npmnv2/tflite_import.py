@@ -1,0 +1,269 @@
+"""Import quantized TFLite MobileNetV2 / DeepLabV3 models as transformers-named float tensors.
+
+The flatbuffer is read with the `tflite` package (optional extra `npmnv2[tflite]`). Each
+CONV_2D / DEPTHWISE_CONV_2D is matched to a transformers module by its TF-slim scope
+(`weights.TF_SCOPE_TO_HF`), its weights are dequantized, and the config is inferred from the
+shapes, strides and dilations. Nothing is executed: this only reads arrays.
+
+Batch norm is already folded into the conv biases of these files. transformers' conv layers have
+no bias but a batch norm, so the bias is carried by an *identity* batch norm:
+gamma = 1, beta = bias, running_mean = 0, running_var = 1 - eps, so that
+(y - 0) / sqrt((1 - eps) + eps) * 1 + bias = y + bias.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .configuration_mobilenet_v2 import MobileNetV2Config
+from .modeling_mobilenet_v2 import HEAD_EPS, backbone_spec, infer_config
+from .weights import WeightFileError, tf_scope_to_hf
+
+PASCAL_VOC_LABELS = [
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+]  # fmt: skip
+
+# TFLite enums (schema.fbs): tensor types and fused activations we understand.
+_TENSOR_TYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8, 1: np.float16}
+_FUSED = {0: None, 1: "relu", 3: "relu6"}
+_PADDING = {0: "SAME", 1: "VALID"}
+
+
+def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int = 0) -> np.ndarray:
+    """real = scale * (q - zero_point), per tensor (one scale) or per channel along `axis`.
+
+    Shapes: q any; scale, zero_point (1,) or (q.shape[axis],).
+
+    >>> dequantize(np.array([128, 130], np.uint8), np.array([0.5]), np.array([128]))
+    array([0., 1.])
+    """
+    scale = np.asarray(scale, np.float64)
+    zero_point = np.asarray(zero_point, np.int64)
+    if scale.size > 1:  # per channel: broadcast along `axis`
+        shape = [1] * q.ndim
+        shape[axis] = scale.size
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    return scale * (q.astype(np.int64) - zero_point)
+
+
+def _import_tflite():
+    try:
+        import tflite
+    except ImportError:
+        raise ImportError("reading .tflite files needs the `tflite` package: pip install 'npmnv2[tflite]'") from None
+    return tflite
+
+
+class _Graph:
+    """The parts of a TFLite flatbuffer the import needs, as plain Python values."""
+
+    def __init__(self, path: Path) -> None:
+        tflite = _import_tflite()
+        self.path, self.buf = path, path.read_bytes()
+        self.where = f"TFLite file {str(path)!r}"
+        try:
+            if len(self.buf) < 8 or self.buf[4:8] != b"TFL3":
+                raise ValueError("missing the TFL3 identifier")
+            self.model = tflite.Model.GetRootAsModel(self.buf, 0)
+            self.graph = self.model.Subgraphs(0)
+            self.ops = [self._op(i) for i in range(self.graph.OperatorsLength())]
+        except WeightFileError:
+            raise
+        except Exception as err:  # flatbuffers raise assorted errors on garbage
+            raise WeightFileError(
+                f"{self.where} is not a readable TFLite model ({type(err).__name__}: {err})."
+            ) from None
+
+    def _op(self, i: int) -> dict[str, Any]:
+        tflite = _import_tflite()
+        op = self.graph.Operators(i)
+        code = self.model.OperatorCodes(op.OpcodeIndex())
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        names = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
+        inputs = [op.Inputs(j) for j in range(op.InputsLength())]
+        record = {"type": names.get(builtin, str(builtin)), "inputs": inputs,
+                  "outputs": [op.Outputs(j) for j in range(op.OutputsLength())]}  # fmt: skip
+        if record["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            cls = tflite.Conv2DOptions if record["type"] == "CONV_2D" else tflite.DepthwiseConv2DOptions
+            options = cls()
+            table = op.BuiltinOptions()
+            options.Init(table.Bytes, table.Pos)
+            record.update(
+                padding=_PADDING.get(options.Padding()), stride=(options.StrideH(), options.StrideW()),
+                dilation=(options.DilationHFactor(), options.DilationWFactor()),
+                activation=options.FusedActivationFunction(),
+            )  # fmt: skip
+        return record
+
+    def name(self, t: int) -> str:
+        return self.graph.Tensors(t).Name().decode()
+
+    def shape(self, t: int) -> tuple[int, ...]:
+        return (
+            tuple(int(s) for s in self.graph.Tensors(t).ShapeAsNumpy()) if self.graph.Tensors(t).ShapeLength() else ()
+        )
+
+    def quantization(self, t: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+        q = self.graph.Tensors(t).Quantization()
+        if q is None or q.ScaleLength() == 0:
+            return None
+        return q.ScaleAsNumpy(), q.ZeroPointAsNumpy(), q.QuantizedDimension()
+
+    def array(self, t: int) -> np.ndarray:
+        """A constant tensor, dequantized to float64 when it is quantized."""
+        tensor = self.graph.Tensors(t)
+        dtype = _TENSOR_TYPES.get(tensor.Type())
+        data = self.model.Buffers(tensor.Buffer()).DataAsNumpy()
+        shape = self.shape(t)
+        if dtype is None or isinstance(data, int) or data.size != math.prod(shape) * np.dtype(dtype).itemsize:
+            raise WeightFileError(
+                f"{self.where}: constant tensor {self.name(t)!r} has no valid data (truncated file?)."
+            )
+        q = data.view(dtype).reshape(shape)
+        quant = self.quantization(t)
+        return q.astype(np.float64) if quant is None else dequantize(q, *quant)
+
+    def labels(self) -> list[str] | None:
+        """Label names from the TFLite metadata: a zip appended to the flatbuffer."""
+        try:
+            with zipfile.ZipFile(io.BytesIO(self.buf)) as archive:
+                texts = [n for n in archive.namelist() if n.endswith(".txt")]
+                if texts:
+                    return archive.read(texts[0]).decode("utf-8").splitlines()
+        except zipfile.BadZipFile:
+            pass
+        return None
+
+
+def _conv_tensors(graph: _Graph, op: dict[str, Any], hf: str, kind: str) -> dict[str, np.ndarray]:
+    """transformers tensors of one conv: OIHW / (C, 1, KH, KW) kernel, identity BN carrying the bias."""
+    weight = graph.array(op["inputs"][1])
+    bias = graph.array(op["inputs"][2]) if len(op["inputs"]) > 2 and op["inputs"][2] >= 0 else None
+    if kind == "DEPTHWISE_CONV_2D":
+        kernel = weight.transpose(3, 0, 1, 2)  # (1, KH, KW, C) -> (C, 1, KH, KW)
+    else:
+        kernel = weight.transpose(0, 3, 1, 2)  # OHWI (C_out, KH, KW, C_in) -> OIHW
+    c_out = kernel.shape[0]
+    bias = np.zeros(c_out) if bias is None else bias
+    if hf in ("classifier", "segmentation_head.classifier"):
+        if hf == "classifier":  # transformers' classifier is a Linear (L, C)
+            return {"classifier.weight": kernel[:, :, 0, 0], "classifier.bias": bias}
+        return {f"{hf}.convolution.weight": kernel, f"{hf}.convolution.bias": bias}
+    eps = HEAD_EPS if hf.startswith("segmentation_head.") else 1e-3
+    return {
+        f"{hf}.convolution.weight": kernel,
+        f"{hf}.normalization.weight": np.ones(c_out),
+        f"{hf}.normalization.bias": bias,
+        f"{hf}.normalization.running_mean": np.zeros(c_out),
+        f"{hf}.normalization.running_var": np.full(c_out, 1.0 - eps),
+    }
+
+
+def read_tflite(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, tuple[float, int]]]:
+    """(transformers-named float tensors, config dict, activation quantization) of a TFLite MobileNetV2.
+
+    Raises WeightFileError when the graph is not a MobileNetV2 / DeepLabV3-MobileNetV2 this
+    import understands (unknown layers, missing layers, shapes that fit no config).
+    """
+    graph = _Graph(Path(path))
+    tensors: dict[str, np.ndarray] = {}
+    quantization: dict[str, tuple[float, int]] = {}
+    strides, dilations, paddings, acts = [], [], set(), {}
+    for op in graph.ops:
+        if op["type"] not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            continue
+        found = tf_scope_to_hf(graph.name(op["inputs"][1]))
+        if found is None:
+            raise WeightFileError(
+                f"{graph.where}: convolution {graph.name(op['inputs'][1])!r} is not a MobileNetV2 layer npmnv2 knows "
+                "(expected TF-slim scopes MobilenetV2/Conv, MobilenetV2/expanded_conv_N/..., aspp0, ...)."
+            )
+        scope, hf = found
+        tensors.update(_conv_tensors(graph, op, hf, op["type"]))
+        paddings.add(op["padding"])
+        if op["type"] == "DEPTHWISE_CONV_2D":
+            strides.append(op["stride"][0])
+            dilations.append(op["dilation"][0])
+        if not hf.startswith("segmentation_head"):
+            acts[hf] = _FUSED.get(op["activation"], "unknown")
+        quant = graph.quantization(op["outputs"][0])
+        if quant is not None:
+            quantization[hf] = (float(quant[0][0]), int(quant[1][0]))
+    for op in graph.ops:  # residual adds: the output scope names the block
+        if op["type"] == "ADD":
+            out = graph.name(op["outputs"][0])
+            quant = graph.quantization(op["outputs"][0])
+            if out.startswith("MobilenetV2/expanded_conv_") and quant is not None:
+                block = int(out.split("/")[1].rsplit("_", 1)[1]) - 1
+                quantization[f"layer.{block}"] = (float(quant[0][0]), int(quant[1][0]))
+    input_index = graph.graph.Inputs(0)
+    input_quant = graph.quantization(input_index)
+    if input_quant is not None:
+        quantization["pixel_values"] = (float(input_quant[0][0]), int(input_quant[1][0]))
+    return tensors, _infer_tflite_config(graph, tensors, strides, dilations, paddings, acts), quantization
+
+
+def _infer_tflite_config(graph, tensors, strides, dilations, paddings, acts) -> dict[str, Any]:
+    if (
+        "conv_stem.first_conv.convolution.weight" not in tensors
+        or "layer.15.reduce_1x1.convolution.weight" not in tensors
+    ):
+        raise WeightFileError(f"{graph.where}: the graph lacks the MobileNetV2 stem or its last block.")
+    if paddings != {"SAME"}:
+        raise WeightFileError(f"{graph.where}: convolutions use {sorted(map(str, paddings))} padding; expected SAME.")
+    backbone_acts = {a for k, a in acts.items() if not k.endswith("reduce_1x1") and k != "classifier"}
+    if len(backbone_acts) != 1 or None in backbone_acts or "unknown" in backbone_acts:
+        raise WeightFileError(f"{graph.where}: unexpected fused activations {backbone_acts} in the backbone.")
+    segmentation = any(k.startswith("segmentation_head.") for k in tensors)
+    # Output stride: the stem conv's stride 2 times the strides of the depthwise convs.
+    output_stride = 2 * math.prod(strides)
+    fields = infer_config(tensors, output_stride=output_stride, hidden_act=backbone_acts.pop())
+    if fields is None:
+        raise WeightFileError(
+            f"{graph.where}: the layer shapes fit no MobileNetV2 config npmnv2 knows "
+            "(depth multipliers 0.35-1.4, divisors 8 or 1, expansion 6 or 4)."
+        )
+    if "conv_1x1.convolution.weight" not in tensors:
+        c_out = backbone_spec(MobileNetV2Config(**fields)).conv_1x1.c_out
+        tensors.update(_unused_conv_1x1(tensors["layer.15.reduce_1x1.convolution.weight"].shape[0], c_out))
+    if output_stride < 32 and max(dilations) == 1:
+        raise WeightFileError(f"{graph.where}: output stride {output_stride} without dilated convolutions.")
+    n, h, w, c = graph.shape(graph.graph.Inputs(0))
+    labels = graph.labels()
+    if segmentation:
+        names = PASCAL_VOC_LABELS if fields["num_labels"] == len(PASCAL_VOC_LABELS) else None
+    else:
+        names = labels if labels and len(labels) == fields["num_labels"] else None
+    architecture = "MobileNetV2ForSemanticSegmentation" if segmentation else "MobileNetV2ForImageClassification"
+    config = {
+        **fields,
+        "output_stride": output_stride,
+        "tf_padding": True,
+        "image_size": h if h == w else [h, w],
+        "architectures": [architecture],
+    }
+    if names:
+        config["id2label"] = dict(enumerate(names))
+    return config
+
+
+def _unused_conv_1x1(c_in: int, c_out: int) -> dict[str, np.ndarray]:
+    """DeepLab exports stop before the final 1x1 conv, which transformers' checkpoint format still has.
+
+    The segmentation model never runs it; it is filled with zeros (and an identity batch norm) so
+    the checkpoint is complete and loads in transformers.
+    """
+    return {
+        "conv_1x1.convolution.weight": np.zeros((c_out, c_in, 1, 1)),
+        "conv_1x1.normalization.weight": np.ones(c_out),
+        "conv_1x1.normalization.bias": np.zeros(c_out),
+        "conv_1x1.normalization.running_mean": np.zeros(c_out),
+        "conv_1x1.normalization.running_var": np.full(c_out, 1.0 - 1e-3),
+    }

@@ -1,0 +1,370 @@
+"""Reading and writing weight files with NumPy alone: safetensors, PyTorch `.bin`, checkpoint folders.
+
+No file is trusted: a safetensors header is checked against the file's real size, and a
+PyTorch pickle is read by an unpickler that can only rebuild tensors (it refuses every other
+global, so no code hidden in a file runs). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import pickle
+import re
+import struct
+import zipfile
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SAFETENSORS_NAME = "model.safetensors"
+PYTORCH_NAME = "pytorch_model.bin"
+CONFIG_NAME = "config.json"
+
+# ============================================================================ dtypes
+
+# safetensors dtype names -> numpy; BF16 has no numpy type: it is read as uint16 and widened.
+_SAFETENSORS_DTYPES = {
+    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
+    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
+}  # fmt: skip
+_SAFETENSORS_NAMES = {np.dtype(v): k for k, v in _SAFETENSORS_DTYPES.items() if k != "BF16"}
+
+# torch storage classes (as pickled) -> numpy
+_TORCH_STORAGES = {
+    "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
+    "BFloat16Storage": np.uint16, "LongStorage": np.int64, "IntStorage": np.int32,
+    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+}  # fmt: skip
+
+
+def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 is the top half of a float32: shift the 16 stored bits up.
+
+    >>> bfloat16_to_float32(np.array([0x3F80], dtype=np.uint16))
+    array([1.], dtype=float32)
+    """
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+class WeightFileError(ValueError):
+    """A weight file that is corrupt, truncated, of the wrong kind, or not allowed."""
+
+
+# ============================================================================ safetensors
+
+
+def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a .safetensors file, checking its header against the bytes really there.
+
+    Format: 8-byte little-endian header length n, n bytes of JSON
+    {name: {"dtype", "shape", "data_offsets": [begin, end]}}, then the data. BF16 tensors are
+    returned as float32 (numpy has no bfloat16).
+    """
+    path = Path(path)
+    raw = path.read_bytes()
+    where = f"safetensors file {str(path)!r}"
+    if len(raw) < 8:
+        raise WeightFileError(f"{where} is truncated: {len(raw)} bytes, not even the 8-byte header length.")
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > len(raw) - 8:
+        raise WeightFileError(f"{where} is truncated or corrupt: header claims {n} bytes, file has {len(raw) - 8}.")
+    try:
+        header = json.loads(raw[8 : 8 + n])
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WeightFileError(
+            f"{where} has a header that is not valid JSON ({err}); is it really safetensors?"
+        ) from None
+    if not isinstance(header, dict):
+        raise WeightFileError(f"{where}: header must be a JSON object.")
+    data = memoryview(raw)[8 + n :]
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        tensors[name] = _safetensors_tensor(name, info, data, where)
+    return tensors
+
+
+def _safetensors_tensor(name: str, info: Any, data: memoryview, where: str) -> np.ndarray:
+    try:
+        dtype_name, shape, (begin, end) = info["dtype"], list(info["shape"]), info["data_offsets"]
+    except (TypeError, KeyError, ValueError):
+        raise WeightFileError(f"{where}: entry {name!r} lacks dtype, shape or data_offsets.") from None
+    if dtype_name not in _SAFETENSORS_DTYPES:
+        raise WeightFileError(f"{where}: tensor {name!r} has unsupported dtype {dtype_name!r}.")
+    dtype = np.dtype(_SAFETENSORS_DTYPES[dtype_name])
+    if not all(isinstance(s, int) and s >= 0 for s in shape):
+        raise WeightFileError(f"{where}: tensor {name!r} has an invalid shape {shape}.")
+    expected = math.prod(shape) * dtype.itemsize
+    if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= len(data)):
+        raise WeightFileError(
+            f"{where}: tensor {name!r} claims bytes {begin}..{end} but the data section has {len(data)} bytes "
+            "(truncated file or a header that lies)."
+        )
+    if end - begin != expected:
+        raise WeightFileError(
+            f"{where}: tensor {name!r} of dtype {dtype_name} and shape {shape} needs {expected} bytes, "
+            f"the header gives it {end - begin}."
+        )
+    array = np.frombuffer(data[begin:end], dtype=dtype.newbyteorder("<")).reshape(shape)
+    return bfloat16_to_float32(array) if dtype_name == "BF16" else array.astype(dtype.newbyteorder("="))
+
+
+def save_safetensors(tensors: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
+    """Write tensors as .safetensors with `{"format": "pt"}` metadata, as transformers does."""
+    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+    chunks, offset = [], 0
+    for name in sorted(tensors):
+        array = np.asarray(tensors[name], order="C")  # (ascontiguousarray would turn 0-d into 1-d)
+        if array.dtype not in _SAFETENSORS_NAMES:
+            raise TypeError(
+                f"save_safetensors: tensor {name!r} has dtype {array.dtype}, which safetensors cannot hold."
+            )
+        blob = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+        header[name] = {"dtype": _SAFETENSORS_NAMES[array.dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(blob)]}  # fmt: skip
+        chunks.append(blob)
+        offset += len(blob)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)  # align the data section to 8 bytes
+    _write_atomically(Path(path), struct.pack("<Q", len(head)) + head + b"".join(chunks))
+
+
+def _write_atomically(path: Path, payload: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: a failure never leaves half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+
+
+# ============================================================================ PyTorch .bin (zip + pickle)
+
+
+class _TensorOnlyUnpickler(pickle.Unpickler):
+    """Rebuilds the tensors of a `torch.save` file and refuses every other global.
+
+    A pickle can name any importable function and call it while loading; this unpickler
+    answers only the handful of names a state dict needs, with NumPy stand-ins.
+    """
+
+    def __init__(self, file: io.BytesIO, storages: Mapping[str, bytes], where: str) -> None:
+        super().__init__(file)
+        self._storages = storages
+        self._where = where
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in (("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor")):
+            return _rebuild_tensor
+        if (module, name) == ("torch._utils", "_rebuild_parameter"):
+            return _rebuild_parameter
+        if (module, name) == ("collections", "OrderedDict"):
+            return OrderedDict
+        if module == "torch" and name in _TORCH_STORAGES:
+            return _TORCH_STORAGES[name]
+        raise WeightFileError(
+            f"{self._where}: refused to load the global {module}.{name}; a weight file may only contain tensors. "
+            "This file could run code when loaded: do not open it with torch.load either."
+        )
+
+    def persistent_load(self, pid: Any) -> np.ndarray:
+        # pid = ("storage", storage dtype, key, location, numel)
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], type)):
+            raise WeightFileError(f"{self._where}: unexpected persistent id {pid!r}.")
+        _, dtype, key, _location, numel = pid
+        if key not in self._storages:
+            raise WeightFileError(f"{self._where}: storage {key!r} is missing from the archive (truncated file?).")
+        raw = self._storages[key]
+        itemsize = np.dtype(dtype).itemsize
+        if len(raw) < numel * itemsize:
+            raise WeightFileError(f"{self._where}: storage {key!r} has {len(raw)} bytes, needs {numel * itemsize}.")
+        storage = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"), count=numel)
+        return bfloat16_to_float32(storage) if dtype is np.uint16 else storage
+
+
+def _rebuild_tensor(storage: np.ndarray, offset: int, size: tuple, stride: tuple, *_: Any) -> np.ndarray:
+    """torch._utils._rebuild_tensor_v2 for NumPy: a strided view into the flat storage, copied."""
+    if len(size) == 0:
+        return storage[offset : offset + 1].reshape(()).copy()
+    needed = offset + sum((s - 1) * st for s, st in zip(size, stride, strict=True)) + 1
+    if min(size) > 0 and needed > storage.size:
+        raise WeightFileError(f"tensor of size {tuple(size)} needs {needed} storage elements, has {storage.size}.")
+    view = np.lib.stride_tricks.as_strided(
+        storage[offset:], shape=tuple(size), strides=tuple(s * storage.itemsize for s in stride)
+    )
+    return np.array(view)
+
+
+def _rebuild_parameter(data: np.ndarray, *_: Any) -> np.ndarray:
+    return data
+
+
+def load_pytorch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a `torch.save` zip archive (`pytorch_model.bin`) into NumPy arrays, without torch.
+
+    Only tensors (and the dicts holding them) are allowed; any other pickled global raises
+    WeightFileError naming it, before anything runs. The legacy pre-1.6 (non-zip) format is not read.
+    """
+    path = Path(path)
+    where = f"PyTorch file {str(path)!r}"
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise WeightFileError(
+            f"{where} is not a zip archive: it is truncated, corrupt, or the legacy pre-1.6 torch format "
+            "(re-save it with torch.save in torch >= 1.6, or convert it to safetensors)."
+        ) from None
+    with archive:
+        names = archive.namelist()
+        pickles = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
+        if len(pickles) != 1:
+            raise WeightFileError(f"{where}: expected one data.pkl in the archive, found {len(pickles)}.")
+        prefix = pickles[0][: -len("data.pkl")]
+        try:
+            storages = {n[len(prefix) + 5 :]: archive.read(n) for n in names if n.startswith(prefix + "data/")}
+            payload = archive.read(pickles[0])
+        except (zipfile.BadZipFile, EOFError, OSError) as err:
+            raise WeightFileError(f"{where} is corrupt ({err}).") from None
+    try:
+        obj = _TensorOnlyUnpickler(io.BytesIO(payload), storages, where).load()
+    except WeightFileError:
+        raise
+    except Exception as err:  # a broken pickle stream raises many kinds of errors
+        raise WeightFileError(f"{where}: its pickle is corrupt ({type(err).__name__}: {err}).") from None
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, np.ndarray) for v in obj.values()):
+        raise WeightFileError(f"{where} does not hold a state dict (a mapping of names to tensors).")
+    return dict(obj)
+
+
+# ============================================================================ sources
+
+
+def load_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a .safetensors or .bin file into a dict of NumPy arrays."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return load_safetensors(path)
+    if path.suffix in (".bin", ".pt", ".pth"):
+        return load_pytorch_bin(path)
+    raise WeightFileError(f"{str(path)!r}: unknown weight file type; expected .safetensors, .bin or .tflite.")
+
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def download_from_hub(repo_id: str) -> Path:
+    """Fetch a transformers checkpoint folder from the Hugging Face hub (or its local cache).
+
+    Uses huggingface_hub's normal cache (HF_HOME / HF_HUB_CACHE); with HF_HUB_OFFLINE=1 only the
+    cache is read.
+    """
+    alternatives = (
+        "Alternatives: a local transformers checkpoint folder (config.json + model.safetensors), "
+        "a .safetensors/.bin file with config=, or a .tflite file."
+    )
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise WeightFileError(
+            f"{repo_id!r} looks like a hub id, but huggingface_hub is not installed "
+            f"(pip install 'npmnv2[hub]'). {alternatives}"
+        ) from None
+    patterns = [CONFIG_NAME, SAFETENSORS_NAME, PYTORCH_NAME, "preprocessor_config.json"]
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+    except Exception as err:  # offline, not cached, unknown repo, network down ...
+        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
+        why = "offline (HF_HUB_OFFLINE is set) and not in the local cache" if offline else f"{type(err).__name__}"
+        raise WeightFileError(f"could not get {repo_id!r} from the hub: {why}. {alternatives}") from None
+
+
+def resolve_checkpoint(source: str | os.PathLike) -> Path:
+    """A local path as it is; a hub id (owner/name) that is not a local path, downloaded."""
+    path = Path(source)
+    if path.exists():
+        return path
+    if isinstance(source, str) and HUB_ID.match(source):
+        return download_from_hub(source)
+    raise FileNotFoundError(
+        f"weights source {os.fspath(source)!r} does not exist; give a checkpoint folder, a .safetensors/.bin/.tflite "
+        "file, or a hub id such as 'google/mobilenet_v2_1.0_224'."
+    )
+
+
+def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    """The tensors and the config.json dict (or None) of a folder or a single weight file."""
+    if path.is_dir():
+        config_path = path / CONFIG_NAME
+        if (path / SAFETENSORS_NAME).is_file():
+            weights_path = path / SAFETENSORS_NAME
+        elif (path / PYTORCH_NAME).is_file():
+            weights_path = path / PYTORCH_NAME
+        else:
+            raise WeightFileError(f"checkpoint folder {str(path)!r} has neither {SAFETENSORS_NAME} nor {PYTORCH_NAME}.")
+    else:
+        weights_path, config_path = path, path.with_name(CONFIG_NAME)
+    config = None
+    if config_path.is_file():
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise WeightFileError(f"{str(config_path)!r} is not valid JSON ({err}).") from None
+    return load_tensors(weights_path), config
+
+
+def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, np.ndarray], config: dict[str, Any]) -> Path:
+    """Write a transformers checkpoint folder: config.json and model.safetensors."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"save_pretrained: {str(directory)!r} exists and is not a folder.")
+    directory.mkdir(parents=True, exist_ok=True)
+    save_safetensors(tensors, directory / SAFETENSORS_NAME)
+    _write_atomically(directory / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
+    return directory
+
+
+# ============================================================================ TF-slim scope names
+
+# TF-slim / TFLite scope -> transformers module path (relative to the backbone for MobilenetV2/*).
+# `expanded_conv_N` (N = 1..16) is `layer.{N-1}`; the unnumbered `expanded_conv` is the stem.
+TF_SCOPE_TO_HF = {
+    "MobilenetV2/Conv": "conv_stem.first_conv",
+    "MobilenetV2/expanded_conv/expand": "conv_stem.expand_1x1",
+    "MobilenetV2/expanded_conv/depthwise": "conv_stem.conv_3x3",
+    "MobilenetV2/expanded_conv/project": "conv_stem.reduce_1x1",
+    "MobilenetV2/Conv_1": "conv_1x1",
+    "MobilenetV2/Logits/Conv2d_1c_1x1": "classifier",
+    "image_pooling": "segmentation_head.conv_pool",
+    "aspp0": "segmentation_head.conv_aspp",
+    "concat_projection": "segmentation_head.conv_projection",
+    "logits/semantic": "segmentation_head.classifier",
+}
+_BLOCK_PARTS = {"expand": "expand_1x1", "depthwise": "conv_3x3", "project": "reduce_1x1"}
+_TF_SCOPE = re.compile(
+    r"(MobilenetV2/(?:Conv_1|Conv|Logits/Conv2d_1c_1x1|expanded_conv(?:_\d+)?/(?:expand|depthwise|project))"
+    r"|image_pooling|aspp0|concat_projection|logits/semantic)(?=/|;|$)"
+)
+
+
+def tf_scope_to_hf(tensor_name: str) -> tuple[str, str] | None:
+    """(TF-slim scope, transformers module path) of the first known scope in a TF tensor name.
+
+    >>> tf_scope_to_hf("MobilenetV2/expanded_conv_12/depthwise/depthwise_Fold;MobilenetV2/x")
+    ('MobilenetV2/expanded_conv_12/depthwise', 'layer.11.conv_3x3')
+    """
+    match = _TF_SCOPE.search(tensor_name)
+    if match is None:
+        return None
+    scope = match.group(1)
+    if scope in TF_SCOPE_TO_HF:
+        return scope, TF_SCOPE_TO_HF[scope]
+    block, part = scope.split("/")[1:]
+    index = int(block.rsplit("_", 1)[1])
+    return scope, f"layer.{index - 1}.{_BLOCK_PARTS[part]}"
