@@ -267,3 +267,12 @@ def _unused_conv_1x1(c_in: int, c_out: int) -> dict[str, np.ndarray]:
         "conv_1x1.normalization.running_mean": np.zeros(c_out),
         "conv_1x1.normalization.running_var": np.full(c_out, 1.0 - 1e-3),
     }
+
+
+def read_tflite_input_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) of a TFLite model's input tensor (N, H, W, C)."""
+    graph = _Graph(Path(path))
+    shape = graph.shape(graph.graph.Inputs(0))
+    if len(shape) != 4:
+        raise WeightFileError(f"{graph.where}: input shape {shape} is not (N, H, W, C).")
+    return shape[1], shape[2]

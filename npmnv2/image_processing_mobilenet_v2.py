@@ -1,0 +1,322 @@
+"""MobileNetV2ImageProcessor: photos in, float NCHW pixel_values out, as transformers' PIL backend does it.
+
+Pipeline per image (each step can be switched off or overridden per call):
+    to RGB -> resize (shortest edge 256, bilinear, via PIL) -> center crop 224x224 (zero padding
+    when the image is smaller) -> rescale by 1/255 -> normalise with mean 0.5, std 0.5
+so pixels end in [-1, 1]. Segmentation maps follow the same geometry with nearest resampling,
+no rescaling and no normalisation, and come back as int64 `labels`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .ops import nchw_to_nhwc, resize_bilinear
+
+PREPROCESSOR_NAME = "preprocessor_config.json"
+RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+MIN_IMAGE_SIZE = 1
+
+
+class ImageLoadError(ValueError):
+    """An image that cannot be read or used: missing, unreadable, not an image, empty."""
+
+
+# ============================================================================ loading and colour
+
+
+def load_image(image: Any) -> Image.Image:
+    """A PIL image in RGB from a path, a PIL image or an HWC uint8 / float [0, 1] array.
+
+    Colour: grayscale, palette, CMYK and the like go through PIL's convert("RGB"); RGBA and LA
+    lose their alpha channel (not composited); 16-bit images keep their top 8 bits. EXIF
+    orientation is applied, so a photo taken sideways comes out upright.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise ImageLoadError(f"image {str(path)!r} does not exist or is not a file.")
+        try:
+            with Image.open(path) as opened:
+                opened.load()
+                image = ImageOps.exif_transpose(opened)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+            raise ImageLoadError(f"{str(path)!r} is not a readable image ({type(err).__name__}: {err}).") from None
+    elif isinstance(image, np.ndarray):
+        image = Image.fromarray(_array_to_uint8(image))
+    elif isinstance(image, Image.Image):
+        image = ImageOps.exif_transpose(image)
+    else:
+        raise TypeError(f"expected an image path, a PIL.Image or an (H, W, C) numpy array, got {type(image).__name__}.")
+    if image.width < MIN_IMAGE_SIZE or image.height < MIN_IMAGE_SIZE:
+        raise ImageLoadError(f"image is empty ({image.width}x{image.height}).")
+    return _to_rgb(image)
+
+
+def _array_to_uint8(array: np.ndarray) -> np.ndarray:
+    """HWC (or HW) uint8 as it is; float arrays must hold pixels in [0, 1] and are scaled to 0..255."""
+    if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
+        raise ValueError(
+            f"image array of shape {array.shape} looks channels-first; pass it as (H, W, C): array.transpose(1, 2, 0)."
+        )
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
+        raise ValueError(f"image arrays must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}.")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        if not np.isfinite(array).all() or array.min() < 0 or array.max() > 1:
+            raise ValueError(
+                "float image arrays must hold pixels in [0, 1] "
+                f"(got range {np.nanmin(array):.3g}..{np.nanmax(array):.3g}); pass uint8 for 0..255 pixels."
+            )
+        return np.round(array * 255).astype(np.uint8)
+    raise TypeError(f"image arrays must be uint8 or float in [0, 1], got dtype {array.dtype}.")
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        bits = np.asarray(image, dtype=np.int64)
+        shift = 8 if image.mode.startswith("I;16") or bits.max() > 255 else 0
+        image = Image.fromarray((np.clip(bits, 0, 65535) >> shift).astype(np.uint8))
+    if image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8))
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+# ============================================================================ geometry
+
+
+def shortest_edge_size(height: int, width: int, shortest_edge: int) -> tuple[int, int]:
+    """(height, width) after scaling the shorter side to `shortest_edge`, keeping the aspect ratio
+    (the longer side is truncated, as transformers does).
+
+    >>> shortest_edge_size(480, 640, 256)
+    (256, 341)
+    """
+    short, long = min(height, width), max(height, width)
+    new_long = int(shortest_edge * long / short)
+    return (shortest_edge, new_long) if height <= width else (new_long, shortest_edge)
+
+
+def center_crop(array: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Cut the centre (H, W) window of an (..., H0, W0) array, zero-padding first when it is smaller.
+
+    Math: top = (H0 - H) // 2 (the odd pixel is cut at the bottom); a too-small image is padded
+    with ceil((H - H0) / 2) zeros on top, the rest below (same for width).
+
+    >>> center_crop(np.arange(16).reshape(4, 4), 2, 2)
+    array([[ 5,  6],
+           [ 9, 10]])
+    """
+    h0, w0 = array.shape[-2:]
+    pad_h, pad_w = max(height - h0, 0), max(width - w0, 0)
+    if pad_h or pad_w:
+        top, left = -(-pad_h // 2), -(-pad_w // 2)
+        pads = [(0, 0)] * (array.ndim - 2) + [(top, pad_h - top), (left, pad_w - left)]
+        array = np.pad(array, pads)
+        h0, w0 = array.shape[-2:]
+    top, left = (h0 - height) // 2, (w0 - width) // 2
+    return array[..., top : top + height, left : left + width]
+
+
+# ============================================================================ the processor
+
+
+@dataclass
+class MobileNetV2ImageProcessor:
+    """transformers' `MobileNetV2ImageProcessor` (PIL backend), in NumPy + Pillow.
+
+    `__call__(images, segmentation_maps=None, return_tensors="np", **overrides)` returns
+    {"pixel_values": float32 (N, 3, H, W)} and, with segmentation maps, "labels": int64 (N, H, W).
+    Any field can be overridden for one call: processor(image, do_center_crop=False).
+    """
+
+    do_resize: bool = True
+    size: dict[str, int] = field(default_factory=lambda: {"shortest_edge": 256})
+    resample: int = Image.Resampling.BILINEAR
+    do_center_crop: bool = True
+    crop_size: dict[str, int] = field(default_factory=lambda: {"height": 224, "width": 224})
+    do_rescale: bool = True
+    rescale_factor: float = 1 / 255
+    do_normalize: bool = True
+    image_mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    do_reduce_labels: bool = False
+
+    def __post_init__(self) -> None:
+        self.size, self.crop_size = dict(self.size), dict(self.crop_size)
+        self.image_mean, self.image_std = tuple(self.image_mean), tuple(self.image_std)
+        if not ({"shortest_edge"} == set(self.size) or {"height", "width"} == set(self.size)):
+            raise ValueError(
+                f"MobileNetV2ImageProcessor.size={self.size} is invalid: use {{'shortest_edge': n}} or "
+                "{'height': h, 'width': w}."
+            )
+        if set(self.crop_size) != {"height", "width"}:
+            raise ValueError(f"MobileNetV2ImageProcessor.crop_size={self.crop_size} needs 'height' and 'width'.")
+        if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
+            raise ValueError("MobileNetV2ImageProcessor: image_mean and image_std need 3 values (RGB), std > 0.")
+        if int(self.resample) not in RESAMPLE_NAMES:
+            raise ValueError(f"MobileNetV2ImageProcessor.resample={self.resample} is not a PIL resampling filter.")
+
+    # ---------------------------------------------------------------- steps
+    def resize(self, image: Image.Image, *, resample: int | None = None) -> Image.Image:
+        """Resize with PIL to `size` (shortest edge, or exact height/width)."""
+        if "shortest_edge" in self.size:
+            h, w = shortest_edge_size(image.height, image.width, self.size["shortest_edge"])
+        else:
+            h, w = self.size["height"], self.size["width"]
+        return image.resize((w, h), resample=self.resample if resample is None else resample)
+
+    def _geometry(self, image: Image.Image, resample: int | None = None) -> np.ndarray:
+        """resize -> (C, H, W) or (H, W) array -> center crop."""
+        if self.do_resize:
+            image = self.resize(image, resample=resample)
+        array = np.asarray(image)
+        if array.ndim == 3:
+            array = array.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W)
+        if self.do_center_crop:
+            array = center_crop(array, self.crop_size["height"], self.crop_size["width"])
+        return array
+
+    def preprocess_image(self, image: Any) -> np.ndarray:
+        """One image -> (3, H, W) float32."""
+        array = self._geometry(load_image(image))  # (3, H, W) uint8
+        out = array.astype(np.float32)
+        if self.do_rescale:
+            out = (array.astype(np.float64) * self.rescale_factor).astype(np.float32)
+        if self.do_normalize:
+            mean = np.asarray(self.image_mean, np.float32)[:, None, None]
+            std = np.asarray(self.image_std, np.float32)[:, None, None]
+            out = (out - mean) / std
+        return out
+
+    def preprocess_segmentation_map(self, seg_map: Any) -> np.ndarray:
+        """One class map -> (H, W) int64: nearest resampling, same crop, optional label reduction."""
+        if isinstance(seg_map, (str, os.PathLike)):
+            try:
+                with Image.open(seg_map) as opened:
+                    seg_map = np.array(opened)
+            except (FileNotFoundError, UnidentifiedImageError, OSError) as err:
+                raise ImageLoadError(f"segmentation map {os.fspath(seg_map)!r} cannot be read ({err}).") from None
+        array = np.asarray(seg_map)
+        if array.ndim != 2 or not (np.issubdtype(array.dtype, np.integer) and array.min() >= 0 and array.max() <= 255):
+            raise ValueError(
+                f"segmentation maps must be (H, W) class ids in 0..255, got shape {array.shape} dtype {array.dtype}."
+            )
+        array = array.astype(np.uint8)
+        if self.do_reduce_labels:  # background 0 -> 255 (ignored), every other class id - 1
+            array = np.where(array == 0, 255, array - 1).astype(np.uint8)
+            array[array == 254] = 255
+        return self._geometry(Image.fromarray(array), resample=Image.Resampling.NEAREST).astype(np.int64)
+
+    # ---------------------------------------------------------------- API
+    def __call__(
+        self, images: Any, segmentation_maps: Any = None, return_tensors: str | None = "np", **overrides: Any
+    ) -> dict[str, np.ndarray]:
+        if return_tensors not in ("np", None):
+            raise ValueError(f"return_tensors={return_tensors!r}: npmnv2 returns numpy arrays only ('np').")
+        processor = self._with(overrides)
+        batch = list(images) if _is_batch(images) else [images]
+        if not batch:
+            raise ValueError("MobileNetV2ImageProcessor: got an empty list of images.")
+        pixels = [processor.preprocess_image(image) for image in batch]
+        if len({p.shape for p in pixels}) > 1:
+            raise ValueError(
+                "images end up with different sizes "
+                f"{sorted({p.shape[1:] for p in pixels})}; enable do_center_crop or use an exact size."
+            )
+        out = {"pixel_values": np.stack(pixels)}  # (N, 3, H, W)
+        if segmentation_maps is not None:
+            maps = list(segmentation_maps) if isinstance(segmentation_maps, (list, tuple)) else [segmentation_maps]
+            if len(maps) != len(batch):
+                raise ValueError(f"got {len(batch)} images but {len(maps)} segmentation maps.")
+            out["labels"] = np.stack([processor.preprocess_segmentation_map(m) for m in maps])  # (N, H, W)
+        return out
+
+    preprocess = __call__
+
+    def _with(self, overrides: dict[str, Any]) -> MobileNetV2ImageProcessor:
+        names = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"MobileNetV2ImageProcessor got unknown options {unknown}; valid: {sorted(names)}.")
+        return replace(self, **overrides) if overrides else self
+
+    def post_process_semantic_segmentation(
+        self, outputs: Any, target_sizes: Sequence[tuple[int, int]] | None = None
+    ) -> list[np.ndarray]:
+        """Class maps (H, W) int64 from segmentation logits (N, L, h, w): optionally resized
+        bilinearly (align_corners=False) to each target size first, then argmax over classes."""
+        logits = outputs.logits if hasattr(outputs, "logits") else np.asarray(outputs)
+        if logits.ndim != 4:
+            raise ValueError(f"post_process_semantic_segmentation expects logits (N, L, H, W), got {logits.shape}.")
+        if target_sizes is not None and len(target_sizes) != len(logits):
+            raise ValueError(
+                f"got {len(target_sizes)} target sizes for a batch of {len(logits)}; give one (height, width) each."
+            )
+        maps = []
+        for i in range(len(logits)):
+            scores = nchw_to_nhwc(logits[i : i + 1])  # (1, h, w, L)
+            if target_sizes is not None:
+                scores = resize_bilinear(scores, tuple(int(s) for s in target_sizes[i]), align_corners=False)
+            maps.append(scores[0].argmax(axis=-1).astype(np.int64))  # (H, W)
+        return maps
+
+    # ---------------------------------------------------------------- files
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(resample=int(self.resample), image_mean=list(self.image_mean), image_std=list(self.image_std))
+        data["image_processor_type"] = "MobileNetV2ImageProcessor"
+        return data
+
+    def save_pretrained(self, directory: str | os.PathLike) -> Path:
+        """Write preprocessor_config.json (transformers' format)."""
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        (path / PREPROCESSOR_NAME).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MobileNetV2ImageProcessor:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike) -> MobileNetV2ImageProcessor:
+        """The processor that belongs to a weights source: its preprocessor_config.json when there is
+        one; for a .tflite file, an exact resize to the model's input size (its input is quantized
+        with scale 1/128, zero point 128, i.e. the same [-1, 1] range); otherwise a preset from the
+        model's config.json (224: transformers' defaults; other sizes: shortest edge = crop = size)."""
+        from .weights import CONFIG_NAME, resolve_checkpoint
+
+        path = resolve_checkpoint(source)
+        if path.suffix == ".tflite":
+            from .tflite_import import read_tflite_input_size
+
+            h, w = read_tflite_input_size(path)
+            return cls(size={"height": h, "width": w}, do_center_crop=False)
+        folder = path if path.is_dir() else path.parent
+        if (folder / PREPROCESSOR_NAME).is_file():
+            return cls.from_dict(json.loads((folder / PREPROCESSOR_NAME).read_text()))
+        if (folder / CONFIG_NAME).is_file():
+            size = json.loads((folder / CONFIG_NAME).read_text()).get("image_size", 224)
+            h, w = (size, size) if isinstance(size, int) else size
+            if (h, w) != (224, 224):
+                return cls(size={"shortest_edge": min(h, w)}, crop_size={"height": h, "width": w})
+        return cls()
+
+
+def _is_batch(images: Any) -> bool:
+    if isinstance(images, (list, tuple)):
+        return True
+    return isinstance(images, np.ndarray) and images.ndim == 4
