@@ -281,7 +281,10 @@ def download_from_hub(repo_id: str) -> Path:
         return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as err:  # offline, not cached, unknown repo, network down ...
         offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        why = "offline (HF_HUB_OFFLINE is set) and not in the local cache" if offline else f"{type(err).__name__}"
+        if offline:
+            why = "offline (HF_HUB_OFFLINE is set) and not in the local cache"
+        else:
+            why = f"not in the local cache and the hub could not be reached or refused ({type(err).__name__})"
         raise WeightFileError(f"could not get {repo_id!r} from the hub: {why}. {alternatives}") from None
 
 

@@ -1,0 +1,265 @@
+"""The `npmnv2` command line: classify, segment, convert, summary, trace, compare.
+
+Every error is one line on stderr and a non-zero exit code; `--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_CLASSIFIER = "google/mobilenet_v2_1.0_224"
+DEFAULT_SEGMENTER = "google/deeplabv3_mobilenet_v2_1.0_513"
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+EPILOG = """examples:
+  npmnv2 classify photo.jpg --weights ../shared/data/coral/mobilenet_v2_1.0_224_quant.tflite
+  npmnv2 segment photo.jpg --weights ../shared/data/coral/deeplabv3_mnv2_pascal_quant.tflite -o overlay.png
+  npmnv2 convert mobilenet_v2_1.0_224_quant.tflite converted/
+"""
+
+
+class CLIError(Exception):
+    """A user-facing failure: printed as one line, exit code 1."""
+
+
+# ============================================================================ shared helpers
+
+
+def _load_model(cls: type, source: str, task: str) -> Any:
+    """Load weights for `cls`; a checkpoint without this task's head is an error here, not a warning."""
+    from .warnings import NpMnV2Warning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NpMnV2Warning)
+        try:
+            return cls.from_pretrained(source)
+        except NpMnV2Warning:
+            raise CLIError(
+                f"the weights {source!r} have no {task} head (they were made for another task); "
+                f"pick weights for {task}."
+            ) from None
+
+
+def _image_paths(items: Sequence[str]) -> list[Path]:
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise CLIError(f"folder {item!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+            paths.extend(found)
+        elif not path.exists():
+            raise CLIError(f"image {item!r} does not exist.")
+        else:
+            paths.append(path)
+    return paths
+
+
+def _batches(items: list[Any], size: int, *, progress: bool) -> Iterator[list[Any]]:
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    if progress and len(chunks) > 1:
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            pass
+        else:
+            yield from tqdm(chunks, desc="classifying", unit="batch", file=sys.stderr)
+            return
+    yield from chunks
+
+
+def _sample_image() -> Path:
+    """matplotlib's sample photo of Grace Hopper (in uniform), shipped with every install."""
+    import matplotlib.cbook
+
+    return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+# ============================================================================ classify
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from . import MobileNetV2ForImageClassification
+    from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
+    from .ops import softmax
+
+    paths = _image_paths(args.images) if args.images else [_sample_image()]
+    model = _load_model(MobileNetV2ForImageClassification, args.weights, "classification")
+    processor = MobileNetV2ImageProcessor.from_pretrained(args.weights)
+    results = []
+    for batch in _batches(paths, args.batch_size, progress=not args.json):
+        probs = softmax(model(processor(batch)["pixel_values"]).logits)  # (N, L)
+        for path, p in zip(batch, probs, strict=True):
+            top = np.argsort(-p, kind="stable")[: args.top_k]
+            preds = [{"id": int(k), "label": model.config.id2label.get(int(k), str(k)), "probability": float(p[k])}
+                     for k in top]  # fmt: skip
+            results.append({"image": str(path), "predictions": preds})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            print(result["image"])
+            for pred in result["predictions"]:
+                print(f"  {pred['probability']:.3f}  {pred['id']:>4}  {pred['label']}")
+    return 0
+
+
+# ============================================================================ segment
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from . import MobileNetV2ForSemanticSegmentation
+    from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor, load_image
+    from .viz import pascal_voc_palette, segmentation_overlay
+
+    path = _image_paths([args.image])[0]
+    model = _load_model(MobileNetV2ForSemanticSegmentation, args.weights, "segmentation")
+    processor = MobileNetV2ImageProcessor.from_pretrained(args.weights)
+    image = load_image(path)
+    outputs = model(processor(image)["pixel_values"])
+    class_map = processor.post_process_semantic_segmentation(outputs, target_sizes=[(image.height, image.width)])[0]
+    fig = segmentation_overlay(np.asarray(image), class_map, model.config.id2label, title=f"{path.name}")
+    fig.savefig(args.output, dpi=100)
+    present = ", ".join(f"{k} {model.config.id2label.get(int(k), '')}".strip() for k in np.unique(class_map))
+    print(f"wrote {args.output} (classes present: {present})")
+    if args.mask:
+        mask = Image.fromarray(class_map.astype(np.uint8), mode="P")
+        mask.putpalette(pascal_voc_palette().ravel().tolist())
+        mask.save(args.mask)
+        print(f"wrote {args.mask} (class ids as a palette PNG)")
+    return 0
+
+
+# ============================================================================ convert
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from . import MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation, MobileNetV2Model
+    from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
+
+    classes = {
+        "classification": MobileNetV2ForImageClassification,
+        "segmentation": MobileNetV2ForSemanticSegmentation,
+        "backbone": MobileNetV2Model,
+    }
+    task = args.task
+    if task == "auto":
+        task = _detect_task(args.source)
+    model = _load_model(classes[task], args.source, task)
+    dest = Path(args.dest)
+    if dest.exists() and any(dest.iterdir()) and not args.overwrite:
+        raise CLIError(f"destination {str(dest)!r} is not empty; choose an empty folder or pass --overwrite.")
+    model.save_pretrained(dest)
+    MobileNetV2ImageProcessor.from_pretrained(args.source).save_pretrained(dest)
+    config = {k: v for k, v in model.config.to_dict().items() if k not in ("id2label", "label2id")}
+    print(f"converted {args.source} -> {dest} as {type(model).__name__}")
+    print(json.dumps({**config, "num_labels": model.config.num_labels}, indent=2, sort_keys=True))
+    print(f"parameters: {model.num_parameters():,}")
+    return 0
+
+
+def _detect_task(source: str) -> str:
+    """classification / segmentation from a source's head tensors or config `architectures`."""
+    from .weights import read_checkpoint, resolve_checkpoint
+
+    path = resolve_checkpoint(source)
+    if path.suffix == ".tflite":
+        from .tflite_import import read_tflite
+
+        tensors, config, _ = read_tflite(path)
+    else:
+        tensors, config = read_checkpoint(path)
+    if any(k.startswith("segmentation_head.") for k in tensors):
+        return "segmentation"
+    if any(k.startswith("classifier.") for k in tensors):
+        return "classification"
+    return "backbone"
+
+
+# ============================================================================ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="npmnv2",
+        description="MobileNetV2 and DeepLabV3 in readable NumPy: classify, segment, convert, inspect.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=f"example:\n  {example}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    weights_help = "weights: a transformers checkpoint folder, .safetensors/.bin file, .tflite file or hub id"
+    p = add("classify", "classify images (no image: matplotlib's sample photo of Grace Hopper)",
+            "npmnv2 classify cat.bmp --weights mobilenet_v2_1.0_224_quant.tflite --top-k 3")  # fmt: skip
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders of images")
+    p.add_argument("--weights", default=DEFAULT_CLASSIFIER, help=f"{weights_help} (default: {DEFAULT_CLASSIFIER})")
+    p.add_argument("--top-k", type=_positive_int, default=5, help="how many classes to print per image (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default 8)")
+    p.set_defaults(func=cmd_classify)
+
+    p = add("segment", "segment an image and write it blended with the PASCAL VOC colours",
+            "npmnv2 segment bird.bmp --weights deeplabv3_mnv2_pascal_quant.tflite -o overlay.png --mask mask.png")  # fmt: skip
+    p.add_argument("image", metavar="IMAGE", help="the image file")
+    p.add_argument("--weights", default=DEFAULT_SEGMENTER, help=f"{weights_help} (default: {DEFAULT_SEGMENTER})")
+    p.add_argument("-o", "--output", required=True, help="overlay PNG to write (image + colours + legend)")
+    p.add_argument("--mask", help="also write the class ids as a palette PNG here")
+    p.set_defaults(func=cmd_segment)
+
+    p = add("convert", "convert any supported weights to a transformers checkpoint folder",
+            "npmnv2 convert deeplabv3_mnv2_pascal_quant.tflite deeplab-hf/")  # fmt: skip
+    p.add_argument("source", metavar="SOURCE", help=weights_help)
+    p.add_argument("dest", metavar="DEST_DIR", help="folder to write config.json + model.safetensors into")
+    p.add_argument("--task", choices=["auto", "classification", "segmentation", "backbone"], default="auto",
+                   help="which model class to save (default: from the source's head)")  # fmt: skip
+    p.add_argument("--overwrite", action="store_true", help="write into a non-empty DEST_DIR")
+    p.set_defaults(func=cmd_convert)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print("npmnv2: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # every failure becomes one line, unless --debug
+        if args.debug:
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"npmnv2 {args.command}: error: {message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""The `npmnv2` command line, run as a user runs it: a subprocess, real weights and images."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def npmnv2(*args, env=None):
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "npmnv2.cli", *map(str, args)], capture_output=True, text=True, env=full_env, timeout=600
+    )
+
+
+@pytest.fixture(scope="module")
+def tflite(coral_dir):
+    return coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+
+
+def test_classify_prints_label_id_and_probability(coral_dir, tflite):
+    run = npmnv2("classify", coral_dir / "cat.bmp", "--weights", tflite, "--top-k", "3")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    assert lines[0].endswith("cat.bmp") and len(lines) == 4
+    probability, class_id, label = lines[1].split(maxsplit=2)
+    assert (class_id, label) == ("286", "Egyptian cat") and abs(float(probability) - 0.762) < 0.05
+
+
+def test_classify_without_image_uses_matplotlibs_grace_hopper(tflite):
+    run = npmnv2("classify", "--weights", tflite, "--json", "--top-k", "1")
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout)
+    assert result[0]["image"].endswith("grace_hopper.jpg")
+    assert result[0]["predictions"][0]["label"] == "military uniform"
+
+
+def test_classify_a_folder_in_batches_with_progress_on_stderr(tmp_path, coral_dir, tflite):
+    for name in ("cat", "bird", "sunflower"):
+        Image.open(coral_dir / f"{name}.bmp").save(tmp_path / f"{name}.png")
+    run = npmnv2("classify", tmp_path, "--weights", tflite, "--top-k", "1", "--batch-size", "2")
+    assert run.returncode == 0, run.stderr
+    assert [line.split(maxsplit=2)[2] for line in run.stdout.splitlines()[1::2]] == [
+        "chickadee",
+        "Egyptian cat",
+        "daisy",
+    ]
+    assert "classifying" in run.stderr and "2/2" in run.stderr
+
+
+def test_segment_writes_overlay_and_mask(tmp_path, coral_dir):
+    run = npmnv2(
+        "segment", coral_dir / "bird_segmentation.bmp", "--weights", coral_dir / "deeplabv3_mnv2_pascal_quant.tflite",
+        "-o", tmp_path / "overlay.png", "--mask", tmp_path / "mask.png",
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "classes present: 0 background, 3 bird" in run.stdout
+    mask = np.asarray(Image.open(tmp_path / "mask.png"))
+    reference = np.asarray(Image.open(coral_dir / "bird_segmentation_mask.bmp"))
+    count = int((mask == reference).sum())
+    assert count / (mask.size + reference.size - count) >= 0.90
+    assert Image.open(tmp_path / "overlay.png").size[0] > 300
+
+
+def test_convert_tflite_to_a_transformers_folder(tmp_path, coral_dir):
+    run = npmnv2("convert", coral_dir / "deeplabv3_mnv2_dm05_pascal_quant.tflite", tmp_path / "out")
+    assert run.returncode == 0, run.stderr
+    assert "MobileNetV2ForSemanticSegmentation" in run.stdout and "parameters: 904,373" in run.stdout
+    assert '"depth_multiplier": 0.5' in run.stdout and '"depth_divisible_by": 1' in run.stdout
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+    }
+    again = npmnv2("convert", coral_dir / "deeplabv3_mnv2_dm05_pascal_quant.tflite", tmp_path / "out")
+    assert again.returncode == 1 and "is not empty" in again.stderr
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["classify", "missing.jpg", "--weights", "{tflite}"], "image 'missing.jpg' does not exist"),
+        (["classify", "{notimage}", "--weights", "{tflite}"], "is not a readable image"),
+        (["classify", "{cat}", "--weights", "{deeplab}"], "have no classification head"),
+        (["classify", "{cat}"], "from the hub: offline (HF_HUB_OFFLINE is set) and not in the local cache"),
+        (["classify", "{cat}", "--weights", "{notimage}"], "unknown weight file type"),
+        (["segment", "{cat}", "--weights", "{tflite}", "-o", "{out}"], "have no segmentation head"),
+        (["convert", "{broken}", "{out}"], "is not a readable TFLite model"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(tmp_path, coral_dir, tflite, args, message):
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "broken.tflite").write_bytes(b"\x00" * 100)
+    values = {"tflite": tflite, "deeplab": coral_dir / "deeplabv3_mnv2_pascal_quant.tflite", "cat": coral_dir / "cat.bmp",
+              "notimage": tmp_path / "notes.txt", "out": tmp_path / "o.png", "broken": tmp_path / "broken.tflite"}  # fmt: skip
+    run = npmnv2(*[a.format(**values) for a in args], env={"HF_HUB_CACHE": str(tmp_path / "hub")})
+    assert run.returncode == 1
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_debug_shows_the_traceback(tflite):
+    run = npmnv2("--debug", "classify", "missing.jpg", "--weights", tflite)
+    assert run.returncode != 0 and "Traceback" in run.stderr
+
+
+@pytest.mark.parametrize("command", [[], ["classify"], ["segment"], ["convert"]])
+def test_help_documents_every_option_with_an_example(command):
+    run = npmnv2(*command, "--help")
+    assert run.returncode == 0
+    assert "example" in run.stdout
