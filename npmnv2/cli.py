@@ -100,8 +100,10 @@ def cmd_classify(args: argparse.Namespace) -> int:
         probs = softmax(model(processor(batch)["pixel_values"]).logits)  # (N, L)
         for path, p in zip(batch, probs, strict=True):
             top = np.argsort(-p, kind="stable")[: args.top_k]
-            preds = [{"id": int(k), "label": model.config.id2label.get(int(k), str(k)), "probability": float(p[k])}
-                     for k in top]  # fmt: skip
+            preds = [
+                {"id": int(k), "label": model.config.id2label.get(int(k), str(k)), "probability": float(p[k])}
+                for k in top
+            ]
             results.append({"image": str(path), "predictions": preds})
     if args.json:
         print(json.dumps(results, indent=2))
@@ -210,8 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     weights_help = "weights: a transformers checkpoint folder, .safetensors/.bin file, .tflite file or hub id"
-    p = add("classify", "classify images (no image: matplotlib's sample photo of Grace Hopper)",
-            "npmnv2 classify cat.bmp --weights mobilenet_v2_1.0_224_quant.tflite --top-k 3")  # fmt: skip
+    p = add(
+        "classify",
+        "classify images (no image: matplotlib's sample photo of Grace Hopper)",
+        "npmnv2 classify cat.bmp --weights mobilenet_v2_1.0_224_quant.tflite --top-k 3",
+    )
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders of images")
     p.add_argument("--weights", default=DEFAULT_CLASSIFIER, help=f"{weights_help} (default: {DEFAULT_CLASSIFIER})")
     p.add_argument("--top-k", type=_positive_int, default=5, help="how many classes to print per image (default 5)")
@@ -219,20 +224,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default 8)")
     p.set_defaults(func=cmd_classify)
 
-    p = add("segment", "segment an image and write it blended with the PASCAL VOC colours",
-            "npmnv2 segment bird.bmp --weights deeplabv3_mnv2_pascal_quant.tflite -o overlay.png --mask mask.png")  # fmt: skip
+    p = add(
+        "segment",
+        "segment an image and write it blended with the PASCAL VOC colours",
+        "npmnv2 segment bird.bmp --weights deeplabv3_mnv2_pascal_quant.tflite -o overlay.png --mask mask.png",
+    )
     p.add_argument("image", metavar="IMAGE", help="the image file")
     p.add_argument("--weights", default=DEFAULT_SEGMENTER, help=f"{weights_help} (default: {DEFAULT_SEGMENTER})")
     p.add_argument("-o", "--output", required=True, help="overlay PNG to write (image + colours + legend)")
     p.add_argument("--mask", help="also write the class ids as a palette PNG here")
     p.set_defaults(func=cmd_segment)
 
-    p = add("convert", "convert any supported weights to a transformers checkpoint folder",
-            "npmnv2 convert deeplabv3_mnv2_pascal_quant.tflite deeplab-hf/")  # fmt: skip
+    p = add(
+        "convert",
+        "convert any supported weights to a transformers checkpoint folder",
+        "npmnv2 convert deeplabv3_mnv2_pascal_quant.tflite deeplab-hf/",
+    )
     p.add_argument("source", metavar="SOURCE", help=weights_help)
     p.add_argument("dest", metavar="DEST_DIR", help="folder to write config.json + model.safetensors into")
-    p.add_argument("--task", choices=["auto", "classification", "segmentation", "backbone"], default="auto",
-                   help="which model class to save (default: from the source's head)")  # fmt: skip
+    p.add_argument(
+        "--task",
+        choices=["auto", "classification", "segmentation", "backbone"],
+        default="auto",
+        help="which model class to save (default: from the source's head)",
+    )
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty DEST_DIR")
     p.set_defaults(func=cmd_convert)
     return parser

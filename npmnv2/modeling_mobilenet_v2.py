@@ -480,8 +480,13 @@ def infer_config(tensors: Mapping[str, np.ndarray], **known: Any) -> dict[str, A
             fields["num_labels"] = shapes[name][0]
     grid = itertools.product([0.35, 0.5, 0.75, 1.0, 1.3, 1.4], [8, 1], [6.0, 4.0], [True, False], [True, False])
     for dm, divisor, ratio, first_is_expansion, finegrained in grid:
-        candidate = {"depth_multiplier": dm, "depth_divisible_by": divisor, "expand_ratio": ratio,
-                     "first_layer_is_expansion": first_is_expansion, "finegrained_output": finegrained}  # fmt: skip
+        candidate = {
+            "depth_multiplier": dm,
+            "depth_divisible_by": divisor,
+            "expand_ratio": ratio,
+            "first_layer_is_expansion": first_is_expansion,
+            "finegrained_output": finegrained,
+        }
         candidate.update(known)
         config = MobileNetV2Config(num_channels=fields["num_channels"], **candidate)
         expected = _backbone_shapes(config)

@@ -26,9 +26,28 @@ from .modeling_mobilenet_v2 import HEAD_EPS, backbone_spec, infer_config
 from .weights import WeightFileError, tf_scope_to_hf
 
 PASCAL_VOC_LABELS = [
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-]  # fmt: skip
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
 
 # TFLite enums (schema.fbs): tensor types and fused activations we understand.
 _TENSOR_TYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8, 1: np.float16}
@@ -88,18 +107,22 @@ class _Graph:
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
         names = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
         inputs = [op.Inputs(j) for j in range(op.InputsLength())]
-        record = {"type": names.get(builtin, str(builtin)), "inputs": inputs,
-                  "outputs": [op.Outputs(j) for j in range(op.OutputsLength())]}  # fmt: skip
+        record = {
+            "type": names.get(builtin, str(builtin)),
+            "inputs": inputs,
+            "outputs": [op.Outputs(j) for j in range(op.OutputsLength())],
+        }
         if record["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             cls = tflite.Conv2DOptions if record["type"] == "CONV_2D" else tflite.DepthwiseConv2DOptions
             options = cls()
             table = op.BuiltinOptions()
             options.Init(table.Bytes, table.Pos)
             record.update(
-                padding=_PADDING.get(options.Padding()), stride=(options.StrideH(), options.StrideW()),
+                padding=_PADDING.get(options.Padding()),
+                stride=(options.StrideH(), options.StrideW()),
                 dilation=(options.DilationHFactor(), options.DilationWFactor()),
                 activation=options.FusedActivationFunction(),
-            )  # fmt: skip
+            )
         return record
 
     def name(self, t: int) -> str:

@@ -30,17 +30,32 @@ CONFIG_NAME = "config.json"
 
 # safetensors dtype names -> numpy; BF16 has no numpy type: it is read as uint16 and widened.
 _SAFETENSORS_DTYPES = {
-    "F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
-    "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_,
-}  # fmt: skip
+    "F64": np.float64,
+    "F32": np.float32,
+    "F16": np.float16,
+    "BF16": np.uint16,
+    "I64": np.int64,
+    "I32": np.int32,
+    "I16": np.int16,
+    "I8": np.int8,
+    "U8": np.uint8,
+    "BOOL": np.bool_,
+}
 _SAFETENSORS_NAMES = {np.dtype(v): k for k, v in _SAFETENSORS_DTYPES.items() if k != "BF16"}
 
 # torch storage classes (as pickled) -> numpy
 _TORCH_STORAGES = {
-    "DoubleStorage": np.float64, "FloatStorage": np.float32, "HalfStorage": np.float16,
-    "BFloat16Storage": np.uint16, "LongStorage": np.int64, "IntStorage": np.int32,
-    "ShortStorage": np.int16, "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
-}  # fmt: skip
+    "DoubleStorage": np.float64,
+    "FloatStorage": np.float32,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": np.uint16,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
 
 
 def bfloat16_to_float32(bits: np.ndarray) -> np.ndarray:
@@ -127,8 +142,11 @@ def save_safetensors(tensors: Mapping[str, np.ndarray], path: str | os.PathLike)
                 f"save_safetensors: tensor {name!r} has dtype {array.dtype}, which safetensors cannot hold."
             )
         blob = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {"dtype": _SAFETENSORS_NAMES[array.dtype], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(blob)]}  # fmt: skip
+        header[name] = {
+            "dtype": _SAFETENSORS_NAMES[array.dtype],
+            "shape": list(array.shape),
+            "data_offsets": [offset, offset + len(blob)],
+        }
         chunks.append(blob)
         offset += len(blob)
     head = json.dumps(header, separators=(",", ":")).encode()

@@ -56,9 +56,15 @@ def test_classify_a_folder_in_batches_with_progress_on_stderr(tmp_path, coral_di
 
 def test_segment_writes_overlay_and_mask(tmp_path, coral_dir):
     run = npmnv2(
-        "segment", coral_dir / "bird_segmentation.bmp", "--weights", coral_dir / "deeplabv3_mnv2_pascal_quant.tflite",
-        "-o", tmp_path / "overlay.png", "--mask", tmp_path / "mask.png",
-    )  # fmt: skip
+        "segment",
+        coral_dir / "bird_segmentation.bmp",
+        "--weights",
+        coral_dir / "deeplabv3_mnv2_pascal_quant.tflite",
+        "-o",
+        tmp_path / "overlay.png",
+        "--mask",
+        tmp_path / "mask.png",
+    )
     assert run.returncode == 0, run.stderr
     assert "classes present: 0 background, 3 bird" in run.stdout
     mask = np.asarray(Image.open(tmp_path / "mask.png"))
@@ -97,8 +103,14 @@ def test_convert_tflite_to_a_transformers_folder(tmp_path, coral_dir):
 def test_errors_are_one_line_without_traceback(tmp_path, coral_dir, tflite, args, message):
     (tmp_path / "notes.txt").write_text("not an image")
     (tmp_path / "broken.tflite").write_bytes(b"\x00" * 100)
-    values = {"tflite": tflite, "deeplab": coral_dir / "deeplabv3_mnv2_pascal_quant.tflite", "cat": coral_dir / "cat.bmp",
-              "notimage": tmp_path / "notes.txt", "out": tmp_path / "o.png", "broken": tmp_path / "broken.tflite"}  # fmt: skip
+    values = {
+        "tflite": tflite,
+        "deeplab": coral_dir / "deeplabv3_mnv2_pascal_quant.tflite",
+        "cat": coral_dir / "cat.bmp",
+        "notimage": tmp_path / "notes.txt",
+        "out": tmp_path / "o.png",
+        "broken": tmp_path / "broken.tflite",
+    }
     run = npmnv2(*[a.format(**values) for a in args], env={"HF_HUB_CACHE": str(tmp_path / "hub")})
     assert run.returncode == 1
     assert message in run.stderr

@@ -65,8 +65,11 @@ def test_small_image_is_zero_padded_by_the_center_crop_like_transformers(coral_d
 def test_batches_paths_arrays_and_overrides(coral_dir, hf):
     images = [coral_dir / "cat.bmp", np.asarray(Image.open(coral_dir / "bird.bmp").convert("RGB"))]
     ours = MobileNetV2ImageProcessor()(images, crop_size={"height": 200, "width": 180})["pixel_values"]
-    theirs = hf([Image.open(p).convert("RGB") if not isinstance(p, np.ndarray) else p for p in images],
-                crop_size={"height": 200, "width": 180}, return_tensors="np")["pixel_values"]  # fmt: skip
+    theirs = hf(
+        [Image.open(p).convert("RGB") if not isinstance(p, np.ndarray) else p for p in images],
+        crop_size={"height": 200, "width": 180},
+        return_tensors="np",
+    )["pixel_values"]
     assert ours.shape == (2, 3, 200, 180)
     np.testing.assert_allclose(ours, theirs, atol=1e-6, rtol=0)
 

@@ -45,8 +45,10 @@ def classifier(coral_dir):
 
 @pytest.fixture(scope="module")
 def deeplab(coral_dir):
-    return {name: Seg.from_pretrained(coral_dir / f"{name}.tflite")
-            for name in ("deeplabv3_mnv2_pascal_quant", "deeplabv3_mnv2_dm05_pascal_quant")}  # fmt: skip
+    return {
+        name: Seg.from_pretrained(coral_dir / f"{name}.tflite")
+        for name in ("deeplabv3_mnv2_pascal_quant", "deeplabv3_mnv2_dm05_pascal_quant")
+    }
 
 
 def test_classifier_config_and_labels_come_from_the_file(classifier):
