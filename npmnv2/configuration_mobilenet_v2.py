@@ -47,6 +47,10 @@ class MobileNetV2Config:
         initializer_range: std of the normal distribution of randomly initialised weights.
         layer_norm_eps: batch-norm epsilon of the backbone (the DeepLab head uses 1e-5).
         semantic_loss_ignore_index: label value the segmentation loss skips.
+        pooling: "global" (transformers: average over the whole final map) or "fixed_7x7"
+            (the original TF-slim release: a 7x7 average, stride 1, VALID, which gives a grid of
+            logits for inputs larger than 224; identical to "global" at 224). npmnv2-only: it is
+            written to config.json, and transformers ignores it.
         num_labels, id2label, label2id: the classes; give `num_labels` or `id2label`.
         problem_type: None (inferred from labels), or one of PROBLEM_TYPES.
         extra: keys of a transformers config.json that npmnv2 does not use (`architectures`,
@@ -71,6 +75,7 @@ class MobileNetV2Config:
     initializer_range: float = 0.02
     layer_norm_eps: float = 0.001
     semantic_loss_ignore_index: int = 255
+    pooling: str = "global"
     num_labels: int | None = None
     id2label: dict[int, str] | None = None
     label2id: dict[str, int] | None = None
@@ -139,6 +144,8 @@ class MobileNetV2Config:
             self._fail("initializer_range", "must be >= 0")
         if self.layer_norm_eps <= 0:
             self._fail("layer_norm_eps", "must be > 0")
+        if self.pooling not in ("global", "fixed_7x7"):
+            self._fail("pooling", "allowed values are 'global' and 'fixed_7x7'")
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             self._fail("problem_type", f"allowed values are None, {', '.join(PROBLEM_TYPES)}")
 
@@ -178,8 +185,8 @@ class MobileNetV2Config:
         """The transformers `config.json` content: HF keys, then the preserved unknown keys."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
-            if f.name in ("extra", "num_labels"):
-                continue
+            if f.name in ("extra", "num_labels") or (f.name == "pooling" and self.pooling == "global"):
+                continue  # num_labels is implied by id2label; the default pooling is transformers' own
             value = getattr(self, f.name)
             if f.name == "id2label":
                 value = {str(k): v for k, v in value.items()}

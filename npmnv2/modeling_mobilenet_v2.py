@@ -12,6 +12,8 @@ Reading order: the architecture as data (channels, strides, dilation rule) -> on
 
 from __future__ import annotations
 
+import copy
+import fnmatch
 import itertools
 import os
 import warnings
@@ -24,12 +26,14 @@ import numpy as np
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .ops import (
     activation,
+    avg_pool2d,
     batch_norm,
     bce_with_logits,
     conv2d,
     conv_padding,
     cross_entropy,
     depthwise_conv2d,
+    fold_batch_norm,
     global_average_pool,
     mse_loss,
     nchw_to_nhwc,
@@ -258,10 +262,10 @@ def deeplab_head_spec(config: MobileNetV2Config) -> tuple[ConvSpec, ...]:
 # ============================================================================ one conv layer
 
 
-def _record(rec: Any, name: str, kind: str, output: np.ndarray, **info: Any) -> None:
-    """Hand a step to the recorder (a Trace), if there is one. Records are plain data."""
-    if rec is not None:
-        rec.add(name, kind, output, **info)
+def _record(rec: Any, name: str, kind: str, output: np.ndarray, **info: Any) -> np.ndarray:
+    """Hand a step to the recorder (a Trace), if there is one, and go on with what it returns:
+    the output itself, or the tensor `run_from` puts in its place. Records are plain data."""
+    return output if rec is None else rec.add(name, kind, output, **info)
 
 
 def conv_layer(
@@ -289,13 +293,24 @@ def conv_layer(
         y = depthwise_conv2d(x, kernel, bias, stride=spec.stride, dilation=spec.dilation, padding=pad)  # (N, Ho, Wo, C)
     else:
         y = conv2d(x, kernel, bias, stride=spec.stride, dilation=spec.dilation, padding=pad)  # (N, Ho, Wo, C_out)
-    _record(rec, f"{spec.name}.convolution", "convolution", y, inputs=(x,), spec=spec, padding=pad, params=params)
+    folded = spec.eps is not None and "gamma" not in params  # batch norm already merged into kernel and bias
+    y = _record(
+        rec,
+        f"{spec.name}.convolution",
+        "convolution",
+        y,
+        inputs=(x,),
+        spec=spec,
+        padding=pad,
+        params=params,
+        folded_bn=folded,
+    )
     if "gamma" in params:
-        y = batch_norm(y, params["mean"], params["var"], params["gamma"], params["beta"], eps=spec.eps)
-        _record(rec, f"{spec.name}.normalization", "batch_norm", y, spec=spec, params=params)
+        z = batch_norm(y, params["mean"], params["var"], params["gamma"], params["beta"], eps=spec.eps)
+        y = _record(rec, f"{spec.name}.normalization", "batch_norm", z, inputs=(y,), spec=spec, params=params)
     if spec.activation is not None:
-        y = activation(spec.activation)(y)
-        _record(rec, f"{spec.name}.activation", "activation", y, spec=spec)
+        z = activation(spec.activation)(y)
+        y = _record(rec, f"{spec.name}.activation", "activation", z, inputs=(y,), spec=spec)
     return y
 
 
@@ -319,11 +334,9 @@ def inverted_residual(
     for spec in block.convs:
         y = conv_layer(y, spec, params[spec.name], tf_padding=tf_padding, rec=rec)
     if block.residual:
-        y = x + y
-        _record(rec, block.name, "residual_add", y, inputs=(x,), tf_scope=block.tf_scope)
-    else:
-        _record(rec, block.name, "block_output", y, tf_scope=block.tf_scope)
-    return y
+        return _record(rec, block.name, "residual_add", x + y, inputs=(x, y), tf_scope=block.tf_scope)
+    # No residual (stride 2 or a channel change): the block output is the projection itself.
+    return _record(rec, block.name, "block_output", y, inputs=(y,), tf_scope=block.tf_scope)
 
 
 def backbone(
@@ -366,14 +379,16 @@ def deeplab_head(
     n, h, w, c = features.shape
     conv_pool, conv_aspp, conv_projection, classifier = head
     pooled = global_average_pool(features)[:, None, None, :]  # (N, 1, 1, C)
-    _record(rec, "segmentation_head.avg_pool", "pooling", pooled, inputs=(features,), tf_scope="image_pooling")
+    pooled = _record(rec, "segmentation_head.avg_pool", "pooling", pooled, inputs=(features,), tf_scope="image_pooling")
     pooled = conv_layer(pooled, conv_pool, params[conv_pool.name], tf_padding=tf_padding, rec=rec)  # (N, 1, 1, 256)
     # A 1x1 map resized bilinearly (align_corners=True, as transformers) is a broadcast.
-    pooled = resize_bilinear(pooled, (h, w), align_corners=True)  # (N, H, W, 256)
-    _record(rec, "segmentation_head.interpolate", "resize", pooled, tf_scope="image_pooling")
+    resized = resize_bilinear(pooled, (h, w), align_corners=True)  # (N, H, W, 256)
+    pooled = _record(
+        rec, "segmentation_head.interpolate", "resize", resized, inputs=(pooled,), tf_scope="image_pooling"
+    )
     branch = conv_layer(features, conv_aspp, params[conv_aspp.name], tf_padding=tf_padding, rec=rec)  # (N, H, W, 256)
     y = np.concatenate([pooled, branch], axis=-1)  # (N, H, W, 512): image pool first, then the 1x1 branch
-    _record(rec, "segmentation_head.concat", "concat", y, inputs=(pooled, branch), tf_scope="concat")
+    y = _record(rec, "segmentation_head.concat", "concat", y, inputs=(pooled, branch), tf_scope="concat")
     y = conv_layer(y, conv_projection, params[conv_projection.name], tf_padding=tf_padding, rec=rec)  # (N, H, W, 256)
     # Dropout2d sits here in transformers; at inference it is the identity.
     return conv_layer(y, classifier, params[classifier.name], tf_padding=tf_padding, rec=rec)  # (N, H, W, L)
@@ -430,6 +445,14 @@ def _conv_params_to_torch(spec: ConvSpec, params: Mapping[str, np.ndarray]) -> d
     if spec.bias:
         tensors["convolution.bias"] = params["bias"]
     if spec.eps is not None:
+        if "gamma" not in params:  # folded: an identity batch norm carries the bias (see docs/decisions.md)
+            c, dtype = spec.c_out, params["kernel"].dtype
+            params = {
+                "gamma": np.ones(c, dtype),
+                "beta": params["bias"],
+                "mean": np.zeros(c, dtype),
+                "var": np.full(c, 1 - spec.eps, dtype),
+            }
         for hf, ours in _BN_NAMES.items():
             tensors[f"normalization.{hf}"] = params[ours]
         tensors["normalization.num_batches_tracked"] = np.zeros((), dtype=np.int64)
@@ -496,6 +519,12 @@ def infer_config(tensors: Mapping[str, np.ndarray], **known: Any) -> dict[str, A
                 continue
             return {**candidate, **fields}
     return None
+
+
+def _spatial_to_public(x: np.ndarray) -> np.ndarray:
+    """(N, 1, 1, C) -> (N, C) as transformers returns pooled features and logits; a real grid
+    (N, h, w, C) -> NCHW (N, C, h, w)."""
+    return x[:, 0, 0, :] if x.shape[1:3] == (1, 1) else nhwc_to_nchw(x)
 
 
 # ============================================================================ input checks
@@ -764,8 +793,153 @@ class MobileNetV2PreTrainedModel:
             x, self.arch, self.params, tf_padding=self.config.tf_padding, run_conv_1x1=run_conv_1x1, rec=rec
         )
 
+    def _pool(self, last: np.ndarray, rec: Any) -> np.ndarray:
+        """The pooler: global average (transformers) or TF-slim's fixed 7x7 average, VALID.
+
+        Shapes: last (N, H, W, C) -> (N, 1, 1, C) global, or (N, H-6, W-6, C) fixed_7x7.
+        """
+        n, h, w, c = last.shape
+        if self.config.pooling == "global":
+            pooled = global_average_pool(last)[:, None, None, :]  # (N, 1, 1, C)
+            attrs = {"window": "global"}
+        else:
+            if h < 7 or w < 7:
+                raise ValueError(
+                    f"{type(self).__name__}: pooling='fixed_7x7' needs a final feature map of at least 7x7, got "
+                    f"{h}x{w}; use an input of at least {7 * self.config.output_stride - 31}x"
+                    f"{7 * self.config.output_stride - 31} or pooling='global'."
+                )
+            pooled = avg_pool2d(last, kernel_size=7, stride=1)  # (N, H-6, W-6, C)
+            attrs = {"window": (7, 7), "stride": 1, "padding": "VALID"}
+        return _record(
+            rec, "pooler", "pooling", pooled, inputs=(last,), attrs=attrs, tf_scope="MobilenetV2/Logits/AvgPool"
+        )
+
     def __call__(self, *args: Any, **kwargs: Any):
         return self.forward(*args, **kwargs)
+
+    # -- tracing -----------------------------------------------------------------
+    def step_names(self) -> list[str]:
+        """Every step name a forward records, in execution order (see `trace`)."""
+        names = []
+        for block in (self.arch.stem, *self.arch.layers):
+            names += [n for spec in block.convs for n in self._conv_step_names(spec)]
+            names.append(block.name)
+        names += self._tail_step_names()
+        return names
+
+    def _conv_step_names(self, spec: ConvSpec) -> list[str]:
+        names = [f"{spec.name}.convolution"]
+        if "gamma" in self.params[spec.name]:
+            names.append(f"{spec.name}.normalization")
+        if spec.activation is not None:
+            names.append(f"{spec.name}.activation")
+        return names
+
+    def _tail_step_names(self) -> list[str]:
+        return [*self._conv_step_names(self.arch.conv_1x1), "pooler"]
+
+    def _check_step_name(self, name: str, names: list[str] | None = None) -> None:
+        from .trace import unknown_name_error
+
+        names = self.step_names() if names is None else names
+        if name.removeprefix("mobilenet_v2.") not in names:
+            raise unknown_name_error(name, names)
+
+    def trace(
+        self,
+        pixel_values: np.ndarray,
+        layers: str | list[str] | None = None,
+        stop_at: str | None = None,
+        **forward_kwargs: Any,
+    ):
+        """Run the forward pass and record every operation as a Step (see `npmnv2.trace.Trace`).
+
+        layers: names or glob patterns ("layer.*.expand_1x1.activation") of the tensors to keep
+            (None keeps all; the others are recorded without their tensors, so memory stays low).
+        stop_at: stop right after this step; nothing later is computed.
+        Names may carry transformers' full-model prefix ("mobilenet_v2.layer.3").
+        """
+        from .trace import StopForward, Trace
+
+        names = self.step_names()
+        patterns = [layers] if isinstance(layers, str) else layers
+        if patterns is not None:
+            patterns = [p.removeprefix("mobilenet_v2.") for p in patterns]
+            for pattern in patterns:
+                if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                    self._check_step_name(pattern, names)
+        if stop_at is not None:
+            stop_at = stop_at.removeprefix("mobilenet_v2.")
+            self._check_step_name(stop_at, names)
+        trace = Trace(keep=patterns, stop_at=stop_at, tf_padding=self.config.tf_padding)
+        trace.pixel_values = pixel_values
+        try:
+            trace.output = self.forward(pixel_values, rec=trace, **forward_kwargs)
+        except StopForward:
+            pass
+        self._last_trace_input = pixel_values
+        return trace
+
+    def steps(self, pixel_values: np.ndarray):
+        """Iterate over the steps of one forward pass, in execution order, with all tensors kept."""
+        yield from self.trace(pixel_values).steps
+
+    def run_from(self, name: str, tensor: np.ndarray, *, pixel_values: np.ndarray | None = None):
+        """Continue the forward pass with `tensor` (NCHW) in place of step `name`'s output.
+
+        The steps before `name` are those of `pixel_values` (default: the input of this model's
+        last `trace` call); everything after `name` is computed from `tensor`. Returns the model
+        output (logits, ...), so an ablated channel or a removed nonlinearity shows in the prediction.
+        """
+        from .trace import Trace
+
+        name = name.removeprefix("mobilenet_v2.")
+        self._check_step_name(name)
+        source = getattr(self, "_last_trace_input", None) if pixel_values is None else pixel_values
+        if source is None:
+            raise ValueError(
+                "run_from needs the input the edited tensor came from: call model.trace(pixel_values) first, "
+                "or pass pixel_values=."
+            )
+        trace = Trace(keep=[], replace={name: tensor}, tf_padding=self.config.tf_padding)
+        return self.forward(source, rec=trace)
+
+    def fold_batchnorm(self):
+        """An equivalent model whose convolutions carry their batch norm (see `ops.fold_batch_norm`):
+        its trace has no normalization steps, and its conv steps say folded_bn=True."""
+        folded = copy.copy(self)
+        folded.params = {}
+        for name, p in self.params.items():
+            spec = next((s for s in self._conv_specs() if s.name == name), None)
+            if spec is not None and "gamma" in p:
+                kernel, bias = fold_batch_norm(
+                    p["kernel"], p.get("bias"), p["gamma"], p["beta"], p["mean"], p["var"], eps=spec.eps
+                )
+                folded.params[name] = {"kernel": kernel.astype(self.dtype), "bias": bias.astype(self.dtype)}
+            else:
+                folded.params[name] = dict(p)
+        return folded
+
+    def summary(self, image_size: int | tuple[int, int] = 224):
+        """Output shape, parameters, MACs and activation memory per step for one image of this size."""
+        from .trace import Summary
+
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        trace = self.trace(np.zeros((1, self.config.num_channels, h, w), self.dtype), layers=[])
+        rows = [
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "shape": s.output_shape,
+                "params": s.n_params,
+                "macs": s.macs,
+                "bytes": int(np.prod(s.output_shape)) * self.dtype.itemsize,
+            }
+            for s in trace.steps
+        ]
+        bn = sum(2 * s.c_out for s in self._conv_specs() if s.eps is not None)
+        return Summary(rows, trace.total_macs, self.num_parameters(), bn, (h, w))
 
     def __repr__(self) -> str:
         c = self.config
@@ -791,19 +965,20 @@ class MobileNetV2Model(MobileNetV2PreTrainedModel):
         super().__init__(config, dtype=dtype, seed=seed)
         self.add_pooling_layer = add_pooling_layer
 
+    def _tail_step_names(self) -> list[str]:
+        names = super()._tail_step_names()
+        return names if self.add_pooling_layer else names[:-1]
+
     def forward(
         self, pixel_values: np.ndarray, output_hidden_states: bool = False, *, rec: Any = None
     ) -> BaseModelOutputWithPoolingAndNoAttention:
         """pixel_values (N, C, H, W) float -> last_hidden_state (N, C_last, H/os, W/os), pooler_output (N, C_last)."""
         x = self._prepare(pixel_values)
         last, hidden = self._backbone(x, run_conv_1x1=True, rec=rec)
-        pooled = None
-        if self.add_pooling_layer:
-            pooled = global_average_pool(last)  # (N, C_last)
-            _record(rec, "pooler", "pooling", pooled[:, None, None, :], inputs=(last,))
+        pooled = self._pool(last, rec) if self.add_pooling_layer else None  # (N, h, w, C_last)
         return BaseModelOutputWithPoolingAndNoAttention(
             last_hidden_state=nhwc_to_nchw(last),
-            pooler_output=pooled,
+            pooler_output=None if pooled is None else _spatial_to_public(pooled),
             hidden_states=tuple(nhwc_to_nchw(h) for h in hidden) if output_hidden_states else None,
         )
 
@@ -859,6 +1034,9 @@ class MobileNetV2ForImageClassification(MobileNetV2PreTrainedModel):
                 "bias": np.zeros(labels, self.dtype),
             }
 
+    def _tail_step_names(self) -> list[str]:
+        return [*super()._tail_step_names(), *(["classifier"] if self.config.num_labels > 0 else [])]
+
     def _extra_hf_shapes(self) -> dict[str, tuple[int, ...]]:
         c, labels = self.arch.conv_1x1.c_out, self.config.num_labels
         return {"classifier.weight": (labels, c), "classifier.bias": (labels,)} if labels > 0 else {}
@@ -882,20 +1060,25 @@ class MobileNetV2ForImageClassification(MobileNetV2PreTrainedModel):
         """pixel_values (N, C, H, W) float -> logits (N, L) [and the loss when labels are given]."""
         x = self._prepare(pixel_values)
         last, hidden = self._backbone(x, run_conv_1x1=True, rec=rec)
-        pooled = global_average_pool(last)  # (N, C_last)
-        _record(rec, "pooler", "pooling", pooled[:, None, None, :], inputs=(last,))
+        pooled = self._pool(last, rec)  # (N, h, w, C_last); h = w = 1 unless fixed_7x7 pooling on a large input
         logits = pooled
         if self.config.num_labels > 0:
             p = self.params["classifier"]
-            logits = pooled @ p["kernel"] + p["bias"]  # (N, C_last) @ (C_last, L) -> (N, L)
-            _record(
+            logits = pooled @ p["kernel"] + p["bias"]  # (N, h, w, C_last) @ (C_last, L) -> (N, h, w, L)
+            logits = _record(
                 rec,
                 "classifier",
                 "linear",
-                logits[:, None, None, :],
+                logits,
                 inputs=(pooled,),
                 params=p,
                 tf_scope="MobilenetV2/Logits/Conv2d_1c_1x1",
+            )
+        logits = _spatial_to_public(logits)  # (N, L), or (N, L, h, w) for a grid of logits
+        if labels is not None and logits.ndim != 2:
+            raise ValueError(
+                f"MobileNetV2ForImageClassification: labels need one logit vector per image, but pooling="
+                f"{self.config.pooling!r} gave a {logits.shape[2]}x{logits.shape[3]} grid; use a 224x224 input."
             )
         loss = None if labels is None else _classification_loss(logits, labels, self.config)
         return ImageClassifierOutputWithNoAttention(
@@ -910,6 +1093,18 @@ class MobileNetV2ForSemanticSegmentation(MobileNetV2PreTrainedModel):
 
     def _head_specs(self) -> tuple[ConvSpec, ...]:
         return deeplab_head_spec(self.config)
+
+    def _tail_step_names(self) -> list[str]:
+        pool, aspp, projection, classifier = (self._conv_step_names(s) for s in self._head_specs())
+        return [
+            "segmentation_head.avg_pool",
+            *pool,
+            "segmentation_head.interpolate",
+            *aspp,
+            "segmentation_head.concat",
+            *projection,
+            *classifier,
+        ]
 
     def forward(
         self, pixel_values: np.ndarray, labels: Any = None, output_hidden_states: bool = False, *, rec: Any = None

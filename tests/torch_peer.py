@@ -76,5 +76,6 @@ class Collect:
     def __init__(self) -> None:
         self.outputs: dict[str, np.ndarray] = {}
 
-    def add(self, name, kind, output, **info) -> None:
+    def add(self, name, kind, output, **info):
         self.outputs[name] = npmnv2.ops.nhwc_to_nchw(output)
+        return output

@@ -1,0 +1,347 @@
+"""Recording a forward pass: every primitive operation as a `Step`, the whole pass as a `Trace`.
+
+The model code calls `trace.add(...)` once per operation (conv, batch norm, activation, residual
+add, pooling, linear, resize, concat); nothing is hooked or patched. A Trace keeps the outputs
+you ask for (all by default, or names / glob patterns), can stop right after a given step, and
+can put an edited tensor in place of a step's output (`model.run_from`).
+
+Arrays in steps are NCHW (transformers' layout, views of npmnv2's NHWC tensors, no copies).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import html
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .ops import Pad2D, nchw_to_nhwc, nhwc_to_nchw
+
+
+class StopForward(Exception):  # noqa: N818 -- a control-flow signal, not an error
+    """Raised by a Trace right after its `stop_at` step: nothing after it runs."""
+
+
+def unknown_name_error(name: str, known: Sequence[str], what: str = "layer") -> KeyError:
+    """A KeyError for an unknown step name that lists the closest real ones."""
+    close = difflib.get_close_matches(name, list(known), n=5, cutoff=0.5)
+    hint = (
+        f" Close matches: {', '.join(close)}." if close else f" There are {len(known)} names; see model.step_names()."
+    )
+    return KeyError(f"unknown {what} {name!r}.{hint}")
+
+
+# ============================================================================ one step
+
+
+def _human(n: float) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g}{unit}"
+    return f"{int(n)}"
+
+
+@dataclass
+class Step:
+    """One primitive operation of a forward pass, as plain data.
+
+    name: transformers module path ("layer.12.conv_3x3.convolution"); tf_scope: its TF-slim scope.
+    kind: convolution | batch_norm | activation | residual_add | block_output | pooling | linear |
+          resize | concat.
+    output / inputs: NCHW arrays (None / () when this step's tensors were not kept).
+    output_shape: NCHW shape, always known.
+    params: the arrays it used (npmnv2 layout: HWIO kernels, (KH, KW, C) depthwise).
+    attrs: hyper-parameters actually applied (stride, dilation, groups, padding, ...).
+    macs: multiply-accumulates executed (whole batch); n_params: learnable parameters used.
+    """
+
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    output: np.ndarray | None = None
+    inputs: tuple[np.ndarray, ...] = ()
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    attrs: dict[str, Any] = field(default_factory=dict)
+    macs: int = 0
+    n_params: int = 0
+    tf_scope: str = ""
+    index: int = 0
+
+    def explain(self) -> str:
+        """What this step did, in words, with its real numbers."""
+        a = self.attrs
+        shape_in = "x".join(map(str, self.input_shapes[0][2:])) if self.input_shapes else "?"
+        shape_out = "x".join(map(str, self.output_shape[2:]))
+        if self.kind == "convolution":
+            k = a["kernel_size"]
+            pad = a["padding"]
+            how = "TF SAME padding" if a["tf_padding"] else "PyTorch symmetric padding"
+            kind = {"depthwise": "depthwise", "pointwise": "1x1 pointwise", "conv": "dense"}[a["conv_type"]]
+            text = (
+                f"{kind} convolution {a['c_in']} -> {a['c_out']} channels, {k}x{k} kernel, stride {a['stride']}, "
+                f"dilation {a['dilation']} (groups {a['groups']}). {how} for a {shape_in} input, k={k}, "
+                f"s={a['stride']}, d={a['dilation']}: pad top {pad[0]}, bottom {pad[1]}, left {pad[2]}, right "
+                f"{pad[3]}; output {shape_out}. {self.macs:,} MACs."
+            )
+            if a.get("folded_bn"):
+                text += " Batch norm is folded into this kernel and bias."
+            return text
+        if self.kind == "batch_norm":
+            return (
+                f"batch norm (inference) over {self.output_shape[1]} channels: (x - running_mean) / "
+                f"sqrt(running_var + {a['eps']:g}) * gamma + beta."
+            )
+        if self.kind == "activation":
+            return f"{a['function']} applied elementwise to a {self.output_shape} tensor."
+        if self.kind == "residual_add":
+            return f"residual connection: block input + projection output, {self.output_shape}."
+        if self.kind == "block_output":
+            return "no residual here (the stride or the channel count changes): the projection is the output."
+        if self.kind == "pooling":
+            window = a.get("window")
+            what = "global average" if window == "global" else f"{window[0]}x{window[1]} average (VALID)"
+            return f"{what} pooling {shape_in} -> {shape_out}."
+        if self.kind == "linear":
+            return f"linear classifier {a['c_in']} -> {a['c_out']}: {self.macs:,} MACs."
+        if self.kind == "resize":
+            return f"bilinear resize {shape_in} -> {shape_out} (align_corners={a.get('align_corners')})."
+        if self.kind == "concat":
+            parts = " + ".join(str(s[1]) for s in self.input_shapes)
+            return f"concatenate on channels: {parts} -> {self.output_shape[1]}."
+        return self.kind
+
+    def stats(self) -> dict[str, float] | None:
+        """min, mean, max, fraction of zeros and of values clipped at 6 (None when not kept)."""
+        if self.output is None:
+            return None
+        x = self.output
+        return {
+            "min": float(x.min()),
+            "mean": float(x.mean()),
+            "max": float(x.max()),
+            "zeros": float(np.mean(x == 0)),
+            "at6": float(np.mean(x == 6)),
+        }
+
+    def __repr__(self) -> str:
+        kept = "kept" if self.output is not None else "not kept"
+        return f"Step({self.name!r}, {self.kind}, {self.output_shape}, macs={_human(self.macs)}, {kept})"
+
+
+def _conv_attrs(spec: Any, padding: Pad2D, tf_padding: bool, folded_bn: bool) -> dict[str, Any]:
+    return {
+        "conv_type": spec.kind,
+        "kernel_size": spec.kernel_size,
+        "stride": spec.stride,
+        "dilation": spec.dilation,
+        "groups": spec.c_in if spec.kind == "depthwise" else 1,
+        "padding": tuple(padding),
+        "tf_padding": tf_padding,
+        "c_in": spec.c_in,
+        "c_out": spec.c_out,
+        "folded_bn": folded_bn,
+    }
+
+
+# ============================================================================ the trace
+
+
+class Trace(Mapping):
+    """name -> kept NCHW array, plus `steps` (every step that ran, kept or not).
+
+    trace["layer.3"]                  the kept output of a step
+    trace.steps, trace.step(name)     the Step records
+    trace.table()                     name, kind, shape, min/mean/max, zeros, clipped at 6
+    trace.total_macs                  MACs of everything that ran
+    """
+
+    def __init__(
+        self,
+        *,
+        keep: Iterable[str] | None = None,
+        stop_at: str | None = None,
+        replace: Mapping[str, np.ndarray] | None = None,
+        tf_padding: bool = True,
+    ) -> None:
+        self.patterns = None if keep is None else list(keep)
+        self.stop_at = stop_at
+        self.replace = dict(replace or {})
+        self.tf_padding = tf_padding
+        self.steps: list[Step] = []
+        self._by_name: dict[str, Step] = {}
+        self.output: Any = None  # the model output, when the forward ran to the end
+        self.pixel_values: np.ndarray | None = None
+
+    # ---------------------------------------------------------------- recording (called by the model)
+    def _keeps(self, name: str) -> bool:
+        return self.patterns is None or any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+
+    def add(
+        self,
+        name: str,
+        kind: str,
+        output: np.ndarray,
+        *,
+        inputs: Sequence[np.ndarray] = (),
+        spec: Any = None,
+        padding: Pad2D | None = None,
+        params: Mapping[str, np.ndarray] | None = None,
+        tf_scope: str = "",
+        folded_bn: bool = False,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> np.ndarray:
+        """Record one step (NHWC arrays in); return the tensor the forward continues with."""
+        if name in self.replace:
+            output = self._replacement(name, output)
+        step_attrs = dict(attrs or {})
+        macs, n_params, used = 0, 0, {}
+        if spec is not None:
+            tf_scope = tf_scope or spec.tf_scope
+            if kind == "convolution":
+                step_attrs.update(_conv_attrs(spec, padding, self.tf_padding, folded_bn))
+                used = {k: params[k] for k in ("kernel", "bias") if k in params}
+                n, ho, wo, c_out = output.shape
+                per_pixel = spec.kernel_size**2 * (1 if spec.kind == "depthwise" else spec.c_in)
+                macs = n * ho * wo * c_out * per_pixel
+            elif kind == "batch_norm":
+                step_attrs["eps"] = spec.eps
+                used = {k: params[k] for k in ("gamma", "beta", "mean", "var")}
+            elif kind == "activation":
+                step_attrs["function"] = spec.activation
+        if kind == "linear":
+            used = dict(params)
+            c_in, c_out = params["kernel"].shape
+            step_attrs.update(c_in=c_in, c_out=c_out)
+            macs = int(np.prod(output.shape[:3])) * c_in * c_out
+        if kind == "resize":
+            step_attrs.setdefault("align_corners", True)
+        n_params = sum(int(v.size) for k, v in used.items() if k not in ("mean", "var"))
+        keep = self._keeps(name)
+        step = Step(
+            name=name,
+            kind=kind,
+            output_shape=tuple(nhwc_to_nchw(output).shape),
+            input_shapes=tuple(tuple(nhwc_to_nchw(x).shape) for x in inputs),
+            output=nhwc_to_nchw(output) if keep else None,
+            inputs=tuple(nhwc_to_nchw(x) for x in inputs) if keep else (),
+            params=used,
+            attrs=step_attrs,
+            macs=int(macs),
+            n_params=n_params,
+            tf_scope=tf_scope,
+            index=len(self.steps),
+        )
+        self.steps.append(step)
+        self._by_name[name] = step
+        if name == self.stop_at:
+            raise StopForward(name)
+        return output
+
+    def _replacement(self, name: str, output: np.ndarray) -> np.ndarray:
+        new = np.asarray(self.replace[name])
+        expected = tuple(nhwc_to_nchw(output).shape)
+        if new.shape != expected:
+            raise ValueError(f"run_from at {name!r}: expected an NCHW tensor of shape {expected}, got {new.shape}.")
+        return nchw_to_nhwc(new.astype(output.dtype, copy=False))
+
+    # ---------------------------------------------------------------- reading
+    def step(self, name: str) -> Step:
+        if name not in self._by_name:
+            raise unknown_name_error(name, list(self._by_name), "step")
+        return self._by_name[name]
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        step = self.step(name)
+        if step.output is None:
+            raise KeyError(f"step {name!r} ran but its tensor was not kept; trace again with layers=[{name!r}].")
+        return step.output
+
+    def __iter__(self) -> Iterator[str]:
+        return (s.name for s in self.steps if s.output is not None)
+
+    def __len__(self) -> int:
+        return sum(s.output is not None for s in self.steps)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(s.macs for s in self.steps)
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per step: name, kind, output shape, MACs and (kept steps) the value statistics."""
+        rows = []
+        for s in self.steps:
+            row = {"name": s.name, "kind": s.kind, "shape": s.output_shape, "macs": s.macs}
+            row.update(s.stats() or {})
+            rows.append(row)
+        return rows
+
+    def _rows_text(self) -> list[list[str]]:
+        rows = []
+        for r in self.table():
+            stats = [f"{r[k]:.3g}" if k in r else "-" for k in ("min", "mean", "max")]
+            fracs = [f"{r[k]:.0%}" if k in r else "-" for k in ("zeros", "at6")]
+            rows.append([r["name"], r["kind"], "x".join(map(str, r["shape"])), _human(r["macs"]), *stats, *fracs])
+        return rows
+
+    _HEAD = ("name", "kind", "shape (NCHW)", "MACs", "min", "mean", "max", "zeros", "at 6")
+
+    def __repr__(self) -> str:
+        rows = [list(self._HEAD), *self._rows_text()]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(self._HEAD))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        lines.append(f"{len(self.steps)} steps, {len(self)} kept, {_human(self.total_macs)} MACs")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in self._HEAD)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self._rows_text()
+        )
+        foot = f"<p>{len(self.steps)} steps, {len(self)} kept, {_human(self.total_macs)} MACs</p>"
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{foot}"
+
+
+# ============================================================================ summary
+
+
+@dataclass
+class Summary:
+    """Per-layer output shapes, parameters, MACs and activation memory of one forward at a size.
+
+    total_params counts every learnable parameter, batch norm included (transformers'
+    num_parameters()); bn_params is the batch-norm part; total_macs the MACs of convolutions and
+    linear layers (batch 1).
+    """
+
+    rows: list[dict[str, Any]]
+    total_macs: int
+    total_params: int
+    bn_params: int
+    image_size: tuple[int, int]
+
+    def __repr__(self) -> str:
+        head = ["name", "kind", "output (NCHW)", "params", "MACs", "activation KiB"]
+        rows = [head] + [
+            [
+                r["name"],
+                r["kind"],
+                "x".join(map(str, r["shape"])),
+                f"{r['params']:,}",
+                f"{r['macs']:,}",
+                f"{r['bytes'] / 1024:,.1f}",
+            ]
+            for r in self.rows
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+        h, w = self.image_size
+        lines.append(
+            f"input {h}x{w}: {self.total_macs:,} MACs ({self.total_macs / 1e6:.1f}M), {self.total_params:,} parameters "
+            f"({self.bn_params:,} in batch norm; {(self.total_params - self.bn_params) / 1e6:.2f}M without)"
+        )
+        return "\n".join(lines)
