@@ -1,6 +1,9 @@
 """npmnv2: MobileNetV2 and its DeepLabV3 head in readable NumPy, with transformers' public API."""
 
+from . import ops, verify
+from .compare import Comparison, compare
 from .configuration_mobilenet_v2 import MobileNetV2Config
+from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
 from .modeling_mobilenet_v2 import (
     MobileNetV2ForImageClassification,
     MobileNetV2ForSemanticSegmentation,
@@ -12,18 +15,27 @@ from .outputs import (
     ImageClassifierOutputWithNoAttention,
     SemanticSegmenterOutput,
 )
+from .trace import Step, Summary, Trace
 from .warnings import NpMnV2Warning
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BaseModelOutputWithPoolingAndNoAttention",
+    "Comparison",
     "ImageClassifierOutputWithNoAttention",
     "MobileNetV2Config",
     "MobileNetV2ForImageClassification",
     "MobileNetV2ForSemanticSegmentation",
+    "MobileNetV2ImageProcessor",
     "MobileNetV2Model",
     "MobileNetV2PreTrainedModel",
     "NpMnV2Warning",
     "SemanticSegmenterOutput",
+    "Step",
+    "Summary",
+    "Trace",
+    "compare",
+    "ops",
+    "verify",
 ]

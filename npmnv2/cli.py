@@ -23,6 +23,9 @@ EPILOG = """examples:
   npmnv2 classify photo.jpg --weights ../shared/data/coral/mobilenet_v2_1.0_224_quant.tflite
   npmnv2 segment photo.jpg --weights ../shared/data/coral/deeplabv3_mnv2_pascal_quant.tflite -o overlay.png
   npmnv2 convert mobilenet_v2_1.0_224_quant.tflite converted/
+  npmnv2 summary --depth-multiplier 1.0 --image-size 224
+  npmnv2 trace cat.bmp --weights mobilenet_v2_1.0_224_quant.tflite --layers 'layer.*' --save acts.npz
+  npmnv2 compare cat.bmp --weights mobilenet_v2_1.0_224_quant.tflite --against torch
 """
 
 
@@ -189,6 +192,92 @@ def _detect_task(source: str) -> str:
     return "backbone"
 
 
+# ============================================================================ summary, trace, compare
+
+
+def _model_for(source: str | None, args: argparse.Namespace) -> Any:
+    """A model from weights (task detected), or from config flags with random weights."""
+    from . import MobileNetV2Config, MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation
+
+    classes = {"classification": MobileNetV2ForImageClassification, "segmentation": MobileNetV2ForSemanticSegmentation}
+    if source:
+        task = _detect_task(source)
+        return _load_model(classes.get(task, MobileNetV2ForImageClassification), source, task)
+    config = MobileNetV2Config(
+        depth_multiplier=args.depth_multiplier,
+        output_stride=args.output_stride,
+        num_labels=args.num_labels,
+        depth_divisible_by=args.depth_divisible_by,
+    )
+    return classes[args.task](config)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    model = _model_for(args.weights, args)
+    size = args.image_size or list(model.config.image_hw)
+    if len(size) > 2:
+        raise CLIError(f"--image-size takes H or H W, got {size}.")
+    summary = model.summary(size[0] if len(size) == 1 else (size[0], size[1]))
+    print(repr(summary))
+    return 0
+
+
+def _pixels_for(model: Any, weights: str | None, image: str) -> np.ndarray:
+    from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
+
+    processor = MobileNetV2ImageProcessor.from_pretrained(weights) if weights else MobileNetV2ImageProcessor()
+    return processor(_image_paths([image])[0])["pixel_values"]
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    model = _model_for(args.weights, args)
+    trace = model.trace(_pixels_for(model, args.weights, args.image), layers=args.layers or None, stop_at=args.stop_at)
+    print(repr(trace))
+    if args.save:
+        np.savez(args.save, **{name: trace[name] for name in trace})
+        print(f"wrote {len(trace)} tensors (NCHW) to {args.save}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from . import compare, verify
+
+    model = _model_for(args.weights, args)
+    against = args.against
+    if against == "tflite":
+        if not str(args.weights).endswith(".tflite"):
+            raise CLIError("--against tflite needs --weights to be the .tflite file itself.")
+        _, pixel_values = verify.tflite_input(args.weights, _image_paths([args.image])[0])
+        reference = verify.tflite_activations(args.weights, _image_paths([args.image])[0])
+    else:
+        pixel_values = _pixels_for(model, args.weights, args.image)
+        if against == "torch":
+            reference = verify.torch_activations(_transformers_twin(model), pixel_values)
+        else:
+            path = Path(against)
+            if not path.is_file():
+                raise CLIError(f"--against {against!r}: expected 'torch', 'tflite' or an existing .npz file.")
+            with np.load(path, allow_pickle=False) as data:
+                reference = {k: data[k] for k in data.files}
+    result = compare(model.trace(pixel_values), reference, tolerance=args.tolerance)
+    print(repr(result))
+    return 0 if result.first_divergence is None else 3
+
+
+def _transformers_twin(model: Any) -> Any:
+    """transformers' PyTorch model of the same class with npmnv2's weights (needs torch + transformers)."""
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        raise CLIError("--against torch needs PyTorch and transformers: pip install 'npmnv2[test]'") from None
+    hf_config = transformers.MobileNetV2Config(**{k: v for k, v in model.config.to_dict().items() if k != "pooling"})
+    twin = getattr(transformers, type(model).__name__)(hf_config).eval()
+    state = {k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()}
+    twin.load_state_dict(state, strict=True)
+    return twin
+
+
 # ============================================================================ parser
 
 
@@ -250,6 +339,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty DEST_DIR")
     p.set_defaults(func=cmd_convert)
+
+    def model_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--weights", help=f"{weights_help} (default: random weights from the flags below)")
+        p.add_argument("--depth-multiplier", type=float, default=1.0, help="without --weights (default 1.0)")
+        p.add_argument("--output-stride", type=int, default=32, choices=[8, 16, 32], help="without --weights")
+        p.add_argument("--num-labels", type=int, default=1001, help="without --weights (default 1001)")
+        p.add_argument("--depth-divisible-by", type=int, default=8, help="without --weights (default 8)")
+        p.add_argument(
+            "--task",
+            choices=["classification", "segmentation"],
+            default="classification",
+            help="without --weights: which model (default classification)",
+        )
+
+    p = add(
+        "summary",
+        "per-layer output shapes, parameters, MACs and activation memory",
+        "npmnv2 summary --depth-multiplier 1.0 --image-size 224",
+    )
+    model_options(p)
+    p.add_argument("--image-size", type=int, nargs="+", metavar="N", help="H [W] (default: the model's image_size)")
+    p.set_defaults(func=cmd_summary)
+
+    p = add(
+        "trace",
+        "run one image and print every step (name, kind, shape, MACs, value statistics)",
+        "npmnv2 trace cat.bmp --weights mobilenet_v2_1.0_224_quant.tflite --layers 'layer.*' --save acts.npz",
+    )
+    p.add_argument("image", metavar="IMAGE", help="the image file")
+    model_options(p)
+    p.add_argument("--layers", nargs="+", metavar="PATTERN", help="names or glob patterns of the tensors to keep")
+    p.add_argument("--stop-at", metavar="NAME", help="stop right after this step")
+    p.add_argument("--save", metavar="FILE.npz", help="write the kept tensors (NCHW) to an .npz file")
+    p.set_defaults(func=cmd_trace)
+
+    p = add(
+        "compare",
+        "compare npmnv2 layer by layer with PyTorch, TFLite or saved tensors (exit 3 on divergence)",
+        "npmnv2 compare cat.bmp --weights mobilenet_v2_1.0_224_quant.tflite --against tflite --tolerance 0.5",
+    )
+    p.add_argument("image", metavar="IMAGE", help="the image file")
+    model_options(p)
+    p.add_argument("--against", required=True, help="'torch' (transformers), 'tflite' (the interpreter) or a .npz file")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max |diff| / max(1, max |reference|) (default 1e-4)")
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -1,0 +1,136 @@
+"""Collect another implementation's intermediate tensors under npmnv2's step names.
+
+torch_activations: transformers' PyTorch model, through forward hooks (needs torch + transformers).
+tflite_activations: the TFLite interpreter with every tensor preserved (needs ai-edge-litert or
+tensorflow), dequantized, keyed through the TF-slim scopes.
+Both return name -> NCHW float array, ready for `npmnv2.compare`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .image_processing_mobilenet_v2 import load_image
+from .weights import tf_scope_to_hf
+
+_CONTAINERS = ("conv_stem",)  # non-leaf modules whose output is also a step
+
+
+def _is_step_module(name: str, module: Any) -> bool:
+    import torch
+
+    if isinstance(module, (torch.nn.Dropout, torch.nn.Dropout2d)):
+        return False  # identity at inference: npmnv2 has no step for it
+    parts = name.split(".")
+    is_block = len(parts) == 2 and parts[0] == "layer"
+    return is_block or name in _CONTAINERS or not any(True for _ in module.children())
+
+
+def torch_activations(hf_model: Any, pixel_values: np.ndarray) -> dict[str, np.ndarray]:
+    """Every step-level output of a transformers MobileNetV2 model (eval mode, no grad), by name.
+
+    Leaf modules (convolution, normalization, activation, pooler, classifier, ...) plus the block
+    outputs `conv_stem` and `layer.N`; names without the `mobilenet_v2.` prefix.
+    """
+    import torch
+
+    acts: dict[str, np.ndarray] = {}
+    handles = []
+    for name, module in hf_model.named_modules():
+        short = name.removeprefix("mobilenet_v2.")
+        if not name or short == "mobilenet_v2" or not _is_step_module(short, module):
+            continue
+
+        def hook(_module: Any, _inputs: Any, output: Any, short: str = short) -> None:
+            acts[short] = output.detach().cpu().numpy().copy()
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            hf_model.eval()(torch.from_numpy(np.ascontiguousarray(pixel_values)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return acts
+
+
+def _interpreter(path: Path):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tensorflow.lite import Interpreter
+        except ImportError:
+            raise ImportError("tflite_activations needs the TFLite interpreter: pip install ai-edge-litert") from None
+    return Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+
+
+def tflite_input(path: str | Path, image: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The image as the TFLite model takes it and as npmnv2 takes the same pixels.
+
+    Returns (uint8 (1, H, W, 3) resized with nearest neighbour to the model's input size,
+    float32 (1, 3, H, W) pixel_values = uint8 / 127.5 - 1).
+    """
+    from .tflite_import import read_tflite_input_size
+
+    h, w = read_tflite_input_size(path)
+    pixels = np.asarray(load_image(image).resize((w, h), Image.NEAREST), dtype=np.uint8)[None]  # (1, H, W, 3)
+    return pixels, (pixels.astype(np.float32) / 127.5 - 1).transpose(0, 3, 1, 2)
+
+
+def _step_name(hf: str, op_type: str, activation: int) -> str:
+    """The npmnv2 step whose output equals a TFLite op's output (conv + bias + fused activation)."""
+    if hf == "classifier":
+        return "classifier"
+    if hf == "segmentation_head.classifier":
+        return "segmentation_head.classifier.convolution"
+    return f"{hf}.activation" if activation else f"{hf}.normalization"
+
+
+def tflite_activations(path: str | Path, image: Any) -> dict[str, np.ndarray]:
+    """Run the TFLite interpreter on `image` (see `tflite_input`) and return its intermediate tensors,
+    dequantized to float, NCHW, under npmnv2's step names."""
+    from .tflite_import import _Graph
+
+    path = Path(path)
+    graph = _Graph(path)
+    interpreter = _interpreter(path)
+    interpreter.allocate_tensors()
+    pixels, _ = tflite_input(path, image)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels)
+    interpreter.invoke()
+
+    def read(index: int) -> np.ndarray:
+        raw = interpreter.get_tensor(index)
+        quant = graph.quantization(index)
+        value = (
+            raw.astype(np.float64)
+            if quant is None
+            else float(quant[0][0]) * (raw.astype(np.float64) - int(quant[1][0]))
+        )
+        return value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
+
+    acts: dict[str, np.ndarray] = {}
+    segmentation = any("aspp0" in graph.name(op["inputs"][1]) for op in graph.ops if len(op["inputs"]) > 1)
+    resized = False
+    for op in graph.ops:
+        out = op["outputs"][0]
+        if op["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            found = tf_scope_to_hf(graph.name(op["inputs"][1]))
+            if found:
+                acts[_step_name(found[1], op["type"], op["activation"])] = read(out)
+        elif op["type"] == "ADD" and graph.name(out).startswith("MobilenetV2/expanded_conv_"):
+            block = int(graph.name(out).split("/")[1].rsplit("_", 1)[1]) - 1
+            acts[f"layer.{block}"] = read(out)
+        elif op["type"] == "AVERAGE_POOL_2D":
+            acts["segmentation_head.avg_pool" if segmentation else "pooler"] = read(out)
+        elif op["type"] == "RESIZE_BILINEAR" and segmentation and not resized:
+            acts["segmentation_head.interpolate"] = read(out)  # the image-pool branch, broadcast back
+            resized = True
+        elif op["type"] == "CONCATENATION":
+            acts["segmentation_head.concat"] = read(out)
+    return acts
