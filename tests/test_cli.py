@@ -127,3 +127,30 @@ def test_help_documents_every_option_with_an_example(command):
     run = npmnv2(*command, "--help")
     assert run.returncode == 0
     assert "example" in run.stdout
+
+
+def test_summary_prints_the_published_figures():
+    run = npmnv2("summary", "--depth-multiplier", "1.0", "--image-size", "224")
+    assert run.returncode == 0, run.stderr
+    assert "input 224x224: 300,775,552 MACs (300.8M), 3,506,153 parameters" in run.stdout
+    assert "3.47M without" in run.stdout and "layer.12.conv_3x3.convolution" in run.stdout
+
+
+def test_trace_saves_kept_tensors_and_compare_reads_them(tmp_path, coral_dir, tflite):
+    run = npmnv2(
+        "trace", coral_dir / "cat.bmp", "--weights", tflite, "--layers", "layer.1*", "--save", tmp_path / "a.npz"
+    )
+    assert run.returncode == 0, run.stderr
+    with np.load(tmp_path / "a.npz") as data:
+        assert "layer.12.conv_3x3.convolution" in data.files and data["layer.12"].shape == (1, 160, 7, 7)
+    again = npmnv2("compare", coral_dir / "cat.bmp", "--weights", tflite, "--against", tmp_path / "a.npz")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "no divergence" in again.stdout
+
+
+def test_compare_against_torch_and_tflite(coral_dir, tflite):
+    run = npmnv2("compare", coral_dir / "cat.bmp", "--weights", tflite, "--against", "torch")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "158 layers compared" in run.stdout and "no divergence" in run.stdout
+    strict = npmnv2("compare", coral_dir / "cat.bmp", "--weights", tflite, "--against", "tflite")
+    assert strict.returncode == 3 and "first divergence:" in strict.stdout  # integer kernels vs float at 1e-4
