@@ -103,7 +103,7 @@ def test_run_from_matches_transformers_with_the_same_edit(pair):
 
 def test_run_from_checks_shape_and_needs_an_input():
     model = Cls(MobileNetV2Config(depth_multiplier=0.35))
-    with pytest.raises(ValueError, match="call model.trace\\(pixel_values\\) first"):
+    with pytest.raises(ValueError, match=r"call model.trace\(pixel_values\) first"):
         model.run_from("layer.3", np.zeros((1, 24, 28, 28), np.float32))
     trace = model.trace(np.zeros((1, 3, 224, 224), np.float32), layers=["layer.2"])
     assert trace["layer.2"].shape == (1, 16, 28, 28)
