@@ -26,6 +26,7 @@ import numpy as np
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .ops import (
     activation,
+    activation_inplace,
     avg_pool2d,
     batch_norm,
     bce_with_logits,
@@ -287,6 +288,13 @@ def conv_layer(
         h, w, kernel_size=spec.kernel_size, stride=spec.stride, dilation=spec.dilation, tf_padding=tf_padding
     )
     kernel, bias = params["kernel"], params.get("bias")
+    if rec is None and "gamma" in params:
+        # Nothing is recorded: run conv + batch norm as one affine map (same result, one pass
+        # less per layer). A trace runs them separately, so both tensors can be seen.
+        kernel, bias = fold_batch_norm(
+            kernel, bias, params["gamma"], params["beta"], params["mean"], params["var"], eps=spec.eps
+        )
+        params = {"kernel": kernel, "bias": bias}
     if spec.kind == "pointwise":
         y = pointwise_conv2d(x, kernel, bias)  # (N, H, W, C_out)
     elif spec.kind == "depthwise":
@@ -294,24 +302,22 @@ def conv_layer(
     else:
         y = conv2d(x, kernel, bias, stride=spec.stride, dilation=spec.dilation, padding=pad)  # (N, Ho, Wo, C_out)
     folded = spec.eps is not None and "gamma" not in params  # batch norm already merged into kernel and bias
-    y = _record(
-        rec,
-        f"{spec.name}.convolution",
-        "convolution",
-        y,
-        inputs=(x,),
-        spec=spec,
-        padding=pad,
-        params=params,
-        folded_bn=folded,
-    )
+    name = f"{spec.name}.convolution"
+    y = _record(rec, name, "convolution", y, inputs=(x,), spec=spec, padding=pad, params=params, folded_bn=folded)
     if "gamma" in params:
-        z = batch_norm(y, params["mean"], params["var"], params["gamma"], params["beta"], eps=spec.eps)
-        y = _record(rec, f"{spec.name}.normalization", "batch_norm", z, inputs=(y,), spec=spec, params=params)
+        mean, var, gamma, beta = params["mean"], params["var"], params["gamma"], params["beta"]
+        z = batch_norm(y, mean, var, gamma, beta, eps=spec.eps, inplace=_owned(rec, name))
+        name = f"{spec.name}.normalization"
+        y = _record(rec, name, "batch_norm", z, inputs=(y,), spec=spec, params=params)
     if spec.activation is not None:
-        z = activation(spec.activation)(y)
+        z = activation_inplace(spec.activation, y) if _owned(rec, name) else activation(spec.activation)(y)
         y = _record(rec, f"{spec.name}.activation", "activation", z, inputs=(y,), spec=spec)
     return y
+
+
+def _owned(rec: Any, name: str) -> bool:
+    """May the next step overwrite step `name`'s output? Yes unless a trace keeps that tensor."""
+    return rec is None or not rec.keeps(name)
 
 
 # ============================================================================ blocks and backbone
@@ -334,7 +340,10 @@ def inverted_residual(
     for spec in block.convs:
         y = conv_layer(y, spec, params[spec.name], tf_padding=tf_padding, rec=rec)
     if block.residual:
-        return _record(rec, block.name, "residual_add", x + y, inputs=(x, y), tf_scope=block.tf_scope)
+        project = block.convs[-1].name
+        last = f"{project}.normalization" if "gamma" in params[project] else f"{project}.convolution"
+        total = np.add(y, x, out=y) if _owned(rec, last) else x + y
+        return _record(rec, block.name, "residual_add", total, inputs=(x, y), tf_scope=block.tf_scope)
     # No residual (stride 2 or a channel change): the block output is the projection itself.
     return _record(rec, block.name, "block_output", y, inputs=(y,), tf_scope=block.tf_scope)
 

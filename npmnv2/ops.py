@@ -16,10 +16,67 @@ softmax + losses | layout. Nothing here draws, prints or keeps state.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+# ============================================================================ threads
+
+# NumPy's elementwise loops release the GIL, so large ones can run on several cores at once:
+# the depthwise convolution and the in-place batch norm / activations split their work into
+# blocks of rows (each small enough to stay in the CPU cache) and hand them to this pool.
+# Matrix products use BLAS's own threads.
+_THREADS = {"count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)}
+_POOL: dict[int, ThreadPoolExecutor] = {}
+_BLOCK_BYTES = 1 << 19  # ~512 KiB of output per block: with its inputs, still within L2
+_MIN_PARALLEL_BYTES = 1 << 18  # smaller tensors run on the calling thread (threads would cost more)
+
+
+def set_num_threads(count: int) -> None:
+    """How many threads npmnv2's own elementwise work may use (BLAS has its own setting)."""
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"set_num_threads: expected an int >= 1, got {count!r}.")
+    _THREADS["count"] = count
+
+
+def get_num_threads() -> int:
+    """The thread count set by `set_num_threads` (default: the CPUs this process may use)."""
+    return _THREADS["count"]
+
+
+def _run_blocks(work: Callable[[int, int], None], total: int, bytes_per_item: int) -> None:
+    """Call work(lo, hi) over [0, total) in cache-sized blocks; with several threads, each thread
+    takes one contiguous share of the blocks (few hand-offs, each block still cache-sized)."""
+    per_block = max(1, _BLOCK_BYTES // max(bytes_per_item, 1))
+    bounds = [(lo, min(lo + per_block, total)) for lo in range(0, total, per_block)]
+    threads = min(_THREADS["count"], len(bounds))
+    if threads == 1 or total * bytes_per_item < _MIN_PARALLEL_BYTES:
+        for lo, hi in bounds:
+            work(lo, hi)
+        return
+
+    def share(part: list[tuple[int, int]]) -> None:
+        for lo, hi in part:
+            work(lo, hi)
+
+    pool = _POOL.get(threads) or _POOL.setdefault(threads, ThreadPoolExecutor(threads, "npmnv2"))
+    size = -(-len(bounds) // threads)
+    for future in [pool.submit(share, bounds[i : i + size]) for i in range(0, len(bounds), size)]:
+        future.result()
+
+
+def _inplace_rows(x: np.ndarray, fn: Callable[[np.ndarray], None]) -> np.ndarray:
+    """Apply an in-place elementwise fn to a C-contiguous array, one block of rows at a time."""
+    if not x.flags.c_contiguous:  # a reshape would copy, and the work would be lost
+        raise ValueError(f"in-place operation needs a C-contiguous array, got strides {x.strides} for {x.shape}.")
+    flat = x.reshape(-1, x.shape[-1])  # (pixels, C): per-channel vectors still broadcast on the last axis
+    _run_blocks(lambda lo, hi: fn(flat[lo:hi]), flat.shape[0], flat.shape[1] * x.itemsize)
+    return x
+
 
 # ============================================================================ padding
 
@@ -153,7 +210,8 @@ def _window_views(
     """The KH*KW strided views of a padded input, one per kernel tap (i, j), row-major.
 
     Math: tap (i, j) sees out[n, y, x] <- x_padded[n, y*s + i*d, x*s + j*d].
-    Shapes: x_padded (N, Hp, Wp, C) -> KH*KW views of (N, Ho, Wo, C) (no copies).
+    Shapes: x_padded (N, Hp, Wp, C) -> KH*KW views of (N, Ho, Wo, C) (views; for stride s > 1 into
+    s*s de-interleaved copies of the input, so that every view is contiguous along W and C).
     """
     n, hp, wp, c = x_padded.shape
     kh, kw = kernel_size
@@ -164,13 +222,24 @@ def _window_views(
             f"convolution: the padded input {hp}x{wp} is smaller than the dilated kernel "
             f"{dilation * (kh - 1) + 1}x{dilation * (kw - 1) + 1}; use a larger input."
         )
+    if stride == 1:
+        phases = {(0, 0): x_padded}
+    else:
+        # Strided taps read every s-th pixel, which defeats the cache. Split the input once into
+        # s*s contiguous "phase" images (rows a::s, columns b::s); each tap is then a plain
+        # contiguous slice of one phase: x_padded[y*s + o] == phase[o % s][y + o // s].
+        phases = {
+            (a, b): np.ascontiguousarray(x_padded[:, a::stride, b::stride])
+            for a in range(stride)
+            for b in range(stride)
+        }
     views = []
     for i in range(kh):
         for j in range(kw):
             top, left = i * dilation, j * dilation
-            views.append(
-                x_padded[:, top : top + stride * (ho - 1) + 1 : stride, left : left + stride * (wo - 1) + 1 : stride]
-            )  # (N, Ho, Wo, C)
+            phase = phases[(top % stride, left % stride)]
+            r0, c0 = top // stride, left // stride
+            views.append(phase[:, r0 : r0 + ho, c0 : c0 + wo])  # (N, Ho, Wo, C)
     return views, ho, wo
 
 
@@ -267,10 +336,11 @@ def pointwise_conv2d(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None 
             f"pointwise_conv2d: expected a kernel of shape (1, 1, {c_in}, C_out) for an input with "
             f"{c_in} channels, got kernel.shape={kernel.shape} (x.shape={x.shape})."
         )
-    out = x @ kernel[0, 0]  # (N, H, W, C_in) @ (C_in, C_out) -> (N, H, W, C_out)
+    rows = np.ascontiguousarray(x).reshape(n * h * w, c_in)  # (N*H*W, C_in): one matrix, one BLAS call
+    out = rows @ kernel[0, 0]  # (N*H*W, C_in) @ (C_in, C_out) -> (N*H*W, C_out)
     if bias is not None:
-        out += bias
-    return out
+        _inplace_rows(out, lambda block: np.add(block, bias, out=block))
+    return out.reshape(n, h, w, -1)  # (N, H, W, C_out)
 
 
 # ============================================================================ depthwise
@@ -288,9 +358,10 @@ def depthwise_conv2d(
     """Depthwise convolution: one KH x KW filter per channel, no mixing across channels.
 
     Math: out[n, y, x, c] = bias[c] + sum_{i, j} x_pad[n, y*s + i*d, x*s + j*d, c] * kernel[i, j, c]
-    computed as KH*KW shifted multiply-adds of whole feature maps (one per kernel tap), so the
-    dilation d only changes which shifted view each tap reads ("atrous" convolution).
-    Cost: Ho*Wo*C*KH*KW MACs, versus Ho*Wo*C*C*KH*KW for a dense convolution.
+    computed literally: a sliding-window *view* of the padded input (no copy) holds, for every
+    output pixel, its KH x KW neighbourhood -- every s-th window, every d-th pixel inside it
+    (d is the dilation, "atrous" convolution) -- and `np.einsum` sums window * kernel per channel
+    in one pass. Cost: Ho*Wo*C*KH*KW MACs, versus Ho*Wo*C*C*KH*KW for a dense convolution.
 
     Shapes: x (N, H, W, C), kernel (KH, KW, C), bias (C,) -> (N, Ho, Wo, C).
 
@@ -298,7 +369,8 @@ def depthwise_conv2d(
         stride, dilation: keyword-only ints.  padding: Pad2D applied first.
 
     References: Sandler et al., MobileNetV2 (arXiv 1801.04381), section 3.1; Chen et al.,
-    "Rethinking Atrous Convolution" (arXiv 1706.05587) for dilation.
+    "Rethinking Atrous Convolution" (arXiv 1706.05587) for dilation. The tap-by-tap loop version
+    is `npmnv2.reference.depthwise_conv2d_loops`.
 
     >>> x = np.arange(9.0).reshape(1, 3, 3, 1)
     >>> depthwise_conv2d(x, np.ones((3, 3, 1)), dilation=1, padding=Pad2D(1, 1, 1, 1))[0, :, :, 0]
@@ -314,12 +386,17 @@ def depthwise_conv2d(
         )
     kh, kw, _ = kernel.shape
     x_padded = pad2d(x, padding)  # (N, Hp, Wp, C)
-    views, ho, wo = _window_views(x_padded, kernel_size=(kh, kw), stride=stride, dilation=dilation)
-    out = np.zeros((n, ho, wo, c), dtype=np.result_type(x, kernel))  # (N, Ho, Wo, C)
-    for tap, view in enumerate(views):
-        out += view * kernel[tap // kw, tap % kw]  # (N, Ho, Wo, C) * (C,)
+    k_eff = (dilation * (kh - 1) + 1, dilation * (kw - 1) + 1)  # the dilated kernel's extent
+    if x_padded.shape[1] < k_eff[0] or x_padded.shape[2] < k_eff[1]:
+        raise ValueError(
+            f"depthwise_conv2d: the padded input {x_padded.shape[1]}x{x_padded.shape[2]} is smaller than the "
+            f"dilated kernel {k_eff[0]}x{k_eff[1]}; use a larger input."
+        )
+    windows = sliding_window_view(x_padded, k_eff, axis=(1, 2))  # (N, Hp-KHe+1, Wp-KWe+1, C, KHe, KWe), a view
+    windows = windows[:, ::stride, ::stride, :, ::dilation, ::dilation]  # (N, Ho, Wo, C, KH, KW)
+    out = np.einsum("nyxcij,ijc->nyxc", windows, kernel)  # sum over the window, per channel -> (N, Ho, Wo, C)
     if bias is not None:
-        out += bias
+        _inplace_rows(out, lambda block: np.add(block, bias, out=block))
     return out
 
 
@@ -327,7 +404,14 @@ def depthwise_conv2d(
 
 
 def batch_norm(
-    x: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float
+    x: np.ndarray,
+    mean: np.ndarray,
+    var: np.ndarray,
+    gamma: np.ndarray,
+    beta: np.ndarray,
+    *,
+    eps: float,
+    inplace: bool = False,
 ) -> np.ndarray:
     """Inference-mode batch normalisation with running statistics, per channel (last axis).
 
@@ -339,13 +423,24 @@ def batch_norm(
 
     Parameters:
         eps: the layer's own epsilon (transformers: 1e-3 in the backbone, 1e-5 in the DeepLab head).
+        inplace: overwrite x (C-contiguous) with the result instead of allocating a new array.
 
     >>> batch_norm(np.array([[3.0]]), np.array([1.0]), np.array([4.0]), np.array([2.0]), np.array([0.5]), eps=0.0)
     array([[2.5]])
     """
-    scale = gamma / np.sqrt(var + eps)  # (C,)
-    shift = beta - mean * scale  # (C,)
-    return x * scale + shift
+    scale = (gamma / np.sqrt(var + eps)).astype(x.dtype, copy=False)  # (C,)
+    shift = (beta - mean * scale).astype(x.dtype, copy=False)  # (C,)
+    if not x.flags.c_contiguous:
+        return x * scale + shift
+    out = x if inplace else np.empty_like(x)
+    src, dst = x.reshape(-1, x.shape[-1]), out.reshape(-1, x.shape[-1])  # (pixels, C) views
+
+    def affine(lo: int, hi: int) -> None:  # one cache-sized block: y = x * scale + shift
+        np.multiply(src[lo:hi], scale, out=dst[lo:hi])
+        dst[lo:hi] += shift
+
+    _run_blocks(affine, src.shape[0], src.shape[1] * x.itemsize)
+    return out
 
 
 def fold_batch_norm(
@@ -392,6 +487,20 @@ def relu6(x: np.ndarray) -> np.ndarray:
 def relu(x: np.ndarray) -> np.ndarray:
     """max(x, 0)."""
     return np.maximum(x, 0)
+
+
+# In-place versions of the activations MobileNetV2 uses, for tensors the forward owns.
+INPLACE_ACTIVATIONS: dict[str, Callable[[np.ndarray], None]] = {
+    "relu6": lambda block: np.clip(block, 0, 6, out=block),
+    "relu": lambda block: np.maximum(block, 0, out=block),
+}
+
+
+def activation_inplace(name: str, x: np.ndarray) -> np.ndarray:
+    """Apply activation `name` to a C-contiguous x, in place when it has an in-place form."""
+    if name in INPLACE_ACTIVATIONS:
+        return _inplace_rows(x, INPLACE_ACTIVATIONS[name])
+    return activation(name)(x)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:

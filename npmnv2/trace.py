@@ -174,12 +174,16 @@ class Trace(Mapping):
         self.tf_padding = tf_padding
         self.steps: list[Step] = []
         self._by_name: dict[str, Step] = {}
+        self._keep_cache: dict[str, bool] = {}
         self.output: Any = None  # the model output, when the forward ran to the end
         self.pixel_values: np.ndarray | None = None
 
     # ---------------------------------------------------------------- recording (called by the model)
-    def _keeps(self, name: str) -> bool:
-        return self.patterns is None or any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+    def keeps(self, name: str) -> bool:
+        """Does this trace keep step `name`'s tensor? (Then the forward must not overwrite it.)"""
+        if name not in self._keep_cache:
+            self._keep_cache[name] = self.patterns is None or any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+        return self._keep_cache[name]
 
     def add(
         self,
@@ -221,7 +225,7 @@ class Trace(Mapping):
         if kind == "resize":
             step_attrs.setdefault("align_corners", True)
         n_params = sum(int(v.size) for k, v in used.items() if k not in ("mean", "var"))
-        keep = self._keeps(name)
+        keep = self.keeps(name)
         step = Step(
             name=name,
             kind=kind,
@@ -247,7 +251,7 @@ class Trace(Mapping):
         expected = tuple(nhwc_to_nchw(output).shape)
         if new.shape != expected:
             raise ValueError(f"run_from at {name!r}: expected an NCHW tensor of shape {expected}, got {new.shape}.")
-        return nchw_to_nhwc(new.astype(output.dtype, copy=False))
+        return np.ascontiguousarray(nchw_to_nhwc(new), dtype=output.dtype).copy()  # never alias the caller's array
 
     # ---------------------------------------------------------------- reading
     def step(self, name: str) -> Step:

@@ -113,6 +113,17 @@ def run_case(cls, config_kwargs, shape, label_kind, dtype, seed=0):
         allowed |= {k for k in theirs if k.startswith("conv_1x1")}
     assert skipped <= allowed, f"transformers tensors left unchecked: {sorted(skipped - allowed)}"
 
+    # The plain forward (no recorder: batch norm folded on the fly, in-place epilogues) agrees too.
+    plain = (
+        model(pixel_values, output_hidden_states=True)
+        if cls is Bare
+        else model(pixel_values, output_hidden_states=True, labels=labels)
+    )
+    field = "last_hidden_state" if cls is Bare else "logits"
+    assert_close(f"plain {field}", getattr(plain, field), getattr(hf_out, field).numpy(), dtype)
+    for i, (a, b) in enumerate(zip(plain.hidden_states, hf_out.hidden_states, strict=True)):
+        assert_close(f"plain hidden_states[{i}]", a, b.numpy(), dtype)
+
     # The public outputs too.
     assert len(ours.hidden_states) == len(hf_out.hidden_states) == 16
     for i, (a, b) in enumerate(zip(ours.hidden_states, hf_out.hidden_states, strict=True)):

@@ -76,6 +76,9 @@ class Collect:
     def __init__(self) -> None:
         self.outputs: dict[str, np.ndarray] = {}
 
+    def keeps(self, name):
+        return True  # every tensor is kept, so no step may be overwritten in place
+
     def add(self, name, kind, output, **info):
         self.outputs[name] = npmnv2.ops.nhwc_to_nchw(output)
         return output

@@ -1,0 +1,164 @@
+"""npmnv2 vs transformers (PyTorch eager, no_grad) on the CPU: same weights, same inputs, same run.
+
+    python benchmarks/run_benchmarks.py [--repeats 20] [--quick]
+
+Prints one row per case: npmnv2 ms, PyTorch ms (medians after warm-up), their ratio, and for
+the batch-1 classification the peak memory of the forward (tracemalloc, weights excluded) next
+to the largest single activation. Outputs are checked to agree before anything is timed.
+Needs the test extras (torch, transformers); ONNX Runtime is timed too when onnx and
+onnxruntime are installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+import torch
+import transformers
+
+import npmnv2
+from npmnv2 import ops
+
+
+def median_ms(fn, repeats: int) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def pair(cls, config: npmnv2.MobileNetV2Config, dtype=np.float32):
+    """An npmnv2 model with random weights and random batch-norm statistics, and its transformers twin."""
+    rng = np.random.default_rng(0)
+    model = cls(config, dtype=dtype, seed=0)
+    for p in model.params.values():
+        p["kernel"] = (rng.normal(size=p["kernel"].shape) / np.sqrt(np.prod(p["kernel"].shape[:-1]))).astype(dtype)
+        if "gamma" in p:
+            c = p["gamma"].shape[0]
+            p.update(
+                gamma=rng.uniform(0.5, 1.5, c).astype(dtype),
+                beta=rng.normal(0, 0.2, c).astype(dtype),
+                mean=rng.normal(0, 0.2, c).astype(dtype),
+                var=rng.uniform(0.5, 1.5, c).astype(dtype),
+            )
+    hf_config = transformers.MobileNetV2Config(**{k: v for k, v in config.to_dict().items() if k != "pooling"})
+    hf = getattr(transformers, cls.__name__)(hf_config).eval()
+    hf = hf.double() if dtype == np.float64 else hf
+    hf.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
+    return model, hf
+
+
+def peak_forward_bytes(model, x) -> int:
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    model(x)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    return peak
+
+
+def onnx_ms(hf, x: np.ndarray, repeats: int) -> float | None:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    path = "/tmp/npmnv2_bench.onnx"
+    try:
+        torch.onnx.export(hf, (torch.from_numpy(x),), path, input_names=["pixel_values"], dynamo=False)
+    except Exception:
+        return None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return median_ms(lambda: session.run(None, {"pixel_values": x}), repeats)
+
+
+def blas_threads() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+
+        return ", ".join(f"{i['internal_api']} {i['num_threads']}" for i in threadpool_info())
+    except ImportError:
+        return "threadpoolctl not installed (OpenBLAS default: all cores)"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and no 513x513 output stride 8")
+    args = parser.parse_args()
+    repeats = 5 if args.quick else args.repeats
+    rng = np.random.default_rng(0)
+    Cls, Seg = npmnv2.MobileNetV2ForImageClassification, npmnv2.MobileNetV2ForSemanticSegmentation
+
+    cases = [
+        ("classification 1.0, 224, batch 1", Cls, dict(num_labels=1001), (1, 224), np.float32),
+        ("classification 1.0, 224, batch 8", Cls, dict(num_labels=1001), (8, 224), np.float32),
+        ("classification 1.0, 224, batch 1, float64", Cls, dict(num_labels=1001), (1, 224), np.float64),
+        ("DeepLabV3 1.0, 513, output stride 16", Seg, dict(num_labels=21, output_stride=16), (1, 513), np.float32),
+    ]
+    if not args.quick:
+        cases.append(
+            ("DeepLabV3 1.0, 513, output stride 8", Seg, dict(num_labels=21, output_stride=8), (1, 513), np.float32)
+        )
+
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {sys.version.split()[0]}, "
+        f"numpy {np.__version__}, torch {torch.__version__}, transformers {transformers.__version__}"
+    )
+    print(
+        f"threads: npmnv2 elementwise {ops.get_num_threads()}, BLAS {blas_threads()}, torch {torch.get_num_threads()}"
+    )
+    print(f"{'case':46} {'npmnv2 ms':>10} {'torch ms':>10} {'ratio':>7} {'onnxrt ms':>10}")
+    rows = []
+    for name, cls, kwargs, (n, size), dtype in cases:
+        model, hf = pair(cls, npmnv2.MobileNetV2Config(**kwargs), dtype)
+        x = rng.uniform(-1, 1, size=(n, 3, size, size)).astype(dtype)
+        xt = torch.from_numpy(x)
+        with torch.no_grad():
+            expected = hf(xt).logits.numpy()
+            ours = model(x).logits
+            err = np.abs(ours - expected).max() / max(1.0, np.abs(expected).max())
+            if err > (1e-4 if dtype == np.float32 else 1e-10):
+                raise SystemExit(f"{name}: outputs disagree (relative error {err:.2g}); not timing.")
+            ours_ms = median_ms(lambda m=model, x=x: m(x), repeats)
+            torch_ms = median_ms(lambda m=hf, x=xt: m(x), repeats)
+        ort = onnx_ms(hf, x, repeats) if dtype == np.float32 and n == 1 and cls is Cls else None
+        rows.append((name, ours_ms, torch_ms))
+        ort_text = f"{ort:10.1f}" if ort else f"{'-':>10}"
+        print(f"{name:46} {ours_ms:10.1f} {torch_ms:10.1f} {ours_ms / torch_ms:7.2f} {ort_text}")
+
+    model, _ = pair(Cls, npmnv2.MobileNetV2Config(num_labels=1001))
+    x = rng.uniform(-1, 1, size=(1, 3, 224, 224)).astype(np.float32)
+    plain = median_ms(lambda: model(x), repeats)
+    keep_all = median_ms(lambda: model.trace(x), repeats)
+    early = median_ms(lambda: model.trace(x, layers=[], stop_at="layer.3"), repeats)
+    early_macs = model.trace(x, layers=[], stop_at="layer.3").total_macs / model.trace(x, layers=[]).total_macs
+    print(f"{'trace keeping every tensor / plain forward':46} {keep_all:10.1f} {plain:10.1f} {keep_all / plain:7.2f}")
+    print(
+        f"{'trace stop_at layer.3 / plain forward':46} {early:10.1f} {plain:10.1f} {early / plain:7.2f}"
+        f"   ({early_macs:.0%} of the MACs)"
+    )
+    peak = peak_forward_bytes(model, x)
+    largest = max(int(np.prod(s.output_shape)) for s in model.trace(x, layers=[]).steps) * 4
+    print(
+        f"peak memory, classification batch 1 at 224: {peak / 2**20:.1f} MiB = {peak / largest:.2f} x the largest "
+        f"activation ({largest / 2**20:.1f} MiB)"
+    )
+
+
+if __name__ == "__main__":
+    main()
