@@ -30,6 +30,7 @@ from .ops import (
     avg_pool2d,
     batch_norm,
     bce_with_logits,
+    bias_activation,
     conv2d,
     conv_padding,
     cross_entropy,
@@ -288,19 +289,16 @@ def conv_layer(
         h, w, kernel_size=spec.kernel_size, stride=spec.stride, dilation=spec.dilation, tf_padding=tf_padding
     )
     kernel, bias = params["kernel"], params.get("bias")
-    if rec is None and "gamma" in params:
-        # Nothing is recorded: run conv + batch norm as one affine map (same result, one pass
-        # less per layer). A trace runs them separately, so both tensors can be seen.
-        kernel, bias = fold_batch_norm(
-            kernel, bias, params["gamma"], params["beta"], params["mean"], params["var"], eps=spec.eps
-        )
-        params = {"kernel": kernel, "bias": bias}
-    if spec.kind == "pointwise":
-        y = pointwise_conv2d(x, kernel, bias)  # (N, H, W, C_out)
-    elif spec.kind == "depthwise":
-        y = depthwise_conv2d(x, kernel, bias, stride=spec.stride, dilation=spec.dilation, padding=pad)  # (N, Ho, Wo, C)
-    else:
-        y = conv2d(x, kernel, bias, stride=spec.stride, dilation=spec.dilation, padding=pad)  # (N, Ho, Wo, C_out)
+    if rec is None:
+        # Nothing is recorded, so nothing needs to be seen in between: batch norm is folded into
+        # the kernel (one affine map), and bias + activation run as one in-place pass.
+        if "gamma" in params:
+            kernel, bias = fold_batch_norm(
+                kernel, bias, params["gamma"], params["beta"], params["mean"], params["var"], eps=spec.eps
+            )
+        y = _convolve(x, spec, kernel, None, pad)
+        return bias_activation(y, bias, spec.activation)
+    y = _convolve(x, spec, kernel, bias, pad)
     folded = spec.eps is not None and "gamma" not in params  # batch norm already merged into kernel and bias
     name = f"{spec.name}.convolution"
     y = _record(rec, name, "convolution", y, inputs=(x,), spec=spec, padding=pad, params=params, folded_bn=folded)
@@ -313,6 +311,15 @@ def conv_layer(
         z = activation_inplace(spec.activation, y) if _owned(rec, name) else activation(spec.activation)(y)
         y = _record(rec, f"{spec.name}.activation", "activation", z, inputs=(y,), spec=spec)
     return y
+
+
+def _convolve(x: np.ndarray, spec: ConvSpec, kernel: np.ndarray, bias: np.ndarray | None, pad: Any) -> np.ndarray:
+    """The convolution op of this layer's kind: (N, H, W, C_in) -> (N, Ho, Wo, C_out)."""
+    if spec.kind == "pointwise":
+        return pointwise_conv2d(x, kernel, bias)  # (N, H, W, C_out)
+    if spec.kind == "depthwise":
+        return depthwise_conv2d(x, kernel, bias, stride=spec.stride, dilation=spec.dilation, padding=pad)
+    return conv2d(x, kernel, bias, stride=spec.stride, dilation=spec.dilation, padding=pad)  # im2col
 
 
 def _owned(rec: Any, name: str) -> bool:

@@ -496,6 +496,27 @@ INPLACE_ACTIVATIONS: dict[str, Callable[[np.ndarray], None]] = {
 }
 
 
+def bias_activation(x: np.ndarray, bias: np.ndarray | None, name: str | None) -> np.ndarray:
+    """x + bias, then activation `name` (None: none), in place on a C-contiguous x, in one pass.
+
+    Each cache-sized block gets its bias and its activation while it is in cache, instead of
+    two passes over the whole tensor. Shapes: x (..., C), bias (C,) -> x.
+    """
+    if name is not None and name not in INPLACE_ACTIVATIONS:
+        if bias is not None:
+            _inplace_rows(x, lambda block: np.add(block, bias, out=block))
+        return activation(name)(x)
+    act = INPLACE_ACTIVATIONS.get(name)
+
+    def epilogue(block: np.ndarray) -> None:
+        if bias is not None:
+            block += bias
+        if act is not None:
+            act(block)
+
+    return _inplace_rows(x, epilogue) if (bias is not None or act is not None) else x
+
+
 def activation_inplace(name: str, x: np.ndarray) -> np.ndarray:
     """Apply activation `name` to a C-contiguous x, in place when it has an in-place form."""
     if name in INPLACE_ACTIVATIONS:
