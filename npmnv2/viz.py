@@ -40,7 +40,7 @@ def pascal_voc_palette(num_colors: int = 256) -> np.ndarray:
 
 def colorize(class_map: np.ndarray) -> np.ndarray:
     """(H, W) class ids -> (H, W, 3) uint8 colours of the PASCAL VOC palette."""
-    return pascal_voc_palette()[np.asarray(class_map) % 256]
+    return pascal_voc_palette()[np.asarray(class_map).astype(np.int64) % 256]
 
 
 def segmentation_overlay(
