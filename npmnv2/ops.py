@@ -114,8 +114,9 @@ def tf_same_padding(size: int, *, kernel_size: int, stride: int, dilation: int =
 
     Parameters:
         size: input length along the axis (H or W).
-        kernel_size, stride, dilation: of the convolution along that axis; dilation is a rate
-            (1 = dense).
+        kernel_size: of the convolution along that axis.
+        stride: of the convolution along that axis.
+        dilation: a rate (1 = dense).
 
     Returns:
         (before, after) in pixels.
@@ -259,7 +260,8 @@ def im2col(x_padded: np.ndarray, *, kernel_size: int | tuple[int, int], stride: 
     Parameters:
         x_padded: input, already padded (see `pad2d`).
         kernel_size: KH = KW, or (KH, KW).
-        stride, dilation: keyword-only ints; dilation is a rate (1 = dense).
+        stride: keyword-only int.
+        dilation: keyword-only int, a rate (1 = dense).
 
     References: Chellapilla et al., "High Performance Convolutional Neural Networks for Document
     Processing" (2006) -- the unfolding trick; Caffe's im2col.
@@ -294,8 +296,12 @@ def conv2d(
     Shapes: x (N, H, W, C_in), kernel (KH, KW, C_in, C_out), bias (C_out,) -> (N, Ho, Wo, C_out).
 
     Parameters:
-        x: NHWC input.  kernel: HWIO.  bias: optional.
-        stride, dilation: keyword-only ints.  padding: Pad2D applied before the convolution.
+        x: NHWC input.
+        kernel: HWIO.
+        bias: optional, (C_out,).
+        stride: keyword-only int.
+        dilation: keyword-only int, a rate (1 = dense).
+        padding: Pad2D applied before the convolution.
 
     >>> x = np.arange(9.0).reshape(1, 3, 3, 1)
     >>> conv2d(x, np.ones((2, 2, 1, 1)))[0, :, :, 0]   # sums of each 2x2 window
@@ -366,7 +372,9 @@ def depthwise_conv2d(
     Shapes: x (N, H, W, C), kernel (KH, KW, C), bias (C,) -> (N, Ho, Wo, C).
 
     Parameters:
-        stride, dilation: keyword-only ints.  padding: Pad2D applied first.
+        stride: keyword-only int.
+        dilation: keyword-only int, a rate (1 = dense).
+        padding: Pad2D applied first.
 
     References: Sandler et al., MobileNetV2 (arXiv 1801.04381), section 3.1; Chen et al.,
     "Rethinking Atrous Convolution" (arXiv 1706.05587) for dilation. The tap-by-tap loop version

@@ -35,7 +35,9 @@ def png(fig) -> Image.Image:
 def test_feature_map_grid_from_trace_step_or_array(real, rank_by):
     _, trace = real
     fig = viz.feature_map_grid(trace, "layer.10.expand_1x1.activation", count=12, rank_by=rank_by)
-    assert "layer.10.expand_1x1.activation" in fig._suptitle.get_text() and "(1, 576, 14, 14)" in fig._suptitle.get_text()
+    assert (
+        "layer.10.expand_1x1.activation" in fig._suptitle.get_text() and "(1, 576, 14, 14)" in fig._suptitle.get_text()
+    )
     png(fig)
     png(viz.feature_map_grid(trace.step("conv_stem.first_conv.activation")))
     png(viz.feature_map_grid(trace["layer.3"], "layer.3", count=4))
