@@ -16,67 +16,11 @@ softmax + losses | layout. Nothing here draws, prints or keeps state.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
-
-# ============================================================================ threads
-
-# NumPy's elementwise loops release the GIL, so large ones can run on several cores at once:
-# the depthwise convolution and the in-place batch norm / activations split their work into
-# blocks of rows (each small enough to stay in the CPU cache) and hand them to this pool.
-# Matrix products use BLAS's own threads.
-_THREADS = {"count": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)}
-_POOL: dict[int, ThreadPoolExecutor] = {}
-_BLOCK_BYTES = 1 << 19  # ~512 KiB of output per block: with its inputs, still within L2
-_MIN_PARALLEL_BYTES = 1 << 18  # smaller tensors run on the calling thread (threads would cost more)
-
-
-def set_num_threads(count: int) -> None:
-    """How many threads npmnv2's own elementwise work may use (BLAS has its own setting)."""
-    if not isinstance(count, int) or count < 1:
-        raise ValueError(f"set_num_threads: expected an int >= 1, got {count!r}.")
-    _THREADS["count"] = count
-
-
-def get_num_threads() -> int:
-    """The thread count set by `set_num_threads` (default: the CPUs this process may use)."""
-    return _THREADS["count"]
-
-
-def _run_blocks(work: Callable[[int, int], None], total: int, bytes_per_item: int) -> None:
-    """Call work(lo, hi) over [0, total) in cache-sized blocks; with several threads, each thread
-    takes one contiguous share of the blocks (few hand-offs, each block still cache-sized)."""
-    per_block = max(1, _BLOCK_BYTES // max(bytes_per_item, 1))
-    bounds = [(lo, min(lo + per_block, total)) for lo in range(0, total, per_block)]
-    threads = min(_THREADS["count"], len(bounds))
-    if threads == 1 or total * bytes_per_item < _MIN_PARALLEL_BYTES:
-        for lo, hi in bounds:
-            work(lo, hi)
-        return
-
-    def share(part: list[tuple[int, int]]) -> None:
-        for lo, hi in part:
-            work(lo, hi)
-
-    pool = _POOL.get(threads) or _POOL.setdefault(threads, ThreadPoolExecutor(threads, "npmnv2"))
-    size = -(-len(bounds) // threads)
-    for future in [pool.submit(share, bounds[i : i + size]) for i in range(0, len(bounds), size)]:
-        future.result()
-
-
-def _inplace_rows(x: np.ndarray, fn: Callable[[np.ndarray], None]) -> np.ndarray:
-    """Apply an in-place elementwise fn to a C-contiguous array, one block of rows at a time."""
-    if not x.flags.c_contiguous:  # a reshape would copy, and the work would be lost
-        raise ValueError(f"in-place operation needs a C-contiguous array, got strides {x.strides} for {x.shape}.")
-    flat = x.reshape(-1, x.shape[-1])  # (pixels, C): per-channel vectors still broadcast on the last axis
-    _run_blocks(lambda lo, hi: fn(flat[lo:hi]), flat.shape[0], flat.shape[1] * x.itemsize)
-    return x
-
 
 # ============================================================================ padding
 
@@ -345,7 +289,7 @@ def pointwise_conv2d(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None 
     rows = np.ascontiguousarray(x).reshape(n * h * w, c_in)  # (N*H*W, C_in): one matrix, one BLAS call
     out = rows @ kernel[0, 0]  # (N*H*W, C_in) @ (C_in, C_out) -> (N*H*W, C_out)
     if bias is not None:
-        _inplace_rows(out, lambda block: np.add(block, bias, out=block))
+        out += bias
     return out.reshape(n, h, w, -1)  # (N, H, W, C_out)
 
 
@@ -404,7 +348,7 @@ def depthwise_conv2d(
     windows = windows[:, ::stride, ::stride, :, ::dilation, ::dilation]  # (N, Ho, Wo, C, KH, KW)
     out = np.einsum("nyxcij,ijc->nyxc", windows, kernel)  # sum over the window, per channel -> (N, Ho, Wo, C)
     if bias is not None:
-        _inplace_rows(out, lambda block: np.add(block, bias, out=block))
+        out += bias
     return out
 
 
@@ -438,16 +382,8 @@ def batch_norm(
     """
     scale = (gamma / np.sqrt(var + eps)).astype(x.dtype, copy=False)  # (C,)
     shift = (beta - mean * scale).astype(x.dtype, copy=False)  # (C,)
-    if not x.flags.c_contiguous:
-        return x * scale + shift
-    out = x if inplace else np.empty_like(x)
-    src, dst = x.reshape(-1, x.shape[-1]), out.reshape(-1, x.shape[-1])  # (pixels, C) views
-
-    def affine(lo: int, hi: int) -> None:  # one cache-sized block: y = x * scale + shift
-        np.multiply(src[lo:hi], scale, out=dst[lo:hi])
-        dst[lo:hi] += shift
-
-    _run_blocks(affine, src.shape[0], src.shape[1] * x.itemsize)
+    out = np.multiply(x, scale, out=x if inplace else None)  # (..., C) * (C,)
+    out += shift
     return out
 
 
@@ -499,36 +435,26 @@ def relu(x: np.ndarray) -> np.ndarray:
 
 # In-place versions of the activations MobileNetV2 uses, for tensors the forward owns.
 INPLACE_ACTIVATIONS: dict[str, Callable[[np.ndarray], None]] = {
-    "relu6": lambda block: np.clip(block, 0, 6, out=block),
-    "relu": lambda block: np.maximum(block, 0, out=block),
+    "relu6": lambda x: np.clip(x, 0, 6, out=x),
+    "relu": lambda x: np.maximum(x, 0, out=x),
 }
 
 
 def bias_activation(x: np.ndarray, bias: np.ndarray | None, name: str | None) -> np.ndarray:
-    """x + bias, then activation `name` (None: none), in place on a C-contiguous x, in one pass.
+    """x + bias, then activation `name` (None: none), in place: the epilogue of a folded convolution.
 
-    Each cache-sized block gets its bias and its activation while it is in cache, instead of
-    two passes over the whole tensor. Shapes: x (..., C), bias (C,) -> x.
+    Shapes: x (..., C), bias (C,) -> x.
     """
-    if name is not None and name not in INPLACE_ACTIVATIONS:
-        if bias is not None:
-            _inplace_rows(x, lambda block: np.add(block, bias, out=block))
-        return activation(name)(x)
-    act = INPLACE_ACTIVATIONS.get(name)
-
-    def epilogue(block: np.ndarray) -> None:
-        if bias is not None:
-            block += bias
-        if act is not None:
-            act(block)
-
-    return _inplace_rows(x, epilogue) if (bias is not None or act is not None) else x
+    if bias is not None:
+        x += bias
+    return x if name is None else activation_inplace(name, x)
 
 
 def activation_inplace(name: str, x: np.ndarray) -> np.ndarray:
-    """Apply activation `name` to a C-contiguous x, in place when it has an in-place form."""
+    """Apply activation `name` to x, overwriting x when the activation has an in-place form."""
     if name in INPLACE_ACTIVATIONS:
-        return _inplace_rows(x, INPLACE_ACTIVATIONS[name])
+        INPLACE_ACTIVATIONS[name](x)
+        return x
     return activation(name)(x)
 
 
