@@ -304,12 +304,13 @@ def conv_layer(
     y = _record(rec, name, "convolution", y, inputs=(x,), spec=spec, padding=pad, params=params, folded_bn=folded)
     if "gamma" in params:
         mean, var, gamma, beta = params["mean"], params["var"], params["gamma"], params["beta"]
-        z = batch_norm(y, mean, var, gamma, beta, eps=spec.eps, inplace=_owned(rec, name))
+        z = batch_norm(y, mean, var, gamma, beta, eps=spec.eps, inplace=_owned(rec, name, f"{spec.name}.normalization"))
         name = f"{spec.name}.normalization"
         y = _record(rec, name, "batch_norm", z, inputs=(y,), spec=spec, params=params)
     if spec.activation is not None:
-        z = activation_inplace(spec.activation, y) if _owned(rec, name) else activation(spec.activation)(y)
-        y = _record(rec, f"{spec.name}.activation", "activation", z, inputs=(y,), spec=spec)
+        act_name = f"{spec.name}.activation"
+        z = activation_inplace(spec.activation, y) if _owned(rec, name, act_name) else activation(spec.activation)(y)
+        y = _record(rec, act_name, "activation", z, inputs=(y,), spec=spec)
     return y
 
 
@@ -322,9 +323,10 @@ def _convolve(x: np.ndarray, spec: ConvSpec, kernel: np.ndarray, bias: np.ndarra
     return conv2d(x, kernel, bias, stride=spec.stride, dilation=spec.dilation, padding=pad)  # im2col
 
 
-def _owned(rec: Any, name: str) -> bool:
-    """May the next step overwrite step `name`'s output? Yes unless a trace keeps that tensor."""
-    return rec is None or not rec.keeps(name)
+def _owned(rec: Any, name: str, next_name: str) -> bool:
+    """May step `next_name` overwrite step `name`'s output in place? Not when a trace keeps either
+    of them: `name`'s output is kept as such, and `next_name` keeps it as its input."""
+    return rec is None or not (rec.keeps(name) or rec.keeps(next_name))
 
 
 # ============================================================================ blocks and backbone
@@ -349,7 +351,7 @@ def inverted_residual(
     if block.residual:
         project = block.convs[-1].name
         last = f"{project}.normalization" if "gamma" in params[project] else f"{project}.convolution"
-        total = np.add(y, x, out=y) if _owned(rec, last) else x + y
+        total = np.add(y, x, out=y) if _owned(rec, last, block.name) else x + y
         return _record(rec, block.name, "residual_add", total, inputs=(x, y), tf_scope=block.tf_scope)
     # No residual (stride 2 or a channel change): the block output is the projection itself.
     return _record(rec, block.name, "block_output", y, inputs=(y,), tf_scope=block.tf_scope)

@@ -244,3 +244,13 @@ def test_tflite_interpreter_tensors_line_up_with_the_imported_model(coral_dir):
     # 36 CONV_2D (the logits included) + 17 DEPTHWISE_CONV_2D + 10 ADD + the average pool
     assert result.unmatched_reference == [] and len(result.rows) == 36 + 17 + 10 + 1
     assert min(r.cosine for r in result.rows) > 0.99  # integer kernels vs float: close, not equal
+
+
+def test_kept_steps_show_their_true_inputs_when_neighbours_are_not_kept(pair):
+    _, model = pair
+    full = model.trace(X224)
+    for name in ("layer.4.conv_3x3.normalization", "layer.4.conv_3x3.activation", "layer.4"):
+        partial = model.trace(X224, layers=[name])
+        for a, b in zip(partial.step(name).inputs, full.step(name).inputs, strict=True):
+            np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(partial[name], full[name])
