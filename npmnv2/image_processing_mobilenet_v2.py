@@ -154,6 +154,11 @@ class MobileNetV2ImageProcessor:
     do_reduce_labels: bool = False
 
     def __post_init__(self) -> None:
+        # Older preprocessor_config.json files give plain ints: size 256, crop_size 224.
+        if isinstance(self.size, int):
+            self.size = {"shortest_edge": self.size}
+        if isinstance(self.crop_size, int):
+            self.crop_size = {"height": self.crop_size, "width": self.crop_size}
         self.size, self.crop_size = dict(self.size), dict(self.crop_size)
         self.image_mean, self.image_std = tuple(self.image_mean), tuple(self.image_std)
         if not ({"shortest_edge"} == set(self.size) or {"height", "width"} == set(self.size)):

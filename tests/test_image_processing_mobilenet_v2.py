@@ -157,3 +157,9 @@ def test_missing_image_and_wrong_layouts(tmp_path):
         load_image(np.zeros((3, 32, 32), np.uint8))
     with pytest.raises(TypeError, match="unknown options"):
         MobileNetV2ImageProcessor()(np.zeros((32, 32, 3), np.uint8), do_rezise=False)
+
+
+def test_legacy_int_sizes_in_preprocessor_config(tmp_path):
+    (tmp_path / "preprocessor_config.json").write_text('{"size": 256, "crop_size": 224, "do_center_crop": true}')
+    processor = MobileNetV2ImageProcessor.from_pretrained(tmp_path)
+    assert processor.size == {"shortest_edge": 256} and processor.crop_size == {"height": 224, "width": 224}
