@@ -600,17 +600,9 @@ class MobileNetV2PreTrainedModel:
     def __init__(self, config: MobileNetV2Config | None = None, *, dtype: Any = np.float32, seed: int = 0) -> None:
         """A model with seeded random weights, initialised as transformers does: conv and linear
         weights ~ N(0, initializer_range), biases 0, batch norm gamma=1, beta=0, mean=0, var=1."""
-        self.config = MobileNetV2Config() if config is None else config
-        if not isinstance(self.config, MobileNetV2Config):
-            raise TypeError(f"{type(self).__name__}: config must be a MobileNetV2Config, got {type(config).__name__}.")
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"{type(self).__name__}: dtype must be float32 or float64, got {self.dtype}.")
-        self.arch = backbone_spec(self.config)
+        self._setup(config, dtype)
         rng = np.random.default_rng(seed)
         std = self.config.initializer_range
-        self.params = {}
-        self.quantization: dict[str, tuple[float, int]] = {}  # activation (scale, zero point), from TFLite
         for spec in self._conv_specs():
             shape = (
                 (spec.kernel_size, spec.kernel_size, spec.c_out)
@@ -629,6 +621,25 @@ class MobileNetV2PreTrainedModel:
                 )
             self.params[spec.name] = p
         self._init_extra_params(rng)
+
+    def _setup(self, config: MobileNetV2Config | None, dtype: Any) -> None:
+        """Config, dtype and architecture; no parameters yet."""
+        self.config = MobileNetV2Config() if config is None else config
+        if not isinstance(self.config, MobileNetV2Config):
+            raise TypeError(f"{type(self).__name__}: config must be a MobileNetV2Config, got {type(config).__name__}.")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"{type(self).__name__}: dtype must be float32 or float64, got {self.dtype}.")
+        self.arch = backbone_spec(self.config)
+        self.params: dict[str, dict[str, np.ndarray]] = {}
+        self.quantization: dict[str, tuple[float, int]] = {}  # activation (scale, zero point), from TFLite
+
+    @classmethod
+    def _empty(cls, config: MobileNetV2Config, dtype: Any):
+        """A model without parameters, to be filled from a checkpoint (no random draws)."""
+        model = cls.__new__(cls)
+        model._setup(config, dtype)
+        return model
 
     # -- what subclasses add -------------------------------------------------
     def _head_specs(self) -> tuple[ConvSpec, ...]:
@@ -673,7 +684,7 @@ class MobileNetV2PreTrainedModel:
         Every expected tensor must be present with its exact shape, and nothing else may be;
         otherwise ValueError lists what is missing, unexpected or mis-shaped.
         """
-        model = cls(config, dtype=dtype)
+        model = cls._empty(config, dtype)
         expected = model.expected_state_dict_shapes()
         arrays = {k: np.asarray(v) for k, v in state_dict.items()}
         missing = sorted(k for k in expected if k not in arrays)
@@ -764,8 +775,7 @@ class MobileNetV2PreTrainedModel:
     ) -> dict[str, np.ndarray]:
         """Fit a checkpoint of a sibling class: add or strip the `mobilenet_v2.` prefix, and swap
         a head this class does not have for a freshly initialised one (with a warning)."""
-        template = cls(config, dtype=dtype)
-        expected = template.expected_state_dict_shapes()
+        expected = cls._empty(config, dtype).expected_state_dict_shapes()
         prefix = cls._prefix
         backbone = {k.removeprefix("mobilenet_v2."): v for k, v in tensors.items() if not k.startswith(HEAD_PREFIXES)}
         adopted = {prefix + k: v for k, v in backbone.items()}
@@ -774,7 +784,7 @@ class MobileNetV2PreTrainedModel:
         if theirs.keys() & ours or (not theirs and not ours):
             adopted.update(theirs)  # same head (or none): strict checking decides
             return adopted
-        fresh = template.state_dict()
+        fresh = cls(config, dtype=dtype).state_dict()  # this class's head, initialised as transformers does
         adopted.update({k: fresh[k] for k in ours})
         dropped = sorted({k.split(".")[0] for k in theirs})
         made = sorted({k.split(".")[0] for k in ours})
@@ -971,6 +981,7 @@ class MobileNetV2Model(MobileNetV2PreTrainedModel):
     """The bare backbone: stem, 16 inverted residual blocks, final 1x1 conv, global average pool."""
 
     _prefix = ""
+    add_pooling_layer = True  # transformers' default; models made by from_state_dict keep it
 
     def __init__(
         self,
