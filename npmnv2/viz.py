@@ -269,25 +269,30 @@ def receptive_fields(
     from .modeling_mobilenet_v2 import backbone_spec
 
     config = model_or_config if isinstance(model_or_config, MobileNetV2Config) else model_or_config.config
-    fig = Figure(figsize=(11, 7), layout="constrained")
-    ax_rf, ax_res = fig.subplots(2, 1)
+    fig = Figure(figsize=(11, 9), layout="constrained")
+    ax_rf, ax_stride, ax_res = fig.subplots(3, 1, sharex=True)
     for os_ in output_strides:
         arch = backbone_spec(_with_output_stride(config, os_))
         convs = [c for b in (arch.stem, *arch.layers) for c in b.convs] + [arch.conv_1x1]
-        rf, jump, size, rfs, sizes = 1, 1, image_size, [], []
+        rf, jump, size, rfs, jumps, sizes = 1, 1, image_size, [], [], []
         for conv in convs:
             k_eff = conv.dilation * (conv.kernel_size - 1) + 1
             rf += (k_eff - 1) * jump
             jump *= conv.stride
             size = -(-size // conv.stride)
             rfs.append(rf)
+            jumps.append(jump)
             sizes.append(size)
         ax_rf.plot(rfs, marker=".", label=f"output stride {os_}")
+        ax_stride.plot(jumps, marker=".", label=f"output stride {os_}")
         ax_res.plot(sizes, marker=".", label=f"output stride {os_}")
     ax_rf.axhline(image_size, color="grey", ls=":", lw=1, label=f"input size {image_size}")
     ax_rf.set_ylabel("receptive field (pixels)")
     ax_rf.set_yscale("log")
     ax_rf.legend(fontsize=8)
+    ax_stride.set_ylabel("cumulative stride")
+    ax_stride.set_yscale("log", base=2)
+    ax_stride.legend(fontsize=8)
     ax_res.set_ylabel("feature map size")
     ax_res.set_yscale("log", base=2)
     ax_res.set_xlabel("conv layer (execution order)")

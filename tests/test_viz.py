@@ -74,9 +74,11 @@ def test_inverted_residual_diagram_uses_the_models_shapes(real, block):
 def test_receptive_fields_for_each_output_stride(real):
     model, _ = real
     fig = viz.receptive_fields(model)
-    assert len(fig.axes[1].get_lines()) == 3
-    sizes = {line.get_label(): line.get_ydata()[-1] for line in fig.axes[1].get_lines()}
+    assert len(fig.axes[2].get_lines()) == 3
+    sizes = {line.get_label(): line.get_ydata()[-1] for line in fig.axes[2].get_lines()}
     assert sizes == {"output stride 8": 28, "output stride 16": 14, "output stride 32": 7}
+    strides = {line.get_label(): line.get_ydata()[-1] for line in fig.axes[1].get_lines()}
+    assert strides == {"output stride 8": 8, "output stride 16": 16, "output stride 32": 32}
     png(fig)
 
 
