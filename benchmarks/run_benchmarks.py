@@ -51,11 +51,7 @@ def pair(cls, config: npmnv2.MobileNetV2Config, dtype=np.float32):
                 mean=rng.normal(0, 0.2, c).astype(dtype),
                 var=rng.uniform(0.5, 1.5, c).astype(dtype),
             )
-    hf_config = transformers.MobileNetV2Config(**{k: v for k, v in config.to_dict().items() if k != "pooling"})
-    hf = getattr(transformers, cls.__name__)(hf_config).eval()
-    hf = hf.double() if dtype == np.float64 else hf
-    hf.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()})
-    return model, hf
+    return model, npmnv2.verify.transformers_twin(model)
 
 
 def peak_forward_bytes(model, x) -> int:

@@ -36,19 +36,42 @@ class CLIError(Exception):
 # ============================================================================ shared helpers
 
 
-def _load_model(cls: type, source: str, task: str) -> Any:
-    """Load weights for `cls`; a checkpoint without this task's head is an error here, not a warning."""
-    from .warnings import NpMnV2Warning
+def _load_model(source: str, task: str) -> Any:
+    """Read `source` once and load it as the model class of `task` ("auto": the one its head fits).
 
+    A checkpoint without the task's head is an error here, not a warning.
+    """
+    from . import MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation, MobileNetV2Model
+    from .warnings import NpMnV2Warning
+    from .weights import read_source, resolve_checkpoint
+
+    classes = {
+        "classification": MobileNetV2ForImageClassification,
+        "segmentation": MobileNetV2ForSemanticSegmentation,
+        "backbone": MobileNetV2Model,
+    }
+    path = resolve_checkpoint(source)
+    tensors, config, quantization = read_source(path)
+    if task == "auto":
+        task = _task_of(tensors)
     with warnings.catch_warnings():
         warnings.simplefilter("error", NpMnV2Warning)
         try:
-            return cls.from_pretrained(source)
+            return classes[task]._from_checkpoint(tensors, config, quantization, str(path))
         except NpMnV2Warning:
             raise CLIError(
                 f"the weights {source!r} have no {task} head (they were made for another task); "
                 f"pick weights for {task}."
             ) from None
+
+
+def _task_of(tensors: dict[str, np.ndarray]) -> str:
+    """classification / segmentation / backbone, from which head's tensors a checkpoint holds."""
+    if any(k.startswith("segmentation_head.") for k in tensors):
+        return "segmentation"
+    if any(k.startswith("classifier.") for k in tensors):
+        return "classification"
+    return "backbone"
 
 
 def _image_paths(items: Sequence[str]) -> list[Path]:
@@ -91,12 +114,11 @@ def _sample_image() -> Path:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from . import MobileNetV2ForImageClassification
     from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
     from .ops import softmax
 
     paths = _image_paths(args.images) if args.images else [_sample_image()]
-    model = _load_model(MobileNetV2ForImageClassification, args.weights, "classification")
+    model = _load_model(args.weights, "classification")
     processor = MobileNetV2ImageProcessor.from_pretrained(args.weights)
     results = []
     for batch in _batches(paths, args.batch_size, progress=not args.json):
@@ -124,12 +146,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_segment(args: argparse.Namespace) -> int:
     from PIL import Image
 
-    from . import MobileNetV2ForSemanticSegmentation
     from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor, load_image
     from .viz import pascal_voc_palette, segmentation_overlay
 
     path = _image_paths([args.image])[0]
-    model = _load_model(MobileNetV2ForSemanticSegmentation, args.weights, "segmentation")
+    model = _load_model(args.weights, "segmentation")
     processor = MobileNetV2ImageProcessor.from_pretrained(args.weights)
     image = load_image(path)
     outputs = model(processor(image)["pixel_values"])
@@ -150,18 +171,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from . import MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation, MobileNetV2Model
     from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
 
-    classes = {
-        "classification": MobileNetV2ForImageClassification,
-        "segmentation": MobileNetV2ForSemanticSegmentation,
-        "backbone": MobileNetV2Model,
-    }
-    task = args.task
-    if task == "auto":
-        task = _detect_task(args.source)
-    model = _load_model(classes[task], args.source, task)
+    model = _load_model(args.source, args.task)
     dest = Path(args.dest)
     if dest.exists() and any(dest.iterdir()) and not args.overwrite:
         raise CLIError(f"destination {str(dest)!r} is not empty; choose an empty folder or pass --overwrite.")
@@ -174,35 +186,16 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _detect_task(source: str) -> str:
-    """classification / segmentation from a source's head tensors or config `architectures`."""
-    from .weights import read_checkpoint, resolve_checkpoint
-
-    path = resolve_checkpoint(source)
-    if path.suffix == ".tflite":
-        from .tflite_import import read_tflite
-
-        tensors, config, _ = read_tflite(path)
-    else:
-        tensors, config = read_checkpoint(path)
-    if any(k.startswith("segmentation_head.") for k in tensors):
-        return "segmentation"
-    if any(k.startswith("classifier.") for k in tensors):
-        return "classification"
-    return "backbone"
-
-
 # ============================================================================ summary, trace, compare
 
 
 def _model_for(source: str | None, args: argparse.Namespace) -> Any:
-    """A model from weights (task detected), or from config flags with random weights."""
+    """A model from weights (class chosen by their head), or from config flags with random weights."""
     from . import MobileNetV2Config, MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation
 
     classes = {"classification": MobileNetV2ForImageClassification, "segmentation": MobileNetV2ForSemanticSegmentation}
     if source:
-        task = _detect_task(source)
-        return _load_model(classes.get(task, MobileNetV2ForImageClassification), source, task)
+        return _load_model(source, "auto")
     config = MobileNetV2Config(
         depth_multiplier=args.depth_multiplier,
         output_stride=args.output_stride,
@@ -252,7 +245,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         pixel_values = _pixels_for(model, args.weights, args.image)
         if against == "torch":
-            reference = verify.torch_activations(_transformers_twin(model), pixel_values)
+            try:
+                twin = verify.transformers_twin(model)
+            except ImportError:
+                raise CLIError("--against torch needs PyTorch and transformers: pip install 'npmnv2[test]'") from None
+            reference = verify.torch_activations(twin, pixel_values)
         else:
             path = Path(against)
             if not path.is_file():
@@ -262,20 +259,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = compare(model.trace(pixel_values), reference, tolerance=args.tolerance)
     print(repr(result))
     return 0 if result.first_divergence is None else 3
-
-
-def _transformers_twin(model: Any) -> Any:
-    """transformers' PyTorch model of the same class with npmnv2's weights (needs torch + transformers)."""
-    try:
-        import torch
-        import transformers
-    except ImportError:
-        raise CLIError("--against torch needs PyTorch and transformers: pip install 'npmnv2[test]'") from None
-    hf_config = transformers.MobileNetV2Config(**{k: v for k, v in model.config.to_dict().items() if k != "pooling"})
-    twin = getattr(transformers, type(model).__name__)(hf_config).eval()
-    state = {k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()}
-    twin.load_state_dict(state, strict=True)
-    return twin
 
 
 # ============================================================================ parser

@@ -739,23 +739,30 @@ class MobileNetV2PreTrainedModel:
         from . import weights
 
         path = weights.resolve_checkpoint(source)
-        if path.suffix == ".tflite":
-            from .tflite_import import read_tflite
+        return cls._from_checkpoint(*weights.read_source(path), str(path), dtype=dtype, config=config)
 
-            tensors, config_dict, quantization = read_tflite(path)
-        else:
-            tensors, config_dict = weights.read_checkpoint(path)
-            quantization = None
+    @classmethod
+    def _from_checkpoint(
+        cls,
+        tensors: dict[str, np.ndarray],
+        config_dict: dict[str, Any] | None,
+        quantization: dict[str, tuple[float, int]] | None,
+        where: str,
+        *,
+        dtype: Any = np.float32,
+        config: MobileNetV2Config | str | None = None,
+    ):
+        """`from_pretrained` after the source was read (the CLI reads a source once, then picks the class)."""
         if isinstance(config, (str, os.PathLike)):
             config = MobileNetV2Config.from_json_file(config)
         if config is None:
             if config_dict is None:
                 raise ValueError(
-                    f"{cls.__name__}.from_pretrained: {str(path)!r} has no config.json beside it; pass "
+                    f"{cls.__name__}.from_pretrained: {where!r} has no config.json beside it; pass "
                     "config=MobileNetV2Config(...) or config='path/to/config.json'."
                 )
             config = MobileNetV2Config.from_dict(config_dict)
-        tensors = cls._adopt_checkpoint(tensors, config, dtype, str(path))
+        tensors = cls._adopt_checkpoint(tensors, config, dtype, where)
         try:
             model = cls.from_state_dict(tensors, config, dtype=dtype)
         except ValueError as err:
@@ -938,8 +945,9 @@ class MobileNetV2PreTrainedModel:
         its trace has no normalization steps, and its conv steps say folded_bn=True."""
         folded = copy.copy(self)
         folded.params = {}
+        specs = {s.name: s for s in self._conv_specs()}
         for name, p in self.params.items():
-            spec = next((s for s in self._conv_specs() if s.name == name), None)
+            spec = specs.get(name)
             if spec is not None and "gamma" in p:
                 kernel, bias = fold_batch_norm(
                     p["kernel"], p.get("bias"), p["gamma"], p["beta"], p["mean"], p["var"], eps=spec.eps

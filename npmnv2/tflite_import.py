@@ -23,7 +23,7 @@ import numpy as np
 
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .modeling_mobilenet_v2 import HEAD_EPS, backbone_spec, infer_config
-from .weights import WeightFileError, tf_scope_to_hf
+from .weights import WeightFileError, residual_add_layer, tf_scope_to_hf
 
 PASCAL_VOC_LABELS = [
     "background",
@@ -80,6 +80,16 @@ def _import_tflite():
     return tflite
 
 
+def _builtin_names(tflite: Any) -> dict[int, str]:
+    """TFLite builtin operator codes -> names ("CONV_2D", ...), read once from the schema."""
+    if not _BUILTIN_NAMES:
+        _BUILTIN_NAMES.update({v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")})
+    return _BUILTIN_NAMES
+
+
+_BUILTIN_NAMES: dict[int, str] = {}
+
+
 class _Graph:
     """The parts of a TFLite flatbuffer the import needs, as plain Python values."""
 
@@ -105,10 +115,9 @@ class _Graph:
         op = self.graph.Operators(i)
         code = self.model.OperatorCodes(op.OpcodeIndex())
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        names = {v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")}
         inputs = [op.Inputs(j) for j in range(op.InputsLength())]
         record = {
-            "type": names.get(builtin, str(builtin)),
+            "type": _builtin_names(tflite).get(builtin, str(builtin)),
             "inputs": inputs,
             "outputs": [op.Outputs(j) for j in range(op.OutputsLength())],
         }
@@ -223,9 +232,9 @@ def read_tflite(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
         if op["type"] == "ADD":
             out = graph.name(op["outputs"][0])
             quant = graph.quantization(op["outputs"][0])
-            if out.startswith("MobilenetV2/expanded_conv_") and quant is not None:
-                block = int(out.split("/")[1].rsplit("_", 1)[1]) - 1
-                quantization[f"layer.{block}"] = (float(quant[0][0]), int(quant[1][0]))
+            block = residual_add_layer(out)
+            if block is not None and quant is not None:
+                quantization[block] = (float(quant[0][0]), int(quant[1][0]))
     input_index = graph.graph.Inputs(0)
     input_quant = graph.quantization(input_index)
     if input_quant is not None:

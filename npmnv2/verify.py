@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .image_processing_mobilenet_v2 import load_image
-from .weights import tf_scope_to_hf
+from .weights import residual_add_layer, tf_scope_to_hf
 
 _CONTAINERS = ("conv_stem",)  # non-leaf modules whose output is also a step
 
@@ -56,6 +56,22 @@ def torch_activations(hf_model: Any, pixel_values: np.ndarray) -> dict[str, np.n
         for handle in handles:
             handle.remove()
     return acts
+
+
+def transformers_twin(model: Any) -> Any:
+    """transformers' PyTorch model of the same class, dtype and weights as an npmnv2 model (eval mode).
+
+    Needs torch and transformers. npmnv2's own `pooling` field is left out (transformers has only
+    global pooling).
+    """
+    import torch
+    import transformers
+
+    hf_config = transformers.MobileNetV2Config(**{k: v for k, v in model.config.to_dict().items() if k != "pooling"})
+    twin = getattr(transformers, type(model).__name__)(hf_config).eval()
+    twin = twin.double() if model.dtype == np.float64 else twin
+    twin.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in model.state_dict().items()}, strict=True)
+    return twin
 
 
 def _interpreter(path: Path):
@@ -123,9 +139,8 @@ def tflite_activations(path: str | Path, image: Any) -> dict[str, np.ndarray]:
             found = tf_scope_to_hf(graph.name(op["inputs"][1]))
             if found:
                 acts[_step_name(found[1], op["type"], op["activation"])] = read(out)
-        elif op["type"] == "ADD" and graph.name(out).startswith("MobilenetV2/expanded_conv_"):
-            block = int(graph.name(out).split("/")[1].rsplit("_", 1)[1]) - 1
-            acts[f"layer.{block}"] = read(out)
+        elif op["type"] == "ADD" and residual_add_layer(graph.name(out)):
+            acts[residual_add_layer(graph.name(out))] = read(out)
         elif op["type"] == "AVERAGE_POOL_2D":
             acts["segmentation_head.avg_pool" if segmentation else "pooler"] = read(out)
         elif op["type"] == "RESIZE_BILINEAR" and segmentation and not resized:

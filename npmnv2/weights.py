@@ -340,6 +340,16 @@ def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any] |
     return load_tensors(weights_path), config
 
 
+def read_source(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any] | None, dict[str, tuple[float, int]] | None]:
+    """(tensors, config.json dict or None, TFLite activation quantization or None) of a resolved source."""
+    if path.suffix == ".tflite":
+        from .tflite_import import read_tflite
+
+        return read_tflite(path)
+    tensors, config = read_checkpoint(path)
+    return tensors, config, None
+
+
 def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, np.ndarray], config: dict[str, Any]) -> Path:
     """Write a transformers checkpoint folder: config.json and model.safetensors."""
     directory = Path(directory)
@@ -387,5 +397,20 @@ def tf_scope_to_hf(tensor_name: str) -> tuple[str, str] | None:
     if scope in TF_SCOPE_TO_HF:
         return scope, TF_SCOPE_TO_HF[scope]
     block, part = scope.split("/")[1:]
-    index = int(block.rsplit("_", 1)[1])
-    return scope, f"layer.{index - 1}.{_BLOCK_PARTS[part]}"
+    return scope, f"{_layer_of(block)}.{_BLOCK_PARTS[part]}"
+
+
+def _layer_of(block: str) -> str:
+    """TF-slim "expanded_conv_N" -> transformers "layer.{N-1}"."""
+    return f"layer.{int(block.rsplit('_', 1)[1]) - 1}"
+
+
+def residual_add_layer(tensor_name: str) -> str | None:
+    """The transformers block whose residual add produced a TF tensor, or None.
+
+    >>> residual_add_layer("MobilenetV2/expanded_conv_14/add")
+    'layer.13'
+    """
+    if not tensor_name.startswith("MobilenetV2/expanded_conv_"):
+        return None
+    return _layer_of(tensor_name.split("/")[1])
