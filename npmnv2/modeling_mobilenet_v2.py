@@ -458,21 +458,28 @@ def _conv_params_from_torch(
     return params
 
 
+def identity_batch_norm(bias: np.ndarray, eps: float) -> dict[str, np.ndarray]:
+    """transformers batch-norm tensors that only add `bias`: gamma 1, beta = bias, mean 0, var 1 - eps,
+    so (y - 0) / sqrt(1 - eps + eps) * 1 + bias = y + bias. How a folded conv fits transformers'
+    bias-free conv + batch norm (see docs/decisions.md)."""
+    c = bias.shape[0]
+    return {
+        "normalization.weight": np.ones(c, bias.dtype),
+        "normalization.bias": bias,
+        "normalization.running_mean": np.zeros(c, bias.dtype),
+        "normalization.running_var": np.full(c, 1 - eps, bias.dtype),
+    }
+
+
 def _conv_params_to_torch(spec: ConvSpec, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     tensors = {"convolution.weight": _kernel_to_torch(params["kernel"], spec.kind)}
     if spec.bias:
         tensors["convolution.bias"] = params["bias"]
     if spec.eps is not None:
-        if "gamma" not in params:  # folded: an identity batch norm carries the bias (see docs/decisions.md)
-            c, dtype = spec.c_out, params["kernel"].dtype
-            params = {
-                "gamma": np.ones(c, dtype),
-                "beta": params["bias"],
-                "mean": np.zeros(c, dtype),
-                "var": np.full(c, 1 - spec.eps, dtype),
-            }
-        for hf, ours in _BN_NAMES.items():
-            tensors[f"normalization.{hf}"] = params[ours]
+        if "gamma" in params:
+            tensors.update({f"normalization.{hf}": params[ours] for hf, ours in _BN_NAMES.items()})
+        else:  # folded
+            tensors.update(identity_batch_norm(params["bias"], spec.eps))
         tensors["normalization.num_batches_tracked"] = np.zeros((), dtype=np.int64)
     return tensors
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .configuration_mobilenet_v2 import MobileNetV2Config
-from .modeling_mobilenet_v2 import HEAD_EPS, backbone_spec, infer_config
+from .modeling_mobilenet_v2 import HEAD_EPS, backbone_spec, identity_batch_norm, infer_config
 from .weights import WeightFileError, residual_add_layer, tf_scope_to_hf
 
 PASCAL_VOC_LABELS = [
@@ -189,13 +189,11 @@ def _conv_tensors(graph: _Graph, op: dict[str, Any], hf: str, kind: str) -> dict
             return {"classifier.weight": kernel[:, :, 0, 0], "classifier.bias": bias}
         return {f"{hf}.convolution.weight": kernel, f"{hf}.convolution.bias": bias}
     eps = HEAD_EPS if hf.startswith("segmentation_head.") else 1e-3
-    return {
-        f"{hf}.convolution.weight": kernel,
-        f"{hf}.normalization.weight": np.ones(c_out),
-        f"{hf}.normalization.bias": bias,
-        f"{hf}.normalization.running_mean": np.zeros(c_out),
-        f"{hf}.normalization.running_var": np.full(c_out, 1.0 - eps),
-    }
+    return {f"{hf}.convolution.weight": kernel, **_prefixed(hf, identity_batch_norm(bias, eps))}
+
+
+def _prefixed(prefix: str, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"{prefix}.{k}": v for k, v in tensors.items()}
 
 
 def read_tflite(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, tuple[float, int]]]:
@@ -294,10 +292,7 @@ def _unused_conv_1x1(c_in: int, c_out: int) -> dict[str, np.ndarray]:
     """
     return {
         "conv_1x1.convolution.weight": np.zeros((c_out, c_in, 1, 1)),
-        "conv_1x1.normalization.weight": np.ones(c_out),
-        "conv_1x1.normalization.bias": np.zeros(c_out),
-        "conv_1x1.normalization.running_mean": np.zeros(c_out),
-        "conv_1x1.normalization.running_var": np.full(c_out, 1.0 - 1e-3),
+        **_prefixed("conv_1x1", identity_batch_norm(np.zeros(c_out), 1e-3)),
     }
 
 
