@@ -32,14 +32,18 @@ from .ops import (
     bce_with_logits,
     bias_activation,
     conv2d,
+    conv_output_size,
     conv_padding,
     cross_entropy,
     depthwise_conv2d,
     fold_batch_norm,
     global_average_pool,
+    im2col,
     mse_loss,
     nchw_to_nhwc,
     nhwc_to_nchw,
+    pad2d,
+    pad2d_homogeneous,
     pointwise_conv2d,
     resize_bilinear,
 )
@@ -288,17 +292,7 @@ def conv_layer(
     pad = conv_padding(
         h, w, kernel_size=spec.kernel_size, stride=spec.stride, dilation=spec.dilation, tf_padding=tf_padding
     )
-    kernel, bias = params["kernel"], params.get("bias")
-    if rec is None:
-        # Nothing is recorded, so nothing needs to be seen in between: batch norm is folded into
-        # the kernel (one affine map), and bias + activation run as one in-place pass.
-        if "gamma" in params:
-            kernel, bias = fold_batch_norm(
-                kernel, bias, params["gamma"], params["beta"], params["mean"], params["var"], eps=spec.eps
-            )
-        y = _convolve(x, spec, kernel, None, pad)
-        return bias_activation(y, bias, spec.activation)
-    y = _convolve(x, spec, kernel, bias, pad)
+    y = _convolve(x, spec, params["kernel"], params.get("bias"), pad)
     folded = spec.eps is not None and "gamma" not in params  # batch norm already merged into kernel and bias
     name = f"{spec.name}.convolution"
     y = _record(rec, name, "convolution", y, inputs=(x,), spec=spec, padding=pad, params=params, folded_bn=folded)
@@ -410,6 +404,176 @@ def deeplab_head(
     y = conv_layer(y, conv_projection, params[conv_projection.name], tf_padding=tf_padding, rec=rec)  # (N, H, W, 256)
     # Dropout2d sits here in transformers; at inference it is the identity.
     return conv_layer(y, classifier, params[classifier.name], tf_padding=tf_padding, rec=rec)  # (N, H, W, L)
+
+
+# ============================================================================ the plain forward, folded
+#
+# When nothing is traced, nothing in between needs to be seen, and the same layers can run as
+# fewer passes over memory (see docs/decisions.md, "The plain forward"):
+# - batch norm is folded into every kernel once (`fold_batch_norm`), not once per call;
+# - bias + activation run in place on the convolution's output;
+# - a 1x1 (or im2col) conv that feeds a depthwise conv writes its output already padded for it,
+#   with the bias inside the matrix product (`pad2d_homogeneous`): the wide expanded tensor is
+#   never copied into a padded buffer;
+# - in the DeepLab head, the image-pooling half of the projection is computed once per image
+#   instead of being broadcast, concatenated and multiplied at every pixel.
+# `tests/test_fast_path.py` asserts that this path equals the step-by-step one.
+
+
+class FoldedConv(NamedTuple):
+    """One conv layer as the plain forward runs it: batch norm folded into kernel and bias.
+
+    kernel: depthwise (KH, KW, C); otherwise the 1x1 form (1, 1, P, C_out) of the HWIO kernel,
+        P = KH*KW*C_in (for a dense conv it multiplies the im2col patch image, see `_patch_image`).
+    bias: (C_out,), or None when the layer has neither batch norm nor bias.
+    homogeneous: (1, 1, P + 1, C_out), the kernel with the bias as one more input row, for inputs
+        carrying a channel of ones (`ops.pad2d_homogeneous`); None for depthwise layers.
+    """
+
+    kernel: np.ndarray
+    bias: np.ndarray | None
+    homogeneous: np.ndarray | None
+
+
+def fold_conv(spec: ConvSpec, params: Mapping[str, np.ndarray], dtype: np.dtype) -> FoldedConv:
+    """Fold one layer's batch norm (when it has one) and lay its kernel out as `FoldedConv` says."""
+    kernel, bias = params["kernel"], params.get("bias")
+    if "gamma" in params:
+        kernel, bias = fold_batch_norm(
+            kernel, bias, params["gamma"], params["beta"], params["mean"], params["var"], eps=spec.eps
+        )
+    kernel = kernel.astype(dtype, copy=False)
+    if spec.kind == "depthwise":
+        return FoldedConv(kernel, None if bias is None else bias.astype(dtype), None)
+    kernel = kernel.reshape(1, 1, -1, kernel.shape[-1])  # (1, 1, P, C_out)
+    row = np.zeros(kernel.shape[-1], dtype) if bias is None else bias.astype(dtype)
+    homogeneous = np.concatenate([kernel, row[None, None, None, :]], axis=2)  # (1, 1, P + 1, C_out)
+    return FoldedConv(kernel, None if bias is None else bias.astype(dtype), homogeneous)
+
+
+_ZERO_AT_ZERO: dict[str, bool] = {}
+
+
+def _keeps_zero(name: str | None) -> bool:
+    """Does activation `name` map 0 to 0 (relu, relu6, gelu, silu, tanh: yes; sigmoid: no)?
+    Only then may an activated output be padded before the activation."""
+    if name is None:
+        return True
+    if name not in _ZERO_AT_ZERO:
+        _ZERO_AT_ZERO[name] = bool(activation(name)(np.zeros(1))[0] == 0)
+    return _ZERO_AT_ZERO[name]
+
+
+def _patch_image(x: np.ndarray, spec: ConvSpec, tf_padding: bool) -> np.ndarray:
+    """A dense conv's input as the image of its patches, so that the conv is a 1x1 conv on it.
+
+    Shapes: x (N, H, W, C_in) -> (N, Ho, Wo, P), P = KH*KW*C_in (`ops.im2col`, reshaped).
+    """
+    n, h, w, _ = x.shape
+    pad = conv_padding(
+        h, w, kernel_size=spec.kernel_size, stride=spec.stride, dilation=spec.dilation, tf_padding=tf_padding
+    )
+    cols = im2col(pad2d(x, pad), kernel_size=spec.kernel_size, stride=spec.stride, dilation=spec.dilation)
+    ho = conv_output_size(
+        h, kernel_size=spec.kernel_size, stride=spec.stride, dilation=spec.dilation, pad=pad.top + pad.bottom
+    )
+    return cols.reshape(n, ho, -1, cols.shape[-1])  # (N, Ho, Wo, P)
+
+
+def folded_conv_layer(
+    x: np.ndarray, spec: ConvSpec, f: FoldedConv, *, tf_padding: bool, pad_for: ConvSpec | None = None
+) -> tuple[np.ndarray, bool]:
+    """`conv_layer` with batch norm folded, bias and activation in place.
+
+    pad_for: the depthwise conv that reads this layer's output. When given (and the activation
+    keeps 0 at 0), the output comes back already zero-padded for it.
+    Shapes: x (N, H, W, C_in) -> (N, Ho, Wo, C_out), or (N, Ho + pads, Wo + pads, C_out) padded.
+    Returns the output and whether it is padded.
+    """
+    if x.shape[-1] != spec.c_in:
+        raise ValueError(
+            f"conv_layer at {spec.name!r}: expected {spec.c_in} input channels, got {x.shape[-1]} (x.shape={x.shape})."
+        )
+    if spec.kind == "depthwise":
+        pad = conv_padding(
+            x.shape[1],
+            x.shape[2],
+            kernel_size=spec.kernel_size,
+            stride=spec.stride,
+            dilation=spec.dilation,
+            tf_padding=tf_padding,
+        )
+        y = depthwise_conv2d(x, f.kernel, stride=spec.stride, dilation=spec.dilation, padding=pad)
+        return bias_activation(y, f.bias, spec.activation), False
+    rows = x if spec.kind == "pointwise" else _patch_image(x, spec, tf_padding)  # (N, Ho, Wo, P)
+    if pad_for is not None and _keeps_zero(spec.activation):
+        _, ho, wo, _ = rows.shape
+        pad = conv_padding(
+            ho,
+            wo,
+            kernel_size=pad_for.kernel_size,
+            stride=pad_for.stride,
+            dilation=pad_for.dilation,
+            tf_padding=tf_padding,
+        )
+        y = pointwise_conv2d(pad2d_homogeneous(rows, pad), f.homogeneous)  # W x + b inside, 0 in the border
+        return (y if spec.activation is None else activation_inplace(spec.activation, y)), True
+    return bias_activation(pointwise_conv2d(rows, f.kernel), f.bias, spec.activation), False
+
+
+def folded_inverted_residual(
+    x: np.ndarray, block: BlockSpec, folded: Mapping[str, FoldedConv], *, tf_padding: bool
+) -> np.ndarray:
+    """`inverted_residual` on folded layers; the expansion hands the depthwise conv a padded tensor.
+
+    Shapes: x (N, H, W, C_in) -> (N, Ho, Wo, C_out).
+    """
+    y, padded = x, False
+    for spec, after in zip(block.convs, (*block.convs[1:], None), strict=True):
+        if spec.kind == "depthwise" and padded:  # the layer before already padded its output
+            y = depthwise_conv2d(y, folded[spec.name].kernel, stride=spec.stride, dilation=spec.dilation)
+            y, padded = bias_activation(y, folded[spec.name].bias, spec.activation), False
+            continue
+        pad_for = after if after is not None and after.kind == "depthwise" else None
+        y, padded = folded_conv_layer(y, spec, folded[spec.name], tf_padding=tf_padding, pad_for=pad_for)
+    return np.add(y, x, out=y) if block.residual else y
+
+
+def folded_backbone(
+    x: np.ndarray, arch: BackboneSpec, folded: Mapping[str, FoldedConv], *, tf_padding: bool, run_conv_1x1: bool = True
+) -> tuple[np.ndarray | None, list[np.ndarray]]:
+    """`backbone` on folded layers (the plain forward). Same shapes and outputs."""
+    y = folded_inverted_residual(x, arch.stem, folded, tf_padding=tf_padding)
+    hidden_states = []
+    for block in arch.layers:
+        y = folded_inverted_residual(y, block, folded, tf_padding=tf_padding)
+        hidden_states.append(y)
+    last = None
+    if run_conv_1x1:
+        last, _ = folded_conv_layer(y, arch.conv_1x1, folded["conv_1x1"], tf_padding=tf_padding)
+    return last, hidden_states
+
+
+def folded_deeplab_head(
+    features: np.ndarray, head: tuple[ConvSpec, ...], folded: Mapping[str, FoldedConv]
+) -> np.ndarray:
+    """`deeplab_head` on folded layers, without materialising the broadcast image-pool branch.
+
+    The projection of concat([pooled broadcast to every pixel, branch]) splits by its input rows:
+        concat([p, b]) @ K + bias = b @ K[256:] + (p @ K[:256] + bias)
+    and the second term is one vector per image. Shapes: features (N, H, W, C) -> (N, H, W, L).
+    """
+    conv_pool, conv_aspp, conv_projection, classifier = head
+    pooled = global_average_pool(features)[:, None, None, :]  # (N, 1, 1, C)
+    pooled, _ = folded_conv_layer(pooled, conv_pool, folded[conv_pool.name], tf_padding=True)  # (N, 1, 1, 256)
+    branch, _ = folded_conv_layer(features, conv_aspp, folded[conv_aspp.name], tf_padding=True)  # (N, H, W, 256)
+    projection = folded[conv_projection.name]
+    kernel = projection.kernel[0, 0]  # (512, 256): rows 0..255 read the image pool, 256..511 the branch
+    per_image = pooled @ kernel[:HEAD_CHANNELS] + projection.bias  # (N, 1, 1, 256)
+    y = branch @ kernel[HEAD_CHANNELS:]  # (N, H, W, 256)
+    y = bias_activation(np.add(y, per_image, out=y), None, conv_projection.activation)
+    logits, _ = folded_conv_layer(y, classifier, folded[classifier.name], tf_padding=True)  # (N, H, W, L)
+    return logits
 
 
 # ============================================================================ parameters <-> transformers
@@ -831,9 +995,38 @@ class MobileNetV2PreTrainedModel:
         return nchw_to_nhwc(pixel_values.astype(self.dtype, copy=False))  # (N, H, W, C_in)
 
     def _backbone(self, x: np.ndarray, *, run_conv_1x1: bool, rec: Any = None):
+        if rec is None:  # the plain forward: nothing to record, so run the folded layers
+            return folded_backbone(
+                x, self.arch, self.folded_params(), tf_padding=self.config.tf_padding, run_conv_1x1=run_conv_1x1
+            )
         return backbone(
             x, self.arch, self.params, tf_padding=self.config.tf_padding, run_conv_1x1=run_conv_1x1, rec=rec
         )
+
+    def folded_params(self) -> dict[str, FoldedConv]:
+        """Every conv layer with its batch norm folded (`FoldedConv`), as the plain forward runs it.
+
+        Folded once and cached. A layer is refolded when one of its arrays in `self.params` is
+        replaced by another array; the arrays a fold was made from are made read-only, so that
+        editing one in place (which the cache could not see) fails loudly. To edit a weight,
+        assign an edited copy: `p["kernel"] = edited`.
+        """
+        cache = self.__dict__.setdefault("_folded_cache", {})
+        folded = {}
+        for spec in self._conv_specs():
+            params = self.params[spec.name]
+            sources = tuple(params.values())
+            hit = cache.get(spec.name)
+            if (
+                hit is None
+                or len(hit[0]) != len(sources)
+                or any(a is not b for a, b in zip(hit[0], sources, strict=True))
+            ):
+                for array in sources:
+                    array.flags.writeable = False
+                hit = cache[spec.name] = (sources, fold_conv(spec, params, self.dtype))
+            folded[spec.name] = hit[1]
+        return folded
 
     def _pool(self, last: np.ndarray, rec: Any) -> np.ndarray:
         """The pooler: global average (transformers) or TF-slim's fixed 7x7 average, VALID.
@@ -952,6 +1145,7 @@ class MobileNetV2PreTrainedModel:
         its trace has no normalization steps, and its conv steps say folded_bn=True."""
         folded = copy.copy(self)
         folded.params = {}
+        folded._folded_cache = {}
         specs = {s.name: s for s in self._conv_specs()}
         for name, p in self.params.items():
             spec = specs.get(name)
@@ -1159,7 +1353,12 @@ class MobileNetV2ForSemanticSegmentation(MobileNetV2PreTrainedModel):
         x = self._prepare(pixel_values)
         labels = None if labels is None else self._check_labels(labels, pixel_values.shape[0])
         _, hidden = self._backbone(x, run_conv_1x1=False, rec=rec)
-        logits = deeplab_head(hidden[-1], self._head_specs(), self.params, tf_padding=self.config.tf_padding, rec=rec)
+        if rec is None:
+            logits = folded_deeplab_head(hidden[-1], self._head_specs(), self.folded_params())
+        else:
+            logits = deeplab_head(
+                hidden[-1], self._head_specs(), self.params, tf_padding=self.config.tf_padding, rec=rec
+            )
         loss = None
         if labels is not None:
             n, h, w = labels.shape

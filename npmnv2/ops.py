@@ -132,6 +132,34 @@ def pad2d(x: np.ndarray, padding: Pad2D) -> np.ndarray:
     return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
 
 
+def pad2d_homogeneous(x: np.ndarray, padding: Pad2D) -> np.ndarray:
+    """Zero-pad the spatial axes and append a channel of ones inside the image (zeros in the border).
+
+    Why: a 1x1 convolution with the kernel [[K], [b]] (its bias as one more input row) maps each
+    pixel [x, 1] to x @ K + b, and the zero pixels of the border to exactly 0. So
+        pointwise_conv2d(pad2d_homogeneous(x, p), [[K], [b]]) == pad2d(x @ K + b, p)
+    (homogeneous coordinates, as in projective geometry). The forward pass uses it to get an
+    expansion's output already padded for the depthwise conv after it, for the price of padding
+    the narrow input instead of the expanded tensor, with the bias added by the matrix product.
+
+    Shapes: x (N, H, W, C) -> (N, H + top + bottom, W + left + right, C + 1).
+
+    >>> pad2d_homogeneous(np.full((1, 1, 2, 1), 5.0), Pad2D(0, 1, 1, 0))[0].transpose(2, 0, 1)
+    array([[[0., 5., 5.],
+            [0., 0., 0.]],
+    <BLANKLINE>
+           [[0., 1., 1.],
+            [0., 0., 0.]]])
+    """
+    n, h, w, c = x.shape
+    top, bottom, left, right = padding
+    out = np.zeros((n, h + top + bottom, w + left + right, c + 1), x.dtype)
+    inside = out[:, top : top + h, left : left + w]  # (N, H, W, C + 1), a view
+    inside[..., :c] = x
+    inside[..., c] = 1
+    return out
+
+
 def conv_output_size(size: int, *, kernel_size: int, stride: int, dilation: int, pad: int) -> int:
     """Output length of a convolution along one axis: floor((size + pad - K_eff) / stride) + 1.
 
