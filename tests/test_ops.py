@@ -104,6 +104,19 @@ def test_depthwise_conv2d_matches_torch_groups_and_loops(h, w, stride, dilation,
     )
 
 
+@pytest.mark.parametrize("stride,dilation", [(1, 1), (1, 3), (2, 1), (3, 2)])
+def test_depthwise_conv2d_takes_non_square_kernels_and_batches(stride, dilation):
+    x = RNG.normal(size=(3, 11, 13, 5))
+    k = RNG.normal(size=(2, 3, 5))
+    pad = ops.Pad2D(1, 2, 0, 3)
+    np.testing.assert_allclose(
+        ops.depthwise_conv2d(x, k, stride=stride, dilation=dilation, padding=pad),
+        reference.depthwise_conv2d_loops(x, k, stride=stride, dilation=dilation, padding=pad),
+        rtol=1e-12,
+        atol=1e-12,
+    )
+
+
 def test_depthwise_keeps_float32():
     x = RNG.normal(size=(1, 6, 6, 2)).astype(np.float32)
     assert ops.depthwise_conv2d(x, np.ones((3, 3, 2), np.float32)).dtype == np.float32
