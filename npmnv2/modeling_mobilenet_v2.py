@@ -25,6 +25,7 @@ import numpy as np
 
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .ops import (
+    INPLACE_ACTIVATIONS,
     Pad2D,
     activation,
     activation_inplace,
@@ -285,6 +286,26 @@ def conv_layer(
     params: "kernel" (HWIO, or (KH, KW, C) depthwise), optional "bias", and the batch-norm
     "gamma", "beta", "mean", "var" when the layer has one.
     """
+    return _conv_layer(x, spec, params, tf_padding=tf_padding, rec=rec)[0]
+
+
+def _conv_layer(
+    x: np.ndarray,
+    spec: ConvSpec,
+    params: Mapping[str, np.ndarray],
+    *,
+    tf_padding: bool,
+    rec: Any = None,
+    x_padded: np.ndarray | None = None,
+    pad_for: ConvSpec | None = None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """`conv_layer`, with two ways to skip copying a tensor into a padded buffer:
+
+    x_padded: x already zero-padded for this layer (by the layer before); the conv reads it.
+    pad_for: the depthwise conv that reads this layer's output. A relu6/relu activation then
+        writes its output straight into the inside of a zero-padded buffer for that conv.
+    Returns (output, the padded buffer around it or None). The output is the same either way.
+    """
     n, h, w, c_in = x.shape
     if c_in != spec.c_in:
         raise ValueError(
@@ -293,7 +314,10 @@ def conv_layer(
     pad = conv_padding(
         h, w, kernel_size=spec.kernel_size, stride=spec.stride, dilation=spec.dilation, tf_padding=tf_padding
     )
-    y = _convolve(x, spec, params["kernel"], params.get("bias"), pad)
+    if x_padded is None:
+        y = _convolve(x, spec, params["kernel"], params.get("bias"), pad)
+    else:
+        y = _convolve(x_padded, spec, params["kernel"], params.get("bias"), Pad2D(0, 0, 0, 0))
     folded = spec.eps is not None and "gamma" not in params  # batch norm already merged into kernel and bias
     name = f"{spec.name}.convolution"
     y = _record(rec, name, "convolution", y, inputs=(x,), spec=spec, padding=pad, params=params, folded_bn=folded)
@@ -302,11 +326,29 @@ def conv_layer(
         z = batch_norm(y, mean, var, gamma, beta, eps=spec.eps, inplace=_owned(rec, name, f"{spec.name}.normalization"))
         name = f"{spec.name}.normalization"
         y = _record(rec, name, "batch_norm", z, inputs=(y,), spec=spec, params=params)
-    if spec.activation is not None:
-        act_name = f"{spec.name}.activation"
-        z = activation_inplace(spec.activation, y) if _owned(rec, name, act_name) else activation(spec.activation)(y)
-        y = _record(rec, act_name, "activation", z, inputs=(y,), spec=spec)
-    return y
+    if spec.activation is None:
+        return y, None
+    act_name = f"{spec.name}.activation"
+    buffer = None
+    if pad_for is not None and spec.activation in INPLACE_ACTIVATIONS:
+        _, ho, wo, c_out = y.shape
+        top, bottom, left, right = conv_padding(
+            ho,
+            wo,
+            kernel_size=pad_for.kernel_size,
+            stride=pad_for.stride,
+            dilation=pad_for.dilation,
+            tf_padding=tf_padding,
+        )
+        buffer = np.zeros((n, ho + top + bottom, wo + left + right, c_out), y.dtype)
+        z = buffer[:, top : top + ho, left : left + wo]  # (N, Ho, Wo, C_out), a view of the inside
+        INPLACE_ACTIVATIONS[spec.activation](y, out=z)
+    elif _owned(rec, name, act_name):
+        z = activation_inplace(spec.activation, y)
+    else:
+        z = activation(spec.activation)(y)
+    out = _record(rec, act_name, "activation", z, inputs=(y,), spec=spec)
+    return out, (buffer if out is z else None)  # run_from may have put another tensor in its place
 
 
 def _convolve(x: np.ndarray, spec: ConvSpec, kernel: np.ndarray, bias: np.ndarray | None, pad: Any) -> np.ndarray:
@@ -340,9 +382,12 @@ def inverted_residual(
     Shapes: x (N, H, W, C_in) -> (N, Ho, Wo, C_out); the expanded tensor is (N, H, W, M).
     The residual is added only when stride is 1 and C_in == C_out (shapes must agree).
     """
-    y = x
-    for spec in block.convs:
-        y = conv_layer(y, spec, params[spec.name], tf_padding=tf_padding, rec=rec)
+    y, padded = x, None
+    for spec, after in zip(block.convs, (*block.convs[1:], None), strict=True):
+        pad_for = after if after is not None and after.kind == "depthwise" else None
+        y, padded = _conv_layer(
+            y, spec, params[spec.name], tf_padding=tf_padding, rec=rec, x_padded=padded, pad_for=pad_for
+        )
     if block.residual:
         project = block.convs[-1].name
         last = f"{project}.normalization" if "gamma" in params[project] else f"{project}.convolution"

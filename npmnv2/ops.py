@@ -499,9 +499,10 @@ def relu(x: np.ndarray) -> np.ndarray:
 
 
 # In-place versions of the activations MobileNetV2 uses, for tensors the forward owns.
-INPLACE_ACTIVATIONS: dict[str, Callable[[np.ndarray], None]] = {
-    "relu6": lambda x: np.clip(x, 0, 6, out=x),
-    "relu": lambda x: np.maximum(x, 0, out=x),
+# f(x) overwrites x; f(x, out=z) writes into z instead (z may be a view, e.g. inside a padded buffer).
+INPLACE_ACTIVATIONS: dict[str, Callable[..., np.ndarray]] = {
+    "relu6": lambda x, out=None: np.clip(x, 0, 6, out=x if out is None else out),
+    "relu": lambda x, out=None: np.maximum(x, 0, out=x if out is None else out),
 }
 
 
