@@ -16,8 +16,10 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 import tracemalloc
+import warnings
 
 import numpy as np
 import torch
@@ -65,28 +67,74 @@ def peak_forward_bytes(model, x) -> int:
 
 
 def onnx_ms(hf, x: np.ndarray, repeats: int) -> float | None:
+    """ONNX Runtime on the same model (exported from the transformers twin), or None without it."""
     try:
         import onnxruntime as ort
     except ImportError:
         return None
-    path = "/tmp/npmnv2_bench.onnx"
-    try:
-        torch.onnx.export(hf, (torch.from_numpy(x),), path, input_names=["pixel_values"], dynamo=False)
-    except Exception:
-        return None
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "mobilenet_v2.onnx")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the exporter's deprecation and tracer notes
+                torch.onnx.export(hf, (torch.from_numpy(x),), path, input_names=["pixel_values"], dynamo=False)
+        except Exception:
+            return None
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     return median_ms(lambda: session.run(None, {"pixel_values": x}), repeats)
 
 
 def blas_threads() -> str:
+    """How many threads NumPy's BLAS uses: through threadpoolctl when installed, else by asking
+    the OpenBLAS library NumPy loaded (Linux)."""
     try:
         from threadpoolctl import threadpool_info
 
-        return ", ".join(f"{i['internal_api']} {i['num_threads']}" for i in threadpool_info())
+        blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+        return ", ".join(f"{i['internal_api']} {i['num_threads']}" for i in blas)
     except ImportError:
-        return "threadpoolctl not installed (OpenBLAS default: all cores)"
+        pass
+    try:
+        import ctypes
+        import re
+
+        with open("/proc/self/maps") as maps:
+            path = re.findall(r"(/\S*openblas\S*\.so\S*)", maps.read())[0]
+        lib = ctypes.CDLL(path)
+        getter = None
+        for name in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_", "openblas_get_num_threads"):
+            if hasattr(lib, name):
+                getter = getattr(lib, name)
+                break
+        return f"OpenBLAS {getter()}" if getter else "OpenBLAS (thread count unknown)"
+    except (OSError, IndexError):
+        return "unknown"
+
+
+class _NoRecord:
+    """Runs the step-by-step path (what a trace runs) without recording anything."""
+
+    def add(self, name, kind, output, **info):
+        return output
+
+    def keeps(self, name):
+        return False
+
+
+def fresh_memory_ms(shapes: list[tuple[int, ...]], repeats: int) -> float:
+    """Time to allocate arrays of these shapes (float32) and write each once: what keeping them costs
+    at the least, before any arithmetic."""
+
+    def fill():
+        kept = []
+        for shape in shapes:
+            a = np.empty(shape, np.float32)
+            a.fill(1.0)
+            kept.append(a)
+
+    return median_ms(fill, repeats)
 
 
 def main() -> None:
@@ -114,8 +162,14 @@ def main() -> None:
         f"Python {sys.version.split()[0]}, "
         f"numpy {np.__version__}, torch {torch.__version__}, transformers {transformers.__version__}"
     )
-    print(f"threads: npmnv2 elementwise 1 (NumPy ufuncs), BLAS {blas_threads()}, torch {torch.get_num_threads()}")
-    print(f"{'case':46} {'npmnv2 ms':>10} {'torch ms':>10} {'ratio':>7} {'onnxrt ms':>10}")
+    print(
+        f"threads: npmnv2 einsum and ufuncs 1 (NumPy), its matrix products {blas_threads()}; "
+        f"torch {torch.get_num_threads()}"
+    )
+    print(
+        f"{'case':46} {'npmnv2 ms':>10} {'torch ms':>10} {'ratio':>7} {'onnxrt ms':>10} {'peak MiB':>9} "
+        f"{'x largest':>9}"
+    )
     rows = []
     for name, cls, kwargs, (n, size), dtype in cases:
         model, hf = pair(cls, npmnv2.MobileNetV2Config(**kwargs), dtype)
@@ -132,25 +186,40 @@ def main() -> None:
         ort = onnx_ms(hf, x, repeats) if dtype == np.float32 and n == 1 and cls is Cls else None
         rows.append((name, ours_ms, torch_ms))
         ort_text = f"{ort:10.1f}" if ort else f"{'-':>10}"
-        print(f"{name:46} {ours_ms:10.1f} {torch_ms:10.1f} {ours_ms / torch_ms:7.2f} {ort_text}")
+        peak = peak_forward_bytes(model, x)
+        largest = max(int(np.prod(s.output_shape)) for s in model.trace(x, layers=[]).steps) * x.itemsize
+        print(
+            f"{name:46} {ours_ms:10.1f} {torch_ms:10.1f} {ours_ms / torch_ms:7.2f} {ort_text} "
+            f"{peak / 2**20:9.1f} {peak / largest:9.2f}"
+        )
 
     model, _ = pair(Cls, npmnv2.MobileNetV2Config(num_labels=1001))
     x = rng.uniform(-1, 1, size=(1, 3, 224, 224)).astype(np.float32)
     plain = median_ms(lambda: model(x), repeats)
+    explicit = median_ms(lambda: model(x, rec=_NoRecord()), repeats)
+    keep_none = median_ms(lambda: model.trace(x, layers=[]), repeats)
     keep_all = median_ms(lambda: model.trace(x), repeats)
     early = median_ms(lambda: model.trace(x, layers=[], stop_at="layer.3"), repeats)
-    early_macs = model.trace(x, layers=[], stop_at="layer.3").total_macs / model.trace(x, layers=[]).total_macs
-    print(f"{'trace keeping every tensor / plain forward':46} {keep_all:10.1f} {plain:10.1f} {keep_all / plain:7.2f}")
-    print(
-        f"{'trace stop_at layer.3 / plain forward':46} {early:10.1f} {plain:10.1f} {early / plain:7.2f}"
-        f"   ({early_macs:.0%} of the MACs)"
-    )
-    peak = peak_forward_bytes(model, x)
-    largest = max(int(np.prod(s.output_shape)) for s in model.trace(x, layers=[]).steps) * 4
-    print(
-        f"peak memory, classification batch 1 at 224: {peak / 2**20:.1f} MiB = {peak / largest:.2f} x the largest "
-        f"activation ({largest / 2**20:.1f} MiB)"
-    )
+    full_steps = model.trace(x, layers=[]).steps
+    early_steps = model.trace(x, layers=[], stop_at="layer.3").steps
+    macs = sum(s.macs for s in early_steps) / sum(s.macs for s in full_steps)
+    nbytes = sum(np.prod(s.output_shape) for s in early_steps) / sum(np.prod(s.output_shape) for s in full_steps)
+    kept = [s.output.shape for s in model.trace(x).steps if s.output is not None]
+    kept_mib = sum(np.prod(k) for k in kept) * 4 / 2**20
+    print()
+    print(f"{'trace, batch 1 at 224':46} {'ms':>10} {'x plain':>10}")
+    for label, ms in [
+        ("plain forward (folded, in place)", plain),
+        ("step-by-step path, nothing recorded", explicit),
+        ("trace keeping no tensor", keep_none),
+        (f"trace keeping every tensor ({kept_mib:.0f} MiB)", keep_all),
+        (f"  writing {kept_mib:.0f} MiB of new arrays, no arithmetic", fresh_memory_ms(kept, repeats)),
+        (f"trace stop_at layer.3 ({macs:.0%} of MACs, {nbytes:.0%} of bytes)", early),
+    ]:
+        print(f"{label:46} {ms:10.1f} {ms / plain:10.2f}")
+    print(f"{'  (stop_at layer.3 / trace keeping no tensor)':46} {'':10} {early / keep_none:10.2f}")
+    print("peak MiB: the forward's own allocations (tracemalloc; weights and input excluded);")
+    print("x largest: that peak over the largest single activation of the forward.")
 
 
 if __name__ == "__main__":

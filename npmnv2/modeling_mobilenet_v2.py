@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import fnmatch
+import functools
 import itertools
 import os
 import warnings
@@ -510,8 +511,10 @@ def _keeps_zero(name: str | None) -> bool:
     return _ZERO_AT_ZERO[name]
 
 
+@functools.lru_cache(maxsize=4096)
 def _geometry(spec: ConvSpec, h: int, w: int, tf_padding: bool) -> tuple[Pad2D, int, int]:
-    """The padding a conv layer applies to an H x W input, and its output size (Ho, Wo)."""
+    """The padding a conv layer applies to an H x W input, and its output size (Ho, Wo).
+    Cached: the same few sizes come back on every forward pass."""
     k, s, d = spec.kernel_size, spec.stride, spec.dilation
     pad = conv_padding(h, w, kernel_size=k, stride=s, dilation=d, tf_padding=tf_padding)
     ho = conv_output_size(h, kernel_size=k, stride=s, dilation=d, pad=pad.top + pad.bottom)
@@ -1080,16 +1083,14 @@ class MobileNetV2PreTrainedModel:
         folded = {}
         for spec in self._conv_specs():
             params = self.params[spec.name]
-            sources = tuple(params.values())
+            # Which arrays the layer has now, by identity. The cache holds the arrays it folded,
+            # so their ids cannot be reused by other objects while they are cached.
+            ids = tuple(map(id, params.values()))
             hit = cache.get(spec.name)
-            if (
-                hit is None
-                or len(hit[0]) != len(sources)
-                or any(a is not b for a, b in zip(hit[0], sources, strict=True))
-            ):
-                for array in sources:
+            if hit is None or hit[0] != ids:
+                for array in params.values():
                     array.flags.writeable = False
-                hit = cache[spec.name] = (sources, fold_conv(spec, params, self.dtype))
+                hit = cache[spec.name] = (ids, fold_conv(spec, params, self.dtype), tuple(params.values()))
             folded[spec.name] = hit[1]
         return folded
 
