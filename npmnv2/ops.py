@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 # ============================================================================ padding
 
@@ -377,10 +377,18 @@ def depthwise_conv2d(
         out = depthwise_conv2d_stride1(x_padded, kernel, dilation=dilation)  # (N, Ho, Wo, C)
     else:
         # Strided rows are not contiguous runs, so here the einsum goes window by window: a
-        # sliding-window view holds every output pixel's KH x KW neighbourhood (every s-th
-        # window, every d-th pixel inside it) and sums window * kernel per channel.
-        windows = sliding_window_view(x_padded, k_eff, axis=(1, 2))  # (N, Hp-KHe+1, Wp-KWe+1, C, KHe, KWe)
-        windows = windows[:, ::stride, ::stride, :, ::dilation, ::dilation]  # (N, Ho, Wo, C, KH, KW)
+        # strided view holds every output pixel's KH x KW neighbourhood (every s-th window,
+        # every d-th pixel inside it) and sums window * kernel per channel.
+        ho = (x_padded.shape[1] - k_eff[0]) // stride + 1
+        wo = (x_padded.shape[2] - k_eff[1]) // stride + 1
+        x_padded = np.ascontiguousarray(x_padded)
+        sn, sh, sw, sc = x_padded.strides
+        windows = as_strided(
+            x_padded,
+            shape=(n, ho, wo, c, kh, kw),
+            strides=(sn, stride * sh, stride * sw, sc, dilation * sh, dilation * sw),
+            writeable=False,
+        )  # (N, Ho, Wo, C, KH, KW), a view: windows[n, y, x, c, i, j] = x_pad[n, y*s + i*d, x*s + j*d, c]
         out = np.einsum("nyxcij,ijc->nyxc", windows, kernel)  # (N, Ho, Wo, C)
     if bias is not None:
         out += bias
@@ -412,7 +420,8 @@ def depthwise_conv2d_stride1(x: np.ndarray, kernel: np.ndarray, *, dilation: int
     runs = as_strided(
         x, shape=(n, ho, kh, kw, wo * c), strides=(sn, sh, dilation * sh, dilation * sw, sc), writeable=False
     )  # (N, Ho, KH, KW, Wo*C), a view: runs[n, y, i, j] = x[n, y + i*d, j*d : j*d + Wo].ravel()
-    tiled = np.tile(kernel, (1, 1, wo))  # (KH, KW, Wo*C): tiled[i, j, x*C + c] = kernel[i, j, c]
+    # (KH, KW, Wo*C): tiled[i, j, x*C + c] = kernel[i, j, c], i.e. kernel[i, j] repeated Wo times
+    tiled = np.broadcast_to(kernel[:, :, None, :], (kh, kw, wo, c)).reshape(kh, kw, wo * c)
     out = np.einsum("nyijq,ijq->nyq", runs, tiled)  # (N, Ho, Wo*C)
     return out.reshape(n, ho, wo, c)
 
