@@ -39,7 +39,6 @@ from .ops import (
     conv_padding,
     cross_entropy,
     depthwise_conv2d,
-    depthwise_conv2d_column_phases,
     fold_batch_norm,
     global_average_pool,
     im2col,
@@ -559,14 +558,13 @@ def _patch_planes(x: np.ndarray, spec: ConvSpec, tf_padding: bool, out_pad: Pad2
 
 def folded_conv_layer(
     x: np.ndarray, spec: ConvSpec, f: FoldedConv, *, tf_padding: bool, pad_for: ConvSpec | None = None
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, bool]:
     """`conv_layer` with batch norm folded, bias and activation in place.
 
     pad_for: the depthwise conv that reads this layer's output. When given (and the activation
-    keeps 0 at 0), the output comes back already zero-padded for it; for a strided depthwise conv
-    (dilation 1) after a 1x1 conv, also with its columns in phases (`ops.pad2d_homogeneous`).
-    Shapes: x (N, H, W, C_in) -> (N, Ho, Wo, C_out), or padded (N, Hp, Wp, C_out).
-    Returns the output and its layout: 0 as is, 1 padded, s >= 2 padded in s column phases.
+    keeps 0 at 0), the output comes back already zero-padded for it.
+    Shapes: x (N, H, W, C_in) -> (N, Ho, Wo, C_out), or (N, Ho + pads, Wo + pads, C_out) padded.
+    Returns the output and whether it is padded.
     """
     n, h, w, c_in = x.shape
     if c_in != spec.c_in:
@@ -576,22 +574,19 @@ def folded_conv_layer(
     pad, ho, wo = _geometry(spec, h, w, tf_padding)
     if spec.kind == "depthwise":
         y = depthwise_conv2d(x, f.kernel, stride=spec.stride, dilation=spec.dilation, padding=pad)
-        return bias_activation(y, f.bias, spec.activation), 0
+        return bias_activation(y, f.bias, spec.activation), False
     if pad_for is None or not _keeps_zero(spec.activation):
         rows = x if spec.kind == "pointwise" else _patch_image(x, spec, tf_padding)  # (N, Ho, Wo, P)
-        return bias_activation(pointwise_conv2d(rows, f.kernel), f.bias, spec.activation), 0
+        return bias_activation(pointwise_conv2d(rows, f.kernel), f.bias, spec.activation), False
     out_pad, _, _ = _geometry(pad_for, ho, wo, tf_padding)
     if spec.kind == "pointwise":
-        layout = pad_for.stride if pad_for.dilation == 1 else 1
-        padded = pad2d_homogeneous(x, out_pad, column_phases=layout)  # (N, Hp, Wp, C_in + 1)
-        y = pointwise_conv2d(padded, f.homogeneous)  # W x + b inside, 0 in the border
+        y = pointwise_conv2d(pad2d_homogeneous(x, out_pad), f.homogeneous)  # W x + b inside, 0 in the border
     else:
-        layout = 1
         planes = _patch_planes(x, spec, tf_padding, out_pad)  # (N, P + 1, Hp, Wp)
         _, p1, hp, wp = planes.shape
         rows = planes.reshape(n, p1, hp * wp).transpose(0, 2, 1)  # (N, Hp*Wp, P + 1), a view
         y = (rows @ f.homogeneous[0, 0]).reshape(n, hp, wp, -1)  # (N, Hp, Wp, C_out)
-    return (y if spec.activation is None else activation_inplace(spec.activation, y)), layout
+    return (y if spec.activation is None else activation_inplace(spec.activation, y)), True
 
 
 def folded_inverted_residual(
@@ -601,21 +596,14 @@ def folded_inverted_residual(
 
     Shapes: x (N, H, W, C_in) -> (N, Ho, Wo, C_out).
     """
-    y, layout = x, 0
-    h, w = x.shape[1:3]  # the spatial size of y, padding not counted
+    y, padded = x, False
     for spec, after in zip(block.convs, (*block.convs[1:], None), strict=True):
-        _, ho, wo = _geometry(spec, h, w, tf_padding)
-        if spec.kind == "depthwise" and layout:  # the layer before already padded its output
-            f = folded[spec.name]
-            if layout == 1:
-                y = depthwise_conv2d(y, f.kernel, stride=spec.stride, dilation=spec.dilation)
-            else:
-                y = depthwise_conv2d_column_phases(y, f.kernel, stride=layout, size=(ho, wo))
-            y, layout = bias_activation(y, f.bias, spec.activation), 0
-        else:
-            pad_for = after if after is not None and after.kind == "depthwise" else None
-            y, layout = folded_conv_layer(y, spec, folded[spec.name], tf_padding=tf_padding, pad_for=pad_for)
-        h, w = ho, wo
+        if spec.kind == "depthwise" and padded:  # the layer before already padded its output
+            y = depthwise_conv2d(y, folded[spec.name].kernel, stride=spec.stride, dilation=spec.dilation)
+            y, padded = bias_activation(y, folded[spec.name].bias, spec.activation), False
+            continue
+        pad_for = after if after is not None and after.kind == "depthwise" else None
+        y, padded = folded_conv_layer(y, spec, folded[spec.name], tf_padding=tf_padding, pad_for=pad_for)
     return np.add(y, x, out=y) if block.residual else y
 
 

@@ -132,7 +132,7 @@ def pad2d(x: np.ndarray, padding: Pad2D) -> np.ndarray:
     return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
 
 
-def pad2d_homogeneous(x: np.ndarray, padding: Pad2D, *, column_phases: int = 1) -> np.ndarray:
+def pad2d_homogeneous(x: np.ndarray, padding: Pad2D) -> np.ndarray:
     """Zero-pad the spatial axes and append a channel of ones inside the image (zeros in the border).
 
     Why: a 1x1 convolution with the kernel [[K], [b]] (its bias as one more input row) maps each
@@ -142,12 +142,7 @@ def pad2d_homogeneous(x: np.ndarray, padding: Pad2D, *, column_phases: int = 1) 
     expansion's output already padded for the depthwise conv after it, for the price of padding
     the narrow input instead of the expanded tensor, with the bias added by the matrix product.
 
-    column_phases=s stores the padded columns phase by phase, as `depthwise_conv2d_column_phases`
-    reads them: padded column s*u + b goes to position b*Wq + u, with Wq = ceil(Wp / s) (columns
-    past the padded width are zero). A 1x1 conv keeps that order, since it works pixel by pixel.
-
-    Shapes: x (N, H, W, C) -> (N, Hp, Wp, C + 1), Hp = H + top + bottom, Wp = W + left + right;
-    with column_phases=s, (N, Hp, s*Wq, C + 1).
+    Shapes: x (N, H, W, C) -> (N, H + top + bottom, W + left + right, C + 1).
 
     >>> pad2d_homogeneous(np.full((1, 1, 2, 1), 5.0), Pad2D(0, 1, 1, 0))[0].transpose(2, 0, 1)
     array([[[0., 5., 5.],
@@ -155,22 +150,14 @@ def pad2d_homogeneous(x: np.ndarray, padding: Pad2D, *, column_phases: int = 1) 
     <BLANKLINE>
            [[0., 1., 1.],
             [0., 0., 0.]]])
-    >>> pad2d_homogeneous(np.arange(1.0, 6.0).reshape(1, 1, 5, 1), Pad2D(0, 0, 1, 0), column_phases=2)[0, 0, :, 0]
-    array([0., 2., 4., 1., 3., 5.])
     """
     n, h, w, c = x.shape
     top, bottom, left, right = padding
-    s = column_phases
-    wq = -(-(w + left + right) // s)  # columns per phase
-    out = np.zeros((n, h + top + bottom, s, wq, c + 1), x.dtype)
-    for b in range(s):  # phase b holds padded columns b, b + s, b + 2s, ...
-        u0 = max(0, -(-(left - b) // s))  # first of them inside the image: s*u + b >= left
-        u1 = min(wq, (left + w - 1 - b) // s + 1)  # past the last: s*u + b <= left + w - 1
-        if u1 > u0:
-            inside = out[:, top : top + h, b, u0:u1]  # (N, H, u1 - u0, C + 1), a view
-            inside[..., :c] = x[:, :, s * u0 + b - left :: s][:, :, : u1 - u0]
-            inside[..., c] = 1
-    return out.reshape(n, h + top + bottom, s * wq, c + 1)
+    out = np.zeros((n, h + top + bottom, w + left + right, c + 1), x.dtype)
+    inside = out[:, top : top + h, left : left + w]  # (N, H, W, C + 1), a view
+    inside[..., :c] = x
+    inside[..., c] = 1
+    return out
 
 
 def conv_output_size(size: int, *, kernel_size: int, stride: int, dilation: int, pad: int) -> int:
@@ -436,50 +423,6 @@ def depthwise_conv2d_stride1(x: np.ndarray, kernel: np.ndarray, *, dilation: int
     # (KH, KW, Wo*C): tiled[i, j, x*C + c] = kernel[i, j, c], i.e. kernel[i, j] repeated Wo times
     tiled = np.broadcast_to(kernel[:, :, None, :], (kh, kw, wo, c)).reshape(kh, kw, wo * c)
     out = np.einsum("nyijq,ijq->nyq", runs, tiled)  # (N, Ho, Wo*C)
-    return out.reshape(n, ho, wo, c)
-
-
-def depthwise_conv2d_column_phases(
-    phases: np.ndarray, kernel: np.ndarray, *, stride: int, size: tuple[int, int]
-) -> np.ndarray:
-    """Strided depthwise correlation (dilation 1) of a padded input stored in column phases.
-
-    Math: out[n, y, x, c] = sum_{i, j} x_pad[n, y*s + i, x*s + j, c] * kernel[i, j, c]
-
-    How: with the padded columns stored phase by phase (`pad2d_homogeneous(column_phases=s)`),
-    padded column x*s + j is column x + j // s of phase j % s. So for every tap the Wo outputs of
-    a row read Wo consecutive columns of one phase: a contiguous run of Wo*C numbers again, as in
-    `depthwise_conv2d_stride1`, and one einsum sums the taps a run at a time. The kernel is
-    spread over (i, phase, shift) with zeros where j = s*shift + phase >= KW.
-
-    Shapes: phases (N, Hp, s*Wq, C) (see `pad2d_homogeneous`), kernel (KH, KW, C),
-    size = (Ho, Wo) -> (N, Ho, Wo, C).
-
-    >>> x = np.arange(1.0, 6.0).reshape(1, 1, 5, 1)                  # 5 pixels, stride 2, 1x3 kernel
-    >>> phases = np.array([1.0, 3.0, 5.0, 2.0, 4.0, 0.0]).reshape(1, 1, 6, 1)
-    >>> depthwise_conv2d_column_phases(phases, np.ones((1, 3, 1)), stride=2, size=(1, 2))[0, 0, :, 0]
-    array([ 6., 12.])
-    """
-    n, hp, width, c = phases.shape
-    kh, kw, _ = kernel.shape
-    ho, wo = size
-    s, shifts = stride, -(-kw // stride)
-    wq = width // s
-    if (ho - 1) * s + kh > hp or wo + shifts - 1 > wq or width % s:
-        raise ValueError(
-            f"depthwise_conv2d_column_phases: a {ho}x{wo} output with a {kh}x{kw} kernel at stride {s} reads "
-            f"outside the input of {hp} rows and {s} phases of {width / s:g} columns."
-        )
-    phases = np.ascontiguousarray(phases)
-    sn, sh, sw, sc = phases.strides
-    runs = as_strided(
-        phases, shape=(n, ho, kh, s, shifts, wo * c), strides=(sn, s * sh, sh, wq * sw, sw, sc), writeable=False
-    )  # runs[n, y, i, b, m] = row y*s + i of phase b, columns m .. m + Wo - 1, as Wo*C numbers
-    spread = np.zeros((kh, s, shifts, c), kernel.dtype)
-    for j in range(kw):
-        spread[:, j % s, j // s] = kernel[:, j]
-    tiled = np.broadcast_to(spread[..., None, :], (kh, s, shifts, wo, c)).reshape(kh, s, shifts, wo * c)
-    out = np.einsum("nyibmq,ibmq->nyq", runs, tiled)  # (N, Ho, Wo*C)
     return out.reshape(n, ho, wo, c)
 
 

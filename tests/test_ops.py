@@ -117,35 +117,6 @@ def test_depthwise_conv2d_takes_non_square_kernels_and_batches(stride, dilation)
     )
 
 
-@pytest.mark.parametrize(
-    "stride,kernel_size,pad", [(2, (3, 3), (0, 1, 0, 1)), (2, (3, 3), (1, 1, 1, 1)), (3, (2, 5), (1, 0, 2, 2))]
-)
-def test_depthwise_on_column_phases_equals_the_strided_conv(stride, kernel_size, pad):
-    x = RNG.normal(size=(2, 9, 11, 3))
-    k = RNG.normal(size=(*kernel_size, 3))
-    pad = ops.Pad2D(*pad)
-    expected = reference.depthwise_conv2d_loops(x, k, stride=stride, padding=pad)
-    phases = ops.pad2d_homogeneous(x, pad, column_phases=stride)[..., :3]  # the ones channel is not needed here
-    got = ops.depthwise_conv2d_column_phases(phases, k, stride=stride, size=expected.shape[1:3])
-    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
-
-
-def test_homogeneous_padding_in_column_phases_reorders_the_padded_columns():
-    x = RNG.normal(size=(1, 4, 7, 2))
-    pad = ops.Pad2D(1, 2, 2, 1)
-    plain = ops.pad2d_homogeneous(x, pad)  # (1, 7, 10, 3)
-    phased = ops.pad2d_homogeneous(x, pad, column_phases=3)  # (1, 7, 3 * 4, 3)
-    for b in range(3):
-        columns = plain[:, :, b::3]
-        np.testing.assert_array_equal(phased[:, :, b * 4 : b * 4 + columns.shape[2]], columns)
-        assert not phased[:, :, b * 4 + columns.shape[2] : (b + 1) * 4].any()  # past the padded width: zero
-
-
-def test_column_phases_refuse_a_too_small_input():
-    with pytest.raises(ValueError, match=r"depthwise_conv2d_column_phases: a 3x3 output .* reads outside"):
-        ops.depthwise_conv2d_column_phases(np.zeros((1, 5, 8, 2)), np.zeros((3, 3, 2)), stride=2, size=(3, 3))
-
-
 def test_depthwise_keeps_float32():
     x = RNG.normal(size=(1, 6, 6, 2)).astype(np.float32)
     assert ops.depthwise_conv2d(x, np.ones((3, 3, 2), np.float32)).dtype == np.float32
