@@ -519,9 +519,18 @@ def bias_activation(x: np.ndarray, bias: np.ndarray | None, name: str | None) ->
     """x + bias, then activation `name` (None: none), in place: the epilogue of a folded convolution.
 
     Shapes: x (..., C), bias (C,) -> x.
+
+    The bias is added a whole image row at a time when x is a contiguous NHWC array: NumPy
+    broadcasts a (C,) vector in inner loops of C numbers, while the bias repeated W times matches
+    a row of W*C numbers (1.3-2x faster for MobileNetV2's layers).
     """
     if bias is not None:
-        x += bias
+        if x.ndim == 4 and x.flags.c_contiguous:
+            n, h, w, c = x.shape
+            rows = x.reshape(n * h, w * c)  # a view
+            rows += np.broadcast_to(bias, (w, c)).reshape(w * c)  # bias[c] at x*C + c
+        else:
+            x += bias
     return x if name is None else activation_inplace(name, x)
 
 
