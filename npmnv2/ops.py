@@ -456,9 +456,10 @@ def batch_norm(
     """
     scale = (gamma / np.sqrt(var + eps)).astype(x.dtype, copy=False)  # (C,)
     shift = (beta - mean * scale).astype(x.dtype, copy=False)  # (C,)
-    out = np.multiply(x, scale, out=x if inplace else None)  # (..., C) * (C,)
+    rows, (scale, shift) = along_rows(x, scale, shift)  # whole image rows at a time, when it can
+    out = np.multiply(rows, scale, out=rows if inplace else None)  # (..., C) * (C,)
     out += shift
-    return out
+    return out.reshape(x.shape)
 
 
 def fold_batch_norm(
@@ -520,18 +521,32 @@ def bias_activation(x: np.ndarray, bias: np.ndarray | None, name: str | None) ->
 
     Shapes: x (..., C), bias (C,) -> x.
 
-    The bias is added a whole image row at a time when x is a contiguous NHWC array: NumPy
-    broadcasts a (C,) vector in inner loops of C numbers, while the bias repeated W times matches
-    a row of W*C numbers (1.3-2x faster for MobileNetV2's layers).
+    The bias is added a whole image row at a time (`along_rows`).
     """
     if bias is not None:
-        if x.ndim == 4 and x.flags.c_contiguous:
-            n, h, w, c = x.shape
-            rows = x.reshape(n * h, w * c)  # a view
-            rows += np.broadcast_to(bias, (w, c)).reshape(w * c)  # bias[c] at x*C + c
-        else:
-            x += bias
+        rows, (bias,) = along_rows(x, bias)
+        rows += bias
     return x if name is None else activation_inplace(name, x)
+
+
+def along_rows(x: np.ndarray, *vectors: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """x as image rows, and per-channel vectors repeated to match, for elementwise passes.
+
+    NumPy broadcasts a (C,) vector over (N, H, W, C) in inner loops of C numbers; over the same
+    memory seen as (N*H, W*C) rows, with the vector repeated W times, the loops are W*C long
+    (1.3-2x faster for MobileNetV2's layers). Falls back to x itself when x is not a contiguous
+    NHWC array.
+
+    Shapes: x (N, H, W, C), vectors (C,) -> x as (N*H, W*C) (a view), vectors as (W*C,).
+
+    >>> rows, (v,) = along_rows(np.zeros((1, 2, 3, 2)), np.array([1.0, 2.0]))
+    >>> rows.shape, v
+    ((2, 6), array([1., 2., 1., 2., 1., 2.]))
+    """
+    if x.ndim != 4 or not x.flags.c_contiguous:
+        return x, list(vectors)
+    n, h, w, c = x.shape
+    return x.reshape(n * h, w * c), [np.broadcast_to(v, (w, c)).reshape(w * c) for v in vectors]
 
 
 def activation_inplace(name: str, x: np.ndarray) -> np.ndarray:
