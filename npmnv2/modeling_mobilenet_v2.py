@@ -490,25 +490,21 @@ def fold_conv(spec: ConvSpec, params: Mapping[str, np.ndarray], dtype: np.dtype)
             kernel, bias, params["gamma"], params["beta"], params["mean"], params["var"], eps=spec.eps
         )
     kernel = kernel.astype(dtype, copy=False)
+    bias = None if bias is None else bias.astype(dtype, copy=False)
     if spec.kind == "depthwise":
-        return FoldedConv(kernel, None if bias is None else bias.astype(dtype), None)
+        return FoldedConv(kernel, bias, None)
     kernel = kernel.reshape(1, 1, -1, kernel.shape[-1])  # (1, 1, P, C_out)
-    row = np.zeros(kernel.shape[-1], dtype) if bias is None else bias.astype(dtype)
+    row = np.zeros(kernel.shape[-1], dtype) if bias is None else bias
     homogeneous = np.concatenate([kernel, row[None, None, None, :]], axis=2)  # (1, 1, P + 1, C_out)
-    return FoldedConv(kernel, None if bias is None else bias.astype(dtype), homogeneous)
+    # The plain kernel is the homogeneous one without its bias row: a view, not a second copy.
+    return FoldedConv(homogeneous[:, :, :-1], bias, homogeneous)
 
 
-_ZERO_AT_ZERO: dict[str, bool] = {}
-
-
+@functools.cache
 def _keeps_zero(name: str | None) -> bool:
     """Does activation `name` map 0 to 0 (relu, relu6, gelu, silu, tanh: yes; sigmoid: no)?
     Only then may an activated output be padded before the activation."""
-    if name is None:
-        return True
-    if name not in _ZERO_AT_ZERO:
-        _ZERO_AT_ZERO[name] = bool(activation(name)(np.zeros(1))[0] == 0)
-    return _ZERO_AT_ZERO[name]
+    return name is None or bool(activation(name)(np.zeros(1))[0] == 0)
 
 
 @functools.lru_cache(maxsize=4096)
