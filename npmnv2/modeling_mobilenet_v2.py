@@ -277,6 +277,17 @@ def _record(rec: Any, name: str, kind: str, output: np.ndarray, **info: Any) -> 
     return output if rec is None else rec.add(name, kind, output, **info)
 
 
+@functools.lru_cache(maxsize=4096)
+def _geometry(spec: ConvSpec, h: int, w: int, tf_padding: bool) -> tuple[Pad2D, int, int]:
+    """The padding a conv layer applies to an H x W input, and its output size (Ho, Wo).
+    Cached: the same few sizes come back on every forward pass."""
+    k, s, d = spec.kernel_size, spec.stride, spec.dilation
+    pad = conv_padding(h, w, kernel_size=k, stride=s, dilation=d, tf_padding=tf_padding)
+    ho = conv_output_size(h, kernel_size=k, stride=s, dilation=d, pad=pad.top + pad.bottom)
+    wo = conv_output_size(w, kernel_size=k, stride=s, dilation=d, pad=pad.left + pad.right)
+    return pad, ho, wo
+
+
 def conv_layer(
     x: np.ndarray, spec: ConvSpec, params: Mapping[str, np.ndarray], *, tf_padding: bool, rec: Any = None
 ) -> np.ndarray:
@@ -312,9 +323,7 @@ def _conv_layer(
         raise ValueError(
             f"conv_layer at {spec.name!r}: expected {spec.c_in} input channels, got {c_in} (x.shape={x.shape})."
         )
-    pad = conv_padding(
-        h, w, kernel_size=spec.kernel_size, stride=spec.stride, dilation=spec.dilation, tf_padding=tf_padding
-    )
+    pad, _, _ = _geometry(spec, h, w, tf_padding)
     if x_padded is None:
         y = _convolve(x, spec, params["kernel"], params.get("bias"), pad)
     else:
@@ -333,14 +342,7 @@ def _conv_layer(
     buffer = None
     if pad_for is not None and spec.activation in INPLACE_ACTIVATIONS:
         _, ho, wo, c_out = y.shape
-        top, bottom, left, right = conv_padding(
-            ho,
-            wo,
-            kernel_size=pad_for.kernel_size,
-            stride=pad_for.stride,
-            dilation=pad_for.dilation,
-            tf_padding=tf_padding,
-        )
+        top, bottom, left, right = _geometry(pad_for, ho, wo, tf_padding)[0]
         buffer = np.zeros((n, ho + top + bottom, wo + left + right, c_out), y.dtype)
         z = buffer[:, top : top + ho, left : left + wo]  # (N, Ho, Wo, C_out), a view of the inside
         INPLACE_ACTIVATIONS[spec.activation](y, out=z)
@@ -505,17 +507,6 @@ def _keeps_zero(name: str | None) -> bool:
     """Does activation `name` map 0 to 0 (relu, relu6, gelu, silu, tanh: yes; sigmoid: no)?
     Only then may an activated output be padded before the activation."""
     return name is None or bool(activation(name)(np.zeros(1))[0] == 0)
-
-
-@functools.lru_cache(maxsize=4096)
-def _geometry(spec: ConvSpec, h: int, w: int, tf_padding: bool) -> tuple[Pad2D, int, int]:
-    """The padding a conv layer applies to an H x W input, and its output size (Ho, Wo).
-    Cached: the same few sizes come back on every forward pass."""
-    k, s, d = spec.kernel_size, spec.stride, spec.dilation
-    pad = conv_padding(h, w, kernel_size=k, stride=s, dilation=d, tf_padding=tf_padding)
-    ho = conv_output_size(h, kernel_size=k, stride=s, dilation=d, pad=pad.top + pad.bottom)
-    wo = conv_output_size(w, kernel_size=k, stride=s, dilation=d, pad=pad.left + pad.right)
-    return pad, ho, wo
 
 
 def _patch_image(x: np.ndarray, spec: ConvSpec, tf_padding: bool) -> np.ndarray:
