@@ -42,22 +42,21 @@ def _load_model(source: str, task: str) -> Any:
     A checkpoint without the task's head is an error here, not a warning.
     """
     from . import MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation, MobileNetV2Model
+    from .checkpoints import read_source, resolve_checkpoint
     from .warnings import NpMnV2Warning
-    from .weights import read_source, resolve_checkpoint
 
     classes = {
         "classification": MobileNetV2ForImageClassification,
         "segmentation": MobileNetV2ForSemanticSegmentation,
         "backbone": MobileNetV2Model,
     }
-    path = resolve_checkpoint(source)
-    tensors, config, quantization = read_source(path)
+    checkpoint = read_source(resolve_checkpoint(source))
     if task == "auto":
-        task = _task_of(tensors)
+        task = _task_of(checkpoint.tensors)
     with warnings.catch_warnings():
         warnings.simplefilter("error", NpMnV2Warning)
         try:
-            return classes[task]._from_checkpoint(tensors, config, quantization, str(path))
+            return classes[task].from_checkpoint(checkpoint)
         except NpMnV2Warning:
             raise CLIError(
                 f"the weights {source!r} have no {task} head (they were made for another task); "

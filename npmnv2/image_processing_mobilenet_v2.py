@@ -302,7 +302,8 @@ class MobileNetV2ImageProcessor:
         one; for a .tflite file, an exact resize to the model's input size (its input is quantized
         with scale 1/128, zero point 128, i.e. the same [-1, 1] range); otherwise a preset from the
         model's config.json (224: transformers' defaults; other sizes: shortest edge = crop = size)."""
-        from .weights import CONFIG_NAME, resolve_checkpoint
+        from .checkpoints import resolve_checkpoint
+        from .weights import CONFIG_NAME
 
         path = resolve_checkpoint(source)
         if path.suffix == ".tflite":

@@ -9,8 +9,12 @@ and batch-norm folding broadcasts the same way for every convolution.
 Shape vocabulary: N batch; H, W in; Ho, Wo out; C_in, C_out; M expanded channels;
 KH, KW kernel; K_eff = d*(K-1)+1 the dilated kernel extent; L labels; P = KH*KW*C_in.
 
-Sections: padding | im2col + conv | depthwise | batch norm | activations | pooling + resize |
-softmax + losses | layout. Nothing here draws, prints or keeps state.
+Sections: padding | im2col + conv | depthwise | batch norm | activations | linear, add, concat |
+pooling + resize | softmax + losses | layout | MACs. Nothing here draws, prints or keeps state.
+
+These are the textbook forms, the ones a trace runs: each op allocates its output and never
+writes into its inputs. The loop twin of every op is in `npmnv2.reference`; the tricks that
+make the plain forward fast live in `npmnv2.fast_forward` only.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 # ============================================================================ padding
 
@@ -132,34 +135,6 @@ def pad2d(x: np.ndarray, padding: Pad2D) -> np.ndarray:
     return np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
 
 
-def pad2d_homogeneous(x: np.ndarray, padding: Pad2D) -> np.ndarray:
-    """Zero-pad the spatial axes and append a channel of ones inside the image (zeros in the border).
-
-    Why: a 1x1 convolution with the kernel [[K], [b]] (its bias as one more input row) maps each
-    pixel [x, 1] to x @ K + b, and the zero pixels of the border to exactly 0. So
-        pointwise_conv2d(pad2d_homogeneous(x, p), [[K], [b]]) == pad2d(x @ K + b, p)
-    (homogeneous coordinates, as in projective geometry). The forward pass uses it to get an
-    expansion's output already padded for the depthwise conv after it, for the price of padding
-    the narrow input instead of the expanded tensor, with the bias added by the matrix product.
-
-    Shapes: x (N, H, W, C) -> (N, H + top + bottom, W + left + right, C + 1).
-
-    >>> pad2d_homogeneous(np.full((1, 1, 2, 1), 5.0), Pad2D(0, 1, 1, 0))[0].transpose(2, 0, 1)
-    array([[[0., 5., 5.],
-            [0., 0., 0.]],
-    <BLANKLINE>
-           [[0., 1., 1.],
-            [0., 0., 0.]]])
-    """
-    n, h, w, c = x.shape
-    top, bottom, left, right = padding
-    out = np.zeros((n, h + top + bottom, w + left + right, c + 1), x.dtype)
-    inside = out[:, top : top + h, left : left + w]  # (N, H, W, C + 1), a view
-    inside[..., :c] = x
-    inside[..., c] = 1
-    return out
-
-
 def conv_output_size(size: int, *, kernel_size: int, stride: int, dilation: int, pad: int) -> int:
     """Output length of a convolution along one axis: floor((size + pad - K_eff) / stride) + 1.
 
@@ -177,43 +152,32 @@ def _check_nhwc(x: np.ndarray, op: str) -> tuple[int, int, int, int]:
     return x.shape
 
 
-def _window_views(
-    x_padded: np.ndarray, *, kernel_size: tuple[int, int], stride: int, dilation: int
-) -> tuple[list[np.ndarray], int, int]:
-    """The KH*KW strided views of a padded input, one per kernel tap (i, j), row-major.
-
-    Math: tap (i, j) sees out[n, y, x] <- x_padded[n, y*s + i*d, x*s + j*d].
-    Shapes: x_padded (N, Hp, Wp, C) -> KH*KW views of (N, Ho, Wo, C) (views; for stride s > 1 into
-    s*s de-interleaved copies of the input, so that every view is contiguous along W and C).
-    """
-    n, hp, wp, c = x_padded.shape
+def _output_size_of_padded(hp: int, wp: int, *, kernel_size: tuple[int, int], stride: int, dilation: int, op: str):
+    """(Ho, Wo) of a convolution over an already padded Hp x Wp input; an error when the dilated
+    kernel does not fit."""
     kh, kw = kernel_size
-    ho = (hp - dilation * (kh - 1) - 1) // stride + 1
-    wo = (wp - dilation * (kw - 1) - 1) // stride + 1
-    if ho < 1 or wo < 1:
+    k_eff = (dilation * (kh - 1) + 1, dilation * (kw - 1) + 1)  # the dilated kernel's extent
+    if hp < k_eff[0] or wp < k_eff[1]:
         raise ValueError(
-            f"convolution: the padded input {hp}x{wp} is smaller than the dilated kernel "
-            f"{dilation * (kh - 1) + 1}x{dilation * (kw - 1) + 1}; use a larger input."
+            f"{op}: the padded input {hp}x{wp} is smaller than the dilated kernel {k_eff[0]}x{k_eff[1]}; "
+            "use a larger input."
         )
-    if stride == 1:
-        phases = {(0, 0): x_padded}
-    else:
-        # Strided taps read every s-th pixel, which defeats the cache. Split the input once into
-        # s*s contiguous "phase" images (rows a::s, columns b::s); each tap is then a plain
-        # contiguous slice of one phase: x_padded[y*s + o] == phase[o % s][y + o // s].
-        phases = {
-            (a, b): np.ascontiguousarray(x_padded[:, a::stride, b::stride])
-            for a in range(stride)
-            for b in range(stride)
-        }
-    views = []
-    for i in range(kh):
-        for j in range(kw):
-            top, left = i * dilation, j * dilation
-            phase = phases[(top % stride, left % stride)]
-            r0, c0 = top // stride, left // stride
-            views.append(phase[:, r0 : r0 + ho, c0 : c0 + wo])  # (N, Ho, Wo, C)
-    return views, ho, wo
+    return (hp - k_eff[0]) // stride + 1, (wp - k_eff[1]) // stride + 1
+
+
+def kernel_tap(x_padded: np.ndarray, i: int, j: int, *, out_size: tuple[int, int], stride: int, dilation: int):
+    """What kernel tap (i, j) sees at every output pixel: a strided slice of the padded input (a view).
+
+    Math: tap[n, y, x, c] = x_padded[n, y*s + i*d, x*s + j*d, c]
+    Shapes: x_padded (N, Hp, Wp, C) -> (N, Ho, Wo, C).
+
+    >>> kernel_tap(np.arange(16.0).reshape(1, 4, 4, 1), 1, 1, out_size=(2, 2), stride=2, dilation=1)[0, :, :, 0]
+    array([[ 5.,  7.],
+           [13., 15.]])
+    """
+    ho, wo = out_size
+    top, left = i * dilation, j * dilation
+    return x_padded[:, top : top + stride * (ho - 1) + 1 : stride, left : left + stride * (wo - 1) + 1 : stride]
 
 
 # ============================================================================ im2col + conv
@@ -247,8 +211,13 @@ def im2col(x_padded: np.ndarray, *, kernel_size: int | tuple[int, int], stride: 
     """
     n, hp, wp, c_in = _check_nhwc(x_padded, "im2col")
     kh, kw = _pair(kernel_size, "kernel_size")
-    views, ho, wo = _window_views(x_padded, kernel_size=(kh, kw), stride=stride, dilation=dilation)
-    windows = np.stack(views, axis=3)  # (N, Ho, Wo, KH*KW, C_in)
+    ho, wo = _output_size_of_padded(hp, wp, kernel_size=(kh, kw), stride=stride, dilation=dilation, op="im2col")
+    taps = [
+        kernel_tap(x_padded, i, j, out_size=(ho, wo), stride=stride, dilation=dilation)  # (N, Ho, Wo, C_in)
+        for i in range(kh)
+        for j in range(kw)
+    ]
+    windows = np.stack(taps, axis=3)  # (N, Ho, Wo, KH*KW, C_in): tap (i, j) at index i*KW + j
     return windows.reshape(n * ho * wo, kh * kw * c_in)  # (N*Ho*Wo, P)
 
 
@@ -297,6 +266,18 @@ def conv2d(
     return out.reshape(n, ho, wo, c_out)  # (N, Ho, Wo, C_out)
 
 
+def conv2d_macs(output_shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of `conv2d`: every output number is a dot product of length KH*KW*C_in.
+
+    MACs = N*Ho*Wo*C_out * KH*KW*C_in        (output_shape NHWC, kernel_shape HWIO)
+
+    >>> conv2d_macs((1, 112, 112, 32), (3, 3, 3, 32))   # MobileNetV2's stem at 224x224
+    10838016
+    """
+    kh, kw, c_in, _ = kernel_shape
+    return math.prod(output_shape) * kh * kw * c_in
+
+
 def pointwise_conv2d(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """A 1x1 convolution, which is a matrix product over the channel axis at every pixel.
 
@@ -314,11 +295,20 @@ def pointwise_conv2d(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None 
             f"pointwise_conv2d: expected a kernel of shape (1, 1, {c_in}, C_out) for an input with "
             f"{c_in} channels, got kernel.shape={kernel.shape} (x.shape={x.shape})."
         )
-    rows = np.ascontiguousarray(x).reshape(n * h * w, c_in)  # (N*H*W, C_in): one matrix, one BLAS call
+    rows = x.reshape(n * h * w, c_in)  # (N*H*W, C_in): every pixel is one row
     out = rows @ kernel[0, 0]  # (N*H*W, C_in) @ (C_in, C_out) -> (N*H*W, C_out)
     if bias is not None:
-        out += bias
+        out = out + bias
     return out.reshape(n, h, w, -1)  # (N, H, W, C_out)
+
+
+def pointwise_conv2d_macs(output_shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of `pointwise_conv2d`: MACs = N*H*W*C_out * C_in.
+
+    >>> pointwise_conv2d_macs((1, 14, 14, 576), (1, 1, 96, 576))   # layer.10's expansion
+    10838016
+    """
+    return math.prod(output_shape) * kernel_shape[2]
 
 
 # ============================================================================ depthwise
@@ -339,8 +329,9 @@ def depthwise_conv2d(
     (d is the dilation, "atrous" convolution). Cost: Ho*Wo*C*KH*KW MACs, versus Ho*Wo*C*C*KH*KW
     for a dense convolution.
 
-    How: stride 1 is `depthwise_conv2d_stride1`, one einsum over shifted image rows. Stride
-    s > 1 is one einsum over a sliding-window view of the padded input.
+    How: KH*KW shifted multiply-adds. For each kernel tap (i, j), the slice of the padded input
+    that tap sees at every output pixel (`kernel_tap`) is multiplied by that tap's C weights and
+    added to the output: no channel ever meets another.
 
     Shapes: x (N, H, W, C), kernel (KH, KW, C), bias (C,) -> (N, Ho, Wo, C).
 
@@ -367,77 +358,37 @@ def depthwise_conv2d(
         )
     kh, kw, _ = kernel.shape
     x_padded = pad2d(x, padding)  # (N, Hp, Wp, C)
-    k_eff = (dilation * (kh - 1) + 1, dilation * (kw - 1) + 1)  # the dilated kernel's extent
-    if x_padded.shape[1] < k_eff[0] or x_padded.shape[2] < k_eff[1]:
-        raise ValueError(
-            f"depthwise_conv2d: the padded input {x_padded.shape[1]}x{x_padded.shape[2]} is smaller than the "
-            f"dilated kernel {k_eff[0]}x{k_eff[1]}; use a larger input."
-        )
-    if stride == 1:
-        out = depthwise_conv2d_stride1(x_padded, kernel, dilation=dilation)  # (N, Ho, Wo, C)
-    else:
-        # Strided rows are not contiguous runs, so here the einsum goes window by window: a
-        # strided view holds every output pixel's KH x KW neighbourhood (every s-th window,
-        # every d-th pixel inside it) and sums window * kernel per channel.
-        ho = (x_padded.shape[1] - k_eff[0]) // stride + 1
-        wo = (x_padded.shape[2] - k_eff[1]) // stride + 1
-        x_padded = np.ascontiguousarray(x_padded)
-        sn, sh, sw, sc = x_padded.strides
-        windows = as_strided(
-            x_padded,
-            shape=(n, ho, wo, c, kh, kw),
-            strides=(sn, stride * sh, stride * sw, sc, dilation * sh, dilation * sw),
-            writeable=False,
-        )  # (N, Ho, Wo, C, KH, KW), a view: windows[n, y, x, c, i, j] = x_pad[n, y*s + i*d, x*s + j*d, c]
-        out = np.einsum("nyxcij,ijc->nyxc", windows, kernel)  # (N, Ho, Wo, C)
+    _, hp, wp, _ = x_padded.shape
+    ho, wo = _output_size_of_padded(
+        hp, wp, kernel_size=(kh, kw), stride=stride, dilation=dilation, op="depthwise_conv2d"
+    )
+    out = np.zeros((n, ho, wo, c), dtype=x.dtype)  # (N, Ho, Wo, C)
+    for i in range(kh):
+        for j in range(kw):
+            tap = kernel_tap(x_padded, i, j, out_size=(ho, wo), stride=stride, dilation=dilation)  # (N, Ho, Wo, C)
+            out += tap * kernel[i, j]  # (N, Ho, Wo, C) * (C,): each channel by its own weight
     if bias is not None:
         out += bias
     return out
 
 
-def depthwise_conv2d_stride1(x: np.ndarray, kernel: np.ndarray, *, dilation: int = 1) -> np.ndarray:
-    """Stride-1 depthwise correlation of an already padded input, no bias.
+def depthwise_conv2d_macs(output_shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of `depthwise_conv2d`: each output number sums KH*KW products of one channel.
 
-    Math: out[n, y, x, c] = sum_{i, j} x[n, y + i*d, x + j*d, c] * kernel[i, j, c]
+    MACs = N*Ho*Wo*C * KH*KW        (versus N*Ho*Wo*C_out * KH*KW*C_in for a dense conv)
 
-    How: in NHWC one image row is W*C numbers in a row, and a shift by j*d pixels is an offset of
-    j*d*C numbers. So for output row y and tap (i, j), the Wo*C products needed are two runs of
-    Wo*C numbers: input row y + i*d from offset j*d*C, and kernel[i, j] repeated Wo times. A
-    strided view holds all those runs (no copy), and one einsum sums over the taps Wo*C numbers
-    at a time (a window-by-window einsum works on C numbers at a time, 3x slower for C = 32):
-        out_rows[n, y, q] = sum_{i, j} runs[n, y, i, j, q] * tiled[i, j, q],   q = x*C + c.
-
-    Shapes: x (N, H, W, C), kernel (KH, KW, C) -> (N, H - d*(KH-1), W - d*(KW-1), C).
-
-    >>> depthwise_conv2d_stride1(np.arange(4.0).reshape(1, 1, 4, 1), np.ones((1, 2, 1)))[0, 0, :, 0]
-    array([1., 3., 5.])
+    >>> depthwise_conv2d_macs((1, 7, 7, 576), (3, 3, 576))   # layer.12's stride-2 depthwise conv
+    254016
     """
-    n, h, w, c = x.shape
-    kh, kw, _ = kernel.shape
-    ho, wo = h - dilation * (kh - 1), w - dilation * (kw - 1)
-    x = np.ascontiguousarray(x)
-    sn, sh, sw, sc = x.strides
-    runs = as_strided(
-        x, shape=(n, ho, kh, kw, wo * c), strides=(sn, sh, dilation * sh, dilation * sw, sc), writeable=False
-    )  # (N, Ho, KH, KW, Wo*C), a view: runs[n, y, i, j] = x[n, y + i*d, j*d : j*d + Wo].ravel()
-    # (KH, KW, Wo*C): tiled[i, j, x*C + c] = kernel[i, j, c], i.e. kernel[i, j] repeated Wo times
-    tiled = np.broadcast_to(kernel[:, :, None, :], (kh, kw, wo, c)).reshape(kh, kw, wo * c)
-    out = np.einsum("nyijq,ijq->nyq", runs, tiled)  # (N, Ho, Wo*C)
-    return out.reshape(n, ho, wo, c)
+    kh, kw, _ = kernel_shape
+    return math.prod(output_shape) * kh * kw
 
 
 # ============================================================================ batch norm
 
 
 def batch_norm(
-    x: np.ndarray,
-    mean: np.ndarray,
-    var: np.ndarray,
-    gamma: np.ndarray,
-    beta: np.ndarray,
-    *,
-    eps: float,
-    inplace: bool = False,
+    x: np.ndarray, mean: np.ndarray, var: np.ndarray, gamma: np.ndarray, beta: np.ndarray, *, eps: float
 ) -> np.ndarray:
     """Inference-mode batch normalisation with running statistics, per channel (last axis).
 
@@ -449,17 +400,13 @@ def batch_norm(
 
     Parameters:
         eps: the layer's own epsilon (transformers: 1e-3 in the backbone, 1e-5 in the DeepLab head).
-        inplace: overwrite x (C-contiguous) with the result instead of allocating a new array.
 
     >>> batch_norm(np.array([[3.0]]), np.array([1.0]), np.array([4.0]), np.array([2.0]), np.array([0.5]), eps=0.0)
     array([[2.5]])
     """
     scale = (gamma / np.sqrt(var + eps)).astype(x.dtype, copy=False)  # (C,)
     shift = (beta - mean * scale).astype(x.dtype, copy=False)  # (C,)
-    rows, (scale, shift) = along_rows(x, scale, shift)  # whole image rows at a time, when it can
-    out = np.multiply(rows, scale, out=rows if inplace else None)  # (..., C) * (C,)
-    out += shift
-    return out.reshape(x.shape)
+    return x * scale + shift  # (..., C) * (C,) + (C,)
 
 
 def fold_batch_norm(
@@ -506,55 +453,6 @@ def relu6(x: np.ndarray) -> np.ndarray:
 def relu(x: np.ndarray) -> np.ndarray:
     """max(x, 0)."""
     return np.maximum(x, 0)
-
-
-# In-place versions of the activations MobileNetV2 uses, for tensors the forward owns.
-# f(x) overwrites x; f(x, out=z) writes into z instead (z may be a view, e.g. inside a padded buffer).
-INPLACE_ACTIVATIONS: dict[str, Callable[..., np.ndarray]] = {
-    "relu6": lambda x, out=None: np.clip(x, 0, 6, out=x if out is None else out),
-    "relu": lambda x, out=None: np.maximum(x, 0, out=x if out is None else out),
-}
-
-
-def bias_activation(x: np.ndarray, bias: np.ndarray | None, name: str | None) -> np.ndarray:
-    """x + bias, then activation `name` (None: none), in place: the epilogue of a folded convolution.
-
-    Shapes: x (..., C), bias (C,) -> x.
-
-    The bias is added a whole image row at a time (`along_rows`).
-    """
-    if bias is not None:
-        rows, (bias,) = along_rows(x, bias)
-        rows += bias
-    return x if name is None else activation_inplace(name, x)
-
-
-def along_rows(x: np.ndarray, *vectors: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """x as image rows, and per-channel vectors repeated to match, for elementwise passes.
-
-    NumPy broadcasts a (C,) vector over (N, H, W, C) in inner loops of C numbers; over the same
-    memory seen as (N*H, W*C) rows, with the vector repeated W times, the loops are W*C long
-    (1.3-2x faster for MobileNetV2's layers). Falls back to x itself when x is not a contiguous
-    NHWC array.
-
-    Shapes: x (N, H, W, C), vectors (C,) -> x as (N*H, W*C) (a view), vectors as (W*C,).
-
-    >>> rows, (v,) = along_rows(np.zeros((1, 2, 3, 2)), np.array([1.0, 2.0]))
-    >>> rows.shape, v
-    ((2, 6), array([1., 2., 1., 2., 1., 2.]))
-    """
-    if x.ndim != 4 or not x.flags.c_contiguous:
-        return x, list(vectors)
-    n, h, w, c = x.shape
-    return x.reshape(n * h, w * c), [np.broadcast_to(v, (w, c)).reshape(w * c) for v in vectors]
-
-
-def activation_inplace(name: str, x: np.ndarray) -> np.ndarray:
-    """Apply activation `name` to x, overwriting x when the activation has an in-place form."""
-    if name in INPLACE_ACTIVATIONS:
-        INPLACE_ACTIVATIONS[name](x)
-        return x
-    return activation(name)(x)
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -646,6 +544,52 @@ def activation(name: str) -> Callable[[np.ndarray], np.ndarray]:
     return ACTIVATIONS[name]
 
 
+# ============================================================================ linear, add, concat
+
+
+def linear(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """A fully connected layer on the last axis (transformers' classifier, an nn.Linear).
+
+    Math: out[..., o] = bias[o] + sum_c x[..., c] * kernel[c, o]
+    Shapes: x (..., C_in), kernel (C_in, L) (PyTorch's (L, C_in) weight, transposed), bias (L,) -> (..., L).
+
+    >>> linear(np.array([[1.0, 2.0]]), np.array([[1.0], [10.0]]), np.array([0.5]))
+    array([[21.5]])
+    """
+    return x @ kernel + bias  # (..., C_in) @ (C_in, L) -> (..., L)
+
+
+def linear_macs(output_shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of `linear`: MACs = (number of output vectors) * L * C_in.
+
+    >>> linear_macs((1, 1, 1, 1001), (1280, 1001))
+    1281280
+    """
+    return math.prod(output_shape) * kernel_shape[0]
+
+
+def add(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The residual connection: x + y, elementwise; both (N, H, W, C) of the same shape.
+
+    >>> add(np.ones((1, 1, 1, 2)), np.full((1, 1, 1, 2), 2.0)).ravel()
+    array([3., 3.])
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"add: a residual connection needs equal shapes, got {x.shape} and {y.shape}.")
+    return x + y
+
+
+def concat_channels(*tensors: np.ndarray) -> np.ndarray:
+    """Stack NHWC tensors along the channel axis, in the order given.
+
+    Shapes: (N, H, W, C_1), (N, H, W, C_2), ... -> (N, H, W, C_1 + C_2 + ...).
+
+    >>> concat_channels(np.zeros((1, 2, 2, 3)), np.ones((1, 2, 2, 5))).shape
+    (1, 2, 2, 8)
+    """
+    return np.concatenate(tensors, axis=-1)
+
+
 # ============================================================================ pooling + resize
 
 
@@ -671,10 +615,14 @@ def avg_pool2d(x: np.ndarray, *, kernel_size: int | tuple[int, int], stride: int
     array([[2., 3.],
            [5., 6.]])
     """
-    _check_nhwc(x, "avg_pool2d")
+    n, h, w, c = _check_nhwc(x, "avg_pool2d")
     kh, kw = _pair(kernel_size, "kernel_size")
-    views, ho, wo = _window_views(x, kernel_size=(kh, kw), stride=stride, dilation=1)
-    return sum(views[1:], start=views[0].copy()) / x.dtype.type(kh * kw)  # (N, Ho, Wo, C)
+    ho, wo = _output_size_of_padded(h, w, kernel_size=(kh, kw), stride=stride, dilation=1, op="avg_pool2d")
+    total = np.zeros((n, ho, wo, c), dtype=x.dtype)  # (N, Ho, Wo, C)
+    for i in range(kh):
+        for j in range(kw):
+            total += kernel_tap(x, i, j, out_size=(ho, wo), stride=stride, dilation=1)  # (N, Ho, Wo, C)
+    return total / x.dtype.type(kh * kw)
 
 
 def _bilinear_source(out_size: int, in_size: int, *, align_corners: bool, dtype: np.dtype):
@@ -800,3 +748,15 @@ def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
     Shapes: (N, H, W, C) -> (N, C, H, W).
     """
     return x.transpose(0, 3, 1, 2)
+
+
+# ============================================================================ MACs
+
+# Each op that multiplies by weights, and the formula (beside the op above) counting its
+# multiply-accumulates from its output shape and its kernel shape (both in npmnv2's layout).
+MACS: dict[Callable[..., np.ndarray], Callable[[tuple[int, ...], tuple[int, ...]], int]] = {
+    conv2d: conv2d_macs,
+    pointwise_conv2d: pointwise_conv2d_macs,
+    depthwise_conv2d: depthwise_conv2d_macs,
+    linear: linear_macs,
+}

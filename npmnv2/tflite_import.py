@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from .architecture import HEAD_EPS, backbone_spec
 from .configuration_mobilenet_v2 import MobileNetV2Config
-from .modeling_mobilenet_v2 import HEAD_EPS, backbone_spec, identity_batch_norm, infer_config
+from .state_dict import identity_batch_norm, infer_config
 from .weights import WeightFileError, residual_add_layer, tf_scope_to_hf
 
 PASCAL_VOC_LABELS = [
@@ -90,7 +91,7 @@ def _builtin_names(tflite: Any) -> dict[int, str]:
 _BUILTIN_NAMES: dict[int, str] = {}
 
 
-class _Graph:
+class TFLiteGraph:
     """The parts of a TFLite flatbuffer the import needs, as plain Python values."""
 
     def __init__(self, path: Path) -> None:
@@ -174,7 +175,7 @@ class _Graph:
         return None
 
 
-def _conv_tensors(graph: _Graph, op: dict[str, Any], hf: str, kind: str) -> dict[str, np.ndarray]:
+def _conv_tensors(graph: TFLiteGraph, op: dict[str, Any], hf: str, kind: str) -> dict[str, np.ndarray]:
     """transformers tensors of one conv: OIHW / (C, 1, KH, KW) kernel, identity BN carrying the bias."""
     weight = graph.array(op["inputs"][1])
     bias = graph.array(op["inputs"][2]) if len(op["inputs"]) > 2 and op["inputs"][2] >= 0 else None
@@ -202,7 +203,7 @@ def read_tflite(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
     Raises WeightFileError when the graph is not a MobileNetV2 / DeepLabV3-MobileNetV2 this
     import understands (unknown layers, missing layers, shapes that fit no config).
     """
-    graph = _Graph(Path(path))
+    graph = TFLiteGraph(Path(path))
     tensors: dict[str, np.ndarray] = {}
     quantization: dict[str, tuple[float, int]] = {}
     strides, dilations, paddings, acts = [], [], set(), {}
@@ -298,7 +299,7 @@ def _unused_conv_1x1(c_in: int, c_out: int) -> dict[str, np.ndarray]:
 
 def read_tflite_input_size(path: str | Path) -> tuple[int, int]:
     """(height, width) of a TFLite model's input tensor (N, H, W, C)."""
-    graph = _Graph(Path(path))
+    graph = TFLiteGraph(Path(path))
     shape = graph.shape(graph.graph.Inputs(0))
     if len(shape) != 4:
         raise WeightFileError(f"{graph.where}: input shape {shape} is not (N, H, W, C).")

@@ -1,9 +1,13 @@
 """Recording a forward pass: every primitive operation as a `Step`, the whole pass as a `Trace`.
 
-The model code calls `trace.add(...)` once per operation (conv, batch norm, activation, residual
-add, pooling, linear, resize, concat); nothing is hooked or patched. A Trace keeps the outputs
-you ask for (all by default, or names / glob patterns), can stop right after a given step, and
-can put an edited tensor in place of a step's output (`model.run_from`).
+The readable layers in `modeling_mobilenet_v2` hand each operation to a recorder (`Recorder`):
+`rec.add(name, kind, output, op=..., inputs=...)`, once per conv, batch norm, activation,
+residual add, pooling, linear, resize and concat; nothing is hooked or patched. A Trace keeps
+the outputs you ask for (all by default, or names / glob patterns), can stop right after a given
+step, and can put an edited tensor in place of a step's output (`model.run_from`).
+
+This module also holds what the model's `trace`, `steps`, `run_from`, `step_names` and `summary`
+methods do (`trace_forward`, `run_from`, `step_names`, `summarize`); it never imports the model.
 
 Arrays in steps are NCHW (transformers' layout, views of npmnv2's NHWC tensors, no copies).
 """
@@ -13,13 +17,51 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import html
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from .ops import Pad2D, nchw_to_nhwc, nhwc_to_nchw
+from .architecture import MIN_INPUT_SIZE, ConvSpec
+from .configuration_mobilenet_v2 import MobileNetV2Config
+from .ops import MACS, nchw_to_nhwc, nhwc_to_nchw
+
+# What a step does; `Step.op` names the function that did it.
+StepKind = Literal[
+    "convolution", "batch_norm", "activation", "residual_add", "block_output", "pooling", "linear", "resize", "concat"
+]
+
+
+class Recorder(Protocol):
+    """What the readable layers hand each operation to: a `Trace`, or `NO_TRACE`."""
+
+    def add(
+        self,
+        name: str,
+        kind: StepKind,
+        output: np.ndarray,
+        *,
+        op: Callable[..., Any] | None,
+        inputs: Sequence[np.ndarray] = (),
+        spec: ConvSpec | None = None,
+        params: Mapping[str, np.ndarray] | None = None,
+        attrs: Mapping[str, Any] | None = None,
+        tf_scope: str = "",
+    ) -> np.ndarray:
+        """Record one step (NHWC arrays; op None for a step that computes nothing); return the
+        tensor the forward continues with."""
+        ...
+
+
+class _NoTrace:
+    """A recorder that records nothing: the forward goes on with each output as it is."""
+
+    def add(self, name: str, kind: StepKind, output: np.ndarray, **info: Any) -> np.ndarray:
+        return output
+
+
+NO_TRACE: Recorder = _NoTrace()
 
 
 class StopForward(Exception):  # noqa: N818 -- a control-flow signal, not an error
@@ -50,8 +92,8 @@ class Step:
     """One primitive operation of a forward pass, as plain data.
 
     name: transformers module path ("layer.12.conv_3x3.convolution"); tf_scope: its TF-slim scope.
-    kind: convolution | batch_norm | activation | residual_add | block_output | pooling | linear |
-          resize | concat.
+    kind: what it does (`StepKind`); op: the function that computed it, e.g.
+          `npmnv2.ops.depthwise_conv2d` (`inspect.getsource(step.op)` shows the math).
     output / inputs: NCHW arrays (None / () when this step's tensors were not kept).
     output_shape: NCHW shape, always known.
     params: the arrays it used (npmnv2 layout: HWIO kernels, (KH, KW, C) depthwise).
@@ -60,11 +102,12 @@ class Step:
     """
 
     name: str
-    kind: str
+    kind: StepKind
     output_shape: tuple[int, ...]
+    op: Callable[..., Any] | None = None
     input_shapes: tuple[tuple[int, ...], ...] = ()
     output: np.ndarray | None = None
-    inputs: tuple[np.ndarray, ...] = ()
+    inputs: tuple[np.ndarray, ...] = ()  # a conv step's input is the unpadded tensor; see attrs["padding"]
     params: dict[str, np.ndarray] = field(default_factory=dict)
     attrs: dict[str, Any] = field(default_factory=dict)
     macs: int = 0
@@ -73,7 +116,13 @@ class Step:
     index: int = 0
 
     def explain(self) -> str:
-        """What this step did, in words, with its real numbers."""
+        """What this step did, in words, with its real numbers, and which function did it."""
+        text = self._describe()
+        if self.op is not None:
+            text += f" Computed by {op_name(self.op)}."
+        return text
+
+    def _describe(self) -> str:
         a = self.attrs
         shape_in = "x".join(map(str, self.input_shapes[0][2:])) if self.input_shapes else "?"
         shape_out = "x".join(map(str, self.output_shape[2:]))
@@ -133,18 +182,22 @@ class Step:
         return f"Step({self.name!r}, {self.kind}, {self.output_shape}, macs={_human(self.macs)}, {kept})"
 
 
-def _conv_attrs(spec: Any, padding: Pad2D, tf_padding: bool, folded_bn: bool) -> dict[str, Any]:
+def op_name(op: Callable[..., Any]) -> str:
+    """`npmnv2.ops.depthwise_conv2d`, `numpy.concatenate`: where to read a step's function."""
+    module = getattr(op, "__module__", None) or "numpy"
+    return f"{module}.{getattr(op, '__qualname__', repr(op))}"
+
+
+def _conv_attrs(spec: ConvSpec, tf_padding: bool) -> dict[str, Any]:
     return {
         "conv_type": spec.kind,
         "kernel_size": spec.kernel_size,
         "stride": spec.stride,
         "dilation": spec.dilation,
         "groups": spec.c_in if spec.kind == "depthwise" else 1,
-        "padding": tuple(padding),
         "tf_padding": tf_padding,
         "c_in": spec.c_in,
         "c_out": spec.c_out,
-        "folded_bn": folded_bn,
     }
 
 
@@ -188,47 +241,37 @@ class Trace(Mapping):
     def add(
         self,
         name: str,
-        kind: str,
+        kind: StepKind,
         output: np.ndarray,
         *,
+        op: Callable[..., Any] | None,
         inputs: Sequence[np.ndarray] = (),
-        spec: Any = None,
-        padding: Pad2D | None = None,
+        spec: ConvSpec | None = None,
         params: Mapping[str, np.ndarray] | None = None,
-        tf_scope: str = "",
-        folded_bn: bool = False,
         attrs: Mapping[str, Any] | None = None,
+        tf_scope: str = "",
     ) -> np.ndarray:
         """Record one step (NHWC arrays in); return the tensor the forward continues with."""
         if name in self.replace:
             output = self._replacement(name, output)
-        step_attrs = dict(attrs or {})
-        macs, n_params, used = 0, 0, {}
+        step_attrs = {}
         if spec is not None:
             tf_scope = tf_scope or spec.tf_scope
-            if kind == "convolution":
-                step_attrs.update(_conv_attrs(spec, padding, self.tf_padding, folded_bn))
-                used = {k: params[k] for k in ("kernel", "bias") if k in params}
-                n, ho, wo, c_out = output.shape
-                per_pixel = spec.kernel_size**2 * (1 if spec.kind == "depthwise" else spec.c_in)
-                macs = n * ho * wo * c_out * per_pixel
+            if kind in ("convolution", "linear"):
+                step_attrs.update(_conv_attrs(spec, self.tf_padding))
             elif kind == "batch_norm":
                 step_attrs["eps"] = spec.eps
-                used = {k: params[k] for k in ("gamma", "beta", "mean", "var")}
             elif kind == "activation":
                 step_attrs["function"] = spec.activation
-        if kind == "linear":
-            used = dict(params)
-            c_in, c_out = params["kernel"].shape
-            step_attrs.update(c_in=c_in, c_out=c_out)
-            macs = int(np.prod(output.shape[:3])) * c_in * c_out
-        if kind == "resize":
-            step_attrs.setdefault("align_corners", True)
+        step_attrs.update(attrs or {})
+        used = dict(params or {})
+        macs = MACS[op](output.shape, used["kernel"].shape) if op in MACS else 0
         n_params = sum(int(v.size) for k, v in used.items() if k not in ("mean", "var"))
         keep = self.keeps(name)
         step = Step(
             name=name,
             kind=kind,
+            op=op,
             output_shape=tuple(nhwc_to_nchw(output).shape),
             input_shapes=tuple(tuple(nhwc_to_nchw(x).shape) for x in inputs),
             output=nhwc_to_nchw(output) if keep else None,
@@ -349,3 +392,130 @@ class Summary:
             f"({self.bn_params:,} in batch norm; {(self.total_params - self.bn_params) / 1e6:.2f}M without)"
         )
         return "\n".join(lines)
+
+
+# ============================================================================ what the model's methods do
+
+
+class TraceableModel(Protocol):
+    """What the functions below need of a model (any of the three classes)."""
+
+    config: MobileNetV2Config
+    dtype: np.dtype
+    params: dict[str, dict[str, np.ndarray]]
+    specs: list[ConvSpec]
+
+    def forward(self, pixel_values: np.ndarray, *args: Any, rec: Recorder | None = None, **kwargs: Any) -> Any: ...
+
+    def num_parameters(self) -> int: ...
+
+
+def step_names(model: TraceableModel) -> list[str]:
+    """Every step name one forward of `model` records, in execution order.
+
+    They come from the forward itself: a small image of zeros is traced once, keeping no tensor,
+    and the names are cached until the model's layers change (a folded batch norm, for example,
+    has no normalization step).
+    """
+    layout = (
+        tuple((name, tuple(p)) for name, p in model.params.items()),
+        getattr(model, "add_pooling_layer", True),
+    )
+    cached = model.__dict__.get("_step_names")
+    if cached is None or cached[0] != layout:
+        c = model.config
+        # fixed_7x7 pooling needs a final map of at least 7x7: ceil(size / output_stride) >= 7
+        size = MIN_INPUT_SIZE if c.pooling == "global" else 6 * c.output_stride + 1
+        trace = Trace(keep=[], tf_padding=c.tf_padding)
+        model.forward(np.zeros((1, c.num_channels, size, size), model.dtype), rec=trace)
+        cached = model.__dict__["_step_names"] = (layout, [s.name for s in trace.steps])
+    return list(cached[1])
+
+
+def check_step_name(model: TraceableModel, name: str, names: list[str] | None = None) -> str:
+    """`name` without transformers' `mobilenet_v2.` prefix; a KeyError naming close matches when no
+    step has that name."""
+    if not isinstance(name, str):
+        raise TypeError(f"a step name must be a string such as 'layer.3', got {type(name).__name__} {name!r}.")
+    names = step_names(model) if names is None else names
+    short = name.removeprefix("mobilenet_v2.")
+    if short not in names:
+        raise unknown_name_error(name, names)
+    return short
+
+
+def trace_forward(
+    model: TraceableModel,
+    pixel_values: np.ndarray,
+    layers: str | Sequence[str] | None = None,
+    stop_at: str | None = None,
+    **forward_kwargs: Any,
+) -> Trace:
+    """`model.trace`: run the readable layers step by step and record every operation."""
+    names = step_names(model)
+    patterns = [layers] if isinstance(layers, str) else layers
+    if patterns is not None:
+        if not all(isinstance(p, str) for p in patterns):
+            raise TypeError(
+                f"trace: layers must be a step name, a glob pattern or a list of them (e.g. 'layer.*.expand_1x1.*'), "
+                f"got {layers!r}."
+            )
+        patterns = [p.removeprefix("mobilenet_v2.") for p in patterns]
+        for pattern in patterns:
+            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+                check_step_name(model, pattern, names)
+    if stop_at is not None:
+        stop_at = check_step_name(model, stop_at, names)
+    trace = Trace(keep=patterns, stop_at=stop_at, tf_padding=model.config.tf_padding)
+    trace.pixel_values = pixel_values
+    try:
+        trace.output = model.forward(pixel_values, rec=trace, **forward_kwargs)
+    except StopForward:
+        pass
+    model.__dict__["_last_trace_input"] = pixel_values
+    return trace
+
+
+def run_from(model: TraceableModel, name: str, tensor: np.ndarray, *, pixel_values: np.ndarray | None = None) -> Any:
+    """`model.run_from`: the forward again, with `tensor` (NCHW) in place of step `name`'s output."""
+    name = check_step_name(model, name)
+    source = model.__dict__.get("_last_trace_input") if pixel_values is None else pixel_values
+    if source is None:
+        raise ValueError(
+            "run_from needs the input the edited tensor came from: call model.trace(pixel_values) first, "
+            "or pass pixel_values=."
+        )
+    trace = Trace(keep=[], replace={name: tensor}, tf_padding=model.config.tf_padding)
+    return model.forward(source, rec=trace)
+
+
+def summarize(model: TraceableModel, image_size: int | tuple[int, int] = 224) -> Summary:
+    """`model.summary`: output shape, parameters, MACs and activation memory of every step."""
+    sizes = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else image_size
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(sizes, (tuple, list))
+        or len(sizes) != 2
+        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in sizes)
+    ):
+        raise TypeError(f"summary: image_size must be an int or a pair (height, width) of ints, got {image_size!r}.")
+    h, w = int(sizes[0]), int(sizes[1])
+    if h < MIN_INPUT_SIZE or w < MIN_INPUT_SIZE:
+        raise ValueError(
+            f"summary: image_size {h}x{w} is smaller than the minimum {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}; "
+            "pass a larger size, e.g. summary(224)."
+        )
+    trace = trace_forward(model, np.zeros((1, model.config.num_channels, h, w), model.dtype), layers=[])
+    rows = [
+        {
+            "name": s.name,
+            "kind": s.kind,
+            "shape": s.output_shape,
+            "params": s.n_params,
+            "macs": s.macs,
+            "bytes": int(np.prod(s.output_shape)) * model.dtype.itemsize,
+        }
+        for s in trace.steps
+    ]
+    bn = sum(2 * s.c_out for s in model.specs if s.eps is not None)
+    return Summary(rows, trace.total_macs, model.num_parameters(), bn, (h, w))

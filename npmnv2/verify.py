@@ -110,10 +110,10 @@ def _step_name(hf: str, op_type: str, activation: int) -> str:
 def tflite_activations(path: str | Path, image: Any) -> dict[str, np.ndarray]:
     """Run the TFLite interpreter on `image` (see `tflite_input`) and return its intermediate tensors,
     dequantized to float, NCHW, under npmnv2's step names."""
-    from .tflite_import import _Graph
+    from .tflite_import import TFLiteGraph
 
     path = Path(path)
-    graph = _Graph(path)
+    graph = TFLiteGraph(path)
     interpreter = _interpreter(path)
     interpreter.allocate_tensors()
     pixels, _ = tflite_input(path, image)

@@ -265,8 +265,8 @@ def receptive_fields(
 
     Math: jump_l = jump_{l-1} * s_l;  rf_l = rf_{l-1} + (K_eff,l - 1) * jump_{l-1},  K_eff = d (K - 1) + 1.
     """
+    from .architecture import backbone_spec
     from .configuration_mobilenet_v2 import MobileNetV2Config
-    from .modeling_mobilenet_v2 import backbone_spec
 
     config = model_or_config if isinstance(model_or_config, MobileNetV2Config) else model_or_config.config
     fig = Figure(figsize=(11, 9), layout="constrained")

@@ -1,8 +1,9 @@
-"""Reading and writing weight files with NumPy alone: safetensors, PyTorch `.bin`, checkpoint folders.
+"""Checkpoint input and output: safetensors, PyTorch `.bin`, checkpoint folders, the hub, TFLite.
 
-No file is trusted: a safetensors header is checked against the file's real size, and a
-PyTorch pickle is read by an unpickler that can only rebuild tensors (it refuses every other
-global, so no code hidden in a file runs). Nothing here imports torch.
+No file is trusted (see docs/security.md). `.safetensors` files are parsed by the `safetensors`
+package, whose header checks are strict; a PyTorch pickle is read by an unpickler that can only
+rebuild tensors (it refuses every other global, so no code hidden in a file runs). Nothing here
+imports torch.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors
+import safetensors.numpy
 
 SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
@@ -75,83 +78,89 @@ class WeightFileError(ValueError):
 
 
 def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a .safetensors file, checking its header against the bytes really there.
+    """Read a .safetensors file with the `safetensors` package, as NumPy arrays.
 
-    Format: 8-byte little-endian header length n, n bytes of JSON
-    {name: {"dtype", "shape", "data_offsets": [begin, end]}}, then the data. BF16 tensors are
-    returned as float32 (numpy has no bfloat16).
+    The package checks the header (valid JSON, dtypes, shapes, offsets that tile the data section
+    exactly); its errors are reported as WeightFileError naming the file. BF16 tensors are
+    returned as float32 (NumPy has no bfloat16).
     """
     path = Path(path)
-    raw = path.read_bytes()
     where = f"safetensors file {str(path)!r}"
-    if len(raw) < 8:
-        raise WeightFileError(f"{where} is truncated: {len(raw)} bytes, not even the 8-byte header length.")
-    (n,) = struct.unpack("<Q", raw[:8])
-    if n > len(raw) - 8:
-        raise WeightFileError(f"{where} is truncated or corrupt: header claims {n} bytes, file has {len(raw) - 8}.")
+    raw = path.read_bytes()
     try:
-        header = json.loads(raw[8 : 8 + n])
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise WeightFileError(
-            f"{where} has a header that is not valid JSON ({err}); is it really safetensors?"
-        ) from None
-    if not isinstance(header, dict):
-        raise WeightFileError(f"{where}: header must be a JSON object.")
-    data = memoryview(raw)[8 + n :]
+        entries = safetensors.deserialize(raw)
+    except safetensors.SafetensorError as err:
+        raise WeightFileError(f"{where} {_safetensors_problem(raw, str(err))}") from None
     tensors = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        tensors[name] = _safetensors_tensor(name, info, data, where)
+    for name, entry in entries:
+        dtype_name = entry["dtype"].upper()
+        if dtype_name not in _SAFETENSORS_DTYPES:
+            raise WeightFileError(
+                f"{where}: tensor {name!r} has dtype {dtype_name}, which npmnv2 does not read; "
+                f"supported: {', '.join(_SAFETENSORS_DTYPES)}."
+            )
+        dtype = np.dtype(_SAFETENSORS_DTYPES[dtype_name]).newbyteorder("<")
+        array = np.frombuffer(entry["data"], dtype=dtype).reshape(entry["shape"])
+        tensors[name] = bfloat16_to_float32(array) if dtype_name == "BF16" else array.astype(dtype.newbyteorder("="))
     return tensors
 
 
-def _safetensors_tensor(name: str, info: Any, data: memoryview, where: str) -> np.ndarray:
+def _safetensors_problem(raw: bytes, library_says: str) -> str:
+    """Why the `safetensors` package refused a file, in words that name the tensor and the numbers.
+
+    Runs only after the package has refused the file: it reads the header again to explain the
+    failure (the package's own message is kept at the end).
+    """
+    tail = f" (safetensors: {library_says})"
+    if len(raw) < 8:
+        return f"is truncated: {len(raw)} bytes, not even the 8-byte header length.{tail}"
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > len(raw) - 8:
+        return f"is truncated or corrupt: its header claims {n} bytes, the file has {len(raw) - 8} after it.{tail}"
     try:
-        dtype_name, shape, (begin, end) = info["dtype"], list(info["shape"]), info["data_offsets"]
-    except (TypeError, KeyError, ValueError):
-        raise WeightFileError(f"{where}: entry {name!r} lacks dtype, shape or data_offsets.") from None
-    if dtype_name not in _SAFETENSORS_DTYPES:
-        raise WeightFileError(f"{where}: tensor {name!r} has unsupported dtype {dtype_name!r}.")
-    dtype = np.dtype(_SAFETENSORS_DTYPES[dtype_name])
-    if not all(isinstance(s, int) and s >= 0 for s in shape):
-        raise WeightFileError(f"{where}: tensor {name!r} has an invalid shape {shape}.")
-    expected = math.prod(shape) * dtype.itemsize
-    if not (isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end <= len(data)):
-        raise WeightFileError(
-            f"{where}: tensor {name!r} claims bytes {begin}..{end} but the data section has {len(data)} bytes "
-            "(truncated file or a header that lies)."
-        )
-    if end - begin != expected:
-        raise WeightFileError(
-            f"{where}: tensor {name!r} of dtype {dtype_name} and shape {shape} needs {expected} bytes, "
-            f"the header gives it {end - begin}."
-        )
-    array = np.frombuffer(data[begin:end], dtype=dtype.newbyteorder("<")).reshape(shape)
-    return bfloat16_to_float32(array) if dtype_name == "BF16" else array.astype(dtype.newbyteorder("="))
+        header = json.loads(raw[8 : 8 + n])
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:
+        why = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+        return f"has a header that is not valid JSON ({why}); is it really safetensors?{tail}"
+    if not isinstance(header, dict):
+        return f"has a header that is not a JSON object of tensors.{tail}"
+    data_size = len(raw) - 8 - n
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype_name, shape, (begin, end) = info["dtype"], list(info["shape"]), info["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            return f"has an entry {name!r} without a dtype, a shape and two data_offsets.{tail}"
+        if not all(type(v) is int and v >= 0 for v in shape):
+            return f"gives tensor {name!r} the shape {shape}; a shape is a list of non-negative integers.{tail}"
+        if not (type(begin) is int and type(end) is int and 0 <= begin <= end <= data_size):
+            return (
+                f"says tensor {name!r} claims bytes {begin}..{end} but the data section has {data_size} bytes "
+                f"(a truncated file or a header that lies).{tail}"
+            )
+        if dtype_name in _SAFETENSORS_DTYPES:
+            needed = math.prod(shape) * np.dtype(_SAFETENSORS_DTYPES[dtype_name]).itemsize
+            if end - begin != needed:
+                return (
+                    f"says tensor {name!r} of dtype {dtype_name} and shape {shape} needs {needed} bytes, "
+                    f"the header gives it {end - begin}.{tail}"
+                )
+    return f"is not a valid safetensors file; it is truncated, corrupt, or its header does not match its data.{tail}"
 
 
 def save_safetensors(tensors: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
-    """Write tensors as .safetensors with `{"format": "pt"}` metadata, as transformers does."""
-    header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
-    chunks, offset = [], 0
-    for name in sorted(tensors):
-        array = np.asarray(tensors[name], order="C")  # (ascontiguousarray would turn 0-d into 1-d)
+    """Write tensors as .safetensors with `{"format": "pt"}` metadata, as transformers does
+    (the `safetensors` package builds the bytes; the file is written atomically)."""
+    arrays = {}
+    for name, value in tensors.items():
+        array = np.ascontiguousarray(value) if np.ndim(value) else np.asarray(value)
         if array.dtype not in _SAFETENSORS_NAMES:
             raise TypeError(
                 f"save_safetensors: tensor {name!r} has dtype {array.dtype}, which safetensors cannot hold."
             )
-        blob = array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
-        header[name] = {
-            "dtype": _SAFETENSORS_NAMES[array.dtype],
-            "shape": list(array.shape),
-            "data_offsets": [offset, offset + len(blob)],
-        }
-        chunks.append(blob)
-        offset += len(blob)
-    head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)  # align the data section to 8 bytes
-    _write_atomically(Path(path), struct.pack("<Q", len(head)) + head + b"".join(chunks))
+        arrays[name] = array
+    _write_atomically(Path(path), safetensors.numpy.save(arrays, metadata={"format": "pt"}))
 
 
 def _write_atomically(path: Path, payload: bytes) -> None:
@@ -274,51 +283,6 @@ def load_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     raise WeightFileError(f"{str(path)!r}: unknown weight file type; expected .safetensors, .bin or .tflite.")
 
 
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def download_from_hub(repo_id: str) -> Path:
-    """Fetch a transformers checkpoint folder from the Hugging Face hub (or its local cache).
-
-    Uses huggingface_hub's normal cache (HF_HOME / HF_HUB_CACHE); with HF_HUB_OFFLINE=1 only the
-    cache is read.
-    """
-    alternatives = (
-        "Alternatives: a local transformers checkpoint folder (config.json + model.safetensors), "
-        "a .safetensors/.bin file with config=, or a .tflite file."
-    )
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise WeightFileError(
-            f"{repo_id!r} looks like a hub id, but huggingface_hub is not installed "
-            f"(pip install 'npmnv2[hub]'). {alternatives}"
-        ) from None
-    patterns = [CONFIG_NAME, SAFETENSORS_NAME, PYTORCH_NAME, "preprocessor_config.json"]
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
-    except Exception as err:  # offline, not cached, unknown repo, network down ...
-        offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
-        if offline:
-            why = "offline (HF_HUB_OFFLINE is set) and not in the local cache"
-        else:
-            why = f"not in the local cache and the hub could not be reached or refused ({type(err).__name__})"
-        raise WeightFileError(f"could not get {repo_id!r} from the hub: {why}. {alternatives}") from None
-
-
-def resolve_checkpoint(source: str | os.PathLike) -> Path:
-    """A local path as it is; a hub id (owner/name) that is not a local path, downloaded."""
-    path = Path(source)
-    if path.exists():
-        return path
-    if isinstance(source, str) and HUB_ID.match(source):
-        return download_from_hub(source)
-    raise FileNotFoundError(
-        f"weights source {os.fspath(source)!r} does not exist; give a checkpoint folder, a .safetensors/.bin/.tflite "
-        "file, or a hub id such as 'google/mobilenet_v2_1.0_224'."
-    )
-
-
 def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
     """The tensors and the config.json dict (or None) of a folder or a single weight file."""
     if path.is_dir():
@@ -338,16 +302,6 @@ def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any] |
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise WeightFileError(f"{str(config_path)!r} is not valid JSON ({err}).") from None
     return load_tensors(weights_path), config
-
-
-def read_source(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any] | None, dict[str, tuple[float, int]] | None]:
-    """(tensors, config.json dict or None, TFLite activation quantization or None) of a resolved source."""
-    if path.suffix == ".tflite":
-        from .tflite_import import read_tflite
-
-        return read_tflite(path)
-    tensors, config = read_checkpoint(path)
-    return tensors, config, None
 
 
 def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, np.ndarray], config: dict[str, Any]) -> Path:

@@ -1,5 +1,5 @@
-"""The plain forward (folded batch norm, in-place epilogues, pre-padded expansions, split head
-projection) equals the step-by-step forward that traces record, layer by layer."""
+"""The plain forward (`npmnv2.fast_forward`: folded batch norm, in-place epilogues, pre-padded
+expansions, split head projection) equals the readable step-by-step forward that traces record."""
 
 from __future__ import annotations
 
@@ -13,8 +13,16 @@ from npmnv2 import (
     MobileNetV2ForSemanticSegmentation,
     MobileNetV2Model,
 )
-from npmnv2.modeling_mobilenet_v2 import FoldedConv, fold_conv
-from npmnv2.ops import Pad2D, pad2d, pad2d_homogeneous, pointwise_conv2d
+from npmnv2.fast_forward import (
+    FoldedConv,
+    bias_activation,
+    depthwise_rows,
+    depthwise_windows,
+    fold_conv,
+    pad2d_homogeneous,
+)
+from npmnv2.ops import Pad2D, depthwise_conv2d, pad2d, pointwise_conv2d
+from npmnv2.trace import NO_TRACE
 
 
 def randomised(model, seed: int = 0):
@@ -67,22 +75,12 @@ def test_plain_forward_equals_the_traced_forward(task, fields, shape, dtype) -> 
     x = np.random.default_rng(1).normal(size=(shape[0], 3, *shape[1:])).astype(dtype)
     fast = model(x, output_hidden_states=True)
     slow = model.trace(x).output
-    slow_hidden = model(x, output_hidden_states=True, rec=_NoRecord())
+    slow_hidden = model(x, output_hidden_states=True, rec=NO_TRACE)  # the readable layers, nothing recorded
     for i, (a, b) in enumerate(zip(fast.hidden_states, slow_hidden.hidden_states, strict=True)):
         assert_close(a, b, dtype, f"hidden_states[{i}]")
     for field in ("logits", "last_hidden_state", "pooler_output"):
         if hasattr(fast, field):
             assert_close(getattr(fast, field), getattr(slow, field), dtype, field)
-
-
-class _NoRecord:
-    """A recorder that keeps nothing: runs the step-by-step path with no trace overhead."""
-
-    def add(self, name, kind, output, **info):
-        return output
-
-    def keeps(self, name):
-        return False
 
 
 def test_homogeneous_padding_puts_the_bias_inside_and_zero_outside() -> None:
@@ -91,7 +89,7 @@ def test_homogeneous_padding_puts_the_bias_inside_and_zero_outside() -> None:
     kernel, bias = rng.normal(size=(3, 4)), rng.normal(size=4)
     pad = Pad2D(0, 1, 2, 1)
     homogeneous = np.concatenate([kernel, bias[None]])[None, None]  # (1, 1, 4, 4)
-    got = pointwise_conv2d(pad2d_homogeneous(x, pad), homogeneous)
+    got = pointwise_conv2d(pad2d_homogeneous(x, pad), homogeneous)  # the textbook op on the fast input
     np.testing.assert_allclose(got, pad2d(x @ kernel + bias, pad), rtol=1e-12, atol=1e-12)
 
 
@@ -107,20 +105,57 @@ def test_fold_conv_matches_conv_then_batch_norm() -> None:
     np.testing.assert_allclose(x @ f.kernel[0, 0] + f.bias, expected, rtol=1e-12, atol=1e-12)
 
 
-def test_replacing_a_weight_refolds_and_editing_one_in_place_fails_loudly() -> None:
+def test_replacing_a_weight_refolds_and_refold_sees_an_edit_in_place() -> None:
     model = randomised(MobileNetV2ForImageClassification(MobileNetV2Config(depth_multiplier=0.35)))
     x = np.random.default_rng(3).normal(size=(1, 3, 64, 64)).astype(np.float32)
     before = model(x).logits
     p = model.params["layer.4.conv_3x3"]
-    with pytest.raises(ValueError, match="read-only"):
-        p["kernel"][..., 0] = 0
     edited = p["kernel"].copy()
     edited[..., :5] = 0
     p["kernel"] = edited  # a new array: the cache sees it and refolds
     after = model(x).logits
-    traced = model.trace(x).output.logits
     assert not np.allclose(before, after)
-    assert_close(after, traced, np.float32, "logits after the edit")
+    assert_close(after, model.trace(x).output.logits, np.float32, "logits after the edit")
+    assert edited.flags.writeable  # the plain forward never freezes the caller's array
+    edited[..., 5:9] = 0  # an edit in place: invisible to the cache until refold()
+    model.refold()
+    assert_close(model(x).logits, model.trace(x).output.logits, np.float32, "logits after refold")
+
+
+def test_the_caller_arrays_stay_writeable_and_unchanged() -> None:
+    rng = np.random.default_rng(7)
+    config = MobileNetV2Config(depth_multiplier=0.35, num_labels=5)
+    shapes = MobileNetV2ForImageClassification(config).expected_state_dict_shapes()
+    state = {k: rng.normal(0, 0.1, s).astype(np.float32) for k, s in shapes.items()}
+    for k, v in state.items():
+        if k.endswith("running_var"):
+            state[k] = np.abs(v) + 0.5
+    copies = {k: v.copy() for k, v in state.items()}
+    model = MobileNetV2ForImageClassification.from_state_dict(state, config)
+    assigned = model.params["layer.2.expand_1x1"]["kernel"].copy()
+    model.params["layer.2.expand_1x1"]["kernel"] = assigned
+    assigned_copy = assigned.copy()
+    x = rng.normal(size=(1, 3, 64, 64)).astype(np.float32)
+    model(x)
+    model.trace(x)
+    model.fold_batchnorm()(x)
+    for k, v in state.items():
+        assert v.flags.writeable, k
+        np.testing.assert_array_equal(v, copies[k], err_msg=k)
+    assert assigned.flags.writeable
+    np.testing.assert_array_equal(assigned, assigned_copy)
+    assert all(a.flags.writeable for p in model.params.values() for a in p.values())
+
+
+@pytest.mark.parametrize(("stride", "dilation"), [(1, 1), (1, 2), (2, 1), (3, 1)])
+def test_fast_depthwise_einsums_equal_the_textbook_depthwise_conv(stride, dilation) -> None:
+    rng = np.random.default_rng(stride * 10 + dilation)
+    x, kernel = rng.normal(size=(2, 11, 9, 5)), rng.normal(size=(3, 3, 5))
+    expected = depthwise_conv2d(x, kernel, stride=stride, dilation=dilation)
+    fast = depthwise_rows(x, kernel, dilation=dilation) if stride == 1 else depthwise_windows(
+        x, kernel, stride=stride, dilation=dilation
+    )
+    np.testing.assert_allclose(fast, expected, rtol=1e-12, atol=1e-12)
 
 
 def test_a_folded_copy_keeps_its_own_cache() -> None:
@@ -131,3 +166,15 @@ def test_a_folded_copy_keeps_its_own_cache() -> None:
     assert folded.folded_params() is not model.folded_params()
     assert float(np.abs(folded(x).logits - expected).max()) <= FLOAT32_RTOL * max(1.0, float(np.abs(expected).max()))
     assert float(np.abs(model(x).logits - expected).max()) == 0.0
+
+
+@pytest.mark.parametrize("contiguous", [True, False])
+def test_bias_activation_adds_the_bias_per_channel_in_place(contiguous):
+    x = np.random.default_rng(8).normal(size=(2, 3, 5, 4)).astype(np.float32)
+    if not contiguous:
+        x = x.transpose(0, 2, 1, 3)  # (2, 5, 3, 4), a strided view
+    bias = np.random.default_rng(8).normal(size=4).astype(np.float32)
+    expected = np.clip(x + bias, 0, 6)
+    out = bias_activation(x, bias, "relu6")
+    assert out is x
+    np.testing.assert_array_equal(out, expected)

@@ -255,15 +255,3 @@ def test_mse_and_bce_match_torch():
     assert ops.bce_with_logits(a * 50, b) == pytest.approx(
         F.binary_cross_entropy_with_logits(torch.from_numpy(a * 50), torch.from_numpy(b)).item(), rel=1e-12
     )
-
-
-@pytest.mark.parametrize("contiguous", [True, False])
-def test_bias_activation_adds_the_bias_per_channel_in_place(contiguous):
-    x = RNG.normal(size=(2, 3, 5, 4)).astype(np.float32)
-    if not contiguous:
-        x = x.transpose(0, 2, 1, 3)  # (2, 5, 3, 4), a strided view
-    bias = RNG.normal(size=4).astype(np.float32)
-    expected = np.clip(x + bias, 0, 6)
-    out = ops.bias_activation(x, bias, "relu6")
-    assert out is x
-    np.testing.assert_array_equal(out, expected)

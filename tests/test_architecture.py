@@ -1,0 +1,113 @@
+"""The package layout: imports flow one way, no module calls another's private names, the step
+path stays textbook, and every step of a trace says which op made it."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import re
+from pathlib import Path
+
+import numpy as np
+
+import npmnv2
+from npmnv2 import MobileNetV2Config, ops
+from npmnv2 import MobileNetV2ForImageClassification as Cls
+from npmnv2 import MobileNetV2ForSemanticSegmentation as Seg
+
+PACKAGE = Path(npmnv2.__file__).parent
+MODULES = {p.stem: p for p in PACKAGE.glob("*.py") if p.stem != "__init__"}
+
+
+def _imports(path: Path) -> dict[str, set[str]]:
+    """{imported npmnv2 module: names taken from it}, counting imports inside functions too."""
+    found: dict[str, set[str]] = {}
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level == 1:
+            if node.module:  # from .x import a, b
+                found.setdefault(node.module, set()).update(a.name for a in node.names)
+            else:  # from . import x
+                for alias in node.names:
+                    found.setdefault(alias.name, set())
+    return {k: v for k, v in found.items() if k in MODULES}
+
+
+def test_npmnv2_modules_import_each_other_without_cycles() -> None:
+    graph = {name: set(_imports(path)) for name, path in MODULES.items()}
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join([*path, name])}"
+        if name in done:
+            return
+        for dep in graph[name]:
+            visit(dep, [*path, name])
+        done.add(name)
+
+    for name in graph:
+        visit(name, [])
+
+
+def test_no_module_uses_another_modules_private_names() -> None:
+    offenders = []
+    for name, path in MODULES.items():
+        for module, names in _imports(path).items():
+            offenders += [f"{name} imports {module}.{n}" for n in names if n.startswith("_")]
+        tree = ast.parse(path.read_text())
+        modules = set(_imports(path))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+                and isinstance(node.value, ast.Name)
+                and node.value.id in modules
+            ):
+                offenders.append(f"{name} uses {node.value.id}.{node.attr}")
+    assert offenders == []
+
+
+def test_the_weight_readers_never_import_the_model_classes() -> None:
+    for reader in ("tflite_import", "state_dict", "weights", "architecture"):
+        assert "modeling_mobilenet_v2" not in _imports(MODULES[reader]), reader
+
+
+def test_speed_tricks_stay_in_the_fast_path_module() -> None:
+    tricks = r"as_strided|along_rows|homogeneous|INPLACE_|\bout=|einsum|writeable"
+    for name in ("ops", "modeling_mobilenet_v2", "architecture", "trace"):
+        assert re.findall(tricks, MODULES[name].read_text()) == [], f"{name}.py holds fast-path code"
+    assert len(MODULES["modeling_mobilenet_v2"].read_text().splitlines()) < 700
+
+
+def test_every_traced_step_names_the_op_that_computed_it() -> None:
+    model = Seg(MobileNetV2Config(depth_multiplier=0.35, num_labels=3, output_stride=16))
+    trace = model.trace(np.zeros((1, 3, 65, 65), np.float32))
+    for step in trace.steps:
+        if step.kind == "block_output":  # the projection passed on: nothing computed
+            assert step.op is None
+            continue
+        assert callable(step.op), step.name
+        if step.kind in ("convolution", "batch_norm", "linear", "pooling", "resize", "concat", "residual_add"):
+            assert step.op.__module__ == "npmnv2.ops", step.name
+            assert step.op.__name__ in step.explain(), step.name
+        if step.kind == "convolution":
+            assert "Math:" in inspect.getsource(step.op)  # one hop from the step to its formula
+    pool = trace.step("segmentation_head.avg_pool")
+    assert pool.op is ops.global_average_pool
+
+
+def test_a_stride_2_depthwise_step_keeps_its_unpadded_input_and_the_padding() -> None:
+    model = Cls(MobileNetV2Config(depth_multiplier=0.35))
+    step = model.trace(np.zeros((1, 3, 224, 224), np.float32)).step("layer.12.conv_3x3.convolution")
+    assert step.op is ops.depthwise_conv2d
+    assert step.inputs[0].shape[2:] == (14, 14) and step.output.shape[2:] == (7, 7)
+    assert step.attrs["padding"] == (0, 1, 0, 1)
+
+
+def test_step_names_come_from_the_forward_itself() -> None:
+    model = Cls(MobileNetV2Config(depth_multiplier=0.35, num_labels=4))
+    names = model.step_names()
+    assert names == [s.name for s in model.trace(np.zeros((1, 3, 64, 64), np.float32), layers=[]).steps]
+    folded = model.fold_batchnorm()
+    assert not [n for n in folded.step_names() if n.endswith(".normalization")]
+    assert len(folded.step_names()) == len(names) - sum(n.endswith(".normalization") for n in names)

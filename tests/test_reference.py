@@ -1,0 +1,136 @@
+"""Every op in npmnv2.ops equals its loop twin in npmnv2.reference, on small float64 arrays."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+from npmnv2 import ops, reference
+from npmnv2.ops import Pad2D
+
+RNG = np.random.default_rng(11)
+
+
+def close(a, b) -> None:
+    np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
+
+
+def x4(*shape):
+    return RNG.normal(size=shape)
+
+
+ACTIVATION_TWINS = {
+    ops.relu6: "relu6", ops.relu: "relu", ops.sigmoid: "sigmoid", ops.tanh: "tanh", ops.silu: "silu",
+    ops.gelu: "gelu", ops.gelu_tanh: "gelu_tanh", ops.quick_gelu: "quick_gelu", ops.hardswish: "hardswish",
+    ops.leaky_relu: "leaky_relu", ops.mish: "mish", ops.identity: "identity",
+}  # fmt: skip
+
+# Every public function of ops, and the test that ties it to its twin (or why it needs none).
+COVERED = {
+    "tf_same_padding", "conv_output_size", "pad2d", "kernel_tap", "im2col", "conv2d", "pointwise_conv2d",
+    "depthwise_conv2d", "batch_norm", "fold_batch_norm", "linear", "add", "concat_channels",
+    "global_average_pool", "avg_pool2d", "resize_bilinear", "softmax", "log_softmax", "cross_entropy", "mse_loss",
+    "bce_with_logits", "nchw_to_nhwc", "nhwc_to_nchw", *(f.__name__ for f in ACTIVATION_TWINS),
+}  # fmt: skip
+NO_TWIN = {
+    "symmetric_padding": "one formula, (k - 1) // 2 * d, checked against transformers in test_ops",
+    "conv_padding": "picks tf_same_padding or symmetric_padding",
+    "activation": "a lookup by name",
+    "conv2d_macs": "a formula, checked against the loop twins' multiplication count below",
+    "pointwise_conv2d_macs": "likewise",
+    "depthwise_conv2d_macs": "likewise",
+    "linear_macs": "likewise",
+}
+
+
+def test_every_op_has_a_loop_twin_or_a_reason() -> None:
+    functions = inspect.getmembers(ops, inspect.isfunction)
+    public = {name for name, f in functions if f.__module__ == ops.__name__ and not name.startswith("_")}
+    assert public - COVERED - set(NO_TWIN) == set(), "ops without a loop twin in reference.py"
+    assert COVERED | set(NO_TWIN) <= public
+
+
+@pytest.mark.parametrize(
+    ("size", "k", "s", "d"), [(7, 3, 1, 1), (8, 3, 2, 1), (9, 3, 2, 1), (14, 3, 1, 2), (5, 1, 1, 1)]
+)
+def test_padding_arithmetic_equals_search(size, k, s, d) -> None:
+    assert ops.tf_same_padding(size, kernel_size=k, stride=s, dilation=d) == reference.tf_same_padding_search(
+        size, kernel_size=k, stride=s, dilation=d
+    )
+    for pad in (0, 1, 2, 3):
+        assert ops.conv_output_size(size, kernel_size=k, stride=s, dilation=d, pad=pad) == (
+            reference.conv_output_size_loops(size, kernel_size=k, stride=s, dilation=d, pad=pad)
+        )
+
+
+@pytest.mark.parametrize(("stride", "dilation"), [(1, 1), (2, 1), (1, 2)])
+def test_pad_tap_and_im2col_equal_their_loops(stride, dilation) -> None:
+    x = x4(2, 5, 6, 3)
+    pad = Pad2D(0, 1, 2, 1)
+    padded = ops.pad2d(x, pad)
+    close(padded, reference.pad2d_loops(x, pad))
+    out = (2, 2)
+    close(
+        ops.kernel_tap(padded, 1, 2, out_size=out, stride=stride, dilation=dilation),
+        reference.kernel_tap_loops(padded, 1, 2, out_size=out, stride=stride, dilation=dilation),
+    )
+    close(
+        ops.im2col(padded, kernel_size=3, stride=stride, dilation=dilation),
+        reference.im2col_loops(padded, kernel_size=3, stride=stride, dilation=dilation),
+    )
+
+
+def test_pointwise_batch_norm_and_folding_equal_their_loops() -> None:
+    x, kernel, bias = x4(2, 3, 4, 5), x4(1, 1, 5, 6), x4(6)
+    close(ops.pointwise_conv2d(x, kernel, bias), reference.pointwise_conv2d_loops(x, kernel, bias))
+    mean, gamma, beta, var = x4(5), x4(5), x4(5), RNG.uniform(0.5, 2, 5)
+    ours = ops.batch_norm(x, mean, var, gamma, beta, eps=1e-3)
+    close(ours, reference.batch_norm_loops(x, mean, var, gamma, beta, eps=1e-3))
+    for conv_bias in (None, x4(6)):
+        args = (kernel, conv_bias, x4(6), x4(6), x4(6), RNG.uniform(0.5, 2, 6))  # kernel, bias, gamma, beta, mean, var
+        folded, twin = ops.fold_batch_norm(*args, eps=1e-5), reference.fold_batch_norm_loops(*args, eps=1e-5)
+        close(folded[0], twin[0])
+        close(folded[1], twin[1])
+
+
+@pytest.mark.parametrize("op", list(ACTIVATION_TWINS), ids=lambda f: f.__name__)
+def test_each_activation_equals_its_scalar_formula(op) -> None:
+    x = RNG.normal(scale=4, size=(2, 3, 4))
+    close(op(x), reference.activation_loops(ACTIVATION_TWINS[op], x))
+
+
+def test_linear_add_concat_pool_equal_their_loops() -> None:
+    x, kernel, bias = x4(2, 1, 1, 5), x4(5, 3), x4(3)
+    close(ops.linear(x, kernel, bias), reference.linear_loops(x, kernel, bias))
+    a, b = x4(1, 3, 3, 2), x4(1, 3, 3, 2)
+    close(ops.add(a, b), reference.add_loops(a, b))
+    close(ops.concat_channels(a, b, a), reference.concat_channels_loops(a, b, a))
+    close(ops.global_average_pool(a), reference.global_average_pool_loops(a))
+    with pytest.raises(ValueError, match="equal shapes"):
+        ops.add(a, x4(1, 3, 3, 3))
+
+
+def test_softmax_and_losses_equal_their_loops() -> None:
+    logits, labels = x4(6, 4) * 3, np.array([0, 3, -100, 2, 1, -100])
+    close(ops.softmax(logits), reference.softmax_loops(logits))
+    close(ops.log_softmax(logits), reference.log_softmax_loops(logits))
+    close(ops.cross_entropy(logits, labels), reference.cross_entropy_loops(logits, labels))
+    targets = RNG.uniform(size=(6, 4))
+    close(ops.mse_loss(logits, targets), reference.mse_loss_loops(logits, targets))
+    close(ops.bce_with_logits(logits, targets), reference.bce_with_logits_loops(logits, targets))
+
+
+def test_layout_conversions_equal_their_loops() -> None:
+    x = x4(2, 3, 4, 5)
+    close(ops.nchw_to_nhwc(x), reference.nchw_to_nhwc_loops(x))
+    close(ops.nhwc_to_nchw(x), reference.nhwc_to_nchw_loops(x))
+
+
+def test_mac_formulas_count_what_the_loops_multiply() -> None:
+    n, ho, wo, c_in, c_out, k = 2, 3, 4, 5, 6, 3
+    assert ops.conv2d_macs((n, ho, wo, c_out), (k, k, c_in, c_out)) == n * ho * wo * c_out * k * k * c_in
+    assert ops.depthwise_conv2d_macs((n, ho, wo, c_in), (k, k, c_in)) == n * ho * wo * c_in * k * k
+    assert ops.pointwise_conv2d_macs((n, ho, wo, c_out), (1, 1, c_in, c_out)) == n * ho * wo * c_out * c_in
+    assert ops.linear_macs((n, 1, 1, c_out), (c_in, c_out)) == n * c_out * c_in
