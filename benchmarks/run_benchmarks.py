@@ -27,6 +27,7 @@ import torch
 import transformers
 
 import npmnv2
+from npmnv2.trace import NO_TRACE
 
 
 def median_ms(fn, repeats: int) -> float:
@@ -116,16 +117,6 @@ def blas_threads() -> str:
         return f"OpenBLAS {getter()}" if getter else "OpenBLAS (thread count unknown)"
     except (OSError, IndexError):
         return "unknown"
-
-
-class _NoRecord:
-    """Runs the step-by-step path (what a trace runs) without recording anything."""
-
-    def add(self, name, kind, output, **info):
-        return output
-
-    def keeps(self, name):
-        return False
 
 
 def fresh_memory_ms(shapes: list[tuple[int, ...]], repeats: int) -> float:
@@ -226,7 +217,7 @@ def trace_report(repeats: int) -> None:
     model, _ = pair(npmnv2.MobileNetV2ForImageClassification, npmnv2.MobileNetV2Config(num_labels=1001))
     x = np.random.default_rng(0).uniform(-1, 1, size=(1, 3, 224, 224)).astype(np.float32)
     plain = median_ms(lambda: model(x), repeats)
-    explicit = median_ms(lambda: model(x, rec=_NoRecord()), repeats)
+    explicit = median_ms(lambda: model(x, rec=NO_TRACE), repeats)
     keep_none = median_ms(lambda: model.trace(x, layers=[]), repeats)
     keep_all = median_ms(lambda: model.trace(x), repeats)
     early = median_ms(lambda: model.trace(x, layers=[], stop_at="layer.3"), repeats)

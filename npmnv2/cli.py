@@ -58,9 +58,16 @@ def _load_model(source: str, task: str) -> Any:
         try:
             return classes[task].from_checkpoint(checkpoint)
         except NpMnV2Warning:
+            has = _task_of(checkpoint.tensors)
+            labels = (checkpoint.config or {}).get("num_labels", (checkpoint.config or {}).get("id2label"))
+            if has == task:  # the right head, but the config does not describe it
+                raise CLIError(
+                    f"the weights {source!r} have a {task} head, but their config.json says num_labels="
+                    f"{labels if not isinstance(labels, dict) else len(labels)!r}, which does not fit it; fix "
+                    "num_labels (or id2label) in config.json."
+                ) from None
             raise CLIError(
-                f"the weights {source!r} have no {task} head (they were made for another task); "
-                f"pick weights for {task}."
+                f"the weights {source!r} have no {task} head (their head is for {has}); pick weights made for {task}."
             ) from None
 
 
@@ -100,6 +107,26 @@ def _batches(items: list[Any], size: int, *, progress: bool) -> Iterator[list[An
             yield from tqdm(chunks, desc="classifying", unit="batch", file=sys.stderr)
             return
     yield from chunks
+
+
+SEGMENT_WORKING_SIZE = 2048  # the longest side at which `segment` computes its class map
+
+
+def _check_output(name: str, suffixes: set[str], option: str, *, inputs: Sequence[Path] = ()) -> Path:
+    """Refuse an output path before any work is done: a folder, a missing parent folder, an
+    unknown file type, or one of the command's own input files."""
+    path = Path(name)
+    if path.is_dir():
+        example = str(path / f"out{min(suffixes)}")
+        raise CLIError(f"{option} {name!r} is a folder; give a file name such as {example!r}.")
+    if path.suffix.lower() not in suffixes:
+        raise CLIError(f"{option} {name!r} needs one of the file types {', '.join(sorted(suffixes))}.")
+    if not path.parent.is_dir():
+        raise CLIError(f"{option} {name!r}: the folder {str(path.parent)!r} does not exist; create it first.")
+    for other in inputs:
+        if path.exists() and other.exists() and path.samefile(other):
+            raise CLIError(f"{option} {name!r} is the input file {str(other)!r}; writing there would destroy it.")
+    return path
 
 
 def _sample_image() -> Path:
@@ -149,17 +176,27 @@ def cmd_segment(args: argparse.Namespace) -> int:
     from .viz import pascal_voc_palette, segmentation_overlay
 
     path = _image_paths([args.image])[0]
+    _check_output(args.output, {".png", ".jpg", ".jpeg", ".pdf", ".svg"}, "-o", inputs=[path])
+    if args.mask:
+        _check_output(args.mask, {".png"}, "--mask", inputs=[path, Path(args.output)])
     model = _load_model(args.weights, "segmentation")
     processor = MobileNetV2ImageProcessor.from_pretrained(args.weights)
     image = load_image(path)
     outputs = model(processor(image)["pixel_values"])
-    class_map = processor.post_process_semantic_segmentation(outputs, target_sizes=[(image.height, image.width)])[0]
-    fig = segmentation_overlay(np.asarray(image), class_map, model.config.id2label, title=f"{path.name}")
+    # The class map is computed at a bounded working size (the logits of a 12000x12000 photo at full
+    # size would take 12 GB), then only the uint8 map is enlarged for --mask.
+    scale = min(1.0, SEGMENT_WORKING_SIZE / max(image.width, image.height))
+    work = (max(1, round(image.height * scale)), max(1, round(image.width * scale)))
+    class_map = processor.post_process_semantic_segmentation(outputs, target_sizes=[work])[0]
+    shown = image if scale == 1.0 else image.resize((work[1], work[0]), Image.Resampling.BILINEAR)
+    fig = segmentation_overlay(np.asarray(shown), class_map, model.config.id2label, title=f"{path.name}")
     fig.savefig(args.output, dpi=100)
     present = ", ".join(f"{k} {model.config.id2label.get(int(k), '')}".strip() for k in np.unique(class_map))
     print(f"wrote {args.output} (classes present: {present})")
     if args.mask:
         mask = Image.fromarray(class_map.astype(np.uint8), mode="P")
+        if scale != 1.0:  # class ids are labels, not intensities: nearest neighbour only
+            mask = mask.resize((image.width, image.height), Image.Resampling.NEAREST)
         mask.putpalette(pascal_voc_palette().ravel().tolist())
         mask.save(args.mask)
         print(f"wrote {args.mask} (class ids as a palette PNG)")
@@ -171,13 +208,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
+    from .weights import PYTORCH_NAME, write_folder
 
-    model = _load_model(args.source, args.task)
     dest = Path(args.dest)
+    if dest.exists() and not dest.is_dir():
+        raise CLIError(f"destination {str(dest)!r} is a file; give a folder (it is created if missing).")
     if dest.exists() and any(dest.iterdir()) and not args.overwrite:
         raise CLIError(f"destination {str(dest)!r} is not empty; choose an empty folder or pass --overwrite.")
-    model.save_pretrained(dest)
-    MobileNetV2ImageProcessor.from_pretrained(args.source).save_pretrained(dest)
+    model = _load_model(args.source, args.task)
+    files = {**model.checkpoint_files(), **MobileNetV2ImageProcessor.from_pretrained(args.source).checkpoint_files()}
+    # all three files or none; an old pytorch_model.bin would shadow the new weights for some loaders
+    write_folder(dest, files, remove=(PYTORCH_NAME,) if args.overwrite else ())
     config = {k: v for k, v in model.config.to_dict().items() if k not in ("id2label", "label2id")}
     print(f"converted {args.source} -> {dest} as {type(model).__name__}")
     print(json.dumps({**config, "num_labels": model.config.num_labels}, indent=2, sort_keys=True))
@@ -222,6 +263,8 @@ def _pixels_for(model: Any, weights: str | None, image: str) -> np.ndarray:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
+    if args.save:
+        _check_output(args.save, {".npz"}, "--save", inputs=[Path(args.image)])
     model = _model_for(args.weights, args)
     trace = model.trace(_pixels_for(model, args.weights, args.image), layers=args.layers or None, stop_at=args.stop_at)
     print(repr(trace))
@@ -229,6 +272,26 @@ def cmd_trace(args: argparse.Namespace) -> int:
         np.savez(args.save, **{name: trace[name] for name in trace})
         print(f"wrote {len(trace)} tensors (NCHW) to {args.save}")
     return 0
+
+
+def _saved_tensors(name: str) -> dict[str, np.ndarray]:
+    """The tensors of an .npz file (never unpickled), or a clear error."""
+    import zipfile
+
+    path = Path(name)
+    if not path.is_file():
+        raise CLIError(f"--against {name!r}: expected 'torch', 'tflite' or an existing .npz file.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise CLIError(f"--against {name!r} holds a single array; save named tensors with np.savez.")
+            tensors = {k: data[k] for k in data.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        why = "it holds Python objects, which are never unpickled" if "pickle" in str(err) else str(err)
+        raise CLIError(f"--against {name!r} is not an .npz file of tensors ({why}); write one with np.savez.") from None
+    if not tensors:
+        raise CLIError(f"--against {name!r} holds no tensors, so there is nothing to compare.")
+    return tensors
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -250,12 +313,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 raise CLIError("--against torch needs PyTorch and transformers: pip install 'npmnv2[test]'") from None
             reference = verify.torch_activations(twin, pixel_values)
         else:
-            path = Path(against)
-            if not path.is_file():
-                raise CLIError(f"--against {against!r}: expected 'torch', 'tflite' or an existing .npz file.")
-            with np.load(path, allow_pickle=False) as data:
-                reference = {k: data[k] for k in data.files}
+            reference = _saved_tensors(against)
     result = compare(model.trace(pixel_values), reference, tolerance=args.tolerance)
+    if not result.rows:
+        raise CLIError(
+            f"--against {against!r}: none of its {len(reference)} tensors has a step name of this model "
+            f"(e.g. {model.step_names()[0]!r}), so nothing was compared; save tensors under npmnv2's step names."
+        )
     print(repr(result))
     return 0 if result.first_divergence is None else 3
 
@@ -364,9 +428,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE", help="the image file")
     model_options(p)
     p.add_argument("--against", required=True, help="'torch' (transformers), 'tflite' (the interpreter) or a .npz file")
-    p.add_argument("--tolerance", type=float, default=1e-4, help="max |diff| / max(1, max |reference|) (default 1e-4)")
+    p.add_argument(
+        "--tolerance", type=_tolerance, default=1e-4, help="max |diff| / max(1, max |reference|) (default 1e-4)"
+    )
     p.set_defaults(func=cmd_compare)
     return parser
+
+
+def _tolerance(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 1e-4, got {text!r}") from None
+    if not (value >= 0 and value != float("inf")):  # also refuses NaN
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -8,6 +8,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .ops import ACTIVATIONS
@@ -172,7 +173,10 @@ class MobileNetV2Config:
         if self.label2id is None:
             self.label2id = {name: i for i, name in self.id2label.items()}
         else:
-            self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+            try:
+                self.label2id = {str(k): int(v) for k, v in self.label2id.items()}
+            except (AttributeError, TypeError, ValueError):
+                self._fail("label2id", "expected a mapping of label names to int class ids, e.g. {'cat': 1}")
 
     # ---------------------------------------------------------------- derived values
     @property
@@ -222,9 +226,6 @@ class MobileNetV2Config:
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> MobileNetV2Config:
         """Read a transformers `config.json`."""
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"MobileNetV2Config: {os.fspath(path)!r} is not valid JSON ({err}).") from None
-        return cls.from_dict(data)
+        from .weights import read_json_object
+
+        return cls.from_dict(read_json_object(Path(path), "config"))

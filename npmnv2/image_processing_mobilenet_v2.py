@@ -24,6 +24,9 @@ from .ops import nchw_to_nhwc, resize_bilinear
 PREPROCESSOR_NAME = "preprocessor_config.json"
 RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 MIN_IMAGE_SIZE = 1
+# The most pixels a resize may produce (transformers has no limit; 64 Mpx of float32 RGB is 768 MiB).
+# Raise it for real, huge images: npmnv2.image_processing_mobilenet_v2.MAX_OUTPUT_PIXELS = ...
+MAX_OUTPUT_PIXELS = 64 * 2**20
 
 
 class ImageLoadError(ValueError):
@@ -48,6 +51,11 @@ def load_image(image: Any) -> Image.Image:
             with Image.open(path) as opened:
                 opened.load()
                 image = ImageOps.exif_transpose(opened)
+        except Image.DecompressionBombError as err:
+            raise ImageLoadError(
+                f"{str(path)!r} is too large to open safely ({err}); if you trust the file, raise "
+                "PIL.Image.MAX_IMAGE_PIXELS first."
+            ) from None
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
             raise ImageLoadError(f"{str(path)!r} is not a readable image ({type(err).__name__}: {err}).") from None
     elif isinstance(image, np.ndarray):
@@ -180,6 +188,13 @@ class MobileNetV2ImageProcessor:
             h, w = shortest_edge_size(image.height, image.width, self.size["shortest_edge"])
         else:
             h, w = self.size["height"], self.size["width"]
+        if h * w > MAX_OUTPUT_PIXELS or h < 1 or w < 1:
+            raise ImageLoadError(
+                f"resizing a {image.width}x{image.height} image with size={self.size} would make it {w}x{h}: "
+                f"{h * w:,} pixels, over the limit of {MAX_OUTPUT_PIXELS:,} (MAX_OUTPUT_PIXELS in "
+                "npmnv2.image_processing_mobilenet_v2). Check the image's aspect ratio and the processor's size, "
+                "or raise the limit."
+            )
         return image.resize((w, h), resample=self.resample if resample is None else resample)
 
     def _geometry(self, image: Image.Image, resample: int | None = None) -> np.ndarray:
@@ -285,11 +300,16 @@ class MobileNetV2ImageProcessor:
         return data
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write preprocessor_config.json (transformers' format)."""
-        path = Path(directory)
-        path.mkdir(parents=True, exist_ok=True)
-        (path / PREPROCESSOR_NAME).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        return path
+        """Write preprocessor_config.json (transformers' format), atomically (`weights.write_folder`)."""
+        from .weights import write_folder
+
+        return write_folder(directory, self.checkpoint_files())
+
+    def checkpoint_files(self) -> dict[str, bytes]:
+        """{"preprocessor_config.json": its bytes}, as `save_pretrained` writes them."""
+        from .weights import json_bytes
+
+        return {PREPROCESSOR_NAME: json_bytes(self.to_dict())}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MobileNetV2ImageProcessor:

@@ -448,12 +448,17 @@ class MobileNetV2PreTrainedModel:
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write a transformers checkpoint folder (config.json + model.safetensors) that
-        `transformers.<same class>.from_pretrained` loads with no missing or unexpected keys."""
+        `transformers.<same class>.from_pretrained` loads with no missing or unexpected keys.
+        Both files are written or neither (`weights.write_folder`)."""
+        return weights.write_folder(directory, self.checkpoint_files())
+
+    def checkpoint_files(self) -> dict[str, bytes]:
+        """The bytes `save_pretrained` writes: {"model.safetensors": ..., "config.json": ...}."""
         config = self.config.to_dict()
         config["architectures"] = [type(self).__name__]
         if self.quantization:
             config["npmnv2_activation_quantization"] = {k: list(v) for k, v in self.quantization.items()}
-        return weights.save_checkpoint(directory, self.state_dict(), config)
+        return weights.checkpoint_files(self.state_dict(), config)
 
     # -- forward helpers --------------------------------------------------------
     def __call__(self, *args: Any, **kwargs: Any):

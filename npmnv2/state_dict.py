@@ -142,8 +142,20 @@ def check_state_dict(arrays: Mapping[str, np.ndarray], config: MobileNetV2Config
     if missing or unexpected or wrong:
         raise ValueError(describe_mismatch(missing, unexpected, wrong, who))
     for k, v in arrays.items():
-        if k in expected and not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
+        if k not in expected:
+            continue
+        if not (np.issubdtype(v.dtype, np.floating) or np.issubdtype(v.dtype, np.integer)):
             raise TypeError(f"{who}: {k} has dtype {v.dtype}, expected a number type.")
+        if not np.isfinite(v).all():
+            raise ValueError(
+                f"{who}: {k} holds {int(np.count_nonzero(~np.isfinite(v)))} NaN or infinite values; every output "
+                "would be NaN. The weights are corrupt or came from a diverged training run."
+            )
+        if k.endswith("running_var") and (v < 0).any():
+            raise ValueError(
+                f"{who}: {k} has negative variances (min {float(v.min()):.3g}); a batch-norm running_var is >= 0, "
+                "so the weights are corrupt or mislabelled."
+            )
 
 
 def describe_mismatch(missing: list[str], unexpected: list[str], wrong: list[str], who: str) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 from .architecture import HEAD_EPS, backbone_spec
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .state_dict import identity_batch_norm, infer_config
-from .weights import WeightFileError, residual_add_layer, tf_scope_to_hf
+from .weights import WeightFileError, regular_file, residual_add_layer, tf_scope_to_hf
 
 PASCAL_VOC_LABELS = [
     "background",
@@ -96,7 +96,7 @@ class TFLiteGraph:
 
     def __init__(self, path: Path) -> None:
         tflite = _import_tflite()
-        self.path, self.buf = path, path.read_bytes()
+        self.path, self.buf = regular_file(path, "TFLite file"), path.read_bytes()
         self.where = f"TFLite file {str(path)!r}"
         try:
             if len(self.buf) < 8 or self.buf[4:8] != b"TFL3":
@@ -164,14 +164,21 @@ class TFLiteGraph:
         return q.astype(np.float64) if quant is None else dequantize(q, *quant)
 
     def labels(self) -> list[str] | None:
-        """Label names from the TFLite metadata: a zip appended to the flatbuffer."""
+        """Label names from the TFLite metadata: a zip appended to the flatbuffer. None when the file
+        has no such zip; an error when its metadata says it has one that cannot be read (truncated)."""
+        names = [self.model.Metadata(i).Name() for i in range(self.model.MetadataLength())]
+        if b"TFLITE_METADATA" not in names or b"PK\x03\x04" not in self.buf:
+            return None
         try:
             with zipfile.ZipFile(io.BytesIO(self.buf)) as archive:
                 texts = [n for n in archive.namelist() if n.endswith(".txt")]
                 if texts:
                     return archive.read(texts[0]).decode("utf-8").splitlines()
-        except zipfile.BadZipFile:
-            pass
+        except (zipfile.BadZipFile, EOFError, UnicodeDecodeError, ValueError) as err:
+            raise WeightFileError(
+                f"{self.where} carries label metadata (a zip after the model) that cannot be read ({err}); the "
+                "file is truncated or corrupt. Download it again."
+            ) from None
         return None
 
 
@@ -201,9 +208,21 @@ def read_tflite(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
     """(transformers-named float tensors, config dict, activation quantization) of a TFLite MobileNetV2.
 
     Raises WeightFileError when the graph is not a MobileNetV2 / DeepLabV3-MobileNetV2 this
-    import understands (unknown layers, missing layers, shapes that fit no config).
+    import understands (unknown layers, missing layers, shapes that fit no config), or when the
+    flatbuffer is corrupt.
     """
     graph = TFLiteGraph(Path(path))
+    try:
+        return _read_graph(graph)
+    except WeightFileError:
+        raise
+    except Exception as err:  # a corrupt flatbuffer can fail anywhere it is read
+        raise WeightFileError(
+            f"{graph.where} is corrupt: reading its graph failed ({type(err).__name__}: {err})."
+        ) from None
+
+
+def _read_graph(graph: TFLiteGraph) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, tuple[float, int]]]:
     tensors: dict[str, np.ndarray] = {}
     quantization: dict[str, tuple[float, int]] = {}
     strides, dilations, paddings, acts = [], [], set(), {}
@@ -300,7 +319,10 @@ def _unused_conv_1x1(c_in: int, c_out: int) -> dict[str, np.ndarray]:
 def read_tflite_input_size(path: str | Path) -> tuple[int, int]:
     """(height, width) of a TFLite model's input tensor (N, H, W, C)."""
     graph = TFLiteGraph(Path(path))
-    shape = graph.shape(graph.graph.Inputs(0))
+    try:
+        shape = graph.shape(graph.graph.Inputs(0))
+    except Exception as err:  # a corrupt flatbuffer
+        raise WeightFileError(f"{graph.where} is corrupt ({type(err).__name__}: {err}).") from None
     if len(shape) != 4:
         raise WeightFileError(f"{graph.where}: input shape {shape} is not (N, H, W, C).")
     return shape[1], shape[2]

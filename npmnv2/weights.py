@@ -8,13 +8,17 @@ imports torch.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import math
 import os
 import pickle
 import re
+import shutil
+import stat
 import struct
+import tempfile
 import zipfile
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -84,7 +88,7 @@ def load_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     exactly); its errors are reported as WeightFileError naming the file. BF16 tensors are
     returned as float32 (NumPy has no bfloat16).
     """
-    path = Path(path)
+    path = regular_file(path, "safetensors file")
     where = f"safetensors file {str(path)!r}"
     raw = path.read_bytes()
     try:
@@ -152,6 +156,11 @@ def _safetensors_problem(raw: bytes, library_says: str) -> str:
 def save_safetensors(tensors: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
     """Write tensors as .safetensors with `{"format": "pt"}` metadata, as transformers does
     (the `safetensors` package builds the bytes; the file is written atomically)."""
+    _write_atomically(Path(path), safetensors_bytes(tensors))
+
+
+def safetensors_bytes(tensors: Mapping[str, np.ndarray]) -> bytes:
+    """The bytes of a .safetensors file holding `tensors`, built by the `safetensors` package."""
     arrays = {}
     for name, value in tensors.items():
         array = np.ascontiguousarray(value) if np.ndim(value) else np.asarray(value)
@@ -160,36 +169,100 @@ def save_safetensors(tensors: Mapping[str, np.ndarray], path: str | os.PathLike)
                 f"save_safetensors: tensor {name!r} has dtype {array.dtype}, which safetensors cannot hold."
             )
         arrays[name] = array
-    _write_atomically(Path(path), safetensors.numpy.save(arrays, metadata={"format": "pt"}))
+    return safetensors.numpy.save(arrays, metadata={"format": "pt"})
 
 
 def _write_atomically(path: Path, payload: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: a failure never leaves half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+    """Write one file atomically (see `write_folder`)."""
+    write_folder(path.parent, {path.name: payload}, create=False)
+
+
+def write_folder(
+    directory: str | os.PathLike, files: Mapping[str, bytes], *, remove: tuple[str, ...] = (), create: bool = True
+) -> Path:
+    """Write several files into a folder, all or nothing, never through a planted link.
+
+    Each file is first written to a new temporary file in the folder (`tempfile.mkstemp`: a fresh
+    random name, created exclusively, so a symlink planted at a predictable name is never
+    followed), then all are renamed into place (`os.replace`, which replaces a link at the
+    destination instead of writing through it). If any write fails, every temporary file is
+    removed, and so is the folder when this call created it. `remove` names files to delete
+    after the new ones are in place (a stale `pytorch_model.bin` that would shadow new weights).
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"{str(directory)!r} exists and is not a folder; choose a folder to write into.")
+    created = not directory.exists()
+    if created and not create:
+        raise FileNotFoundError(f"folder {str(directory)!r} does not exist.")
+    directory.mkdir(parents=True, exist_ok=True)
+    staged: dict[str, str] = {}
+    try:
+        for name, payload in files.items():
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory)
+            staged[name] = tmp
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+    except BaseException:
+        for tmp in staged.values():
+            Path(tmp).unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(directory, ignore_errors=True)
+        raise
+    for name, tmp in staged.items():
+        os.replace(tmp, directory / name)
+    for name in remove:
+        stale = directory / name
+        if stale.is_file() or stale.is_symlink():
+            stale.unlink()
+    return directory
 
 
 # ============================================================================ PyTorch .bin (zip + pickle)
+
+
+class _Allowed:
+    """One of the few functions a weight pickle may call, wrapped so that the pickle cannot change
+    it: a pickle's BUILD opcode sets attributes on the object it builds (for a bare function,
+    `__defaults__` or `__code__`, for the rest of the process). This wrapper refuses that."""
+
+    __slots__ = ("_function", "_where")
+
+    def __init__(self, function: Any, where: str) -> None:
+        object.__setattr__(self, "_function", function)
+        object.__setattr__(self, "_where", where)
+
+    def __call__(self, *args: Any) -> Any:
+        return self._function(*args)
+
+    def __setstate__(self, state: Any) -> None:
+        raise WeightFileError(
+            f"{self._where}: its pickle tries to change the function {self._function.__name__} (a BUILD on it); "
+            "a weight file only builds tensors, so it was refused."
+        )
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.__setstate__(None)
 
 
 class _TensorOnlyUnpickler(pickle.Unpickler):
     """Rebuilds the tensors of a `torch.save` file and refuses every other global.
 
     A pickle can name any importable function and call it while loading; this unpickler
-    answers only the handful of names a state dict needs, with NumPy stand-ins.
+    answers only the handful of names a state dict needs, with NumPy stand-ins, and reads a
+    storage from the archive only when the pickle references it.
     """
 
-    def __init__(self, file: io.BytesIO, storages: Mapping[str, bytes], where: str) -> None:
+    def __init__(self, file: io.BytesIO, archive: zipfile.ZipFile, prefix: str, where: str) -> None:
         super().__init__(file)
-        self._storages = storages
-        self._where = where
+        self._archive, self._prefix, self._where = archive, prefix, where
+        self._storages: dict[str, np.ndarray] = {}
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in (("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor")):
-            return _rebuild_tensor
+            return _Allowed(functools.partial(_rebuild_tensor, where=self._where), self._where)
         if (module, name) == ("torch._utils", "_rebuild_parameter"):
-            return _rebuild_parameter
+            return _Allowed(_rebuild_parameter, self._where)
         if (module, name) == ("collections", "OrderedDict"):
             return OrderedDict
         if module == "torch" and name in _TORCH_STORAGES:
@@ -201,30 +274,85 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
 
     def persistent_load(self, pid: Any) -> np.ndarray:
         # pid = ("storage", storage dtype, key, location, numel)
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], type)):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
             raise WeightFileError(f"{self._where}: unexpected persistent id {pid!r}.")
         _, dtype, key, _location, numel = pid
+        if not any(dtype is t for t in _TORCH_STORAGES.values()):
+            raise WeightFileError(
+                f"{self._where}: storage {key!r} has the type {dtype!r}; only torch's number storages "
+                f"({', '.join(_TORCH_STORAGES)}) are allowed."
+            )
+        if not isinstance(key, str) or type(numel) is not int or numel < 0:
+            raise WeightFileError(f"{self._where}: storage key {key!r} or size {numel!r} is invalid.")
         if key not in self._storages:
-            raise WeightFileError(f"{self._where}: storage {key!r} is missing from the archive (truncated file?).")
-        raw = self._storages[key]
-        itemsize = np.dtype(dtype).itemsize
-        if len(raw) < numel * itemsize:
-            raise WeightFileError(f"{self._where}: storage {key!r} has {len(raw)} bytes, needs {numel * itemsize}.")
-        storage = np.frombuffer(raw, dtype=np.dtype(dtype).newbyteorder("<"), count=numel)
-        return bfloat16_to_float32(storage) if dtype is np.uint16 else storage
+            self._storages[key] = self._read_storage(key, np.dtype(dtype), numel)
+        storage = self._storages[key]
+        if storage.size < numel:
+            raise WeightFileError(f"{self._where}: storage {key!r} has {storage.size} elements, needs {numel}.")
+        return storage
+
+    def _read_storage(self, key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+        """One storage member, read only now that the pickle references it. torch writes members
+        uncompressed; a compressed one, or one smaller than it claims, is refused before reading."""
+        name = f"{self._prefix}data/{key}"
+        try:
+            info = self._archive.getinfo(name)
+        except KeyError:
+            raise WeightFileError(
+                f"{self._where}: storage {key!r} is missing from the archive (truncated file?)."
+            ) from None
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise WeightFileError(
+                f"{self._where}: storage {key!r} is compressed; torch.save stores tensors uncompressed, so this "
+                "file was not written by torch (refused: a small compressed member can expand without bound)."
+            )
+        needed = numel * dtype.itemsize
+        if info.file_size < needed:
+            raise WeightFileError(f"{self._where}: storage {key!r} has {info.file_size} bytes, needs {needed}.")
+        try:
+            raw = self._archive.read(name)
+        except (zipfile.BadZipFile, EOFError, OSError) as err:
+            raise WeightFileError(f"{self._where} is corrupt ({err}).") from None
+        storage = np.frombuffer(raw, dtype=dtype.newbyteorder("<"), count=numel)
+        return bfloat16_to_float32(storage) if dtype == np.uint16 else storage
 
 
-def _rebuild_tensor(storage: np.ndarray, offset: int, size: tuple, stride: tuple, *_: Any) -> np.ndarray:
-    """torch._utils._rebuild_tensor_v2 for NumPy: a strided view into the flat storage, copied."""
-    if len(size) == 0:
-        return storage[offset : offset + 1].reshape(()).copy()
-    needed = offset + sum((s - 1) * st for s, st in zip(size, stride, strict=True)) + 1
-    if min(size) > 0 and needed > storage.size:
-        raise WeightFileError(f"tensor of size {tuple(size)} needs {needed} storage elements, has {storage.size}.")
-    view = np.lib.stride_tricks.as_strided(
-        storage[offset:], shape=tuple(size), strides=tuple(s * storage.itemsize for s in stride)
+def _rebuild_tensor(storage: np.ndarray, offset: Any, size: Any, stride: Any, *_: Any, where: str = "") -> np.ndarray:
+    """torch._utils._rebuild_tensor_v2 for NumPy: the strided tensor inside a flat storage, copied.
+
+    The pickle says where the tensor lies: `offset` elements into the storage, then `size[k]`
+    steps of `stride[k]` elements along each axis. A hostile pickle can lie, so before anything
+    is read: every number must be a non-negative int, stride 0 only on axes of length <= 1, and
+    the last element, offset + sum((size - 1) * stride), inside the storage. The view is then
+    made by `np.ndarray(..., buffer=...)`, which checks the bounds once more.
+    """
+    if not isinstance(storage, np.ndarray):
+        raise WeightFileError(f"{where}: a tensor is rebuilt from {type(storage).__name__}, not a storage.")
+    if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)):
+        raise WeightFileError(f"{where}: a tensor has size {size!r} and stride {stride!r}; expected two tuples.")
+    numbers = (offset, *size, *stride)
+    if not all(type(v) is int and v >= 0 for v in numbers):
+        raise WeightFileError(
+            f"{where}: a tensor has offset {offset!r}, size {size!r}, stride {stride!r}; every one must be a "
+            "non-negative integer (negative strides or offsets would read outside the storage)."
+        )
+    if any(st == 0 and n > 1 for n, st in zip(size, stride, strict=True)):
+        raise WeightFileError(
+            f"{where}: a tensor of size {size} repeats one element along an axis (stride 0); torch never saves that."
+        )
+    if math.prod(size) == 0:
+        return np.zeros(size, storage.dtype)
+    last = offset + sum((n - 1) * st for n, st in zip(size, stride, strict=True))
+    if last >= storage.size:
+        raise WeightFileError(
+            f"{where}: a tensor of size {size} at offset {offset} needs {last + 1} storage elements, "
+            f"the storage has {storage.size}."
+        )
+    itemsize = storage.itemsize
+    view = np.ndarray(
+        size, storage.dtype, buffer=storage, offset=offset * itemsize, strides=tuple(st * itemsize for st in stride)
     )
-    return np.array(view)
+    return view.copy()
 
 
 def _rebuild_parameter(data: np.ndarray, *_: Any) -> np.ndarray:
@@ -235,13 +363,15 @@ def load_pytorch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a `torch.save` zip archive (`pytorch_model.bin`) into NumPy arrays, without torch.
 
     Only tensors (and the dicts holding them) are allowed; any other pickled global raises
-    WeightFileError naming it, before anything runs. The legacy pre-1.6 (non-zip) format is not read.
+    WeightFileError naming it, before anything runs. Only the storages the pickle references are
+    read, each checked against its declared size; compressed members are refused. The legacy
+    pre-1.6 (non-zip) format is not read.
     """
-    path = Path(path)
+    path = regular_file(path, "PyTorch file")
     where = f"PyTorch file {str(path)!r}"
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, ValueError, EOFError):
         raise WeightFileError(
             f"{where} is not a zip archive: it is truncated, corrupt, or the legacy pre-1.6 torch format "
             "(re-save it with torch.save in torch >= 1.6, or convert it to safetensors)."
@@ -251,18 +381,20 @@ def load_pytorch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
         pickles = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
         if len(pickles) != 1:
             raise WeightFileError(f"{where}: expected one data.pkl in the archive, found {len(pickles)}.")
+        info = archive.getinfo(pickles[0])
+        if info.file_size > path.stat().st_size * 4 + 2**20:
+            raise WeightFileError(f"{where}: its data.pkl claims {info.file_size} bytes, far more than the file holds.")
+        try:
+            payload = archive.read(pickles[0])
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+            raise WeightFileError(f"{where} is corrupt ({err}).") from None
         prefix = pickles[0][: -len("data.pkl")]
         try:
-            storages = {n[len(prefix) + 5 :]: archive.read(n) for n in names if n.startswith(prefix + "data/")}
-            payload = archive.read(pickles[0])
-        except (zipfile.BadZipFile, EOFError, OSError) as err:
-            raise WeightFileError(f"{where} is corrupt ({err}).") from None
-    try:
-        obj = _TensorOnlyUnpickler(io.BytesIO(payload), storages, where).load()
-    except WeightFileError:
-        raise
-    except Exception as err:  # a broken pickle stream raises many kinds of errors
-        raise WeightFileError(f"{where}: its pickle is corrupt ({type(err).__name__}: {err}).") from None
+            obj = _TensorOnlyUnpickler(io.BytesIO(payload), archive, prefix, where).load()
+        except WeightFileError:
+            raise
+        except Exception as err:  # a broken pickle stream raises many kinds of errors
+            raise WeightFileError(f"{where}: its pickle is corrupt ({type(err).__name__}: {err}).") from None
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, np.ndarray) for v in obj.values()):
@@ -270,12 +402,27 @@ def load_pytorch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return dict(obj)
 
 
+def regular_file(path: str | os.PathLike, what: str) -> Path:
+    """`path` as a Path, or a WeightFileError when it is not a regular file: a FIFO would block
+    forever, /dev/zero would be read until memory runs out."""
+    path = Path(path)
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        raise WeightFileError(f"{what} {str(path)!r} cannot be read ({err.strerror}).") from None
+    if not stat.S_ISREG(mode):
+        raise WeightFileError(
+            f"{what} {str(path)!r} is not a regular file (a folder, a device or a pipe); give a weight file."
+        )
+    return path
+
+
 # ============================================================================ sources
 
 
 def load_tensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a .safetensors or .bin file into a dict of NumPy arrays."""
-    path = Path(path)
+    path = regular_file(path, "weight file")
     if path.suffix == ".safetensors":
         return load_safetensors(path)
     if path.suffix in (".bin", ".pt", ".pth"):
@@ -295,24 +442,36 @@ def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any] |
             raise WeightFileError(f"checkpoint folder {str(path)!r} has neither {SAFETENSORS_NAME} nor {PYTORCH_NAME}.")
     else:
         weights_path, config_path = path, path.with_name(CONFIG_NAME)
-    config = None
-    if config_path.is_file():
-        try:
-            config = json.loads(config_path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise WeightFileError(f"{str(config_path)!r} is not valid JSON ({err}).") from None
+    config = read_json_object(config_path, "config") if config_path.exists() else None
     return load_tensors(weights_path), config
 
 
-def save_checkpoint(directory: str | os.PathLike, tensors: Mapping[str, np.ndarray], config: dict[str, Any]) -> Path:
-    """Write a transformers checkpoint folder: config.json and model.safetensors."""
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise FileExistsError(f"save_pretrained: {str(directory)!r} exists and is not a folder.")
-    directory.mkdir(parents=True, exist_ok=True)
-    save_safetensors(tensors, directory / SAFETENSORS_NAME)
-    _write_atomically(directory / CONFIG_NAME, (json.dumps(config, indent=2, sort_keys=True) + "\n").encode())
-    return directory
+def read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file that must hold one object (config.json, preprocessor_config.json), or a clear error."""
+    path = regular_file(path, f"{what} file")
+    if path.stat().st_size > 16 * 2**20:
+        raise WeightFileError(f"{what} file {str(path)!r} is {path.stat().st_size:,} bytes; a {what} is a few KiB.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise WeightFileError(f"{what} file {str(path)!r} is not valid JSON ({err}).") from None
+    except RecursionError:
+        raise WeightFileError(f"{what} file {str(path)!r} nests its JSON too deeply to be a {what}.") from None
+    if not isinstance(data, dict):
+        raise WeightFileError(
+            f"{what} file {str(path)!r} holds {type(data).__name__ if data is not None else 'null'}, not a JSON "
+            f"object of {what} fields."
+        )
+    return data
+
+
+def checkpoint_files(tensors: Mapping[str, np.ndarray], config: dict[str, Any]) -> dict[str, bytes]:
+    """The bytes of a transformers checkpoint folder: model.safetensors and config.json."""
+    return {SAFETENSORS_NAME: safetensors_bytes(tensors), CONFIG_NAME: json_bytes(config)}
+
+
+def json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
 
 # ============================================================================ TF-slim scope names
