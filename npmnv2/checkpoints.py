@@ -52,6 +52,11 @@ def download_from_hub(repo_id: str) -> Path:
 
 def resolve_checkpoint(source: str | os.PathLike) -> Path:
     """A local path as it is; a hub id (owner/name) that is not a local path, downloaded."""
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            f"weights source must be a path or a hub id such as 'google/mobilenet_v2_1.0_224', got "
+            f"{type(source).__name__} {source!r}."
+        )
     path = Path(source)
     if path.exists():
         return path

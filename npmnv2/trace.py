@@ -455,7 +455,7 @@ def trace_forward(
     names = step_names(model)
     patterns = [layers] if isinstance(layers, str) else layers
     if patterns is not None:
-        if not all(isinstance(p, str) for p in patterns):
+        if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) for p in patterns):
             raise TypeError(
                 f"trace: layers must be a step name, a glob pattern or a list of them (e.g. 'layer.*.expand_1x1.*'), "
                 f"got {layers!r}."

@@ -237,7 +237,8 @@ class _Allowed:
 
     def __setstate__(self, state: Any) -> None:
         raise WeightFileError(
-            f"{self._where}: its pickle tries to change the function {self._function.__name__} (a BUILD on it); "
+            f"{self._where}: its pickle tries to change the function "
+            f"{getattr(self._function, 'func', self._function).__name__} (a BUILD on it); "
             "a weight file only builds tensors, so it was refused."
         )
 
