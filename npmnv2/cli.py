@@ -109,7 +109,7 @@ def _batches(items: list[Any], size: int, *, progress: bool) -> Iterator[list[An
     yield from chunks
 
 
-SEGMENT_WORKING_SIZE = 2048  # the longest side at which `segment` computes its class map
+SEGMENT_WORKING_SIZE = 1024  # the longest side at which `segment` computes its class map
 
 
 def _check_output(name: str, suffixes: set[str], option: str, *, inputs: Sequence[Path] = ()) -> Path:

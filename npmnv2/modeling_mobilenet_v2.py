@@ -73,6 +73,7 @@ from .state_dict import (
     hf_name,
     hf_tensor_shapes,
     infer_config,
+    init_params,
     params_from_torch,
     params_to_torch,
 )
@@ -286,22 +287,7 @@ class MobileNetV2PreTrainedModel:
         """A model with seeded random weights, initialised as transformers does: conv and linear
         weights ~ N(0, initializer_range), biases 0, batch norm gamma=1, beta=0, mean=0, var=1."""
         self._setup(config, dtype)
-        rng = np.random.default_rng(seed)
-        std = self.config.initializer_range
-        for spec in self.specs:
-            if spec.kind == "depthwise":
-                shape = (spec.kernel_size, spec.kernel_size, spec.c_out)
-            elif spec.kind == "linear":
-                shape = (spec.c_in, spec.c_out)
-            else:
-                shape = (spec.kernel_size, spec.kernel_size, spec.c_in, spec.c_out)
-            p = {"kernel": rng.normal(0.0, std, shape).astype(self.dtype)}
-            if spec.bias:
-                p["bias"] = np.zeros(spec.c_out, self.dtype)
-            if spec.eps is not None:
-                ones, zeros = np.ones(spec.c_out, self.dtype), np.zeros(spec.c_out, self.dtype)
-                p.update(gamma=ones, beta=zeros, mean=zeros.copy(), var=ones.copy())
-            self.params[spec.name] = p
+        self.params = init_params(self.specs, std=self.config.initializer_range, dtype=self.dtype, seed=seed)
 
     def _setup(self, config: MobileNetV2Config | None, dtype: Any) -> None:
         """Config, dtype and architecture; no parameters yet."""

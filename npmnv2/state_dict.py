@@ -57,6 +57,32 @@ def expected_shapes(config: MobileNetV2Config, task: Task) -> dict[str, tuple[in
     }
 
 
+def init_params(specs: list[ConvSpec], *, std: float, dtype: np.dtype, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """Seeded random parameters in npmnv2's layout, initialised as transformers' `_init_weights`:
+    conv and linear weights ~ N(0, std), biases 0, batch norm gamma=1, beta=0, mean=0, var=1."""
+    rng = np.random.default_rng(seed)
+    params = {}
+    for spec in specs:
+        if spec.kind == "depthwise":
+            shape = (spec.kernel_size, spec.kernel_size, spec.c_out)
+        elif spec.kind == "linear":
+            shape = (spec.c_in, spec.c_out)
+        else:
+            shape = (spec.kernel_size, spec.kernel_size, spec.c_in, spec.c_out)
+        p = {"kernel": rng.normal(0.0, std, shape).astype(dtype)}
+        if spec.bias:
+            p["bias"] = np.zeros(spec.c_out, dtype)
+        if spec.eps is not None:
+            p.update(
+                gamma=np.ones(spec.c_out, dtype),
+                beta=np.zeros(spec.c_out, dtype),
+                mean=np.zeros(spec.c_out, dtype),
+                var=np.ones(spec.c_out, dtype),
+            )
+        params[spec.name] = p
+    return params
+
+
 # ============================================================================ kernel layouts
 
 

@@ -275,14 +275,19 @@ def test_a_decompression_bomb_is_an_image_error(tmp_path):
 
 
 def test_segment_works_at_a_bounded_size_and_keeps_the_mask_full_size(tmp_path, coral_dir):
+    from npmnv2.cli import main
+
     Image.new("RGB", (3000, 2500), (90, 120, 200)).save(tmp_path / "big.png")
     weights = coral_dir / "deeplabv3_mnv2_dm05_pascal_quant.tflite"
-    result = run_cli(
-        "segment", str(tmp_path / "big.png"), "--weights", str(weights), "-o", str(tmp_path / "o.png"),
-        "--mask", str(tmp_path / "m.png"),
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
+    args = ["segment", str(tmp_path / "big.png"), "--weights", str(weights), "-o", str(tmp_path / "o.png")]
+    tracemalloc.start()
+    code = main([*args, "--mask", str(tmp_path / "m.png")])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert code == 0
     assert Image.open(tmp_path / "m.png").size == (3000, 2500)
+    # full-size float32 logits alone would be 3000 * 2500 * 21 * 4 bytes = 630 MB
+    assert peak < 250 * 2**20, f"segment peaked at {peak / 2**20:.0f} MiB"
 
 
 @pytest.mark.parametrize("special", ["fifo", "/dev/zero", "folder"])
