@@ -11,7 +11,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -99,13 +99,10 @@ def _image_paths(items: Sequence[str]) -> list[Path]:
 def _batches(items: list[Any], size: int, *, progress: bool) -> Iterator[list[Any]]:
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     if progress and len(chunks) > 1:
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            pass
-        else:
-            yield from tqdm(chunks, desc="classifying", unit="batch", file=sys.stderr)
-            return
+        from tqdm import tqdm
+
+        yield from tqdm(chunks, desc="classifying", unit="batch", file=sys.stderr)
+        return
     yield from chunks
 
 
@@ -267,7 +264,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         _check_output(args.save, {".npz"}, "--save", inputs=[Path(args.image)])
     model = _model_for(args.weights, args)
     trace = model.trace(_pixels_for(model, args.weights, args.image), layers=args.layers or None, stop_at=args.stop_at)
-    print(repr(trace))
+    print(trace.format(kept_only=bool(args.layers)))
     if args.save:
         np.savez(args.save, **{name: trace[name] for name in trace})
         print(f"wrote {len(trace)} tensors (NCHW) to {args.save}")
@@ -327,24 +324,34 @@ def cmd_compare(args: argparse.Namespace) -> int:
 # ============================================================================ parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr and exit code 1, like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="npmnv2",
         description="MobileNetV2 and DeepLabV3 in readable NumPy: classify, segment, convert, inspect.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
-        return sub.add_parser(
+        p = sub.add_parser(
             name,
             help=help_text,
             description=help_text,
             epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        # accepted after the subcommand too; SUPPRESS keeps a --debug given before it
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback")
+        return p
 
     weights_help = "weights: a transformers checkpoint folder, .safetensors/.bin file, .tflite file or hub id"
     p = add(
@@ -429,7 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
     model_options(p)
     p.add_argument("--against", required=True, help="'torch' (transformers), 'tflite' (the interpreter) or a .npz file")
     p.add_argument(
-        "--tolerance", type=_tolerance, default=1e-4, help="max |diff| / max(1, max |reference|) (default 1e-4)"
+        "--tolerance",
+        type=_tolerance,
+        default=None,
+        help="max |diff| / max(1, max |reference|) (default: 1e-4 against torch or a .npz; against tflite, "
+        "differences are judged against the integer model's quantization noise unless this is given)",
     )
     p.set_defaults(func=cmd_compare)
     return parser
@@ -446,7 +457,11 @@ def _tolerance(text: str) -> float:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    """argparse type: an int >= 1, with a message that says so."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
@@ -463,7 +478,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # every failure becomes one line, unless --debug
         if args.debug:
             raise
-        message = " ".join(str(err).split()) or type(err).__name__
+        text = err.args[0] if isinstance(err, KeyError) and err.args and isinstance(err.args[0], str) else str(err)
+        message = " ".join(text.split()) or type(err).__name__
         print(f"npmnv2 {args.command}: error: {message}", file=sys.stderr)
         return 1
 

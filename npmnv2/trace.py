@@ -204,6 +204,15 @@ def _conv_attrs(spec: ConvSpec, tf_padding: bool) -> dict[str, Any]:
 # ============================================================================ the trace
 
 
+def _public(kind: StepKind, output: np.ndarray) -> np.ndarray:
+    """A step's output in transformers' layout: NCHW, and the classifier's logits (N, L) as
+    transformers returns them (not (N, L, 1, 1))."""
+    if kind == "linear" and output.ndim == 4 and output.shape[1:3] == (1, 1):
+        return output[:, 0, 0, :]
+    return nhwc_to_nchw(output)
+
+
+
 class Trace(Mapping):
     """name -> kept NCHW array, plus `steps` (every step that ran, kept or not).
 
@@ -268,13 +277,14 @@ class Trace(Mapping):
         macs = MACS[op](output.shape, used["kernel"].shape) if op in MACS else 0
         n_params = sum(int(v.size) for k, v in used.items() if k not in ("mean", "var"))
         keep = self.keeps(name)
+        public = _public(kind, output)
         step = Step(
             name=name,
             kind=kind,
             op=op,
-            output_shape=tuple(nhwc_to_nchw(output).shape),
+            output_shape=tuple(public.shape),
             input_shapes=tuple(tuple(nhwc_to_nchw(x).shape) for x in inputs),
-            output=nhwc_to_nchw(output) if keep else None,
+            output=public if keep else None,
             inputs=tuple(nhwc_to_nchw(x) for x in inputs) if keep else (),
             params=used,
             attrs=step_attrs,
@@ -292,6 +302,8 @@ class Trace(Mapping):
     def _replacement(self, name: str, output: np.ndarray) -> np.ndarray:
         new = np.asarray(self.replace[name])
         expected = tuple(nhwc_to_nchw(output).shape)
+        if new.ndim == 2 and output.ndim == 4 and output.shape[1:3] == (1, 1):  # logits as transformers gives them
+            new = new[:, :, None, None]
         if new.shape != expected:
             raise ValueError(f"run_from at {name!r}: expected an NCHW tensor of shape {expected}, got {new.shape}.")
         return np.ascontiguousarray(nchw_to_nhwc(new), dtype=output.dtype).copy()  # never alias the caller's array
@@ -327,9 +339,11 @@ class Trace(Mapping):
             rows.append(row)
         return rows
 
-    def _rows_text(self) -> list[list[str]]:
+    def _rows_text(self, kept_only: bool = False) -> list[list[str]]:
         rows = []
         for r in self.table():
+            if kept_only and "min" not in r:
+                continue
             stats = [f"{r[k]:.3g}" if k in r else "-" for k in ("min", "mean", "max")]
             fracs = [f"{r[k]:.0%}" if k in r else "-" for k in ("zeros", "at6")]
             rows.append([r["name"], r["kind"], "x".join(map(str, r["shape"])), _human(r["macs"]), *stats, *fracs])
@@ -337,12 +351,16 @@ class Trace(Mapping):
 
     _HEAD = ("name", "kind", "shape (NCHW)", "MACs", "min", "mean", "max", "zeros", "at 6")
 
-    def __repr__(self) -> str:
-        rows = [list(self._HEAD), *self._rows_text()]
+    def format(self, *, kept_only: bool = False) -> str:
+        """The table as text: every step, or (kept_only) only the steps whose tensors were kept."""
+        rows = [list(self._HEAD), *self._rows_text(kept_only)]
         widths = [max(len(r[i]) for r in rows) for i in range(len(self._HEAD))]
         lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
         lines.append(f"{len(self.steps)} steps, {len(self)} kept, {_human(self.total_macs)} MACs")
         return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.format()
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self._HEAD)

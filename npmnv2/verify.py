@@ -107,9 +107,19 @@ def _step_name(hf: str, op_type: str, activation: int) -> str:
     return f"{hf}.activation" if activation else f"{hf}.normalization"
 
 
-def tflite_activations(path: str | Path, image: Any) -> dict[str, np.ndarray]:
+class QuantizedTensors(dict):
+    """name -> dequantized NCHW tensor of a quantized model, plus `scales`: name -> its quantization
+    step (a difference of one integer). `npmnv2.compare` judges such a reference against
+    quantization noise instead of a float tolerance."""
+
+    def __init__(self, tensors: dict[str, np.ndarray], scales: dict[str, float]) -> None:
+        super().__init__(tensors)
+        self.scales = scales
+
+
+def tflite_activations(path: str | Path, image: Any) -> QuantizedTensors:
     """Run the TFLite interpreter on `image` (see `tflite_input`) and return its intermediate tensors,
-    dequantized to float, NCHW, under npmnv2's step names."""
+    dequantized to float, NCHW, under npmnv2's step names, with each tensor's quantization step."""
     from .tflite_import import TFLiteGraph
 
     path = Path(path)
@@ -120,9 +130,13 @@ def tflite_activations(path: str | Path, image: Any) -> dict[str, np.ndarray]:
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels)
     interpreter.invoke()
 
-    def read(index: int) -> np.ndarray:
+    scales: dict[str, float] = {}
+
+    def read(index: int, name: str = "") -> np.ndarray:
         raw = interpreter.get_tensor(index)
         quant = graph.quantization(index)
+        if quant is not None and name:
+            scales[name] = float(quant[0][0])
         value = (
             raw.astype(np.float64)
             if quant is None
@@ -138,14 +152,17 @@ def tflite_activations(path: str | Path, image: Any) -> dict[str, np.ndarray]:
         if op["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             found = tf_scope_to_hf(graph.name(op["inputs"][1]))
             if found:
-                acts[_step_name(found[1], op["type"], op["activation"])] = read(out)
+                name = _step_name(found[1], op["type"], op["activation"])
+                acts[name] = read(out, name)
         elif op["type"] == "ADD" and residual_add_layer(graph.name(out)):
-            acts[residual_add_layer(graph.name(out))] = read(out)
+            name = residual_add_layer(graph.name(out))
+            acts[name] = read(out, name)
         elif op["type"] == "AVERAGE_POOL_2D":
-            acts["segmentation_head.avg_pool" if segmentation else "pooler"] = read(out)
+            name = "segmentation_head.avg_pool" if segmentation else "pooler"
+            acts[name] = read(out, name)
         elif op["type"] == "RESIZE_BILINEAR" and segmentation and not resized:
-            acts["segmentation_head.interpolate"] = read(out)  # the image-pool branch, broadcast back
+            acts["segmentation_head.interpolate"] = read(out, "segmentation_head.interpolate")  # pool, broadcast
             resized = True
         elif op["type"] == "CONCATENATION":
-            acts["segmentation_head.concat"] = read(out)
-    return acts
+            acts["segmentation_head.concat"] = read(out, "segmentation_head.concat")
+    return QuantizedTensors(acts, scales)

@@ -1,17 +1,39 @@
 """Pictures of MobileNetV2 at work (matplotlib). Every function returns a Figure; nothing calls plt.show().
 
-Figures are made with `matplotlib.figure.Figure` directly, so no GUI backend is needed:
-`fig.savefig("out.png")` works anywhere, and Jupyter displays a returned Figure inline.
+Figures are `npmnv2.viz.Figure`: a `matplotlib.figure.Figure` made without pyplot (no GUI backend,
+no global state) that shows itself as a PNG in Jupyter with no `%matplotlib` magic, through its
+`_repr_png_`. `fig.savefig("out.png")` works anywhere.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
 from typing import Any
 
+import matplotlib.figure
+import matplotlib.patches
 import numpy as np
-from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Patch
+
+
+class Figure(matplotlib.figure.Figure):
+    """A matplotlib Figure that Jupyter (IPython) displays inline as a PNG, with no magic.
+
+    A bare `matplotlib.figure.Figure` shows only its repr, `<Figure size ... with N Axes>`,
+    unless pyplot's inline backend was switched on; this class carries its own PNG.
+    """
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=90)
+        return buffer.getvalue()
+
+
+def figure(**kwargs: Any) -> Figure:
+    """A new `Figure` (keywords as matplotlib's: figsize, layout, ...) for your own drawings."""
+    kwargs.setdefault("layout", "constrained")
+    return Figure(**kwargs)
 
 
 def pascal_voc_palette(num_colors: int = 256) -> np.ndarray:
@@ -153,15 +175,17 @@ def feature_map_grid(
 
 
 def activation_statistics(trace: Any, *, samples: int = 4000, seed: int = 0) -> Figure:
-    """Per block: the distribution of the expansion/depthwise outputs (after ReLU6) and of the
-    linear bottleneck outputs (the projection, no activation).
+    """Per block, from a trace that kept its tensors: what ReLU6 does inside the block, and what the
+    linear bottleneck keeps.
 
-    The upper panel marks the ReLU6 ceiling at 6; the lower shows that bottleneck values keep
-    their sign -- the information a ReLU there would destroy (the paper's section 3.2).
+    Top: the distribution of the expansion and depthwise outputs after ReLU6 (a random sample of
+    `samples` values). Middle: the exact share of those values that ReLU6 clipped to 0 (negative
+    before it) and to 6. Bottom: the projection outputs, which have no activation, and the share
+    that is negative -- the values a ReLU there would erase (the paper's section 3.2).
     """
     rng = np.random.default_rng(seed)
     blocks = [s.name for s in trace.steps if s.kind in ("residual_add", "block_output")]
-    activated, linear, labels = [], [], []
+    activated, linear, labels, zeros, at6 = [], [], [], [], []
     for block in blocks:
         act = [
             s for s in trace.steps if s.name.startswith(block + ".") and s.kind == "activation" and s.output is not None
@@ -169,32 +193,46 @@ def activation_statistics(trace: Any, *, samples: int = 4000, seed: int = 0) -> 
         proj = [s for s in trace.steps if s.name.startswith(block + ".reduce_1x1.") and s.output is not None]
         if not act or not proj:
             continue
+        values = np.concatenate([s.output.ravel() for s in act])
         labels.append(block.replace("layer.", ""))
-        activated.append(rng.choice(np.concatenate([s.output.ravel() for s in act]), samples))
+        activated.append(rng.choice(values, samples))
+        zeros.append(float(np.mean(values == 0)))
+        at6.append(float(np.mean(values >= 6)))
         linear.append(rng.choice(proj[-1].output.ravel(), samples))
     if not labels:
         raise ValueError(
             "activation_statistics needs a trace that kept the block activations (trace with layers=None)."
         )
-    fig = Figure(figsize=(max(8, 0.6 * len(labels)), 6.5), layout="constrained")
-    top, bottom = fig.subplots(2, 1, sharex=True)
+    fig = Figure(figsize=(max(9, 0.65 * len(labels)), 9), layout="constrained")
+    top, middle, bottom = fig.subplots(3, 1, sharex=True, height_ratios=[3, 2, 3])
     positions = np.arange(len(labels))
     top.violinplot(activated, positions, showextrema=False)
-    top.axhline(6, color="crimson", lw=1, ls="--", label="ReLU6 saturation (6)")
-    at6 = [float(np.mean(a >= 6)) for a in activated]
-    for x, frac in zip(positions, at6, strict=True):
-        top.text(x, 6.2, f"{frac:.0%}", ha="center", fontsize=7, color="crimson")
-    top.set_ylabel("expansion + depthwise\n(after ReLU6)")
-    top.legend(loc="upper left", fontsize=8)
+    top.axhline(6, color="crimson", lw=1, ls="--", label="ReLU6 ceiling (6)")
+    top.set_ylabel("expansion + depthwise\noutputs, after ReLU6")
+    top.set_ylim(-0.3, 6.6)
+    top.legend(loc="upper right", fontsize=8)
+    middle.bar(positions - 0.2, [100 * z for z in zeros], 0.4, color="#6baed6", label="clipped to 0 (were negative)")
+    middle.bar(positions + 0.2, [100 * a for a in at6], 0.4, color="crimson", label="clipped to 6")
+    for x, z, a6 in zip(positions, zeros, at6, strict=True):
+        middle.text(x - 0.2, 100 * z + 2, f"{z:.0%}", ha="center", fontsize=7)
+        middle.text(x + 0.2, 100 * a6 + 2, f"{a6:.1%}" if a6 else "0", ha="center", fontsize=7, color="crimson")
+    middle.set_ylim(0, 110)
+    middle.set_ylabel("% of values\nReLU6 clipped")
+    middle.legend(loc="upper right", fontsize=8, ncols=2)
     bottom.violinplot(linear, positions, showextrema=False)
     bottom.axhline(0, color="grey", lw=0.8)
     neg = [float(np.mean(v < 0)) for v in linear]
+    low, high = bottom.get_ylim()
+    bottom.set_ylim(low, high + 0.12 * (high - low))
     for x, frac in zip(positions, neg, strict=True):
-        bottom.text(x, bottom.get_ylim()[0], f"{frac:.0%}<0", ha="center", va="bottom", fontsize=7)
-    bottom.set_ylabel("linear bottleneck\n(projection, no activation)")
+        bottom.text(x, high + 0.04 * (high - low), f"{frac:.0%} < 0", ha="center", fontsize=7)
+    bottom.set_ylabel("projection outputs\n(linear bottleneck)")
     bottom.set_xticks(positions, labels, fontsize=8)
     bottom.set_xlabel("block")
-    fig.suptitle("activation statistics per block (random sample of values)")
+    fig.suptitle(
+        "Inside each block: ReLU6 clips the wide tensors (top, middle); the thin bottleneck keeps its negative "
+        "values (bottom)"
+    )
     return fig
 
 
@@ -202,58 +240,69 @@ def activation_statistics(trace: Any, *, samples: int = 4000, seed: int = 0) -> 
 
 
 def inverted_residual_diagram(model: Any, block: str = "layer.3", image_size: int | tuple[int, int] = 224) -> Figure:
-    """One block drawn from the model itself: expand 1x1 -> depthwise 3x3 -> project 1x1 (linear),
-    with the real channel counts, strides, dilations and feature-map sizes at `image_size`."""
-    names = [b.name for b in (model.arch.stem, *model.arch.layers)]
-    if block not in names:
+    """One block drawn from the model itself: expand 1x1 -> depthwise 3x3 -> project 1x1 (linear)
+    [-> + input], with the real channel counts, strides, dilations, padding and feature-map sizes
+    of an `image_size` input (traced, so every number is what the network computes)."""
+    blocks = {b.name: b for b in model.arch.blocks}
+    if block not in blocks:
         from .trace import unknown_name_error
 
-        raise unknown_name_error(block, names, "block")
-    spec = next(b for b in (model.arch.stem, *model.arch.layers) if b.name == block)
+        raise unknown_name_error(block, list(blocks), "block")
+    spec = blocks[block]
     h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
     trace = model.trace(np.zeros((1, model.config.num_channels, h, w), model.dtype), layers=[], stop_at=block)
     shapes = {s.name: s.output_shape for s in trace.steps}
-    first = trace.step(f"{spec.convs[0].name}.convolution")
-    boxes = [("input", first.input_shapes[0], "#dddddd")]
+    boxes = [("input", trace.step(spec.convs[0].conv_step).input_shapes[0], "#dddddd")]
     colours = {"pointwise": "#9ecae1", "depthwise": "#fdae6b", "conv": "#a1d99b"}
     for conv in spec.convs:
+        step = trace.step(conv.conv_step)
         last = [n for n in shapes if n.startswith(conv.name + ".")][-1]
-        what = {"pointwise": "1x1 conv", "depthwise": "3x3 depthwise", "conv": "3x3 conv"}[conv.kind]
-        role = "expand" if "expand" in conv.name else "project (linear)" if "reduce" in conv.name else what
-        extra = f", s={conv.stride}" + (f", d={conv.dilation}" if conv.dilation > 1 else "")
-        act = conv.activation or "no activation"
-        boxes.append((f"{role}\n{what}{extra}\n+ BN, {act}", shapes[last], colours[conv.kind]))
-    fig = Figure(figsize=(2.3 * len(boxes) + 1, 3.6), layout="constrained")
+        if conv.kind == "depthwise":
+            role = f"depthwise {conv.kernel_size}x{conv.kernel_size}"
+        elif conv.kind == "conv":
+            role = f"{conv.kernel_size}x{conv.kernel_size} conv (stem)"
+        else:
+            role = "expand 1x1" if "expand" in conv.name else "project 1x1 (linear)"
+        detail = f"stride {conv.stride}" + (f", dilation {conv.dilation}" if conv.dilation > 1 else "")
+        if conv.kernel_size > 1:
+            detail += "\npad top,bottom,left,right = " + ",".join(map(str, step.attrs["padding"]))
+        act = f"BN + {conv.activation}" if conv.activation else "BN, no activation"
+        boxes.append((f"{role}\n{detail}\n{act}", shapes[last], colours[conv.kind]))
+    if spec.residual:
+        boxes.append(("output = input + projection", shapes[block], "#dddddd"))
+    width = 2.3
+    fig = Figure(figsize=(width * len(boxes) + 1.2, 3.9), layout="constrained")
     ax = fig.add_subplot()
-    ax.set_xlim(0, len(boxes) * 2.3)
-    ax.set_ylim(-1.6, 2.2)
+    ax.set_xlim(0, len(boxes) * width + 0.4)
+    ax.set_ylim(-1.9, 2.4)
     ax.set_axis_off()
+    widest = max(shape[1] for _, shape, _ in boxes)
+    lefts = [i * width + 0.2 + (0.4 if spec.residual and i == len(boxes) - 1 else 0) for i in range(len(boxes))]
     for i, (label, shape, colour) in enumerate(boxes):
-        x = i * 2.3 + 0.2
-        height = 0.4 + 1.4 * min(1.0, shape[1] / max(s[1][1] for s in boxes))  # taller = more channels
+        x = lefts[i]
+        height = 0.4 + 1.4 * min(1.0, shape[1] / widest)  # taller = more channels
         ax.add_patch(FancyBboxPatch((x, 0.9 - height / 2), 1.7, height, boxstyle="round,pad=0.05", fc=colour, ec="k"))
         ax.text(x + 0.85, 0.9, f"{shape[1]} x {shape[2]} x {shape[3]}", ha="center", va="center", fontsize=9)
-        ax.text(x + 0.85, -0.35, label, ha="center", va="top", fontsize=8)
-        if i:
-            ax.annotate("", (x, 0.9), (x - 0.6, 0.9), arrowprops={"arrowstyle": "->"})
+        ax.text(x + 0.85, -0.3, label, ha="center", va="top", fontsize=8)
+        if i and not (spec.residual and i == len(boxes) - 1):
+            ax.annotate("", (x, 0.9), (lefts[i - 1] + 1.75, 0.9), arrowprops={"arrowstyle": "->"})
     if spec.residual:
-        ax.annotate(
-            "",
-            (len(boxes) * 2.3 - 0.2, 2.0),
-            (0.2 + 0.85, 2.0),
-            arrowprops={"arrowstyle": "->", "connectionstyle": "arc3,rad=0", "color": "crimson"},
-        )
+        add_x = lefts[-1] - 0.35  # the add node between the projection and the output
+        ax.add_patch(matplotlib.patches.Circle((add_x, 0.9), 0.18, fc="white", ec="crimson", lw=1.5))
+        ax.text(add_x, 0.9, "+", ha="center", va="center", fontsize=13, color="crimson")
+        ax.annotate("", (add_x - 0.18, 0.9), (lefts[-2] + 1.75, 0.9), arrowprops={"arrowstyle": "->"})
+        ax.annotate("", (lefts[-1], 0.9), (add_x + 0.18, 0.9), arrowprops={"arrowstyle": "->"})
+        # the skip connection: from the input box, over the block, down into the add node
+        ax.plot([lefts[0] + 0.85, lefts[0] + 0.85, add_x], [1.75, 2.05, 2.05], color="crimson", lw=1.2)
+        ax.annotate("", (add_x, 1.08), (add_x, 2.05), arrowprops={"arrowstyle": "->", "color": "crimson"})
         ax.text(
-            len(boxes) * 1.15,
-            2.05,
-            "residual: input + projection (stride 1, same channels)",
-            ha="center",
-            fontsize=8,
-            color="crimson",
-        )
+            (lefts[0] + add_x) / 2 + 0.4, 2.12, "residual: the input is added back (stride 1, same channels)",
+            ha="center", fontsize=8, color="crimson",
+        )  # fmt: skip
     else:
-        ax.text(len(boxes) * 1.15, 2.05, "no residual (stride or channel count changes)", ha="center", fontsize=8)
-    fig.suptitle(f"{block}: inverted residual with linear bottleneck, input {h}x{w}")
+        ax.text(len(boxes) * width / 2, 2.12, "no residual: the stride or the channel count changes", ha="center",
+                fontsize=8)  # fmt: skip
+    fig.suptitle(f"{block}: inverted residual with a linear bottleneck, real shapes for a {h}x{w} input")
     return fig
 
 
@@ -269,9 +318,17 @@ def receptive_fields(
     from .configuration_mobilenet_v2 import MobileNetV2Config
 
     config = model_or_config if isinstance(model_or_config, MobileNetV2Config) else model_or_config.config
-    fig = Figure(figsize=(11, 9), layout="constrained")
+    fig = Figure(figsize=(11, 9.5), layout="constrained")
     ax_rf, ax_stride, ax_res = fig.subplots(3, 1, sharex=True)
-    for os_ in output_strides:
+    # Where curves coincide (the receptive field does not depend on the output stride) they must
+    # all stay visible: each output stride gets its own width, dash and marker, widest first.
+    styles = [
+        {"lw": 5, "alpha": 0.45, "ls": "-", "marker": "o", "ms": 7},
+        {"lw": 2.5, "alpha": 0.9, "ls": "--", "marker": "s", "ms": 4},
+        {"lw": 1, "alpha": 1.0, "ls": ":", "marker": ".", "ms": 4},
+    ]
+    for i, os_ in enumerate(output_strides):
+        style = styles[i % len(styles)]
         arch = backbone_spec(_with_output_stride(config, os_))
         convs = [c for b in (arch.stem, *arch.layers) for c in b.convs] + [arch.conv_1x1]
         rf, jump, size, rfs, jumps, sizes = 1, 1, image_size, [], [], []
@@ -283,13 +340,17 @@ def receptive_fields(
             rfs.append(rf)
             jumps.append(jump)
             sizes.append(size)
-        ax_rf.plot(rfs, marker=".", label=f"output stride {os_}")
-        ax_stride.plot(jumps, marker=".", label=f"output stride {os_}")
-        ax_res.plot(sizes, marker=".", label=f"output stride {os_}")
+        ax_rf.plot(rfs, label=f"output stride {os_}", **style)
+        ax_stride.plot(jumps, label=f"output stride {os_}", **style)
+        ax_res.plot(sizes, label=f"output stride {os_}", **style)
     ax_rf.axhline(image_size, color="grey", ls=":", lw=1, label=f"input size {image_size}")
     ax_rf.set_ylabel("receptive field (pixels)")
     ax_rf.set_yscale("log")
-    ax_rf.legend(fontsize=8)
+    ax_rf.legend(fontsize=8, loc="lower right")
+    ax_rf.text(
+        0.01, 0.95, "the curves coincide: a dilated conv sees as far as the strided one it replaces",
+        transform=ax_rf.transAxes, fontsize=9, va="top",
+    )  # fmt: skip
     ax_stride.set_ylabel("cumulative stride")
     ax_stride.set_yscale("log", base=2)
     ax_stride.legend(fontsize=8)
@@ -310,8 +371,8 @@ def receptive_fields(
     )
     ax_res.legend(fontsize=8)
     fig.suptitle(
-        f"receptive field and resolution per layer "
-        f"(depth multiplier {config.depth_multiplier}, {image_size}x{image_size})"
+        f"Receptive field, stride and feature-map size per conv layer, for each output stride\n"
+        f"(depth multiplier {config.depth_multiplier}, {image_size}x{image_size} input)"
     )
     return fig
 
@@ -326,29 +387,70 @@ def _with_output_stride(config: Any, output_stride: int) -> Any:
 
 
 def comparison_plot(comparison: Any) -> Figure:
-    """Per-layer max |diff| of a `compare` result on a log scale, the tolerance and the first divergence."""
+    """Per-layer differences of a `compare` result, its verdict and the first divergence.
+
+    Against a float reference: max |diff| on a log scale, with the tolerance. Against a quantized
+    model (TFLite): the relative RMS error per layer with the noise criterion's line, and the
+    differences in quantization steps (max and RMS), so rounding noise and a real bug look
+    different.
+    """
     rows = comparison.rows
     if not rows:
         raise ValueError("comparison_plot: the comparison has no matched layers.")
-    diffs = np.array([max(r.max_abs_diff, 1e-30) for r in rows])
-    fig = Figure(figsize=(max(8, 0.08 * len(rows) + 4), 4.5), layout="constrained")
-    ax = fig.add_subplot()
+    x = np.arange(len(rows))
     colours = ["tab:blue" if r.ok else "crimson" for r in rows]
-    ax.scatter(range(len(rows)), diffs, c=colours, s=12)
-    ax.plot(range(len(rows)), diffs, lw=0.6, color="grey")
-    ax.set_yscale("log")
-    ax.set_ylabel("max |ours - reference|")
-    ax.set_xlabel("layer (execution order)")
+    if not comparison.quantized:
+        diffs = np.array([max(r.max_abs_diff, 1e-30) for r in rows])
+        fig = Figure(figsize=(max(8, 0.08 * len(rows) + 4), 4.5), layout="constrained")
+        ax = fig.add_subplot()
+        ax.scatter(x, diffs, c=colours, s=12)
+        ax.plot(x, diffs, lw=0.6, color="grey")
+        ax.set_yscale("log")
+        ax.set_ylabel("max |ours - reference|")
+        ax.set_xlabel("layer (execution order)")
+        _mark_divergence(ax, comparison, diffs)
+        verdict = "no divergence" if comparison.first_divergence is None else "DIVERGES"
+        ax.set_title(
+            f"ours vs reference, layer by layer: {verdict} (tolerance {comparison.tolerance:g} x max(1, |ref|))"
+        )
+        return fig
+    from .compare import QUANT_RELATIVE_RMS
+
+    rel = np.array([r.relative_rms for r in rows])
+    fig = Figure(figsize=(max(9, 0.1 * len(rows) + 4), 6.5), layout="constrained")
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    top.scatter(x, rel, c=colours, s=14, zorder=3)
+    top.plot(x, rel, lw=0.6, color="grey")
+    top.axhline(QUANT_RELATIVE_RMS, color="crimson", ls=":", lw=1, label=f"noise criterion ({QUANT_RELATIVE_RMS:g})")
+    top.set_ylabel("relative RMS error\nrms(ours - ref) / rms(ref)")
+    top.set_ylim(0, max(0.3, 1.15 * float(rel.max())))
+    top.legend(loc="upper left", fontsize=8)
+    _mark_divergence(top, comparison, rel)
+    max_steps = np.array([r.max_steps if r.max_steps is not None else np.nan for r in rows])
+    rms_steps = np.array([r.rms_steps if r.rms_steps is not None else np.nan for r in rows])
+    bottom.plot(x, max_steps, ".-", lw=0.8, color="tab:orange", label="max |diff| in quantization steps")
+    bottom.plot(x, rms_steps, ".-", lw=0.8, color="tab:purple", label="rms diff in quantization steps")
+    bottom.set_yscale("log")
+    bottom.set_ylabel("quantization steps")
+    bottom.set_xlabel("layer (execution order)")
+    bottom.legend(loc="upper left", fontsize=8)
+    if comparison.first_divergence is None:
+        title = "float model vs the integer TFLite model: every layer within quantization noise"
+    else:
+        title = f"float model vs the integer TFLite model: a real difference from {comparison.first_divergence}"
+    fig.suptitle(title)
+    return fig
+
+
+def _mark_divergence(ax: Any, comparison: Any, values: np.ndarray) -> None:
     if comparison.first_divergence:
-        i = next(k for k, r in enumerate(rows) if r.name == comparison.first_divergence)
+        i = next(k for k, r in enumerate(comparison.rows) if r.name == comparison.first_divergence)
         ax.axvline(i, color="crimson", ls="--", lw=1)
         ax.annotate(
             f"first divergence:\n{comparison.first_divergence}",
-            (i, diffs[i]),
+            (i, values[i]),
             xytext=(10, 10),
             textcoords="offset points",
             color="crimson",
             fontsize=8,
         )
-    ax.set_title(f"layer-by-layer comparison, tolerance {comparison.tolerance:g} x max(1, max|reference|)")
-    return fig
