@@ -36,8 +36,11 @@ def main(out: Path = HERE / "figures") -> None:
         "receptive_fields.png": viz.receptive_fields(model),
     }
     _, x = tflite_input(weights, DATA / "cat.bmp")
-    vs_tflite = npmnv2.compare(model.trace(x), tflite_activations(weights, DATA / "cat.bmp"), tolerance=0.05)
-    figures["compare_tflite.png"] = viz.comparison_plot(vs_tflite)
+    reference = tflite_activations(weights, DATA / "cat.bmp")
+    figures["compare_tflite.png"] = viz.comparison_plot(npmnv2.compare(model.trace(x), reference))
+    broken = npmnv2.MobileNetV2ForImageClassification.from_pretrained(weights)
+    broken.params["layer.8.conv_3x3"]["kernel"] = broken.params["layer.8.conv_3x3"]["kernel"] * 1.3
+    figures["compare_tflite_broken.png"] = viz.comparison_plot(npmnv2.compare(broken.trace(x), reference))
 
     seg_weights = DATA / "deeplabv3_mnv2_pascal_quant.tflite"
     seg = npmnv2.MobileNetV2ForSemanticSegmentation.from_pretrained(seg_weights)

@@ -1,6 +1,13 @@
 """npmnv2: MobileNetV2 and its DeepLabV3 head in readable NumPy, with transformers' public API."""
 
-from . import ops, verify
+from . import ops, verify, viz
+from .auto import (
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForSemanticSegmentation,
+    MobileNetV2FeatureExtractor,
+)
 from .compare import Comparison, compare
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
@@ -21,10 +28,15 @@ from .warnings import NpMnV2Warning
 __version__ = "0.1.0"
 
 __all__ = [
+    "AutoImageProcessor",
+    "AutoModel",
+    "AutoModelForImageClassification",
+    "AutoModelForSemanticSegmentation",
     "BaseModelOutputWithPoolingAndNoAttention",
     "Comparison",
     "ImageClassifierOutputWithNoAttention",
     "MobileNetV2Config",
+    "MobileNetV2FeatureExtractor",
     "MobileNetV2ForImageClassification",
     "MobileNetV2ForSemanticSegmentation",
     "MobileNetV2ImageProcessor",
@@ -38,4 +50,5 @@ __all__ = [
     "compare",
     "ops",
     "verify",
+    "viz",
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .ops import ACTIVATIONS
+from .weights import read_json_object
 
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
@@ -224,8 +225,27 @@ class MobileNetV2Config:
             fh.write("\n")
 
     @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, **overrides: Any) -> MobileNetV2Config:
+        """The config of a checkpoint folder, a config.json file or a hub id, with fields changed by
+        keyword (as transformers: `MobileNetV2Config.from_pretrained(path, tf_padding=False)`)."""
+        from .weights import CONFIG_NAME, WeightFileError, resolve_checkpoint
+
+        path = resolve_checkpoint(source)
+        if path.suffix == ".tflite":
+            raise WeightFileError(
+                f"{str(path)!r} is a TFLite model: its config is inferred when the model loads; use "
+                "MobileNetV2ForImageClassification.from_pretrained(path).config."
+            )
+        config_path = path / CONFIG_NAME if path.is_dir() else path
+        if config_path.suffix != ".json":
+            config_path = path.with_name(CONFIG_NAME)
+        data = read_json_object(config_path, "config")
+        unknown = [k for k in overrides if k not in {f.name for f in dataclasses.fields(cls)}]
+        if unknown:
+            raise TypeError(f"MobileNetV2Config.from_pretrained: unknown fields {unknown}.")
+        return cls.from_dict({**data, **overrides})
+
+    @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> MobileNetV2Config:
         """Read a transformers `config.json`."""
-        from .weights import read_json_object
-
         return cls.from_dict(read_json_object(Path(path), "config"))

@@ -241,21 +241,49 @@ class MobileNetV2ImageProcessor:
 
     # ---------------------------------------------------------------- API
     def __call__(
-        self, images: Any, segmentation_maps: Any = None, return_tensors: str | None = "np", **overrides: Any
-    ) -> dict[str, np.ndarray]:
+        self,
+        images: Any,
+        segmentation_maps: Any = None,
+        return_tensors: str | None = "np",
+        data_format: str | None = "channels_first",
+        input_data_format: str | None = None,
+        **overrides: Any,
+    ) -> BatchFeature:
+        """Preprocess images (and optional segmentation maps) as transformers' `preprocess` does.
+
+        images: a path, a PIL image or an array (H, W, C) / (C, H, W), or a list of them.
+        return_tensors: "np" or None (npmnv2 returns NumPy arrays only).
+        data_format: "channels_first" (N, C, H, W), what the models take, or "channels_last".
+        input_data_format: how array images are laid out, "channels_first" or "channels_last";
+            None infers it as transformers does (a first axis of 1 or 3 is channels).
+        overrides: any field of this processor for this call (do_resize=False, size={...}, ...);
+            None means "the processor's own value", as in transformers.
+        """
         if return_tensors not in ("np", None):
-            raise ValueError(f"return_tensors={return_tensors!r}: npmnv2 returns numpy arrays only ('np').")
-        processor = self._with(overrides)
+            raise ValueError(
+                f"return_tensors={return_tensors!r}: npmnv2 is NumPy only and returns NumPy arrays; use "
+                "return_tensors='np' (or torch.from_numpy(...) on the result if you need a tensor)."
+            )
+        formats = ("channels_first", "channels_last")
+        for name, value in (("data_format", data_format), ("input_data_format", input_data_format)):
+            value = getattr(value, "value", value)  # transformers' ChannelDimension enum
+            if value is not None and value not in formats:
+                raise ValueError(f"{name}={value!r}: expected 'channels_first' or 'channels_last'.")
+        data_format = getattr(data_format, "value", data_format) or "channels_first"
+        input_data_format = getattr(input_data_format, "value", input_data_format)
+        processor = self._with({k: v for k, v in overrides.items() if v is not None})
         batch = list(images) if _is_batch(images) else [images]
         if not batch:
             raise ValueError("MobileNetV2ImageProcessor: got an empty list of images.")
+        batch = [_channels_last(image, input_data_format) for image in batch]
         pixels = [processor.preprocess_image(image) for image in batch]
         if len({p.shape for p in pixels}) > 1:
             raise ValueError(
                 "images end up with different sizes "
                 f"{sorted({p.shape[1:] for p in pixels})}; enable do_center_crop or use an exact size."
             )
-        out = {"pixel_values": np.stack(pixels)}  # (N, 3, H, W)
+        stacked = np.stack(pixels)  # (N, 3, H, W)
+        out = BatchFeature(pixel_values=stacked if data_format == "channels_first" else stacked.transpose(0, 2, 3, 1))
         if segmentation_maps is not None:
             maps = list(segmentation_maps) if isinstance(segmentation_maps, (list, tuple)) else [segmentation_maps]
             if len(maps) != len(batch):
@@ -266,6 +294,7 @@ class MobileNetV2ImageProcessor:
     preprocess = __call__
 
     def _with(self, overrides: dict[str, Any]) -> MobileNetV2ImageProcessor:
+        """A copy with some fields changed (a TypeError naming any unknown field)."""
         names = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - names)
         if unknown:
@@ -340,6 +369,28 @@ class MobileNetV2ImageProcessor:
             if (h, w) != (224, 224):
                 return cls(size={"shortest_edge": min(h, w)}, crop_size={"height": h, "width": w})
         return cls()
+
+
+class BatchFeature(dict):
+    """The processor's output: a dict ({"pixel_values": ...}) that also reads as attributes
+    (`inputs.pixel_values`), like transformers' BatchFeature."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(f"BatchFeature has no {name!r}; it holds {list(self)}.") from None
+
+
+def _channels_last(image: Any, input_data_format: str | None) -> Any:
+    """An array image as (H, W, C): (C, H, W) arrays are transposed when input_data_format says
+    channels_first, or when it is None and the first axis is 1 or 3 (transformers' inference)."""
+    if not isinstance(image, np.ndarray) or image.ndim != 3:
+        return image
+    first = input_data_format == "channels_first" or (
+        input_data_format is None and image.shape[0] in (1, 3) and image.shape[-1] not in (1, 3, 4)
+    )
+    return image.transpose(1, 2, 0) if first else image
 
 
 def _is_batch(images: Any) -> bool:

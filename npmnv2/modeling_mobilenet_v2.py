@@ -262,8 +262,18 @@ def _spatial_to_public(x: np.ndarray) -> np.ndarray:
     return x[:, 0, 0, :] if x.shape[1:3] == (1, 1) else nhwc_to_nchw(x)
 
 
-def _hidden(hidden: list[np.ndarray], wanted: bool) -> tuple[np.ndarray, ...] | None:
+def _hidden(hidden: list[np.ndarray], wanted: bool | None) -> tuple[np.ndarray, ...] | None:
     return tuple(nhwc_to_nchw(h) for h in hidden) if wanted else None
+
+
+def _as_asked(out: Any, return_dict: bool | None) -> Any:
+    """The output record, or transformers' tuple for return_dict=False (None means True, as the
+    config's use_return_dict does)."""
+    if return_dict is None or return_dict is True:
+        return out
+    if return_dict is False:
+        return out.to_tuple()
+    raise TypeError(f"return_dict must be True, False or None, got {return_dict!r}.")
 
 
 # ============================================================================ the three model classes
@@ -559,19 +569,26 @@ class MobileNetV2Model(MobileNetV2PreTrainedModel):
         self.add_pooling_layer = add_pooling_layer
 
     def forward(
-        self, pixel_values: np.ndarray, output_hidden_states: bool = False, *, rec: Recorder | None = None
-    ) -> BaseModelOutputWithPoolingAndNoAttention:
-        """pixel_values (N, C, H, W) float -> last_hidden_state (N, C_last, H/os, W/os), pooler_output (N, C_last)."""
+        self,
+        pixel_values: np.ndarray,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        *,
+        rec: Recorder | None = None,
+    ) -> BaseModelOutputWithPoolingAndNoAttention | tuple[np.ndarray, ...]:
+        """pixel_values (N, C, H, W) float -> last_hidden_state (N, C_last, H/os, W/os), pooler_output (N, C_last).
+        return_dict=False gives transformers' tuple (`to_tuple()`)."""
         x = self._prepare(pixel_values)
         last, hidden = self._backbone(x, run_conv_1x1=True, rec=rec)  # (N, h, w, C_last)
         pooled = None
         if self.add_pooling_layer:
             pooled = pool(last, self.config.pooling, output_stride=self.config.output_stride, rec=_recorder(rec))
-        return BaseModelOutputWithPoolingAndNoAttention(
+        out = BaseModelOutputWithPoolingAndNoAttention(
             last_hidden_state=nhwc_to_nchw(last),
             pooler_output=None if pooled is None else _spatial_to_public(pooled),
             hidden_states=_hidden(hidden, output_hidden_states),
         )
+        return _as_asked(out, return_dict)
 
 
 class MobileNetV2ForImageClassification(MobileNetV2PreTrainedModel):
@@ -582,12 +599,14 @@ class MobileNetV2ForImageClassification(MobileNetV2PreTrainedModel):
     def forward(
         self,
         pixel_values: np.ndarray,
-        output_hidden_states: bool = False,
+        output_hidden_states: bool | None = None,
         labels: Any = None,
+        return_dict: bool | None = None,
         *,
         rec: Recorder | None = None,
-    ) -> ImageClassifierOutputWithNoAttention:
-        """pixel_values (N, C, H, W) float -> logits (N, L) [and the loss when labels are given]."""
+    ) -> ImageClassifierOutputWithNoAttention | tuple[np.ndarray, ...]:
+        """pixel_values (N, C, H, W) float -> logits (N, L) [and the loss when labels are given].
+        return_dict=False gives transformers' tuple (loss if any, logits, hidden states if asked)."""
         x = self._prepare(pixel_values)
         last, hidden = self._backbone(x, run_conv_1x1=True, rec=rec)  # (N, h, w, C_last)
         rec = _recorder(rec)
@@ -602,9 +621,10 @@ class MobileNetV2ForImageClassification(MobileNetV2PreTrainedModel):
                 f"{self.config.pooling!r} gave a {logits.shape[2]}x{logits.shape[3]} grid; use a 224x224 input."
             )
         loss = None if labels is None else classification_loss(logits, labels, self.config)
-        return ImageClassifierOutputWithNoAttention(
+        out = ImageClassifierOutputWithNoAttention(
             loss=loss, logits=logits, hidden_states=_hidden(hidden, output_hidden_states)
         )
+        return _as_asked(out, return_dict)
 
 
 class MobileNetV2ForSemanticSegmentation(MobileNetV2PreTrainedModel):
@@ -616,11 +636,13 @@ class MobileNetV2ForSemanticSegmentation(MobileNetV2PreTrainedModel):
         self,
         pixel_values: np.ndarray,
         labels: Any = None,
-        output_hidden_states: bool = False,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
         *,
         rec: Recorder | None = None,
-    ) -> SemanticSegmenterOutput:
-        """pixel_values (N, C, H, W) float -> logits (N, L, H/os, W/os) [and the loss for (N, H, W) labels]."""
+    ) -> SemanticSegmenterOutput | tuple[np.ndarray, ...]:
+        """pixel_values (N, C, H, W) float -> logits (N, L, H/os, W/os) [and the loss for (N, H, W) labels].
+        return_dict=False gives transformers' tuple (loss if any, logits, hidden states if asked)."""
         if labels is not None and self.config.num_labels == 1:
             raise ValueError("MobileNetV2ForSemanticSegmentation: the loss needs num_labels > 1, the config has 1.")
         x = self._prepare(pixel_values)
@@ -632,6 +654,7 @@ class MobileNetV2ForSemanticSegmentation(MobileNetV2PreTrainedModel):
         else:
             logits = deeplab_head(hidden[-1], head, self.params, tf_padding=self.config.tf_padding, rec=rec)
         loss = None if labels is None else segmentation_loss(logits, labels, self.config)
-        return SemanticSegmenterOutput(
+        out = SemanticSegmenterOutput(
             loss=loss, logits=nhwc_to_nchw(logits), hidden_states=_hidden(hidden, output_hidden_states)
         )
+        return _as_asked(out, return_dict)

@@ -1,18 +1,33 @@
 """Output records of the forward passes, with transformers' class and field names.
 
 Every array is in transformers' layout: NCHW for feature maps, (N, L) or (N, L, H, W) logits.
-There are no positional tuples: read fields by name.
+Read fields by name; `to_tuple()` (what `return_dict=False` returns) gives transformers' tuple,
+the fields in order with the None ones left out.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 
 
+class _ModelOutput:
+    def to_tuple(self) -> tuple[Any, ...]:
+        """The fields that are not None, in order: transformers' `return_dict=False` tuple."""
+        return tuple(getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None)
+
+    def __getitem__(self, key: str | int) -> Any:
+        """outputs["logits"] as in transformers, or outputs[0] as its tuple."""
+        return getattr(self, key) if isinstance(key, str) else self.to_tuple()[key]
+
+    def keys(self) -> list[str]:
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+
 @dataclass
-class BaseModelOutputWithPoolingAndNoAttention:
+class BaseModelOutputWithPoolingAndNoAttention(_ModelOutput):
     """`MobileNetV2Model` output.
 
     last_hidden_state: (N, C, Ho, Wo) output of the final 1x1 convolution (`conv_1x1`).
@@ -26,7 +41,7 @@ class BaseModelOutputWithPoolingAndNoAttention:
 
 
 @dataclass
-class ImageClassifierOutputWithNoAttention:
+class ImageClassifierOutputWithNoAttention(_ModelOutput):
     """`MobileNetV2ForImageClassification` output.
 
     loss: scalar (0-d array) when labels were given.
@@ -40,7 +55,7 @@ class ImageClassifierOutputWithNoAttention:
 
 
 @dataclass
-class SemanticSegmenterOutput:
+class SemanticSegmenterOutput(_ModelOutput):
     """`MobileNetV2ForSemanticSegmentation` output.
 
     loss: scalar (0-d array) when labels were given (logits upsampled to the label size first).

@@ -523,6 +523,11 @@ def summarize(model: TraceableModel, image_size: int | tuple[int, int] = 224) ->
             f"summary: image_size {h}x{w} is smaller than the minimum {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}; "
             "pass a larger size, e.g. summary(224)."
         )
+    if h * w > 8192 * 8192:
+        raise ValueError(
+            f"summary: image_size {h}x{w} is too large to trace (the limit is 8192x8192 = 67M pixels); the MACs "
+            "grow with the pixel count, so summarise a smaller size and scale."
+        )
     trace = trace_forward(model, np.zeros((1, model.config.num_channels, h, w), model.dtype), layers=[])
     rows = [
         {

@@ -236,6 +236,63 @@ def activation_statistics(trace: Any, *, samples: int = 4000, seed: int = 0) -> 
     return fig
 
 
+def padding_picture(step: Any, *, channel: int | None = None, image: int = 0) -> Figure:
+    """The padding a traced convolution step really applied, on its real input.
+
+    Draws one channel of the step's (unpadded) input with the zero border the layer added around it
+    (hatched), the K_eff x K_eff window of the first and of the last output pixel, and a dot on
+    the centre of every window the stride visits. Under TF SAME padding with stride 2 an even input
+    is padded only at the bottom and right: the picture shows why (the last window needs one more
+    row and column; none is needed at the top).
+
+    step: a convolution `Step` of a trace that kept its tensors (`trace.step(name)`).
+    channel: which input channel to show (default: the one with the largest mean).
+    """
+    if step.kind != "convolution" or not step.inputs:
+        raise ValueError(
+            f"padding_picture needs a convolution step whose tensors were kept, got {step.name!r} ({step.kind}); "
+            "trace with layers=None or layers=[name]."
+        )
+    x = np.asarray(step.inputs[0][image], dtype=np.float64)  # (C, H, W)
+    c = int(x.mean(axis=(1, 2)).argmax()) if channel is None else channel
+    top, bottom, left, right = step.attrs["padding"]
+    k, s, d = step.attrs["kernel_size"], step.attrs["stride"], step.attrs["dilation"]
+    k_eff = d * (k - 1) + 1
+    h, w = x.shape[1:]
+    ho, wo = step.output_shape[2:]
+    padded = np.full((h + top + bottom, w + left + right), np.nan)
+    padded[top : top + h, left : left + w] = x[c]
+    fig = Figure(figsize=(7.5, 7.8), layout="constrained")
+    ax = fig.add_subplot()
+    ax.imshow(padded, cmap="viridis")
+    for r in range(padded.shape[0]):  # the zero border: hatched cells
+        for q in range(padded.shape[1]):
+            if np.isnan(padded[r, q]):
+                cell = matplotlib.patches.Rectangle((q - 0.5, r - 0.5), 1, 1, fill=False, hatch="///", ec="crimson")
+                ax.add_patch(cell)
+    ax.add_patch(matplotlib.patches.Rectangle((left - 0.5, top - 0.5), w, h, fill=False, ec="white", lw=1.5))
+    centres = [(y * s + (k_eff - 1) / 2, xx * s + (k_eff - 1) / 2) for y in range(ho) for xx in range(wo)]
+    ax.scatter([q for _, q in centres], [r for r, _ in centres], s=10, c="white", edgecolors="k", lw=0.5)
+    corners = ((0, 0, "orange", "first output pixel"), (ho - 1, wo - 1, "crimson", "last output pixel"))
+    for y, xx, colour, label in corners:
+        ax.add_patch(
+            matplotlib.patches.Rectangle(
+                (xx * s - 0.5, y * s - 0.5), k_eff, k_eff, fill=False, ec=colour, lw=2.5, label=f"window of the {label}"
+            )
+        )
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.04), ncols=2, fontsize=9, frameon=False)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    how = "TF SAME" if step.attrs.get("tf_padding") else "PyTorch symmetric"
+    ax.set_title(
+        f"{step.name}, channel {c}: {h}x{w} input, {k}x{k} kernel, stride {s}, dilation {d}\n"
+        f"{how} padding top {top}, bottom {bottom}, left {left}, right {right} (hatched) -> {ho}x{wo} outputs "
+        f"(dots: window centres)",
+        fontsize=10,
+    )
+    return fig
+
+
 # ============================================================================ architecture pictures
 
 

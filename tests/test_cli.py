@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+WEIGHTS = "mobilenet_v2_1.0_224_quant.tflite"
+
 
 def npmnv2(*args, env=None):
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
@@ -152,5 +154,61 @@ def test_compare_against_torch_and_tflite(coral_dir, tflite):
     run = npmnv2("compare", coral_dir / "cat.bmp", "--weights", tflite, "--against", "torch")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "158 layers compared" in run.stdout and "no divergence" in run.stdout
-    strict = npmnv2("compare", coral_dir / "cat.bmp", "--weights", tflite, "--against", "tflite")
+    noise = npmnv2("compare", coral_dir / "cat.bmp", "--weights", tflite, "--against", "tflite")
+    assert noise.returncode == 0 and "within the quantization noise" in noise.stdout  # integer model's rounding
+    strict = npmnv2("compare", coral_dir / "cat.bmp", "--weights", tflite, "--against", "tflite", "--tolerance", "1e-4")
     assert strict.returncode == 3 and "first divergence:" in strict.stdout  # integer kernels vs float at 1e-4
+
+
+# ============================================================================ rough edges (issue 12)
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "npmnv2.cli", *args], capture_output=True, text=True, timeout=300,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def test_usage_errors_are_one_line_exit_1_and_say_what_is_expected():
+    result = _cli("classify", "--top-k", "abc")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "npmnv2 classify: error: argument --top-k: expected a whole number >= 1, got 'abc' "
+        "(see 'npmnv2 classify --help')"
+    )
+    assert _cli("no-such-command").returncode == 1
+
+
+def test_debug_works_after_the_subcommand_too(coral_dir):
+    image = str(coral_dir / "cat.bmp")
+    after = _cli("trace", image, "--weights", str(coral_dir / "nope.tflite"), "--debug")
+    before = _cli("--debug", "trace", image, "--weights", str(coral_dir / "nope.tflite"))
+    assert "Traceback" in after.stderr and "Traceback" in before.stderr
+    assert "Traceback" not in _cli("trace", image, "--weights", str(coral_dir / "nope.tflite")).stderr
+
+
+def test_unknown_stop_at_is_reported_without_stray_quotes(coral_dir):
+    result = _cli("trace", str(coral_dir / "cat.bmp"), "--weights", str(coral_dir / WEIGHTS), "--stop-at", "layer.99")
+    assert result.returncode == 1
+    assert result.stderr.startswith("npmnv2 trace: error: unknown layer 'layer.99'. Close matches: layer.9")
+
+
+def test_trace_layers_prints_only_the_kept_rows_and_logits_are_n_by_l(coral_dir, tmp_path):
+    result = _cli(
+        "trace", str(coral_dir / "cat.bmp"), "--weights", str(coral_dir / WEIGHTS),
+        "--layers", "layer.1*.expand_1x1.activation", "classifier", "--save", str(tmp_path / "acts.npz"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines()[1:-2] if line.strip()]
+    assert len(rows) == 8 and rows[-1].startswith("classifier") and "1x1001 " in rows[-1]
+    with np.load(tmp_path / "acts.npz") as saved:
+        assert saved["classifier"].shape == (1, 1001)
+    summary = _cli("summary", "--weights", str(coral_dir / WEIGHTS))
+    assert "classifier" in summary.stdout and "1x1001 " in summary.stdout and "1x1001x1x1" not in summary.stdout
+
+
+def test_offline_classify_without_weights_points_to_local_weights(tmp_path):
+    result = _cli("classify", env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)})
+    assert result.returncode == 1
+    assert "--weights" in result.stderr and ".tflite" in result.stderr and "checkpoint folder" in result.stderr

@@ -53,19 +53,45 @@ def test_feature_map_grid_explains_a_step_that_was_not_kept(real):
 def test_activation_statistics_marks_relu6_and_linear_bottlenecks(real):
     _, trace = real
     fig = viz.activation_statistics(trace)
-    top, bottom = fig.axes
+    top, middle, bottom = fig.axes
     assert any(line.get_ydata()[0] == 6 for line in top.get_lines())
     assert "linear bottleneck" in bottom.get_ylabel()
+    zeros_bars = middle.containers[0]  # % clipped to 0 per block, exact (not sampled)
+    layer0 = [s for s in trace.steps if s.name.startswith("layer.0.") and s.kind == "activation"]
+    exact = float(np.mean(np.concatenate([s.output.ravel() for s in layer0]) == 0))
+    assert abs(zeros_bars[1].get_height() - 100 * exact) < 1e-6
     png(fig)
 
 
-@pytest.mark.parametrize("block", ["conv_stem", "layer.0", "layer.3", "layer.13"])
+def test_figures_display_inline_in_jupyter_without_magic(real):
+    model, trace = real
+    for fig in (viz.activation_statistics(trace), viz.inverted_residual_diagram(model, "layer.3"),
+                viz.figure(figsize=(2, 2))):  # fmt: skip
+        assert isinstance(fig, viz.Figure) and fig._repr_png_().startswith(b"\x89PNG")
+
+
+def test_padding_picture_shows_the_stride_2_padding(real):
+    model, trace = real
+    step = trace.step("layer.12.conv_3x3.convolution")
+    fig = viz.padding_picture(step)
+    assert "padding top 0, bottom 1, left 0, right 1" in fig.axes[0].get_title()
+    assert "14x14 input" in fig.axes[0].get_title() and "7x7 outputs" in fig.axes[0].get_title()
+    with pytest.raises(ValueError, match="needs a convolution step"):
+        viz.padding_picture(trace.step("layer.12"))
+    png(fig)
+
+
+@pytest.mark.parametrize("block", ["conv_stem", "layer.0", "layer.3", "layer.12", "layer.13"])
 def test_inverted_residual_diagram_uses_the_models_shapes(real, block):
     model, _ = real
     fig = viz.inverted_residual_diagram(model, block)
     texts = [t.get_text() for t in fig.axes[0].texts]
+    assert sum("depthwise 3x3" in t for t in texts) == 1  # one label per box
     if block == "layer.3":
-        assert "32 x 28 x 28" in texts and "192 x 28 x 28" in texts and any("residual: input" in t for t in texts)
+        assert "32 x 28 x 28" in texts and "192 x 28 x 28" in texts and any("residual: the input" in t for t in texts)
+        assert "+" in texts and any("pad top,bottom,left,right = 1,1,1,1" in t for t in texts)  # the add node
+    if block == "layer.12":
+        assert any("pad top,bottom,left,right = 0,1,0,1" in t for t in texts)
     if block == "layer.0":
         assert "96 x 56 x 56" in texts and any("no residual" in t for t in texts)
     png(fig)
