@@ -457,13 +457,15 @@ def comparison_plot(comparison: Any) -> Figure:
     x = np.arange(len(rows))
     colours = ["tab:blue" if r.ok else "crimson" for r in rows]
     if not comparison.quantized:
-        diffs = np.array([max(r.max_abs_diff, 1e-30) for r in rows])
+        floor = 1e-12  # exact agreement (a difference of 0) is drawn at the floor
+        diffs = np.array([max(r.max_abs_diff, floor) for r in rows])
         fig = Figure(figsize=(max(8, 0.08 * len(rows) + 4), 4.5), layout="constrained")
         ax = fig.add_subplot()
         ax.scatter(x, diffs, c=colours, s=12)
         ax.plot(x, diffs, lw=0.6, color="grey")
         ax.set_yscale("log")
-        ax.set_ylabel("max |ours - reference|")
+        ax.set_ylim(floor / 3, max(10.0, float(diffs.max()) * 10))
+        ax.set_ylabel("max |ours - reference|\n(exact: drawn at 1e-12)")
         ax.set_xlabel("layer (execution order)")
         _mark_divergence(ax, comparison, diffs)
         verdict = "no divergence" if comparison.first_divergence is None else "DIVERGES"
@@ -503,11 +505,7 @@ def _mark_divergence(ax: Any, comparison: Any, values: np.ndarray) -> None:
     if comparison.first_divergence:
         i = next(k for k, r in enumerate(comparison.rows) if r.name == comparison.first_divergence)
         ax.axvline(i, color="crimson", ls="--", lw=1)
-        ax.annotate(
-            f"first divergence:\n{comparison.first_divergence}",
-            (i, values[i]),
-            xytext=(10, 10),
-            textcoords="offset points",
-            color="crimson",
-            fontsize=8,
-        )
+        ax.text(
+            i + 0.5, 0.5, f"first divergence:\n{comparison.first_divergence}", transform=ax.get_xaxis_transform(),
+            color="crimson", fontsize=9, va="center",
+        )  # fmt: skip
