@@ -24,7 +24,7 @@ import numpy as np
 from .architecture import HEAD_EPS, backbone_spec
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .state_dict import identity_batch_norm, infer_config
-from .weights import WeightFileError, regular_file, residual_add_layer, tf_scope_to_hf
+from .weights import WeightFileError, regular_file
 
 PASCAL_VOC_LABELS = [
     "background",
@@ -122,6 +122,11 @@ class TFLiteGraph:
             "inputs": inputs,
             "outputs": [op.Outputs(j) for j in range(op.OutputsLength())],
         }
+        if record["type"] == "FULLY_CONNECTED":
+            options = tflite.FullyConnectedOptions()
+            table = op.BuiltinOptions()
+            options.Init(table.Bytes, table.Pos)
+            record.update(activation=options.FusedActivationFunction())
         if record["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             cls = tflite.Conv2DOptions if record["type"] == "CONV_2D" else tflite.DepthwiseConv2DOptions
             options = cls()
@@ -186,7 +191,9 @@ def _conv_tensors(graph: TFLiteGraph, op: dict[str, Any], hf: str, kind: str) ->
     """transformers tensors of one conv: OIHW / (C, 1, KH, KW) kernel, identity BN carrying the bias."""
     weight = graph.array(op["inputs"][1])
     bias = graph.array(op["inputs"][2]) if len(op["inputs"]) > 2 and op["inputs"][2] >= 0 else None
-    if kind == "DEPTHWISE_CONV_2D":
+    if kind == "FULLY_CONNECTED":
+        kernel = weight[:, :, None, None]  # (L, C) -> (L, C, 1, 1), as a 1x1 conv would be
+    elif kind == "DEPTHWISE_CONV_2D":
         kernel = weight.transpose(3, 0, 1, 2)  # (1, KH, KW, C) -> (C, 1, KH, KW)
     else:
         kernel = weight.transpose(0, 3, 1, 2)  # OHWI (C_out, KH, KW, C_in) -> OIHW
@@ -222,22 +229,99 @@ def read_tflite(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
         ) from None
 
 
+WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def match_layers(graph: TFLiteGraph) -> dict[int, str]:
+    """Which transformers module each weighted op of a MobileNetV2 / DeepLabV3 graph is, found from
+    the graph's structure (op types, kernel sizes and how tensors connect), not from tensor names,
+    which differ between exporters (TF-slim, TF2/Keras) and are often several fused names.
+
+    Backbone: a 3x3 stride-2 CONV_2D stem, its depthwise conv (optionally after a 1x1 expansion)
+    and its 1x1 projection, then 16 blocks of 1x1 expansion, depthwise conv and 1x1 projection:
+    17 DEPTHWISE_CONV_2D in all, each followed by its projection. Head: for a classifier, a 1x1
+    conv (`conv_1x1`), pooling, and a 1x1 conv or FULLY_CONNECTED (`classifier`); for DeepLabV3,
+    the conv that reads the pooled features (`conv_pool`), the other conv that reads the backbone
+    output (`conv_aspp`), the conv that reads the concatenation (`conv_projection`) and the one after it.
+    Returns {op index: module path}; raises WeightFileError when the graph has another structure.
+    """
+    weighted = [i for i, op in enumerate(graph.ops) if op["type"] in WEIGHTED_OPS]
+    depthwise = [i for i in weighted if graph.ops[i]["type"] == "DEPTHWISE_CONV_2D"]
+    if len(depthwise) != 17 or not weighted or graph.ops[weighted[0]]["type"] != "CONV_2D":
+        raise WeightFileError(
+            f"{graph.where}: not a MobileNetV2 graph npmnv2 knows: expected a CONV_2D stem and 17 depthwise "
+            f"convolutions, found {len(depthwise)} depthwise among {len(weighted)} weighted ops."
+        )
+    names: dict[int, str] = {weighted[0]: "conv_stem.first_conv"}
+    before_first_dw = [i for i in weighted if weighted[0] < i < depthwise[0]]
+    if len(before_first_dw) > 1:
+        raise WeightFileError(f"{graph.where}: unexpected layers between the stem conv and its depthwise conv.")
+    if before_first_dw:  # first_layer_is_expansion=False: a 1x1 expansion before the stem's depthwise conv
+        names[before_first_dw[0]] = "conv_stem.expand_1x1"
+    for block, dw in enumerate(depthwise):
+        prefix = "conv_stem" if block == 0 else f"layer.{block - 1}"
+        position = weighted.index(dw)
+        if position + 1 >= len(weighted):
+            raise WeightFileError(f"{graph.where}: the depthwise conv of {prefix} has no projection after it.")
+        names[dw] = f"{prefix}.conv_3x3"
+        names[weighted[position + 1]] = f"{prefix}.reduce_1x1"
+        if block:
+            names[weighted[position - 1]] = f"{prefix}.expand_1x1"
+    backbone_out = graph.ops[weighted[weighted.index(depthwise[-1]) + 1]]["outputs"][0]
+    head = [i for i in weighted if i not in names]
+    producer = {t: i for i, op in enumerate(graph.ops) for t in op["outputs"]}
+    if any(graph.ops[i]["type"] == "CONCATENATION" for i in range(len(graph.ops))):  # DeepLabV3
+        if len(head) != 4:
+            raise WeightFileError(f"{graph.where}: a DeepLabV3 head has 4 convolutions, this one {len(head)}.")
+        reads_backbone = [i for i in head if graph.ops[i]["inputs"][0] == backbone_out]
+        reads_pool = [i for i in head if graph.ops[producer.get(graph.ops[i]["inputs"][0], -1)]["type"]
+                      in ("AVERAGE_POOL_2D", "MEAN")]  # fmt: skip
+        reads_concat = [i for i in head if graph.ops[producer.get(graph.ops[i]["inputs"][0], -1)]["type"]
+                        == "CONCATENATION"]  # fmt: skip
+        if len(reads_backbone) != 1 or len(reads_pool) != 1 or len(reads_concat) != 1:
+            raise WeightFileError(f"{graph.where}: the DeepLabV3 head is not wired as image pool + 1x1 branch.")
+        last = [i for i in head if i not in (*reads_backbone, *reads_pool, *reads_concat)]
+        names.update({
+            reads_pool[0]: "segmentation_head.conv_pool", reads_backbone[0]: "segmentation_head.conv_aspp",
+            reads_concat[0]: "segmentation_head.conv_projection", last[0]: "segmentation_head.classifier",
+        })  # fmt: skip
+        return names
+    if len(head) == 1:  # no final 1x1 conv before the pool (not a MobileNetV2 classifier npmnv2 knows)
+        raise WeightFileError(f"{graph.where}: expected a 1x1 conv before the classifier's pooling.")
+    if len(head) != 2:
+        raise WeightFileError(
+            f"{graph.where}: expected 2 layers after the backbone (conv_1x1, classifier), found {len(head)}."
+        )
+    names[head[0]] = "conv_1x1"
+    names[head[1]] = "classifier"
+    return names
+
+
+def residual_adds(graph: TFLiteGraph, names: dict[int, str]) -> dict[int, str]:
+    """{op index: block name} of the residual ADD ops. An ADD reads the block's input and its
+    projection; the input may itself be the previous block's projection, so the block is the one
+    whose projection ran last."""
+    producer = {t: i for i, op in enumerate(graph.ops) for t in op["outputs"]}
+    adds = {}
+    for i, op in enumerate(graph.ops):
+        if op["type"] != "ADD":
+            continue
+        projections = [producer[t] for t in op["inputs"] if names.get(producer.get(t, -1), "").endswith(".reduce_1x1")]
+        if projections:
+            adds[i] = names[max(projections)].removesuffix(".reduce_1x1")
+    return adds
+
+
 def _read_graph(graph: TFLiteGraph) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, tuple[float, int]]]:
     tensors: dict[str, np.ndarray] = {}
     quantization: dict[str, tuple[float, int]] = {}
     strides, dilations, paddings, acts = [], [], set(), {}
-    for op in graph.ops:
-        if op["type"] not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            continue
-        found = tf_scope_to_hf(graph.name(op["inputs"][1]))
-        if found is None:
-            raise WeightFileError(
-                f"{graph.where}: convolution {graph.name(op['inputs'][1])!r} is not a MobileNetV2 layer npmnv2 knows "
-                "(expected TF-slim scopes MobilenetV2/Conv, MobilenetV2/expanded_conv_N/..., aspp0, ...)."
-            )
-        scope, hf = found
+    names = match_layers(graph)
+    for index, hf in names.items():
+        op = graph.ops[index]
         tensors.update(_conv_tensors(graph, op, hf, op["type"]))
-        paddings.add(op["padding"])
+        if op["type"] != "FULLY_CONNECTED":
+            paddings.add(op["padding"])
         if op["type"] == "DEPTHWISE_CONV_2D":
             strides.append(op["stride"][0])
             dilations.append(op["dilation"][0])
@@ -246,13 +330,10 @@ def _read_graph(graph: TFLiteGraph) -> tuple[dict[str, np.ndarray], dict[str, An
         quant = graph.quantization(op["outputs"][0])
         if quant is not None:
             quantization[hf] = (float(quant[0][0]), int(quant[1][0]))
-    for op in graph.ops:  # residual adds: the output scope names the block
-        if op["type"] == "ADD":
-            out = graph.name(op["outputs"][0])
-            quant = graph.quantization(op["outputs"][0])
-            block = residual_add_layer(out)
-            if block is not None and quant is not None:
-                quantization[block] = (float(quant[0][0]), int(quant[1][0]))
+    for index, block in residual_adds(graph, names).items():
+        quant = graph.quantization(graph.ops[index]["outputs"][0])
+        if quant is not None:
+            quantization[block] = (float(quant[0][0]), int(quant[1][0]))
     input_index = graph.graph.Inputs(0)
     input_quant = graph.quantization(input_index)
     if input_quant is not None:

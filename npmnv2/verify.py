@@ -15,7 +15,6 @@ import numpy as np
 from PIL import Image
 
 from .image_processing_mobilenet_v2 import load_image
-from .weights import residual_add_layer, tf_scope_to_hf
 
 _CONTAINERS = ("conv_stem",)  # non-leaf modules whose output is also a step
 
@@ -89,13 +88,18 @@ def tflite_input(path: str | Path, image: Any) -> tuple[np.ndarray, np.ndarray]:
     """The image as the TFLite model takes it and as npmnv2 takes the same pixels.
 
     Returns (uint8 (1, H, W, 3) resized with nearest neighbour to the model's input size,
-    float32 (1, 3, H, W) pixel_values = uint8 / 127.5 - 1).
+    float32 (1, 3, H, W) pixel_values = scale * (uint8 - zero_point), with the input tensor's own
+    quantization: 1/128 and 128 for the TF1 Coral models, 1/127.5 and 127 for TF2 exports).
     """
-    from .tflite_import import read_tflite_input_size
+    from .tflite_import import TFLiteGraph, read_tflite_input_size
 
     h, w = read_tflite_input_size(path)
     pixels = np.asarray(load_image(image).resize((w, h), Image.NEAREST), dtype=np.uint8)[None]  # (1, H, W, 3)
-    return pixels, (pixels.astype(np.float32) / 127.5 - 1).transpose(0, 3, 1, 2)
+    graph = TFLiteGraph(Path(path))
+    quant = graph.quantization(graph.graph.Inputs(0))
+    scale, zero_point = (1 / 127.5, 127.5) if quant is None else (float(quant[0][0]), int(quant[1][0]))
+    real = (pixels.astype(np.float64) - zero_point) * scale  # the values the integer model's input stands for
+    return pixels, real.astype(np.float32).transpose(0, 3, 1, 2)
 
 
 def _step_name(hf: str, op_type: str, activation: int) -> str:
@@ -120,7 +124,7 @@ class QuantizedTensors(dict):
 def tflite_activations(path: str | Path, image: Any) -> QuantizedTensors:
     """Run the TFLite interpreter on `image` (see `tflite_input`) and return its intermediate tensors,
     dequantized to float, NCHW, under npmnv2's step names, with each tensor's quantization step."""
-    from .tflite_import import TFLiteGraph
+    from .tflite_import import TFLiteGraph, match_layers, residual_adds
 
     path = Path(path)
     graph = TFLiteGraph(path)
@@ -145,19 +149,18 @@ def tflite_activations(path: str | Path, image: Any) -> QuantizedTensors:
         return value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
 
     acts: dict[str, np.ndarray] = {}
-    segmentation = any("aspp0" in graph.name(op["inputs"][1]) for op in graph.ops if len(op["inputs"]) > 1)
+    names = match_layers(graph)  # found from the graph's structure, whatever the tensor names
+    adds = residual_adds(graph, names)
+    segmentation = any(name.startswith("segmentation_head.") for name in names.values())
     resized = False
-    for op in graph.ops:
+    for index, op in enumerate(graph.ops):
         out = op["outputs"][0]
-        if op["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            found = tf_scope_to_hf(graph.name(op["inputs"][1]))
-            if found:
-                name = _step_name(found[1], op["type"], op["activation"])
-                acts[name] = read(out, name)
-        elif op["type"] == "ADD" and residual_add_layer(graph.name(out)):
-            name = residual_add_layer(graph.name(out))
+        if index in names:
+            name = _step_name(names[index], op["type"], op["activation"])
             acts[name] = read(out, name)
-        elif op["type"] == "AVERAGE_POOL_2D":
+        elif index in adds:
+            acts[adds[index]] = read(out, adds[index])
+        elif op["type"] in ("AVERAGE_POOL_2D", "MEAN"):
             name = "segmentation_head.avg_pool" if segmentation else "pooler"
             acts[name] = read(out, name)
         elif op["type"] == "RESIZE_BILINEAR" and segmentation and not resized:

@@ -10,6 +10,7 @@ from ai_edge_litert.interpreter import Interpreter
 from conftest import FLOAT32_RTOL
 from PIL import Image
 
+import npmnv2
 from npmnv2 import MobileNetV2ForImageClassification as Cls
 from npmnv2 import MobileNetV2ForSemanticSegmentation as Seg
 from npmnv2.ops import nchw_to_nhwc, resize_bilinear, softmax
@@ -124,12 +125,73 @@ def test_per_channel_dequantization_broadcasts_along_the_axis():
     np.testing.assert_array_equal(out, [[0.0, 10.0], [-1.0, 4.0]])
 
 
-def test_a_graph_that_is_not_mobilenet_v2_is_refused(tmp_path, coral_dir):
+def test_renamed_tensors_still_import_because_layers_are_found_by_structure(tmp_path, coral_dir):
     blob = (coral_dir / "mobilenet_v2_1.0_224_quant.tflite").read_bytes()
-    (tmp_path / "other.tflite").write_bytes(
-        blob.replace(b"MobilenetV2/expanded_conv_3/", b"ResNetBlock/expanded_conv_3/")
+    renamed_blob = blob.replace(b"MobilenetV2/expanded_conv_3/", b"ResNetBlock/expanded_conv_3/")
+    (tmp_path / "renamed.tflite").write_bytes(renamed_blob)
+    renamed = Cls.from_pretrained(tmp_path / "renamed.tflite")
+    original = Cls.from_pretrained(coral_dir / "mobilenet_v2_1.0_224_quant.tflite")
+    key = "mobilenet_v2.layer.2.conv_3x3.convolution.weight"
+    np.testing.assert_array_equal(renamed.state_dict()[key], original.state_dict()[key])
+
+
+def test_a_graph_that_is_not_mobilenet_v2_is_refused():
+    from types import SimpleNamespace
+
+    from npmnv2.tflite_import import match_layers
+
+    def op(kind: str, inp: int, out: int) -> dict:
+        return {"type": kind, "inputs": [inp, 100 + out, -1], "outputs": [out], "activation": 3}
+
+    resnet_like = SimpleNamespace(where="TFLite file 'resnet.tflite'", ops=[op("CONV_2D", i, i + 1) for i in range(20)])
+    with pytest.raises(WeightFileError, match=r"resnet.tflite.*not a MobileNetV2 graph.*17 depthwise"):
+        match_layers(resnet_like)
+
+
+PHOTOS = ["cat", "grace_hopper", "bird", "sunflower", "dragonfly"]
+
+
+def _interpreter_top1(path, image) -> int:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from npmnv2.verify import tflite_input
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    pixels, _ = tflite_input(path, image)
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels)
+    interpreter.invoke()
+    return int(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]).argmax())
+
+
+@pytest.mark.parametrize(
+    ("name", "labels", "photos"),
+    [
+        ("tf2_mobilenet_v2_1.0_224_ptq.tflite", 1001, PHOTOS),  # TF2 names, MEAN pooling, int8 per channel
+        ("mobilenet_v2_1.0_224_inat_insect_quant.tflite", 1022, ["sunflower", "dragonfly"]),  # FULLY_CONNECTED head
+    ],
+)
+def test_other_exporters_import_by_structure_and_match_the_interpreters_top1(coral_dir, name, labels, photos):
+    from npmnv2.verify import tflite_activations, tflite_input
+
+    path = coral_dir / name
+    model = Cls.from_pretrained(path)
+    assert model.config.num_labels == labels and model.config.id2label[0] != "LABEL_0"  # labels from the metadata
+    for photo in photos:
+        image = coral_dir / f"{photo}.bmp"
+        _, pixel_values = tflite_input(path, image)
+        assert int(model(pixel_values).logits.argmax()) == _interpreter_top1(path, image), photo
+    result = npmnv2.compare(model.trace(pixel_values), tflite_activations(path, image))
+    assert len(result.rows) == 64 and result.first_divergence is None, result.verdict()
+
+
+def test_layers_are_matched_by_structure_not_by_names(coral_dir):
+    from npmnv2.tflite_import import TFLiteGraph, match_layers, residual_adds
+
+    graph = TFLiteGraph(coral_dir / "tf2_mobilenet_v2_1.0_224_ptq.tflite")
+    names = match_layers(graph)
+    assert len(names) == 53 and sorted(set(names.values())) == sorted(names.values())
+    assert {"conv_stem.first_conv", "layer.15.reduce_1x1", "conv_1x1", "classifier"} <= set(names.values())
+    assert sorted(residual_adds(graph, names).values()) == sorted(
+        f"layer.{i}" for i in (1, 3, 4, 6, 7, 8, 10, 11, 13, 14)
     )
-    with pytest.raises(
-        WeightFileError, match=r"convolution 'ResNetBlock/expanded_conv_3/.*' is not a MobileNetV2 layer"
-    ):
-        Cls.from_pretrained(tmp_path / "other.tflite")
