@@ -126,6 +126,15 @@ def _check_output(name: str, suffixes: set[str], option: str, *, inputs: Sequenc
     return path
 
 
+def _integer_model(source: str) -> Any:
+    """The integer model of a quantized .tflite file (the only source it takes)."""
+    from .integer_model import QuantizedMobileNetV2
+
+    if not str(source).endswith(".tflite"):
+        raise CLIError(f"--integer runs a quantized .tflite file; --weights {source!r} is not one.")
+    return QuantizedMobileNetV2.from_pretrained(source)
+
+
 def _sample_image() -> Path:
     """matplotlib's sample photo of Grace Hopper (in uniform), shipped with every install."""
     import matplotlib.cbook
@@ -141,15 +150,23 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .ops import softmax
 
     paths = _image_paths(args.images) if args.images else [_sample_image()]
-    model = _load_model(args.weights, "classification")
     processor = MobileNetV2ImageProcessor.from_pretrained(args.weights)
+    if args.integer:
+        model = _integer_model(args.weights)
+        labels = {int(k): v for k, v in model.float_config.get("id2label", {}).items()}
+    else:
+        model = _load_model(args.weights, "classification")
+        labels = model.config.id2label
     results = []
     for batch in _batches(paths, args.batch_size, progress=not args.json):
-        probs = softmax(model(processor(batch)["pixel_values"]).logits)  # (N, L)
+        if args.integer:  # the file's softmax output, dequantized: probabilities
+            probs = np.concatenate([model(processor.integer_pixels([path])).dequantized[0] for path in batch])
+        else:
+            probs = softmax(model(processor(batch)["pixel_values"]).logits)  # (N, L)
         for path, p in zip(batch, probs, strict=True):
             top = np.argsort(-p, kind="stable")[: args.top_k]
             preds = [
-                {"id": int(k), "label": model.config.id2label.get(int(k), str(k)), "probability": float(p[k])}
+                {"id": int(k), "label": labels.get(int(k), str(k)), "probability": float(p[k])}
                 for k in top
             ]
             results.append({"image": str(path), "predictions": preds})
@@ -176,19 +193,27 @@ def cmd_segment(args: argparse.Namespace) -> int:
     _check_output(args.output, {".png", ".jpg", ".jpeg", ".pdf", ".svg"}, "-o", inputs=[path])
     if args.mask:
         _check_output(args.mask, {".png"}, "--mask", inputs=[path, Path(args.output)])
-    model = _load_model(args.weights, "segmentation")
     processor = MobileNetV2ImageProcessor.from_pretrained(args.weights)
     image = load_image(path)
-    outputs = model(processor(image)["pixel_values"])
     # The class map is computed at a bounded working size (the logits of a 12000x12000 photo at full
     # size would take 12 GB), then only the uint8 map is enlarged for --mask.
     scale = min(1.0, SEGMENT_WORKING_SIZE / max(image.width, image.height))
     work = (max(1, round(image.height * scale)), max(1, round(image.width * scale)))
-    class_map = processor.post_process_semantic_segmentation(outputs, target_sizes=[work])[0]
+    if args.integer:  # the file's own ARG_MAX output, at its input size, resized to the working size
+        model = _integer_model(args.weights)
+        id2label = {int(k): v for k, v in model.float_config.get("id2label", {}).items()}
+        ids = model(processor.integer_pixels(image)).outputs[0][0].astype(np.uint8)  # (H_in, W_in)
+        resized = Image.fromarray(ids).resize((work[1], work[0]), Image.Resampling.NEAREST)
+        class_map = np.asarray(resized).astype(np.int64)
+    else:
+        model = _load_model(args.weights, "segmentation")
+        id2label = model.config.id2label
+        outputs = model(processor(image)["pixel_values"])
+        class_map = processor.post_process_semantic_segmentation(outputs, target_sizes=[work])[0]
     shown = image if scale == 1.0 else image.resize((work[1], work[0]), Image.Resampling.BILINEAR)
-    fig = segmentation_overlay(np.asarray(shown), class_map, model.config.id2label, title=f"{path.name}")
+    fig = segmentation_overlay(np.asarray(shown), class_map, id2label, title=f"{path.name}")
     fig.savefig(args.output, dpi=100)
-    present = ", ".join(f"{k} {model.config.id2label.get(int(k), '')}".strip() for k in np.unique(class_map))
+    present = ", ".join(f"{k} {id2label.get(int(k), '')}".strip() for k in np.unique(class_map))
     print(f"wrote {args.output} (classes present: {present})")
     if args.mask:
         mask = Image.fromarray(class_map.astype(np.uint8), mode="P")
@@ -262,6 +287,8 @@ def _pixels_for(model: Any, weights: str | None, image: str) -> np.ndarray:
 def cmd_trace(args: argparse.Namespace) -> int:
     if args.save:
         _check_output(args.save, {".npz"}, "--save", inputs=[Path(args.image)])
+    if args.integer:
+        return _trace_integer(args)
     model = _model_for(args.weights, args)
     trace = model.trace(_pixels_for(model, args.weights, args.image), layers=args.layers or None, stop_at=args.stop_at)
     print(trace.format(kept_only=bool(args.layers)))
@@ -291,8 +318,66 @@ def _saved_tensors(name: str) -> dict[str, np.ndarray]:
     return tensors
 
 
+def _trace_integer(args: argparse.Namespace) -> int:
+    """trace --integer: every op of the quantized file, with its scale, zero point and saturation counts."""
+    from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
+
+    model = _integer_model(args.weights)
+    pixels = MobileNetV2ImageProcessor.from_pretrained(args.weights).integer_pixels(_image_paths([args.image])[0])
+    trace = model.trace(pixels, layers=args.layers or None, stop_at=args.stop_at)
+    head = ["step", "float step", "shape", "scale", "zero point", "min", "max", "at min", "at max"]
+    rows = [head]
+    for step in trace.steps:
+        a = step.attrs
+        scale = a.get("scale")
+        if scale is None:
+            scale_text = "-"
+        else:
+            scale_text = f"{scale:.6g}" if np.ndim(scale) == 0 else f"per channel ({len(scale)})"
+        zp = a.get("zero_point")
+        zp_text = "-" if zp is None else (str(zp) if np.ndim(zp) == 0 else "per channel")
+        low, high = a.get("range", (None, None))
+        total = int(np.prod(step.output_shape))
+        rows.append([
+            step.name, a.get("float_step") or "-", "x".join(map(str, step.output_shape)), scale_text, zp_text,
+            str(low), str(high), f"{a.get('at_min', 0) / total:.1%}", f"{a.get('at_max', 0) / total:.1%}",
+        ])  # fmt: skip
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print(f"{len(trace.steps)} integer steps; at min / at max: the share of values on the edges of the output range")
+    if args.save:
+        np.savez(args.save, **{name: trace[name] for name in trace})
+        print(f"wrote {len(trace)} integer tensors (NCHW) to {args.save}")
+    return 0
+
+
+def _compare_integer(args: argparse.Namespace) -> int:
+    """compare --integer --against tflite: the integer model against the interpreter's reference kernels."""
+    from . import compare, verify
+
+    if args.against != "tflite":
+        raise CLIError("--integer compares with the TFLite interpreter: use --against tflite.")
+    model = _integer_model(args.weights)
+    pixels, _ = verify.tflite_input(args.weights, _image_paths([args.image])[0])  # (1, H, W, 3) uint8
+    reference = verify.tflite_integer_tensors(args.weights, pixels, reference_kernels=True)
+    result = compare(model.trace(pixels.transpose(0, 3, 1, 2)), reference, tolerance=0.0)
+    print(repr(result))
+    if result.first_divergence is None and len(result.rows) == len(model.graph.ops):
+        total = sum(int(np.prod(r.shape)) for r in result.rows)
+        print(
+            f"exact: all {len(result.rows)} op outputs ({total:,} integers) equal the TFLite interpreter's "
+            "reference kernels, element by element."
+        )
+        return 0
+    return 3
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from . import compare, verify
+
+    if args.integer:
+        return _compare_integer(args)
 
     model = _model_for(args.weights, args)
     against = args.against
@@ -364,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=5, help="how many classes to print per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default 8)")
+    p.add_argument("--integer", action="store_true", help="run the quantized .tflite in integer arithmetic")
     p.set_defaults(func=cmd_classify)
 
     p = add(
@@ -375,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=DEFAULT_SEGMENTER, help=f"{weights_help} (default: {DEFAULT_SEGMENTER})")
     p.add_argument("-o", "--output", required=True, help="overlay PNG to write (image + colours + legend)")
     p.add_argument("--mask", help="also write the class ids as a palette PNG here")
+    p.add_argument("--integer", action="store_true", help="run the quantized .tflite in integer arithmetic")
     p.set_defaults(func=cmd_segment)
 
     p = add(
@@ -425,6 +512,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", nargs="+", metavar="PATTERN", help="names or glob patterns of the tensors to keep")
     p.add_argument("--stop-at", metavar="NAME", help="stop right after this step")
     p.add_argument("--save", metavar="FILE.npz", help="write the kept tensors (NCHW) to an .npz file")
+    p.add_argument(
+        "--integer", action="store_true",
+        help="trace the quantized .tflite's integer ops (scale, zero point, saturation counts per step)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_trace)
 
     p = add(
@@ -442,6 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="max |diff| / max(1, max |reference|) (default: 1e-4 against torch or a .npz; against tflite, "
         "differences are judged against the integer model's quantization noise unless this is given)",
     )
+    p.add_argument(
+        "--integer", action="store_true",
+        help="with --against tflite: the integer model against the interpreter's reference kernels, exactly",
+    )  # fmt: skip
     p.set_defaults(func=cmd_compare)
     return parser
 

@@ -293,6 +293,14 @@ class MobileNetV2ImageProcessor:
 
     preprocess = __call__
 
+    def integer_pixels(self, images: Any) -> np.ndarray:
+        """The images resized as this processor resizes them, as raw uint8 pixels, NCHW: the
+        quantized input of the TFLite MobileNetV2 models, whose input quantization (scale 1/128,
+        zero point 128, or 1/127.5 and 127) maps the pixels 0..255 onto the [-1, 1] the float
+        model sees. For `npmnv2.QuantizedMobileNetV2`."""
+        raw = self(images, do_rescale=False, do_normalize=False)["pixel_values"]  # (N, 3, H, W) floats 0..255
+        return np.clip(np.rint(raw), 0, 255).astype(np.uint8)
+
     def _with(self, overrides: dict[str, Any]) -> MobileNetV2ImageProcessor:
         """A copy with some fields changed (a TypeError naming any unknown field)."""
         names = {f.name for f in fields(self)}

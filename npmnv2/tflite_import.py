@@ -122,12 +122,35 @@ class TFLiteGraph:
             "inputs": inputs,
             "outputs": [op.Outputs(j) for j in range(op.OutputsLength())],
         }
-        if record["type"] == "FULLY_CONNECTED":
-            options = tflite.FullyConnectedOptions()
-            table = op.BuiltinOptions()
+        table = op.BuiltinOptions()
+
+        def options_of(cls: Any) -> Any:
+            options = cls()
             options.Init(table.Bytes, table.Pos)
-            record.update(activation=options.FusedActivationFunction())
-        if record["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            return options
+
+        kind = record["type"]
+        if kind == "FULLY_CONNECTED":
+            record.update(activation=options_of(tflite.FullyConnectedOptions).FusedActivationFunction())
+        elif kind == "ADD" and table is not None:
+            record.update(activation=options_of(tflite.AddOptions).FusedActivationFunction())
+        elif kind == "AVERAGE_POOL_2D":
+            o = options_of(tflite.Pool2DOptions)
+            record.update(
+                padding=_PADDING.get(o.Padding()), stride=(o.StrideH(), o.StrideW()),
+                filter=(o.FilterHeight(), o.FilterWidth()), activation=o.FusedActivationFunction(),
+            )  # fmt: skip
+        elif kind == "RESIZE_BILINEAR":
+            o = options_of(tflite.ResizeBilinearOptions)
+            record.update(align_corners=bool(o.AlignCorners()), half_pixel_centers=bool(o.HalfPixelCenters()))
+        elif kind == "SOFTMAX":
+            record.update(beta=float(options_of(tflite.SoftmaxOptions).Beta()))
+        elif kind == "CONCATENATION":
+            o = options_of(tflite.ConcatenationOptions)
+            record.update(axis=o.Axis(), activation=o.FusedActivationFunction())
+        elif kind == "MEAN":
+            record.update(keep_dims=bool(options_of(tflite.ReducerOptions).KeepDims()))
+        if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             cls = tflite.Conv2DOptions if record["type"] == "CONV_2D" else tflite.DepthwiseConv2DOptions
             options = cls()
             table = op.BuiltinOptions()
@@ -153,6 +176,23 @@ class TFLiteGraph:
         if q is None or q.ScaleLength() == 0:
             return None
         return q.ScaleAsNumpy(), q.ZeroPointAsNumpy(), q.QuantizedDimension()
+
+    def type_of(self, t: int) -> np.dtype | None:
+        """The NumPy dtype of tensor t (None for a type npmnv2 does not read)."""
+        dtype = _TENSOR_TYPES.get(self.graph.Tensors(t).Type())
+        return None if dtype is None else np.dtype(dtype)
+
+    def raw(self, t: int) -> np.ndarray:
+        """A constant tensor's stored values, as they are (integers stay integers)."""
+        tensor = self.graph.Tensors(t)
+        dtype = _TENSOR_TYPES.get(tensor.Type())
+        data = self.model.Buffers(tensor.Buffer()).DataAsNumpy()
+        shape = self.shape(t)
+        if dtype is None or isinstance(data, int) or data.size != math.prod(shape) * np.dtype(dtype).itemsize:
+            raise WeightFileError(
+                f"{self.where}: constant tensor {self.name(t)!r} has no valid data (truncated file?)."
+            )
+        return data.view(dtype).reshape(shape)
 
     def array(self, t: int) -> np.ndarray:
         """A constant tensor, dequantized to float64 when it is quantized."""

@@ -29,7 +29,8 @@ from .ops import MACS, nchw_to_nhwc, nhwc_to_nchw
 
 # What a step does; `Step.op` names the function that did it.
 StepKind = Literal[
-    "convolution", "batch_norm", "activation", "residual_add", "block_output", "pooling", "linear", "resize", "concat"
+    "convolution", "batch_norm", "activation", "residual_add", "block_output", "pooling", "linear", "resize", "concat",
+    "integer",  # one op of a quantized TFLite graph, run by `npmnv2.integer_model` (attrs: scale, zero_point, ...)
 ]
 
 
@@ -209,7 +210,7 @@ def _public(kind: StepKind, output: np.ndarray) -> np.ndarray:
     transformers returns them (not (N, L, 1, 1))."""
     if kind == "linear" and output.ndim == 4 and output.shape[1:3] == (1, 1):
         return output[:, 0, 0, :]
-    return nhwc_to_nchw(output)
+    return nhwc_to_nchw(output) if output.ndim == 4 else output
 
 
 
@@ -283,9 +284,9 @@ class Trace(Mapping):
             kind=kind,
             op=op,
             output_shape=tuple(public.shape),
-            input_shapes=tuple(tuple(nhwc_to_nchw(x).shape) for x in inputs),
+            input_shapes=tuple(tuple(_public(kind, x).shape) for x in inputs),
             output=public if keep else None,
-            inputs=tuple(nhwc_to_nchw(x) for x in inputs) if keep else (),
+            inputs=tuple(_public(kind, x) for x in inputs) if keep else (),
             params=used,
             attrs=step_attrs,
             macs=int(macs),
@@ -301,12 +302,13 @@ class Trace(Mapping):
 
     def _replacement(self, name: str, output: np.ndarray) -> np.ndarray:
         new = np.asarray(self.replace[name])
-        expected = tuple(nhwc_to_nchw(output).shape)
+        expected = tuple(nhwc_to_nchw(output).shape) if output.ndim == 4 else output.shape
         if new.ndim == 2 and output.ndim == 4 and output.shape[1:3] == (1, 1):  # logits as transformers gives them
             new = new[:, :, None, None]
         if new.shape != expected:
             raise ValueError(f"run_from at {name!r}: expected an NCHW tensor of shape {expected}, got {new.shape}.")
-        return np.ascontiguousarray(nchw_to_nhwc(new), dtype=output.dtype).copy()  # never alias the caller's array
+        new = nchw_to_nhwc(new) if new.ndim == 4 else new
+        return np.ascontiguousarray(new, dtype=output.dtype).copy()  # never alias the caller's array
 
     # ---------------------------------------------------------------- reading
     def step(self, name: str) -> Step:

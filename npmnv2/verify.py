@@ -73,15 +73,41 @@ def transformers_twin(model: Any) -> Any:
     return twin
 
 
-def _interpreter(path: Path):
+def _interpreter(path: Path, reference_kernels: bool = False):
+    """The TFLite interpreter with every tensor preserved; with reference_kernels, its reference op
+    resolver (`OpResolverType.BUILTIN_REF`), whose kernels npmnv2's integer model reproduces exactly."""
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert import interpreter as litert
     except ImportError:
-        try:
-            from tensorflow.lite import Interpreter
-        except ImportError:
-            raise ImportError("tflite_activations needs the TFLite interpreter: pip install ai-edge-litert") from None
-    return Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+        raise ImportError("tflite_activations needs the TFLite interpreter: pip install ai-edge-litert") from None
+    kwargs = {"experimental_op_resolver_type": litert.OpResolverType.BUILTIN_REF} if reference_kernels else {}
+    return litert.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True, **kwargs)
+
+
+def tflite_integer_tensors(path: str | Path, pixels: np.ndarray, *, reference_kernels: bool = True) -> QuantizedTensors:
+    """Every op output of the interpreter, as the integers it stores (NCHW when 4-D), under the step
+    names of `npmnv2.integer_model` (`op.<index>.<OP_TYPE>`), with each tensor's scale.
+
+    pixels: the quantized input, NHWC as the interpreter takes it (see `tflite_input`).
+    """
+    from .tflite_import import TFLiteGraph
+
+    path = Path(path)
+    graph = TFLiteGraph(path)
+    interpreter = _interpreter(path, reference_kernels)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels)
+    interpreter.invoke()
+    tensors, scales = {}, {}
+    for index, op in enumerate(graph.ops):
+        out = op["outputs"][0]
+        name = f"op.{index}.{op['type']}"
+        value = interpreter.get_tensor(out)
+        tensors[name] = value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
+        quant = graph.quantization(out)
+        if quant is not None:
+            scales[name] = float(quant[0][0])
+    return QuantizedTensors(tensors, scales)
 
 
 def tflite_input(path: str | Path, image: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -121,14 +147,19 @@ class QuantizedTensors(dict):
         self.scales = scales
 
 
-def tflite_activations(path: str | Path, image: Any) -> QuantizedTensors:
+def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool = False) -> QuantizedTensors:
     """Run the TFLite interpreter on `image` (see `tflite_input`) and return its intermediate tensors,
-    dequantized to float, NCHW, under npmnv2's step names, with each tensor's quantization step."""
+    dequantized to float, NCHW, under npmnv2's float step names, with each tensor's quantization step.
+
+    reference_kernels: run the interpreter's reference kernels (`OpResolverType.BUILTIN_REF`), the
+    ones npmnv2's integer model reproduces bit for bit, instead of its default optimized kernels
+    (which differ by a few quantization steps on some tensors; see docs/concepts/integer_inference.md).
+    """
     from .tflite_import import TFLiteGraph, match_layers, residual_adds
 
     path = Path(path)
     graph = TFLiteGraph(path)
-    interpreter = _interpreter(path)
+    interpreter = _interpreter(path, reference_kernels)
     interpreter.allocate_tensors()
     pixels, _ = tflite_input(path, image)
     interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels)
