@@ -11,6 +11,7 @@ from .auto import (
 from .compare import Comparison, compare
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
+from .integer_model import QuantizedMobileNetV2, QuantizedOutput
 from .modeling_mobilenet_v2 import (
     MobileNetV2ForImageClassification,
     MobileNetV2ForSemanticSegmentation,
@@ -43,6 +44,8 @@ __all__ = [
     "MobileNetV2Model",
     "MobileNetV2PreTrainedModel",
     "NpMnV2Warning",
+    "QuantizedMobileNetV2",
+    "QuantizedOutput",
     "SemanticSegmenterOutput",
     "Step",
     "Summary",

@@ -326,7 +326,9 @@ class QuantizedMobileNetV2:
             x, int(x_zp[0]), self._const(w_t), int(w_zp[0]), self._const(b_t) if b_t >= 0 else None
         )
         m0, shift = self._multipliers(x_scale[0], w_scale, out_scale[0], per_channel=w_scale.size > 1)
-        return iops.requantize_output(acc, m0, shift, int(out_zp[0]), self._range(op, out))
+        # this kernel rounds once (see integer_ops.multiply_by_quantized_multiplier_single_rounding)
+        scaled = iops.multiply_by_quantized_multiplier_single_rounding(acc, m0, shift)
+        return np.clip(scaled + int(out_zp[0]), *self._range(op, out))
 
     def _add(self, op: dict, tensors: dict) -> np.ndarray:
         a_t, b_t, out = op["inputs"][0], op["inputs"][1], op["outputs"][0]

@@ -367,3 +367,241 @@ def nhwc_to_nchw_loops(x: np.ndarray) -> np.ndarray:
         b, y, x_, ch = index
         out[b, ch, y, x_] = x[index]
     return out
+
+
+# ============================================================================ integer ops, one Python int at a time
+# The twins of `npmnv2.integer_ops`, written as TFLite's C reference kernels are: scalar loops with
+# C's integer semantics (division rounding toward zero, arithmetic shifts).
+
+
+def _c_div(a: int, b: int) -> int:
+    """C's integer division: toward zero."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b > 0) else -q
+
+
+def srdhm_scalar(a: int, b: int) -> int:
+    """gemmlowp's SaturatingRoundingDoublingHighMul, as written there (with its branch on the sign)."""
+    if a == b == -(2**31):
+        return 2**31 - 1
+    ab = a * b
+    nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
+    return _c_div(ab + nudge, 1 << 31)
+
+
+def rounding_divide_by_pot_scalar(x: int, exponent: int) -> int:
+    """gemmlowp's RoundingDivideByPOT, as written there (mask, remainder, threshold)."""
+    mask = (1 << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    return (x >> exponent) + (1 if remainder > threshold else 0)
+
+
+def multiply_by_quantized_multiplier_scalar(x: int, m0: int, shift: int) -> int:
+    """TFLite's MultiplyByQuantizedMultiplier (double rounding)."""
+    left, right = max(shift, 0), max(-shift, 0)
+    return rounding_divide_by_pot_scalar(srdhm_scalar(x * (1 << left), m0), right)
+
+
+def conv2d_int_loops(x, x_zp, kernel, k_zp, bias, *, stride, dilation, padding):
+    """acc[n, y, x, o] = bias[o] + sum (x - x_zp) * (kernel - k_zp), skipping padded positions, as C does.
+    Shapes: x (N, H, W, C_in), kernel (C_out, KH, KW, C_in) -> (N, Ho, Wo, C_out)."""
+    n, h, w, c_in = x.shape
+    c_out, kh, kw, _ = kernel.shape
+    top, bottom, left, right = padding
+    ho = (h + top + bottom - dilation * (kh - 1) - 1) // stride + 1
+    wo = (w + left + right - dilation * (kw - 1) - 1) // stride + 1
+    k_zp = np.broadcast_to(np.asarray(k_zp), (c_out,))
+    out = np.zeros((n, ho, wo, c_out), np.int64)
+    for b in range(n):
+        for y in range(ho):
+            for x_ in range(wo):
+                for o in range(c_out):
+                    acc = 0 if bias is None else int(bias[o])
+                    for i in range(kh):
+                        for j in range(kw):
+                            yy, xx = y * stride + i * dilation - top, x_ * stride + j * dilation - left
+                            if 0 <= yy < h and 0 <= xx < w:
+                                for c in range(c_in):
+                                    acc += (int(x[b, yy, xx, c]) - x_zp) * (int(kernel[o, i, j, c]) - int(k_zp[o]))
+                    out[b, y, x_, o] = acc
+    return out
+
+
+def depthwise_conv2d_int_loops(x, x_zp, kernel, k_zp, bias, *, stride, dilation, padding):
+    """acc[n, y, x, c] = bias[c] + sum (x - x_zp) * (kernel[0, i, j, c] - k_zp[c]). kernel (1, KH, KW, C)."""
+    n, h, w, c = x.shape
+    _, kh, kw, _ = kernel.shape
+    top, bottom, left, right = padding
+    ho = (h + top + bottom - dilation * (kh - 1) - 1) // stride + 1
+    wo = (w + left + right - dilation * (kw - 1) - 1) // stride + 1
+    k_zp = np.broadcast_to(np.asarray(k_zp), (c,))
+    out = np.zeros((n, ho, wo, c), np.int64)
+    for b in range(n):
+        for y in range(ho):
+            for x_ in range(wo):
+                for ch in range(c):
+                    acc = 0 if bias is None else int(bias[ch])
+                    for i in range(kh):
+                        for j in range(kw):
+                            yy, xx = y * stride + i * dilation - top, x_ * stride + j * dilation - left
+                            if 0 <= yy < h and 0 <= xx < w:
+                                acc += (int(x[b, yy, xx, ch]) - x_zp) * (int(kernel[0, i, j, ch]) - int(k_zp[ch]))
+                    out[b, y, x_, ch] = acc
+    return out
+
+
+def fully_connected_int_loops(x, x_zp, weights, w_zp, bias):
+    """acc[n, o] = bias[o] + sum_c (x[n, c] - x_zp) * (weights[o, c] - w_zp)."""
+    n, c = x.shape
+    out = np.zeros((n, weights.shape[0]), np.int64)
+    for b in range(n):
+        for o in range(weights.shape[0]):
+            acc = 0 if bias is None else int(bias[o])
+            for k in range(c):
+                acc += (int(x[b, k]) - x_zp) * (int(weights[o, k]) - w_zp)
+            out[b, o] = acc
+    return out
+
+
+def add_int_loops(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp, act_range):
+    """TFLite's reference quantized Add, element by element."""
+    from .integer_ops import quantize_multiplier
+
+    twice_max = 2 * max(float(np.float32(a_scale)), float(np.float32(b_scale)))
+    ma, sa = quantize_multiplier(float(np.float32(a_scale)) / twice_max)
+    mb, sb = quantize_multiplier(float(np.float32(b_scale)) / twice_max)
+    mo, so = quantize_multiplier(twice_max / ((1 << 20) * float(np.float32(out_scale))))
+    out = np.zeros(a.shape, np.int64)
+    for index in np.ndindex(a.shape):
+        sa_val = multiply_by_quantized_multiplier_scalar((int(a[index]) - a_zp) * (1 << 20), ma, sa)
+        sb_val = multiply_by_quantized_multiplier_scalar((int(b[index]) - b_zp) * (1 << 20), mb, sb)
+        raw = multiply_by_quantized_multiplier_scalar(sa_val + sb_val, mo, so) + out_zp
+        out[index] = min(max(raw, act_range[0]), act_range[1])
+    return out
+
+
+def average_pool_int_loops(x, *, kernel_size, act_range):
+    """(sum of the window + count / 2) / count, per output pixel and channel (VALID, stride 1)."""
+    kh, kw = kernel_size
+    n, h, w, c = x.shape
+    out = np.zeros((n, h - kh + 1, w - kw + 1, c), np.int64)
+    for index in np.ndindex(out.shape):
+        b, y, x_, ch = index
+        total = sum(int(x[b, y + i, x_ + j, ch]) for i in range(kh) for j in range(kw))
+        out[index] = min(max(_c_div(total + kh * kw // 2, kh * kw), act_range[0]), act_range[1])
+    return out
+
+
+def mean_int_loops(x, x_zp, m0, shift, out_zp, out_range):
+    """TFLite's reference_integer_ops::Mean: the count folded into the multiplier, per channel."""
+    n, h, w, c = x.shape
+    count = h * w
+    k = min(count.bit_length() - 1, 32, 31 + shift)
+    folded = (m0 << k) // count
+    out = np.zeros((n, 1, 1, c), np.int64)
+    for b in range(n):
+        for ch in range(c):
+            total = sum(int(x[b, y, x_, ch]) - x_zp for y in range(h) for x_ in range(w))
+            value = multiply_by_quantized_multiplier_scalar(total, folded, shift - k) + out_zp
+            out[b, 0, 0, ch] = min(max(value, out_range[0]), out_range[1])
+    return out
+
+
+def requantize_loops(x, in_zp, m0, shift, out_zp, out_range):
+    """TFLite's Requantize, element by element."""
+    out = np.zeros(x.shape, np.int64)
+    for index in np.ndindex(x.shape):
+        value = multiply_by_quantized_multiplier_scalar(int(x[index]) - in_zp, m0, shift) + out_zp
+        out[index] = min(max(value, out_range[0]), out_range[1])
+    return out
+
+
+def resize_bilinear_int_loops(x, size, *, align_corners, half_pixel_centers):
+    """TFLite's integer ResizeBilinear (10 fractional bits), pixel by pixel, as the C code reads."""
+    n, h, w, c = x.shape
+    ho, wo = size
+
+    def scale_10(in_size: int, out_size: int) -> int:
+        if align_corners and out_size > 1:
+            return _c_div((1 << 10) * (in_size - 1) + (out_size - 1) // 2, out_size - 1)
+        return _c_div((1 << 10) * in_size + out_size // 2, out_size)
+
+    def values(i: int, scale: int, in_size: int) -> tuple[int, int, int]:
+        v = i * scale + (scale // 2 - (1 << 9) if half_pixel_centers else 0)
+        return v, max(_c_div(v, 1 << 10), 0), min(_c_div(v + (1 << 10) - 1, 1 << 10), in_size - 1)
+
+    sy, sx = scale_10(h, ho), scale_10(w, wo)
+    out = np.zeros((n, ho, wo, c), np.int64)
+    for b in range(n):
+        for y in range(ho):
+            vy, y0, y1 = values(y, sy, h)
+            for x_ in range(wo):
+                vx, x0, x1 = values(x_, sx, w)
+                dy, dx = vy - (1 << 10) * y0, vx - (1 << 10) * x0  # weights of the second neighbours
+                for ch in range(c):
+                    total = (
+                        int(x[b, y0, x0, ch]) * ((1 << 10) - dy) * ((1 << 10) - dx)
+                        + int(x[b, y1, x0, ch]) * dy * ((1 << 10) - dx)
+                        + int(x[b, y0, x1, ch]) * ((1 << 10) - dy) * dx
+                        + int(x[b, y1, x1, ch]) * dy * dx
+                    )
+                    out[b, y, x_, ch] = _c_div(total + ((1 << 19) if total > 0 else -(1 << 19)), 1 << 20)
+    return out
+
+
+def softmax_int_loops(x, x_scale, *, beta=1.0, out_range):
+    """TFLite's reference quantized Softmax, one row at a time with Python ints, following gemmlowp."""
+    from .integer_ops import quantize_multiplier
+
+    def fmul(a: int, b: int) -> int:
+        return srdhm_scalar(a, b)
+
+    def wrap(v: int) -> int:
+        return ((v + 2**31) % 2**32) - 2**31
+
+    def sat_shl(v: int, e: int) -> int:
+        return min(max(v << e, -(2**31)), 2**31 - 1)
+
+    def exp_neg(a: int) -> int:  # Q5.26 in, Q0.31 out
+        frac_bits = 26
+        quarter = 1 << (frac_bits - 2)
+        a_mod = (a & (quarter - 1)) - quarter
+        xq = wrap(sat_shl(a_mod, 5) + (1 << 28))
+        x2 = fmul(xq, xq)
+        x3 = fmul(x2, xq)
+        x4 = fmul(x2, x2)
+        x4_over_4 = rounding_divide_by_pot_scalar(x4, 2)
+        inner = rounding_divide_by_pot_scalar(wrap(fmul(wrap(x4_over_4 + x3), 715827883) + x2), 1)
+        result = wrap(1895147668 + fmul(1895147668, wrap(xq + inner)))
+        remainder = a_mod - a
+        for exponent, multiplier in ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
+                                     (2, 39332535), (3, 720401), (4, 242)):  # fmt: skip
+            if remainder & (1 << (frac_bits + exponent)):
+                result = fmul(result, multiplier)
+        return 2**31 - 1 if a == 0 else result
+
+    def one_over_one_plus_x(a: int) -> int:
+        total = a + 2**31 - 1
+        half = _c_div(total + (1 if total >= 0 else -1), 2)
+        xq = wrap(1515870810 + fmul(half, -1010580540))
+        for _ in range(3):
+            xq = wrap(xq + sat_shl(fmul(xq, wrap((1 << 29) - fmul(half, xq))), 2))
+        return sat_shl(xq, 1)
+
+    multiplier, left_shift = quantize_multiplier(min(beta * float(np.float32(x_scale)) * (1 << 26), (1 << 31) - 1.0))
+    diff_min = -math.floor(31 * (1 << 26) / (1 << left_shift))
+    out = np.zeros(x.shape, np.int64)
+    for index in np.ndindex(x.shape[:-1]):
+        row = [int(v) for v in x[index]]
+        top = max(row)
+        exps = [exp_neg(srdhm_scalar((v - top) * (1 << left_shift), multiplier)) if v - top >= diff_min else None
+                for v in row]  # fmt: skip
+        total = wrap(sum(rounding_divide_by_pot_scalar(e, 12) for e in exps if e is not None))
+        headroom = 32 - total.bit_length()
+        scale = one_over_one_plus_x(wrap((total << headroom) - (1 << 31)))
+        exponent = 12 - headroom + 31 - 8
+        out[index] = [out_range[0] if e is None else min(max(
+            rounding_divide_by_pot_scalar(fmul(scale, e), exponent) + out_range[0], out_range[0]), out_range[1])
+            for e in exps]  # fmt: skip
+    return out
