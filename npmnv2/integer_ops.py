@@ -60,7 +60,7 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     >>> quantize_multiplier(0.5)
     (1073741824, 0)
     >>> quantize_multiplier(0.0072474)
-    (1992307360, -7)
+    (1992150143, -7)
     """
     if real == 0.0:
         return 0, 0
@@ -82,8 +82,8 @@ def saturating_rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray | int) ->
     (ab + 2^30) >> 31: the same expression as for ab >= 0, so one shift serves both signs.
     Shapes: a any (int32 values in an int64 array), b broadcastable.
 
-    >>> saturating_rounding_doubling_high_mul(np.array([100, -100, 3, -3]), 2**30)
-    array([ 50, -50,   2,  -2])
+    >>> saturating_rounding_doubling_high_mul(np.array([100, -100, 3, -3]), 2**30)  # 1.5 -> 2, -1.5 -> -1
+    array([ 50, -50,   2,  -1])
     """
     a = np.asarray(a, np.int64)
     b = np.asarray(b, np.int64)
