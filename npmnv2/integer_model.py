@@ -199,6 +199,31 @@ class QuantizedMobileNetV2:
             )  # fmt: skip
         return attrs
 
+    def op_parameters(self, index: int) -> dict[str, Any]:
+        """Everything op `index` needs besides its input: the quantization (scale, zero point) of its
+        input, weights and output, its multiplier as a real number and as (M0, shift), its output
+        range (the fused activation's clamp), and its weights and bias as stored (integers)."""
+        g, op = self.graph, self.graph.ops[index]
+        x_t, out = op["inputs"][0], op["outputs"][0]
+        params: dict[str, Any] = {"op": op["type"], "float_step": self.float_step(index)}
+        if g.quantization(x_t) is not None:
+            params["input_scale"], params["input_zero_point"] = float(self._q(x_t)[0][0]), int(self._q(x_t)[1][0])
+        if g.quantization(out) is not None:
+            params["output_scale"], params["output_zero_point"] = float(self._q(out)[0][0]), int(self._q(out)[1][0])
+            params["output_range"] = self._range(op, out)
+        if op["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            w_t, b_t = op["inputs"][1], op["inputs"][2]
+            w_scale, w_zp = self._q(w_t)
+            per_channel = w_scale.size > 1
+            m0, shift = self._multipliers(self._q(x_t)[0][0], w_scale, self._q(out)[0][0], per_channel=per_channel)
+            params.update(
+                weights=self._const(w_t), bias=self._const(b_t) if b_t >= 0 else None,
+                weight_scale=w_scale if per_channel else float(w_scale[0]),
+                weight_zero_point=w_zp if per_channel else int(w_zp[0]),
+                multiplier=np.asarray(m0) * np.exp2(np.asarray(shift) - 31.0), m0=m0, shift=shift,
+            )  # fmt: skip
+        return params
+
     # ---------------------------------------------------------------- tracing
     def step_names(self) -> list[str]:
         """One step per op of the graph, in the file's order: `op.<index>.<OP_TYPE>`."""
