@@ -138,10 +138,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--quick", action="store_true", help="fewer repeats and no 513x513 output stride 8")
     parser.add_argument("--trace-only", action="store_true", help="only the trace table (run in a fresh process)")
+    parser.add_argument("--integer-only", action="store_true", help="only the integer model against the interpreter")
     args = parser.parse_args()
     repeats = 5 if args.quick else args.repeats
     if args.trace_only:
         trace_report(repeats)
+        return
+    if args.integer_only:
+        integer_report(repeats)
         return
     rng = np.random.default_rng(0)
     Cls, Seg = npmnv2.MobileNetV2ForImageClassification, npmnv2.MobileNetV2ForSemanticSegmentation
@@ -205,11 +209,56 @@ def main() -> None:
     # being handed back to the operating system and faulted in again).
     command = [sys.executable, __file__, "--trace-only", "--repeats", str(repeats)]
     subprocess.run(command, check=True)
+    print()
+    integer_report(repeats)
+    print()
     model, _ = pair(Cls, npmnv2.MobileNetV2Config(num_labels=1001))
     x = rng.uniform(-1, 1, size=(1, 3, 224, 224)).astype(np.float32)
     plain = median_ms(lambda: model(x), repeats)
     keep_all = median_ms(lambda: model.trace(x), repeats)
     print(f"{'  same, in this process after the cases above':46} {keep_all:10.1f} {keep_all / plain:10.2f}")
+
+
+def integer_report(repeats: int) -> None:
+    """The integer model (bit-exact with the interpreter's reference kernels) against the interpreter:
+    its reference kernels, its optimized kernels, and XNNPACK, on the real Coral models, batch 1."""
+    from pathlib import Path
+
+    from ai_edge_litert import interpreter as litert
+
+    from npmnv2.verify import tflite_input
+
+    data = Path(os.environ.get("NPMNV2_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "coral"))
+    kinds = {
+        "reference kernels": litert.OpResolverType.BUILTIN_REF,
+        "optimized kernels": litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        "XNNPACK": litert.OpResolverType.BUILTIN,
+    }
+    print(f"{'integer model, batch 1':40} {'npmnv2 ms':>10} " + " ".join(f"{k:>18}" for k in kinds))
+    for label, name, photo in [
+        ("classifier 1.0, 224 (uint8)", "mobilenet_v2_1.0_224_quant.tflite", "cat.bmp"),
+        ("TF2 classifier 224 (int8 per channel)", "tf2_mobilenet_v2_1.0_224_ptq.tflite", "cat.bmp"),
+        ("DeepLabV3 1.0, 513 (uint8)", "deeplabv3_mnv2_pascal_quant.tflite", "bird_segmentation.bmp"),
+    ]:
+        path = data / name
+        pixels, _ = tflite_input(path, data / photo)
+        model = npmnv2.QuantizedMobileNetV2.from_pretrained(path)
+        nchw = pixels.transpose(0, 3, 1, 2)
+        ours = median_ms(lambda m=model, x=nchw: m(x), max(3, repeats // 3))
+        cells = []
+        for kind in kinds.values():
+            interpreter = litert.Interpreter(model_path=str(path), experimental_op_resolver_type=kind, num_threads=2)
+            interpreter.allocate_tensors()
+            index = interpreter.get_input_details()[0]["index"]
+
+            def run(it=interpreter, i=index, x=pixels):
+                it.set_tensor(i, x)
+                it.invoke()
+
+            theirs = median_ms(run, max(3, repeats // 3))
+            cells.append(f"{theirs:7.1f} ({ours / theirs:5.2f}x)")
+        print(f"{label:40} {ours:10.1f} " + " ".join(f"{c:>18}" for c in cells), flush=True)
+    print("(x: npmnv2's time over the interpreter's; npmnv2's outputs equal the reference kernels' exactly)")
 
 
 def trace_report(repeats: int) -> None:
