@@ -28,3 +28,6 @@ def test_figures_are_drawn_and_the_site_builds_strictly(tmp_path, coral_dir):
     api = (tmp_path / "site" / "api" / "index.html").read_text()
     assert "depthwise_conv2d" in api and "fold_batch_norm" in api and "MobileNetV2ImageProcessor" in api
     assert (tmp_path / "site" / "concepts" / "padding" / "index.html").is_file()
+    assert (tmp_path / "site" / "concepts" / "integer_inference" / "index.html").is_file()
+    notebook = (tmp_path / "site" / "notebooks" / "06_how_the_integer_model_computes" / "index.html").read_text()
+    assert "data:image/png;base64" in notebook  # the stored figures are on the page
