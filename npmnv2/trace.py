@@ -31,6 +31,7 @@ from .ops import MACS, nchw_to_nhwc, nhwc_to_nchw
 StepKind = Literal[
     "convolution", "batch_norm", "activation", "residual_add", "block_output", "pooling", "linear", "resize", "concat",
     "integer",  # one op of a quantized TFLite graph, run by `npmnv2.integer_model` (attrs: scale, zero_point, ...)
+    "backward",  # one op run backward by `npmnv2.gradients` (output: the gradient it passed to its input)
 ]
 
 

@@ -1,0 +1,251 @@
+"""The model's backward pass: the recorded trace walked in reverse, one `npmnv2.backward` op per step.
+
+`model.grad(pixel_values, labels=...)` (or `target=` a class, for saliency and Grad-CAM) traces the
+forward pass keeping every tensor, starts from d loss / d logits, and for every step from last to
+first hands the gradient of its output to the backward of its op, which returns the gradients of
+its inputs and parameters. A tensor read by two steps (a block input feeds both the expansion and
+the residual add) receives the sum of both gradients.
+
+The gradients are returned under `model.state_dict()`'s names and PyTorch layouts, for the
+trainable parameters (conv and linear weights and biases, batch-norm gamma and beta), plus
+"pixel_values" and any traced tensor asked for by name (`layers=`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import backward as B
+from . import ops
+from .model_inputs import classification_loss, segmentation_loss
+from .ops import nchw_to_nhwc
+from .state_dict import hf_name, kernel_to_torch
+from .trace import Step, Trace, step_names, trace_forward
+
+
+@dataclass
+class GradientResult:
+    """What `model.grad` returns.
+
+    loss: the loss differentiated (the model's own loss for labels=; the summed score of the
+        target class for target=).
+    gradients: state_dict name (or "pixel_values", or a step name) -> gradient, in the layout of that name.
+    trace: the forward trace the gradients were computed from; backward_steps: one Step per op
+        run backward, in the order they ran (last forward op first), each holding the gradient it
+        passed on.
+    """
+
+    loss: float
+    gradients: dict[str, np.ndarray]
+    trace: Trace
+    backward_steps: list[Step] = field(default_factory=list)
+
+
+def _root(a: np.ndarray) -> int:
+    """The identity of the memory an array views: steps' tensors are views of the arrays the
+    forward made, and each op made a new array, so this names the tensor."""
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return id(a)
+
+
+def _internal(a: np.ndarray) -> np.ndarray:
+    """A step's public tensor (NCHW, or (N, L) logits) back in the forward's NHWC layout."""
+    return nchw_to_nhwc(a) if a.ndim == 4 else a[:, None, None, :]
+
+
+def _public(a: np.ndarray) -> np.ndarray:
+    return a.transpose(0, 3, 1, 2) if a.ndim == 4 else a
+
+
+def loss_gradient(model: Any, logits_nhwc: np.ndarray, labels: Any, target: Any) -> tuple[float, np.ndarray]:
+    """The loss and d loss / d logits (NHWC, the classifier's (N, 1, 1, L) or DeepLab's (N, h, w, L))."""
+    config = model.config
+    n = logits_nhwc.shape[0]
+    if target is not None:  # the score of one class (summed over the batch and, for DeepLab, a region)
+        classes, region = _target(target, n, config.num_labels, logits_nhwc.shape[1:3])
+        grad = np.zeros_like(logits_nhwc)
+        for i in range(n):
+            grad[i, :, :, classes[i]] = region
+        return float((logits_nhwc * grad).sum()), grad
+    if model.task == "classification":
+        logits = logits_nhwc[:, 0, 0, :]  # (N, L)
+        loss = classification_loss(logits, labels, config)
+        labels = np.asarray(labels)
+        if config.num_labels == 1 or config.problem_type == "regression":
+            grad = B.mse_loss_backward(logits.reshape(labels.shape), labels.astype(logits.dtype)).reshape(logits.shape)
+        elif config.problem_type == "multi_label_classification" or not np.issubdtype(labels.dtype, np.integer):
+            grad = B.bce_with_logits_backward(logits, labels.astype(logits.dtype))
+        else:
+            grad = B.cross_entropy_backward(logits, labels)
+        return float(loss), grad[:, None, None, :]
+    labels = np.asarray(labels)
+    loss = segmentation_loss(logits_nhwc, labels, config)
+    _, h, w = labels.shape
+    upsampled = ops.resize_bilinear(logits_nhwc, (h, w), align_corners=False)  # (N, H, W, L)
+    flat = B.cross_entropy_backward(
+        upsampled.reshape(-1, upsampled.shape[-1]), labels.reshape(-1), ignore_index=config.semantic_loss_ignore_index
+    )
+    grad = B.resize_bilinear_backward(flat.reshape(upsampled.shape), logits_nhwc.shape, align_corners=False)
+    return float(loss), grad
+
+
+def _target(target: Any, n: int, num_labels: int, grid: tuple[int, int]) -> tuple[list[int], np.ndarray]:
+    """(class per image, region weights (h, w)) from target= an int, a list of ints, or for DeepLab
+    (class, mask) with a boolean (h, w) mask of the logits' grid."""
+    region = np.ones(grid)
+    if isinstance(target, tuple) and len(target) == 2:
+        target, mask = target
+        mask = np.asarray(mask, bool)
+        if mask.shape != grid:
+            raise ValueError(
+                f"grad: the target region must be a boolean mask of the logits' grid {grid}, got {mask.shape}."
+            )
+        region = mask.astype(float)
+    classes = [target] * n if np.ndim(target) == 0 else list(target)
+    if len(classes) != n or not all(isinstance(c, (int, np.integer)) and 0 <= c < num_labels for c in classes):
+        raise ValueError(f"grad: target must be a class id in [0, {num_labels}) (or one per image), got {target!r}.")
+    return [int(c) for c in classes], region
+
+
+def grad(
+    model: Any, pixel_values: np.ndarray, labels: Any = None, *, target: Any = None, layers: Any = ()
+) -> GradientResult:
+    """`model.grad`: the loss, and its gradient for every trainable parameter, for pixel_values, and
+    for the traced tensors named in `layers` (names or glob patterns)."""
+    if model.task == "backbone":
+        raise ValueError("grad needs a model with a head (a loss to differentiate); MobileNetV2Model has none.")
+    if (labels is None) == (target is None):
+        raise ValueError("grad: give labels= (differentiate the model's loss) or target= (a class's score), not both.")
+    patterns = [layers] if isinstance(layers, str) else list(layers)
+    names = step_names(model)
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            from .trace import check_step_name
+
+            check_step_name(model, pattern, names)
+    pixel_values = np.ascontiguousarray(pixel_values, dtype=model.dtype)
+    trace = trace_forward(model, pixel_values)  # every tensor kept
+    logits_step = trace.steps[-1]
+    loss, g = loss_gradient(model, _internal(logits_step.output), labels, target)
+    grads: dict[int, np.ndarray] = {_root(logits_step.output): g}
+    params: dict[str, dict[str, np.ndarray]] = {}
+    wanted: dict[str, np.ndarray] = {}
+    backward_steps: list[Step] = []
+    for step in reversed(trace.steps):
+        g = grads.pop(_root(step.output), None)
+        if g is None:
+            continue  # nothing downstream of this step reaches the loss
+        if any(fnmatch.fnmatchcase(step.name, p) for p in patterns):
+            wanted[step.name] = _public(g).copy()
+        inputs = [_internal(x) for x in step.inputs]
+        for x, gx in zip(inputs, _step_backward(step, inputs, g, params), strict=True):
+            key = _root(x)
+            grads[key] = gx if key not in grads else grads[key] + gx
+        if inputs:
+            backward_steps.append(
+                Step(name=f"{step.name}.backward", kind="backward", output_shape=tuple(_public(inputs[0]).shape),
+                     output=_public(grads[_root(inputs[0])]), op=_BACKWARD.get(step.op), attrs={"of": step.name})
+            )  # fmt: skip
+    first = trace.steps[0].inputs[0]
+    gradients = _to_state_dict(model, params)
+    gradients["pixel_values"] = _public(grads.get(_root(first), np.zeros_like(_internal(first))))
+    gradients.update(wanted)
+    return GradientResult(loss, gradients, trace, backward_steps)
+
+
+_BACKWARD = {
+    ops.conv2d: B.conv2d_backward,
+    ops.depthwise_conv2d: B.depthwise_conv2d_backward,
+    ops.pointwise_conv2d: B.pointwise_conv2d_backward,
+    ops.batch_norm: B.batch_norm_backward,
+    ops.linear: B.linear_backward,
+    ops.add: B.add_backward,
+    ops.concat_channels: B.concat_channels_backward,
+    ops.global_average_pool: B.global_average_pool_backward,
+    ops.avg_pool2d: B.avg_pool2d_backward,
+    ops.resize_bilinear: B.resize_bilinear_backward,
+}
+
+
+def _layer(step: Step) -> str:
+    return step.name.rsplit(".", 1)[0] if step.kind in ("convolution", "batch_norm") else step.name
+
+
+def _accumulate(params: dict, layer: str, **arrays: np.ndarray) -> None:
+    entry = params.setdefault(layer, {})
+    for key, value in arrays.items():
+        entry[key] = value if key not in entry else entry[key] + value
+
+
+def _step_backward(step: Step, inputs: list[np.ndarray], g: np.ndarray, params: dict) -> list[np.ndarray]:
+    """The gradients of one step's inputs (NHWC), accumulating its parameters' gradients in `params`."""
+    a = step.attrs
+    if step.kind == "convolution":
+        x, kernel = inputs[0], step.params["kernel"]
+        if step.op is ops.pointwise_conv2d:
+            gx, gk, gb = B.pointwise_conv2d_backward(x, kernel, g)
+        else:
+            backward = B.depthwise_conv2d_backward if step.op is ops.depthwise_conv2d else B.conv2d_backward
+            gx, gk, gb = backward(
+                x, kernel, g, stride=a["stride"], dilation=a["dilation"], padding=ops.Pad2D(*a["padding"])
+            )
+        _accumulate(params, _layer(step), kernel=gk, **({"bias": gb} if "bias" in step.params else {}))
+        if a.get("folded_bn"):  # the identity batch norm transformers' layout gives a folded layer
+            y = _internal(step.output) - step.params["bias"]
+            _accumulate(params, _layer(step), gamma=(g * y).sum(axis=(0, 1, 2)))
+        return [gx]
+    if step.kind == "batch_norm":
+        p = step.params
+        gx, gamma, beta = B.batch_norm_backward(inputs[0], p["var"], p["gamma"], p["mean"], g, eps=a["eps"])
+        _accumulate(params, _layer(step), gamma=gamma, beta=beta)
+        return [gx]
+    if step.kind == "activation":
+        return [B.activation_backward(a["function"], inputs[0], g)]
+    if step.kind == "residual_add":
+        return list(B.add_backward(g))
+    if step.kind == "block_output":
+        return [g]
+    if step.kind == "pooling":
+        if step.op is ops.global_average_pool:
+            return [B.global_average_pool_backward(g.reshape(g.shape[0], -1), inputs[0].shape)]
+        return [B.avg_pool2d_backward(g, inputs[0].shape, kernel_size=a["window"][0], stride=a["stride"])]
+    if step.kind == "linear":
+        gx, gk, gb = B.linear_backward(inputs[0], step.params["kernel"], g)
+        _accumulate(params, step.name, kernel=gk, bias=gb)
+        return [gx]
+    if step.kind == "resize":
+        return [B.resize_bilinear_backward(g, inputs[0].shape, align_corners=a.get("align_corners", True))]
+    if step.kind == "concat":
+        return B.concat_channels_backward(g, [x.shape[-1] for x in inputs])
+    raise ValueError(f"grad: no backward for step {step.name!r} of kind {step.kind!r}.")
+
+
+def _to_state_dict(model: Any, params: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Parameter gradients under state_dict names, in PyTorch layouts (running statistics excluded)."""
+    out = {}
+    for spec in model.specs:
+        g = params.get(spec.name)
+        p = model.params[spec.name]
+        zeros = {k: np.zeros_like(v) for k, v in p.items()}
+        g = {**zeros, **(g or {})}
+        name = hf_name(spec, model.task)
+        if spec.kind == "linear":
+            out[f"{name}.weight"] = kernel_to_torch(g["kernel"], "linear")
+            out[f"{name}.bias"] = g["bias"]
+            continue
+        out[f"{name}.convolution.weight"] = kernel_to_torch(g["kernel"], spec.kind)
+        if spec.bias:
+            out[f"{name}.convolution.bias"] = g["bias"]
+        if spec.eps is not None:
+            if "gamma" in p:
+                out[f"{name}.normalization.weight"] = g["gamma"]
+                out[f"{name}.normalization.bias"] = g["beta"]
+            else:  # folded: the bias rides on the identity batch norm's beta
+                out[f"{name}.normalization.weight"] = g.get("gamma", np.zeros(spec.c_out, model.dtype))
+                out[f"{name}.normalization.bias"] = g["bias"]
+    return out
