@@ -143,13 +143,14 @@ def grad(
         if any(fnmatch.fnmatchcase(step.name, p) for p in patterns):
             wanted[step.name] = _public(g).copy()
         inputs = [_internal(x) for x in step.inputs]
-        for x, gx in zip(inputs, _step_backward(step, inputs, g, params), strict=True):
+        input_grads = _step_backward(step, inputs, g, params)
+        for x, gx in zip(inputs, input_grads, strict=True):
             key = _root(x)
             grads[key] = gx if key not in grads else grads[key] + gx
-        if inputs:
+        if inputs:  # what this step sends back to its first input (a residual's skip adds more later)
             backward_steps.append(
                 Step(name=f"{step.name}.backward", kind="backward", output_shape=tuple(_public(inputs[0]).shape),
-                     output=_public(grads[_root(inputs[0])]), op=_BACKWARD.get(step.op), attrs={"of": step.name})
+                     output=_public(input_grads[0]), op=_BACKWARD.get(step.op), attrs={"of": step.name})
             )  # fmt: skip
     first = trace.steps[0].inputs[0]
     gradients = _to_state_dict(model, params)

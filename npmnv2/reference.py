@@ -605,3 +605,131 @@ def softmax_int_loops(x, x_scale, *, beta=1.0, out_range):
             rounding_divide_by_pot_scalar(fmul(scale, e), exponent) + out_range[0], out_range[0]), out_range[1])
             for e in exps]  # fmt: skip
     return out
+
+
+# ============================================================================ backward ops, one number at a time
+# The twins of `npmnv2.backward`: each loops over the forward's terms and sends every term's
+# gradient back along the path it came, which is the chain rule read literally.
+
+
+def col2im_loops(cols, padded_shape, *, kernel_size, stride, dilation=1):
+    """Add every column entry back to the pixel it was copied from. The twin of `backward.col2im`."""
+    n, hp, wp, c = padded_shape
+    k = kernel_size
+    ho = (hp - dilation * (k - 1) - 1) // stride + 1
+    wo = (wp - dilation * (k - 1) - 1) // stride + 1
+    out = np.zeros(padded_shape, cols.dtype)
+    row = 0
+    for b in range(n):
+        for y in range(ho):
+            for x_ in range(wo):
+                col = 0
+                for i in range(k):
+                    for j in range(k):
+                        for ch in range(c):
+                            out[b, y * stride + i * dilation, x_ * stride + j * dilation, ch] += cols[row, col]
+                            col += 1
+                row += 1
+    return out
+
+
+def conv2d_backward_loops(x, kernel, grad_out, *, stride, dilation, padding):
+    """For every term x_pad[...] * kernel[i, j, c, o] of every output: its gradient to both factors.
+    The twin of `backward.conv2d_backward` (returns grad_x, grad_kernel, grad_bias)."""
+    xp = pad2d(x, padding)
+    kh, kw, c_in, c_out = kernel.shape
+    n, ho, wo, _ = grad_out.shape
+    grad_xp, grad_k = np.zeros_like(xp), np.zeros_like(kernel)
+    for b in range(n):
+        for y in range(ho):
+            for x_ in range(wo):
+                for i in range(kh):
+                    for j in range(kw):
+                        yy, xx = y * stride + i * dilation, x_ * stride + j * dilation
+                        grad_k[i, j] += np.outer(xp[b, yy, xx], grad_out[b, y, x_])  # (C_in, C_out)
+                        grad_xp[b, yy, xx] += kernel[i, j] @ grad_out[b, y, x_]  # (C_in, C_out) @ (C_out,)
+    top, bottom, left, right = padding
+    grad_x = grad_xp[:, top : grad_xp.shape[1] - bottom, left : grad_xp.shape[2] - right]
+    return grad_x, grad_k, grad_out.sum(axis=(0, 1, 2))
+
+
+def depthwise_conv2d_backward_loops(x, kernel, grad_out, *, stride, dilation, padding):
+    """The twin of `backward.depthwise_conv2d_backward`, one term at a time."""
+    xp = pad2d(x, padding)
+    kh, kw, c = kernel.shape
+    n, ho, wo, _ = grad_out.shape
+    grad_xp, grad_k = np.zeros_like(xp), np.zeros_like(kernel)
+    for b in range(n):
+        for y in range(ho):
+            for x_ in range(wo):
+                for i in range(kh):
+                    for j in range(kw):
+                        yy, xx = y * stride + i * dilation, x_ * stride + j * dilation
+                        grad_k[i, j] += xp[b, yy, xx] * grad_out[b, y, x_]
+                        grad_xp[b, yy, xx] += kernel[i, j] * grad_out[b, y, x_]
+    top, bottom, left, right = padding
+    grad_x = grad_xp[:, top : grad_xp.shape[1] - bottom, left : grad_xp.shape[2] - right]
+    return grad_x, grad_k, grad_out.sum(axis=(0, 1, 2))
+
+
+def resize_bilinear_backward_loops(grad_out, input_shape, *, align_corners):
+    """Send each output pixel's gradient to its four source pixels with their weights. The twin of
+    `backward.resize_bilinear_backward`."""
+    n, h, w, c = input_shape
+    ho, wo = grad_out.shape[1:3]
+
+    def source(dst: int, in_size: int, out_size: int) -> float:
+        if align_corners:
+            return dst * (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+        return max((dst + 0.5) * in_size / out_size - 0.5, 0.0)
+
+    out = np.zeros(input_shape, grad_out.dtype)
+    for y in range(ho):
+        sy = source(y, h, ho)
+        y0 = min(math.floor(sy), h - 1)
+        y1, a = min(y0 + 1, h - 1), sy - y0
+        for x_ in range(wo):
+            sx = source(x_, w, wo)
+            x0 = min(math.floor(sx), w - 1)
+            x1, b = min(x0 + 1, w - 1), sx - x0
+            g = grad_out[:, y, x_]
+            out[:, y0, x0] += (1 - a) * (1 - b) * g
+            out[:, y0, x1] += (1 - a) * b * g
+            out[:, y1, x0] += a * (1 - b) * g
+            out[:, y1, x1] += a * b * g
+    return out
+
+
+def avg_pool2d_backward_loops(grad_out, input_shape, *, kernel_size, stride=1):
+    """Share every output's gradient equally among the pixels of its window."""
+    k = kernel_size
+    out = np.zeros(input_shape, grad_out.dtype)
+    for b, y, x_, ch in np.ndindex(grad_out.shape):
+        for i in range(k):
+            for j in range(k):
+                out[b, y * stride + i, x_ * stride + j, ch] += grad_out[b, y, x_, ch] / (k * k)
+    return out
+
+
+def batch_norm_backward_loops(x, var, gamma, mean, grad_out, *, eps):
+    """Per element: d y / d x = gamma / sqrt(var + eps); d y / d gamma = (x - mean) / sqrt(var + eps)."""
+    grad_x = np.zeros_like(x)
+    grad_gamma, grad_beta = np.zeros_like(gamma), np.zeros_like(gamma)
+    for index in np.ndindex(x.shape):
+        ch = index[-1]
+        inv_std = 1 / math.sqrt(var[ch] + eps)
+        grad_x[index] = grad_out[index] * gamma[ch] * inv_std
+        grad_gamma[ch] += grad_out[index] * (x[index] - mean[ch]) * inv_std
+        grad_beta[ch] += grad_out[index]
+    return grad_x, grad_gamma, grad_beta
+
+
+def cross_entropy_backward_loops(logits, labels, *, ignore_index=-100):
+    """Per kept row: softmax minus the one-hot label, divided by the number of kept rows."""
+    kept = [k for k in range(len(labels)) if labels[k] != ignore_index]
+    grad = np.zeros_like(logits)
+    for k in kept:
+        row = softmax_loops(logits[k : k + 1])[0]
+        row[int(labels[k])] -= 1
+        grad[k] = row / len(kept)
+    return grad
