@@ -22,6 +22,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 EPILOG = """examples:
   npmnv2 classify photo.jpg --weights ../shared/data/coral/mobilenet_v2_1.0_224_quant.tflite
   npmnv2 segment photo.jpg --weights ../shared/data/coral/deeplabv3_mnv2_pascal_quant.tflite -o overlay.png
+  npmnv2 explain photo.jpg --weights ../shared/data/coral/mobilenet_v2_1.0_224_quant.tflite -o gradcam.png
   npmnv2 convert mobilenet_v2_1.0_224_quant.tflite converted/
   npmnv2 summary --depth-multiplier 1.0 --image-size 224
   npmnv2 trace cat.bmp --weights mobilenet_v2_1.0_224_quant.tflite --layers 'layer.*' --save acts.npz
@@ -222,6 +223,38 @@ def cmd_segment(args: argparse.Namespace) -> int:
         mask.putpalette(pascal_voc_palette().ravel().tolist())
         mask.save(args.mask)
         print(f"wrote {args.mask} (class ids as a palette PNG)")
+    return 0
+
+
+# ============================================================================ explain
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from . import viz
+    from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor, load_image
+
+    path = _image_paths([args.image])[0]
+    _check_output(args.output, {".png", ".jpg", ".jpeg", ".pdf", ".svg"}, "-o", inputs=[path])
+    model = _load_model(args.weights, "auto")
+    if model.task == "backbone":
+        raise CLIError(f"explain needs a classifier or DeepLab head; --weights {args.weights!r} has none.")
+    if args.target is not None and not 0 <= args.target < model.config.num_labels:
+        labels = model.config.num_labels
+        raise CLIError(f"--target {args.target} is not a class of this model: give one in [0, {labels}).")
+    if args.layer is not None and args.method == "saliency":
+        raise CLIError("--layer chooses Grad-CAM's feature map; saliency differentiates the pixels and takes none.")
+    if args.layer is not None and args.layer not in model.step_names():
+        from .trace import unknown_name_error
+
+        raise CLIError(f"--layer: {unknown_name_error(args.layer, model.step_names()).args[0]}")
+    processor = MobileNetV2ImageProcessor.from_pretrained(args.weights)
+    image = load_image(path)
+    if args.method == "gradcam":
+        fig = viz.grad_cam(model, image, args.target, layer=args.layer, processor=processor)
+    else:
+        fig = viz.saliency(model, image, args.target, processor=processor)
+    fig.savefig(args.output, dpi=100)
+    print(f"wrote {args.output} ({fig.get_suptitle()})")
     return 0
 
 
@@ -463,6 +496,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="also write the class ids as a palette PNG here")
     p.add_argument("--integer", action="store_true", help="run the quantized .tflite in integer arithmetic")
     p.set_defaults(func=cmd_segment)
+
+    p = add(
+        "explain",
+        "show which pixels made the model predict a class (Grad-CAM or a saliency map), as a PNG",
+        "npmnv2 explain cat.bmp --weights mobilenet_v2_1.0_224_quant.tflite -o gradcam.png --target 286",
+    )
+    p.add_argument("image", metavar="IMAGE", help="the image file")
+    p.add_argument("--weights", default=DEFAULT_CLASSIFIER, help=f"{weights_help} (default: {DEFAULT_CLASSIFIER})")
+    p.add_argument("-o", "--output", required=True, help="figure to write (input, overlay, heat map)")
+    p.add_argument(
+        "--target", type=int,
+        help="class id to explain (default: the predicted class; for DeepLab the most frequent non-background class)",
+    )  # fmt: skip
+    p.add_argument("--method", choices=["gradcam", "saliency"], default="gradcam", help="default gradcam")
+    p.add_argument("--layer", metavar="NAME", help="Grad-CAM's feature map (default: the last one before the head)")
+    p.set_defaults(func=cmd_explain)
 
     p = add(
         "convert",

@@ -250,3 +250,109 @@ def _to_state_dict(model: Any, params: dict[str, dict[str, np.ndarray]]) -> dict
                 out[f"{name}.normalization.weight"] = g.get("gamma", np.zeros(spec.c_out, model.dtype))
                 out[f"{name}.normalization.bias"] = g["bias"]
     return out
+
+
+# ============================================================================ explanations
+
+
+@dataclass
+class Explanation:
+    """Where the network looked: one heat map per image, at the input's size.
+
+    heatmap: (N, H, W), in [0, 1] per image (0 where nothing counts, 1 at the strongest pixel).
+    targets: the class explained per image. layer: the traced tensor Grad-CAM weighted (None for saliency).
+    method: "gradcam" or "saliency". loss: the score differentiated (summed over the batch).
+    """
+
+    heatmap: np.ndarray
+    targets: list[int]
+    method: str
+    layer: str | None
+    loss: float
+
+
+def default_cam_layer(model: Any) -> str:
+    """The last feature map before the head pools or classifies it: `conv_1x1.activation` for the
+    classifier (7x7x1280 at 224), the last block's output for DeepLab (before the ASPP head)."""
+    names = step_names(model)
+    if model.task == "classification":
+        return "conv_1x1.activation" if "conv_1x1.activation" in names else names[-3]
+    return [n for n in names if n.startswith("layer.") and n.count(".") == 1][-1]
+
+
+def _explained_target(model: Any, pixel_values: np.ndarray, target: Any) -> Any:
+    """target as `model.grad` takes it. None means the predicted class: the top class for a classifier;
+    for DeepLab the most frequent predicted class other than background (0), over the pixels
+    predicted as it. An int for DeepLab covers the pixels predicted as that class (all, if none)."""
+    if model.task == "classification":
+        if target is None:
+            return [int(k) for k in np.argmax(model(pixel_values).logits, axis=-1)]
+        return target
+    if isinstance(target, tuple):
+        return target
+    if pixel_values.shape[0] != 1:
+        raise ValueError("explaining a segmentation needs one image at a time (pixel_values of batch 1).")
+    predicted = np.argmax(model(pixel_values).logits[0], axis=0)  # (h, w) on the logits' grid
+    if target is None:
+        counts = np.bincount(predicted.ravel(), minlength=model.config.num_labels)
+        counts[0] = 0
+        target = int(np.argmax(counts)) if counts.any() else 0
+    region = predicted == target
+    return (target, region if region.any() else np.ones_like(region))
+
+
+def _normalise(maps: np.ndarray) -> np.ndarray:
+    """Scale each map (N, H, W) to [0, 1] by its own maximum."""
+    peak = maps.reshape(len(maps), -1).max(axis=1)[:, None, None]
+    return np.where(peak > 0, maps / np.where(peak > 0, peak, 1), 0.0)
+
+
+def grad_cam(model: Any, pixel_values: np.ndarray, target: Any = None, *, layer: str | None = None) -> Explanation:
+    """Grad-CAM (Selvaraju et al. 2017, arXiv 1610.02391) of `target` at `layer`.
+
+    Math: with A (C, h, w) the layer's activations and G = d score / d A,
+        alpha_c = mean over (h, w) of G_c          (how much channel c matters for the class)
+        cam     = ReLU(sum_c alpha_c A_c)          (h, w), upsampled bilinearly to the input's (H, W)
+    Shapes: pixel_values (N, 3, H, W) -> heatmap (N, H, W) in [0, 1].
+    target: None (the predicted class), a class id, one per image, or for DeepLab (class, mask of
+    the logits' grid); see `model.grad`.
+    """
+    layer = layer or default_cam_layer(model)
+    target = _explained_target(model, pixel_values, target)
+    result = grad(model, pixel_values, target=target, layers=[layer])
+    activations = result.trace[layer]  # (N, C, h, w)
+    gradient = result.gradients[layer]
+    if activations.ndim != 4 or activations.shape[2] * activations.shape[3] == 1:
+        raise ValueError(
+            f"grad_cam needs a feature map (N, C, h, w) larger than 1x1; step {layer!r} gives {activations.shape}. "
+            f"Pick a step before the global pooling, such as {default_cam_layer(model)!r}."
+        )
+    alpha = gradient.mean(axis=(2, 3), keepdims=True)  # (N, C, 1, 1)
+    cam = np.maximum((alpha * activations).sum(axis=1), 0)  # (N, h, w)
+    size = tuple(pixel_values.shape[2:])
+    upsampled = ops.resize_bilinear(cam[..., None], size, align_corners=False)[..., 0]  # (N, H, W)
+    classes = _classes(target, len(pixel_values))
+    return Explanation(_normalise(upsampled.astype(np.float64)), classes, "gradcam", layer, result.loss)
+
+
+def saliency(model: Any, pixel_values: np.ndarray, target: Any = None) -> Explanation:
+    """A saliency map (Simonyan et al. 2013, arXiv 1312.6034): how strongly each input pixel moves
+    the target's score.
+
+    Math: saliency[y, x] = max over colour channels of |d score / d pixel_values[c, y, x]|, divided by
+    its 99th percentile and clipped at 1 (a few speckles would otherwise take the whole scale).
+    Shapes: pixel_values (N, 3, H, W) -> heatmap (N, H, W) in [0, 1].
+    """
+    target = _explained_target(model, pixel_values, target)
+    result = grad(model, pixel_values, target=target)
+    heat = np.abs(result.gradients["pixel_values"]).max(axis=1)  # (N, H, W)
+    # raw gradients are speckled: a few pixels would take the whole colour scale, so 1 is the 99th percentile
+    heat = np.minimum(heat / np.percentile(heat, 99, axis=(1, 2), keepdims=True).clip(1e-30), 1)
+    return Explanation(_normalise(heat.astype(np.float64)), _classes(target, len(pixel_values)), "saliency", None,
+                       result.loss)  # fmt: skip
+
+
+def _classes(target: Any, n: int) -> list[int]:
+    if isinstance(target, tuple):
+        target = target[0]
+    return [int(target)] * n if np.ndim(target) == 0 else [int(t) for t in target]

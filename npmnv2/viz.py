@@ -8,6 +8,7 @@ no global state) that shows itself as a PNG in Jupyter with no `%matplotlib` mag
 from __future__ import annotations
 
 import io
+import textwrap
 from collections.abc import Mapping
 from typing import Any
 
@@ -509,3 +510,71 @@ def _mark_divergence(ax: Any, comparison: Any, values: np.ndarray) -> None:
             i + 0.5, 0.5, f"first divergence:\n{comparison.first_divergence}", transform=ax.get_xaxis_transform(),
             color="crimson", fontsize=9, va="center",
         )  # fmt: skip
+
+
+# ============================================================================ explanations (gradients)
+
+
+def _model_input(model: Any, image: Any, processor: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(pixel_values (1, 3, H, W), the same image as uint8 (H, W, 3), as the model saw it)."""
+    from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
+
+    processor = processor or MobileNetV2ImageProcessor()
+    if isinstance(image, np.ndarray) and image.ndim == 4:
+        pixel_values = image.astype(model.dtype)
+    else:
+        pixel_values = np.asarray(processor(image)["pixel_values"], model.dtype)
+    shown = pixel_values[0].transpose(1, 2, 0).astype(np.float64)  # (H, W, 3)
+    if getattr(processor, "do_normalize", False):
+        shown = shown * np.asarray(processor.image_std) + np.asarray(processor.image_mean)
+    if getattr(processor, "do_rescale", False):
+        shown = shown / processor.rescale_factor / 255
+    return pixel_values, (np.clip(shown, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _explanation_figure(model: Any, shown: np.ndarray, explanation: Any) -> Figure:
+    import matplotlib
+
+    label = model.config.id2label.get(explanation.targets[0], str(explanation.targets[0]))
+    heat = explanation.heatmap[0]
+    method = {"gradcam": f"Grad-CAM at {explanation.layer}", "saliency": "saliency |d score / d pixel|"}
+    fig = Figure(figsize=(11.5, 4.2), layout="constrained")
+    axes = fig.subplots(1, 3)
+    axes[0].imshow(shown)
+    axes[0].set_title("input, as the model saw it")
+    colours = matplotlib.colormaps["inferno" if explanation.method == "saliency" else "jet"](heat)[..., :3]
+    blend = 0.5 if explanation.method == "gradcam" else 0.7
+    axes[1].imshow(((1 - blend) * shown / 255 + blend * colours).clip(0, 1))
+    axes[1].set_title(textwrap.fill(f"class {explanation.targets[0]} ({label})", 40))
+    image = axes[2].imshow(heat, cmap="inferno" if explanation.method == "saliency" else "jet", vmin=0, vmax=1)
+    axes[2].set_title(method[explanation.method])
+    fig.colorbar(image, ax=axes[2], fraction=0.046, pad=0.04, label="relative importance")
+    for ax in axes:
+        ax.set_axis_off()
+    score = "logit" if model.task == "classification" else "logit summed over its pixels"
+    fig.suptitle(f"why class {explanation.targets[0]} ({label}): its {score} is {explanation.loss:.3f}")
+    return fig
+
+
+def grad_cam(model: Any, image: Any, target: Any = None, *, layer: str | None = None, processor: Any = None) -> Figure:
+    """Grad-CAM (Selvaraju et al. 2017): which regions of `image` made the model score `target`.
+
+    image: a path, PIL image, HWC array, or pixel_values (1, 3, H, W) already preprocessed.
+    target: None for the predicted class, a class id, or for DeepLab (class, boolean mask of the
+    logits' grid). layer: the feature map to weight (default `gradients.default_cam_layer`).
+    processor: the preprocessing the model expects (default `MobileNetV2ImageProcessor()`).
+    The numbers behind the picture: `npmnv2.gradients.grad_cam`.
+    """
+    from . import gradients
+
+    pixel_values, shown = _model_input(model, image, processor)
+    return _explanation_figure(model, shown, gradients.grad_cam(model, pixel_values, target, layer=layer))
+
+
+def saliency(model: Any, image: Any, target: Any = None, *, processor: Any = None) -> Figure:
+    """A saliency map (Simonyan et al. 2013): how strongly each pixel of `image` moves the score
+    of `target` (arguments as `grad_cam`). The numbers: `npmnv2.gradients.saliency`."""
+    from . import gradients
+
+    pixel_values, shown = _model_input(model, image, processor)
+    return _explanation_figure(model, shown, gradients.saliency(model, pixel_values, target))
