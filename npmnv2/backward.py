@@ -296,15 +296,15 @@ def resize_bilinear_backward(grad_out: np.ndarray, input_shape: tuple[int, ...],
 
     Shapes: grad_out (N, Ho, Wo, C) -> input_shape (N, H, W, C).
     """
-    from .ops import _bilinear_source
+    from .ops import bilinear_source
 
     n, h, w, c = input_shape
     ho, wo = grad_out.shape[1:3]
-    x0, x1, b = _bilinear_source(wo, w, align_corners=align_corners, dtype=grad_out.dtype)
+    x0, x1, b = bilinear_source(wo, w, align_corners=align_corners, dtype=grad_out.dtype)
     rows = np.zeros((n, ho, w, c), grad_out.dtype)  # the gradient of the H-resized rows
     np.add.at(rows, (slice(None), slice(None), x0), grad_out * (1 - b)[:, None])
     np.add.at(rows, (slice(None), slice(None), x1), grad_out * b[:, None])
-    y0, y1, a = _bilinear_source(ho, h, align_corners=align_corners, dtype=grad_out.dtype)
+    y0, y1, a = bilinear_source(ho, h, align_corners=align_corners, dtype=grad_out.dtype)
     grad_x = np.zeros(input_shape, grad_out.dtype)
     np.add.at(grad_x, (slice(None), y0), rows * (1 - a)[:, None, None])
     np.add.at(grad_x, (slice(None), y1), rows * a[:, None, None])

@@ -150,7 +150,7 @@ def grad(
         if inputs:  # what this step sends back to its first input (a residual's skip adds more later)
             backward_steps.append(
                 Step(name=f"{step.name}.backward", kind="backward", output_shape=tuple(_public(inputs[0]).shape),
-                     output=_public(input_grads[0]), op=_BACKWARD.get(step.op), attrs={"of": step.name})
+                     output=_public(input_grads[0]), op=_backward_op(step), attrs={"of": step.name})
             )  # fmt: skip
     first = trace.steps[0].inputs[0]
     gradients = _to_state_dict(model, params)
@@ -171,6 +171,15 @@ _BACKWARD = {
     ops.avg_pool2d: B.avg_pool2d_backward,
     ops.resize_bilinear: B.resize_bilinear_backward,
 }
+
+
+def _backward_op(step: Step) -> Any:
+    """The `npmnv2.backward` function that undoes this step's op (for the backward Step's `op`)."""
+    if step.kind == "activation":
+        return B.activation_backward
+    if step.kind == "block_output":
+        return None  # the identity: the gradient passes unchanged
+    return _BACKWARD.get(step.op)
 
 
 def _layer(step: Step) -> str:

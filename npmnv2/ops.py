@@ -625,7 +625,7 @@ def avg_pool2d(x: np.ndarray, *, kernel_size: int | tuple[int, int], stride: int
     return total / x.dtype.type(kh * kw)
 
 
-def _bilinear_source(out_size: int, in_size: int, *, align_corners: bool, dtype: np.dtype):
+def bilinear_source(out_size: int, in_size: int, *, align_corners: bool, dtype: np.dtype):
     """For each output index along one axis: the two source indices and the weight of the second.
 
     Math (PyTorch `interpolate(mode="bilinear")`):
@@ -650,7 +650,7 @@ def resize_bilinear(x: np.ndarray, size: tuple[int, int], *, align_corners: bool
     Math: separable linear interpolation, first along H then along W:
         out[y, x] = (1-a)(1-b) x[y0, x0] + (1-a) b x[y0, x1] + a (1-b) x[y1, x0] + a b x[y1, x1]
     with (y0, y1, a) and (x0, x1, b) from the source-coordinate rule of `align_corners`
-    (see `_bilinear_source`).
+    (see `bilinear_source`).
 
     Shapes: x (N, H, W, C) -> (N, Ho, Wo, C) with (Ho, Wo) = size.
 
@@ -659,8 +659,8 @@ def resize_bilinear(x: np.ndarray, size: tuple[int, int], *, align_corners: bool
     """
     n, h, w, c = _check_nhwc(x, "resize_bilinear")
     ho, wo = _pair(size, "size")
-    y0, y1, a = _bilinear_source(ho, h, align_corners=align_corners, dtype=x.dtype)
-    x0, x1, b = _bilinear_source(wo, w, align_corners=align_corners, dtype=x.dtype)
+    y0, y1, a = bilinear_source(ho, h, align_corners=align_corners, dtype=x.dtype)
+    x0, x1, b = bilinear_source(wo, w, align_corners=align_corners, dtype=x.dtype)
     a = a[:, None, None]  # (Ho, 1, 1) broadcasts over W, C
     rows = x[:, y0] * (1 - a) + x[:, y1] * a  # (N, Ho, W, C)
     b = b[:, None]  # (Wo, 1) broadcasts over C
