@@ -508,9 +508,18 @@ class MobileNetV2PreTrainedModel:
         """
         return trace_forward(self, pixel_values, layers, stop_at, **forward_kwargs)
 
-    def steps(self, pixel_values: np.ndarray):
-        """Iterate over the steps of one forward pass, in execution order, with all tensors kept."""
-        yield from self.trace(pixel_values).steps
+    def steps(self, pixel_values: np.ndarray, labels: Any = None, *, target: Any = None):
+        """Iterate over the steps of one forward pass, in execution order, with all tensors kept.
+
+        With labels= or target= (as `grad` takes them), the backward steps follow: one per op run
+        backward, last forward op first, each holding the gradient it sends to its first input.
+        """
+        if labels is None and target is None:
+            yield from self.trace(pixel_values).steps
+            return
+        result = self.grad(pixel_values, labels, target=target)
+        yield from result.trace.steps
+        yield from result.backward_steps
 
     def run_from(self, name: str, tensor: np.ndarray, *, pixel_values: np.ndarray | None = None):
         """Continue the forward pass with `tensor` (NCHW) in place of step `name`'s output.

@@ -275,3 +275,70 @@ def test_backward_ops_keep_float32():
     assert all(a.dtype == np.float32 for a in grads)
     assert backward.activation_backward("gelu", x, g).dtype == np.float32
     assert backward.resize_bilinear_backward(g, (1, 3, 3, 4), align_corners=False).dtype == np.float32
+
+
+def _fd_cases():
+    """(name, forward of the differentiated argument, backward giving that argument's gradient, x)."""
+    pad = Pad2D(1, 2, 0, 1)
+    k_conv = RNG.standard_normal((3, 3, 4, 5))
+    k_dw = RNG.standard_normal((3, 3, 4))
+    k_pw = RNG.standard_normal((1, 1, 4, 6))
+    x = RNG.standard_normal((2, 7, 6, 4))
+    mean, var = RNG.standard_normal(4), RNG.random(4) + 0.5
+    gamma, beta = RNG.random(4) + 0.5, RNG.standard_normal(4)
+    k_lin = RNG.standard_normal((4, 3))
+    labels = np.array([0, 2, -100, 1])
+    targets = RNG.random((4, 3))
+    conv = dict(stride=2, dilation=1, padding=pad)
+    dil = dict(stride=1, dilation=2, padding=Pad2D(2, 2, 2, 2))
+    return [
+        ("pad2d", lambda z: ops.pad2d(z, pad), lambda z, g: backward.pad2d_backward(g, pad), x),
+        ("conv2d x", lambda z: ops.conv2d(z, k_conv, **conv),
+         lambda z, g: backward.conv2d_backward(z, k_conv, g, **conv)[0], x),
+        ("conv2d kernel", lambda k: ops.conv2d(x, k, **dil),
+         lambda k, g: backward.conv2d_backward(x, k, g, **dil)[1], k_conv),
+        ("depthwise x", lambda z: ops.depthwise_conv2d(z, k_dw, **dil),
+         lambda z, g: backward.depthwise_conv2d_backward(z, k_dw, g, **dil)[0], x),
+        ("depthwise kernel", lambda k: ops.depthwise_conv2d(x, k, **conv),
+         lambda k, g: backward.depthwise_conv2d_backward(x, k, g, **conv)[1], k_dw),
+        ("pointwise x", lambda z: ops.pointwise_conv2d(z, k_pw),
+         lambda z, g: backward.pointwise_conv2d_backward(z, k_pw, g)[0], x),
+        ("pointwise kernel", lambda k: ops.pointwise_conv2d(x, k),
+         lambda k, g: backward.pointwise_conv2d_backward(x, k, g)[1], k_pw),
+        ("batch_norm x", lambda z: ops.batch_norm(z, mean, var, gamma, beta, eps=1e-3),
+         lambda z, g: backward.batch_norm_backward(z, var, gamma, mean, g, eps=1e-3)[0], x),
+        ("batch_norm gamma", lambda c: ops.batch_norm(x, mean, var, c, beta, eps=1e-3),
+         lambda c, g: backward.batch_norm_backward(x, var, c, mean, g, eps=1e-3)[1], gamma),
+        ("batch_norm_train gamma", lambda c: backward.batch_norm_train(x, c, beta, eps=1e-5)[0],
+         lambda c, g: backward.batch_norm_train_backward(x, c, g, eps=1e-5)[1], gamma),
+        ("linear x", lambda z: ops.linear(z, k_lin, beta[:3]),
+         lambda z, g: backward.linear_backward(z, k_lin, g)[0], RNG.standard_normal((5, 4))),
+        ("linear kernel", lambda k: ops.linear(x[0, 0], k, beta[:3]),
+         lambda k, g: backward.linear_backward(x[0, 0], k, g)[1], k_lin),
+        ("add", lambda z: ops.add(z, x), lambda z, g: backward.add_backward(g)[0], x),
+        ("concat", lambda z: ops.concat_channels(z, x),
+         lambda z, g: backward.concat_channels_backward(g, [4, 4])[0], x),
+        ("global_average_pool", ops.global_average_pool,
+         lambda z, g: backward.global_average_pool_backward(g, z.shape), x),
+        ("avg_pool2d", lambda z: ops.avg_pool2d(z, kernel_size=3, stride=2),
+         lambda z, g: backward.avg_pool2d_backward(g, z.shape, kernel_size=3, stride=2), x),
+        ("resize_bilinear", lambda z: ops.resize_bilinear(z, (11, 5), align_corners=False),
+         lambda z, g: backward.resize_bilinear_backward(g, z.shape, align_corners=False), x),
+        ("resize_bilinear align_corners", lambda z: ops.resize_bilinear(z, (3, 13), align_corners=True),
+         lambda z, g: backward.resize_bilinear_backward(g, z.shape, align_corners=True), x),
+        ("cross_entropy", lambda z: np.asarray(ops.cross_entropy(z, labels)),
+         lambda z, g: g * backward.cross_entropy_backward(z, labels), RNG.standard_normal((4, 3))),
+        ("mse_loss", lambda z: np.asarray(ops.mse_loss(z, targets)),
+         lambda z, g: g * backward.mse_loss_backward(z, targets), RNG.standard_normal((4, 3))),
+        ("bce_with_logits", lambda z: np.asarray(ops.bce_with_logits(z, targets)),
+         lambda z, g: g * backward.bce_with_logits_backward(z, targets), RNG.standard_normal((4, 3))),
+    ]  # fmt: skip
+
+
+FD_CASES = _fd_cases()
+
+
+@pytest.mark.parametrize(("name", "forward", "backward_of", "x"), FD_CASES, ids=[c[0] for c in FD_CASES])
+def test_every_backward_matches_finite_differences_of_its_forward(name, forward, backward_of, x):
+    grad_out = RNG.standard_normal(np.shape(forward(x)))
+    assert_gradient_matches_finite_differences(forward, x, grad_out, backward_of(x, grad_out), rtol=1e-6)

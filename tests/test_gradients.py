@@ -33,7 +33,10 @@ CONFIGS = [
 def _labels(np_cls, config: dict, batch: int, hw: tuple[int, int], rng) -> np.ndarray:
     if np_cls is CLS:
         return rng.integers(0, config["num_labels"], size=batch)
-    return rng.integers(0, config["num_labels"], size=(batch, *hw))
+    labels = rng.integers(0, config["num_labels"], size=(batch, *hw))
+    if "semantic_loss_ignore_index" not in config:  # transformers' default ignores 255 ("void" in PASCAL VOC)
+        labels[rng.random(labels.shape) < 0.2] = 255
+    return labels
 
 
 def torch_gradients(hf_model, pixel_values, labels=None, score=None):
@@ -192,3 +195,28 @@ def test_grad_rejects_bad_requests_with_clear_messages():
     _, seg = build_pair(SEG, dict(depth_multiplier=0.35, num_labels=3), dtype=np.float32, seed=15)
     with pytest.raises(ValueError, match="boolean mask of the logits' grid"):
         seg.grad(np.zeros((1, 3, 32, 32), np.float32), target=(1, np.ones((5, 5), bool)))
+
+
+@pytest.mark.parametrize("np_cls", [CLS, SEG])
+def test_gradient_keys_are_the_trainable_state_dict_keys_plus_pixel_values(np_cls):
+    _, model = build_pair(np_cls, dict(depth_multiplier=0.35, num_labels=3), dtype=np.float32, seed=16)
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    labels = np.array([1]) if np_cls is CLS else np.ones((1, 32, 32), np.int64)
+    result = model.grad(x, labels=labels)
+    state = model.state_dict()
+    trainable = {k for k in state if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert set(result.gradients) == trainable | {"pixel_values"}
+    for name in trainable:
+        assert result.gradients[name].shape == state[name].shape, name
+
+
+def test_steps_show_the_backward_steps_after_the_forward():
+    _, model = build_pair(CLS, dict(depth_multiplier=0.35, num_labels=3), dtype=np.float32, seed=17)
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    steps = list(model.steps(x, labels=np.array([2])))
+    kinds = [s.kind for s in steps]
+    first_backward = kinds.index("backward")
+    assert "backward" not in kinds[:first_backward] and set(kinds[first_backward:]) == {"backward"}
+    assert steps[first_backward].name == "classifier.backward"
+    assert steps[-1].name == "conv_stem.first_conv.convolution.backward" and steps[-1].output_shape == (1, 3, 32, 32)
+    assert [s.name for s in model.steps(x)] == [s.name for s in steps[:first_backward]]
