@@ -139,6 +139,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and no 513x513 output stride 8")
     parser.add_argument("--trace-only", action="store_true", help="only the trace table (run in a fresh process)")
     parser.add_argument("--integer-only", action="store_true", help="only the integer model against the interpreter")
+    parser.add_argument("--backward-only", action="store_true", help="only forward + backward against PyTorch autograd")
     args = parser.parse_args()
     repeats = 5 if args.quick else args.repeats
     if args.trace_only:
@@ -146,6 +147,9 @@ def main() -> None:
         return
     if args.integer_only:
         integer_report(repeats)
+        return
+    if args.backward_only:
+        backward_report(repeats)
         return
     rng = np.random.default_rng(0)
     Cls, Seg = npmnv2.MobileNetV2ForImageClassification, npmnv2.MobileNetV2ForSemanticSegmentation
@@ -212,11 +216,58 @@ def main() -> None:
     print()
     integer_report(repeats)
     print()
+    backward_report(repeats)
+    print()
     model, _ = pair(Cls, npmnv2.MobileNetV2Config(num_labels=1001))
     x = rng.uniform(-1, 1, size=(1, 3, 224, 224)).astype(np.float32)
     plain = median_ms(lambda: model(x), repeats)
     keep_all = median_ms(lambda: model.trace(x), repeats)
     print(f"{'  same, in this process after the cases above':46} {keep_all:10.1f} {keep_all / plain:10.2f}")
+
+
+def backward_report(repeats: int) -> None:
+    """Forward + backward (model.grad with the classification loss) against PyTorch eager's
+    forward + loss.backward(), same weights and batch; and the backward's peak memory."""
+    Cls = npmnv2.MobileNetV2ForImageClassification
+    print(f"{'forward + backward (loss gradients)':46} {'npmnv2 ms':>10} {'torch ms':>10} {'ratio':>7} "
+          f"{'peak MiB':>9} {'x largest':>9}")  # fmt: skip
+    for n in (1, 8):
+        model, hf = pair(Cls, npmnv2.MobileNetV2Config(num_labels=1001))
+        rng = np.random.default_rng(1)
+        x = rng.uniform(-1, 1, size=(n, 3, 224, 224)).astype(np.float32)
+        labels = rng.integers(0, 1001, size=n)
+        xt, lt = torch.from_numpy(x), torch.from_numpy(labels)
+
+        def torch_step(hf=hf, xt=xt, lt=lt):
+            hf.zero_grad(set_to_none=True)
+            hf(xt, labels=lt).loss.backward()
+
+        torch_step()
+        ours = model.grad(x, labels=labels).gradients
+        worst = max(
+            np.abs(ours[k] - p.grad.numpy()).max() / max(1.0, float(p.grad.abs().max()))
+            for k, p in hf.named_parameters()
+            if p.grad is not None
+        )
+        if worst > 1e-4:
+            raise SystemExit(f"backward batch {n}: gradients disagree (relative error {worst:.2g}); not timing.")
+        ours_ms, torch_ms = float("inf"), float("inf")
+        for _ in range(2):
+            ours_ms = min(ours_ms, median_ms(lambda m=model, x=x, y=labels: m.grad(x, labels=y), max(3, repeats // 2)))
+            torch_ms = min(torch_ms, median_ms(torch_step, max(3, repeats // 2)))
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        model.grad(x, labels=labels)
+        peak = tracemalloc.get_traced_memory()[1] - base
+        tracemalloc.stop()
+        largest = max(int(np.prod(s.output_shape)) for s in model.trace(x, layers=[]).steps) * x.itemsize
+        print(
+            f"{f'classification 1.0, 224, batch {n}, float32':46} {ours_ms:10.1f} {torch_ms:10.1f} "
+            f"{ours_ms / torch_ms:7.2f} {peak / 2**20:9.1f} {peak / largest:9.2f}"
+        )
+    print("peak MiB: model.grad's own allocations (tracemalloc): the forward's kept tensors, the backward's")
+    print("gradients and the parameter gradients; x largest: that over the largest single activation.")
 
 
 def integer_report(repeats: int) -> None:
