@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import backward as B
-from . import ops
+from . import fast_forward, ops
 from .model_inputs import classification_loss, segmentation_loss
 from .ops import nchw_to_nhwc
 from .state_dict import hf_name, kernel_to_torch
@@ -36,12 +36,13 @@ class GradientResult:
     gradients: state_dict name (or "pixel_values", or a step name) -> gradient, in the layout of that name.
     trace: the forward trace the gradients were computed from; backward_steps: one Step per op
         run backward, in the order they ran (last forward op first), each holding the gradient it
-        passed on.
+        passed on. Both come from the readable path only (layers= or keep_steps=True); the fast
+        path leaves trace None and backward_steps empty.
     """
 
     loss: float
     gradients: dict[str, np.ndarray]
-    trace: Trace
+    trace: Trace | None
     backward_steps: list[Step] = field(default_factory=list)
 
 
@@ -113,10 +114,22 @@ def _target(target: Any, n: int, num_labels: int, grid: tuple[int, int]) -> tupl
 
 
 def grad(
-    model: Any, pixel_values: np.ndarray, labels: Any = None, *, target: Any = None, layers: Any = ()
+    model: Any,
+    pixel_values: np.ndarray,
+    labels: Any = None,
+    *,
+    target: Any = None,
+    layers: Any = (),
+    keep_steps: bool = False,
 ) -> GradientResult:
     """`model.grad`: the loss, and its gradient for every trainable parameter, for pixel_values, and
-    for the traced tensors named in `layers` (names or glob patterns)."""
+    for the traced tensors named in `layers` (names or glob patterns).
+
+    With layers= or keep_steps=True it runs the readable path (the trace walked backward, one
+    `npmnv2.backward` op per step) and returns the trace and the backward steps. Otherwise a
+    classifier with ReLU6/ReLU layers and unfolded batch norm takes the fast path of
+    `fast_forward.classifier_gradients` (same numbers; trace None, no backward steps); any other
+    model takes the readable path."""
     if model.task == "backbone":
         raise ValueError("grad needs a model with a head (a loss to differentiate); MobileNetV2Model has none.")
     if (labels is None) == (target is None):
@@ -129,6 +142,14 @@ def grad(
 
             check_step_name(model, pattern, names)
     pixel_values = np.ascontiguousarray(pixel_values, dtype=model.dtype)
+    if not patterns and not keep_steps and fast_path_applies(model, pixel_values.shape):
+        loss, params, g_x = fast_forward.classifier_gradients(
+            nchw_to_nhwc(pixel_values), model.arch, _classifier(model), model.params, model.folded_params(),
+            lambda logits: loss_gradient(model, logits, labels, target), tf_padding=model.config.tf_padding,
+        )  # fmt: skip
+        gradients = _to_state_dict(model, params)
+        gradients["pixel_values"] = _public(g_x)
+        return GradientResult(loss, gradients, None, [])
     trace = trace_forward(model, pixel_values)  # every tensor kept
     logits_step = trace.steps[-1]
     loss, g = loss_gradient(model, _internal(logits_step.output), labels, target)
@@ -157,6 +178,27 @@ def grad(
     gradients["pixel_values"] = _public(grads.get(_root(first), np.zeros_like(_internal(first))))
     gradients.update(wanted)
     return GradientResult(loss, gradients, trace, backward_steps)
+
+
+def _classifier(model: Any) -> Any:
+    return next((spec for spec in model.specs if spec.kind == "linear"), None)
+
+
+def fast_path_applies(model: Any, shape: tuple[int, ...]) -> bool:
+    """Does `fast_forward.classifier_gradients` compute this model's gradients? A classifier with a
+    linear head, batch norm not folded, only ReLU6 / ReLU / linear layers, and a pooler that
+    averages the whole last feature map."""
+    if model.task != "classification" or _classifier(model) is None or len(shape) != 4:
+        return False
+    for spec in model.specs:
+        if spec.activation not in fast_forward.FAST_GRAD_ACTIVATIONS:
+            return False
+        if spec.eps is not None and "gamma" not in model.params[spec.name]:
+            return False
+    if model.config.pooling == "global":
+        return True
+    size = fast_forward.final_map_size(model.arch, shape[2], shape[3], tf_padding=model.config.tf_padding)
+    return size == (7, 7)  # TF-slim's fixed 7x7 average over a 7x7 map is the global average
 
 
 _BACKWARD = {

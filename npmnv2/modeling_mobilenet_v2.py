@@ -517,7 +517,7 @@ class MobileNetV2PreTrainedModel:
         if labels is None and target is None:
             yield from self.trace(pixel_values).steps
             return
-        result = self.grad(pixel_values, labels, target=target)
+        result = self.grad(pixel_values, labels, target=target, keep_steps=True)
         yield from result.trace.steps
         yield from result.backward_steps
 
@@ -530,17 +530,23 @@ class MobileNetV2PreTrainedModel:
         """
         return run_from(self, name, tensor, pixel_values=pixel_values)
 
-    def grad(self, pixel_values: np.ndarray, labels: Any = None, *, target: Any = None, layers: Any = ()):
+    def grad(
+        self, pixel_values: np.ndarray, labels: Any = None, *, target: Any = None, layers: Any = (),
+        keep_steps: bool = False,
+    ):  # fmt: skip
         """The loss and its gradients, by the backward pass of every op run over the trace in reverse
         (see `npmnv2.gradients`): `result.gradients` maps every trainable state_dict name (weights,
         biases, batch-norm gamma and beta, PyTorch layouts), "pixel_values" and the step names in
         `layers` to their gradients. labels= differentiates the model's own loss (as
         `model(pixel_values, labels=labels).loss`); target= a class id (or, for DeepLab,
         (class, boolean mask of the logits' grid)) differentiates that class's score instead.
-        On a model whose batch norm was folded, the gradients are those of the folded weights."""
+        On a model whose batch norm was folded, the gradients are those of the folded weights.
+        `result.trace` and `result.backward_steps` are filled when layers= is given or
+        keep_steps=True (the readable path); otherwise a classifier takes the fast path, with the
+        same numbers and no trace."""
         from .gradients import grad
 
-        return grad(self, pixel_values, labels, target=target, layers=layers)
+        return grad(self, pixel_values, labels, target=target, layers=layers, keep_steps=keep_steps)
 
     def summary(self, image_size: int | tuple[int, int] = 224) -> Summary:
         """Output shape, parameters, MACs and activation memory per step for one image of this size."""

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import npmnv2
+from npmnv2.gradients import fast_path_applies
 from tests.torch_peer import build_pair, randomize
 
 CLS = npmnv2.MobileNetV2ForImageClassification
@@ -66,13 +67,15 @@ def assert_gradients_close(ours: dict, theirs: dict, rtol: float, atol_scale: fl
         np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol, err_msg=name)
 
 
+@pytest.mark.parametrize("readable", [False, True], ids=["fast path where it applies", "readable path"])
 @pytest.mark.parametrize(("np_cls", "config", "hw", "batch"), CONFIGS)
-def test_loss_gradients_match_pytorch_autograd_in_float64(np_cls, config, hw, batch):
+def test_loss_gradients_match_pytorch_autograd_in_float64(np_cls, config, hw, batch, readable):
     hf_model, model = build_pair(np_cls, config, dtype=np.float64, seed=3)
     rng = np.random.default_rng(5)
     x = rng.standard_normal((batch, 3, *hw))
     labels = _labels(np_cls, config, batch, hw, rng)
-    result = model.grad(x, labels=labels)
+    result = model.grad(x, labels=labels, keep_steps=readable)
+    assert (result.trace is not None) == (readable or not fast_path_applies(model, x.shape))
     loss, expected = torch_gradients(hf_model, x, labels=labels)
     assert result.loss == pytest.approx(loss, rel=1e-12)
     assert_gradients_close(result.gradients, expected, rtol=1e-9, atol_scale=1e-10)
@@ -168,7 +171,7 @@ def test_one_sgd_step_on_the_classifier_lowers_the_loss():
 
 def test_backward_steps_mirror_the_trace():
     _, model = build_pair(CLS, dict(depth_multiplier=0.35, num_labels=3), dtype=np.float64, seed=13)
-    result = model.grad(np.zeros((1, 3, 32, 32)), labels=np.array([1]))
+    result = model.grad(np.zeros((1, 3, 32, 32)), labels=np.array([1]), keep_steps=True)
     assert result.backward_steps[0].name == "classifier.backward"
     assert all(s.kind == "backward" for s in result.backward_steps)
     of = [s.attrs["of"] for s in result.backward_steps]
@@ -220,3 +223,33 @@ def test_steps_show_the_backward_steps_after_the_forward():
     assert steps[first_backward].name == "classifier.backward"
     assert steps[-1].name == "conv_stem.first_conv.convolution.backward" and steps[-1].output_shape == (1, 3, 32, 32)
     assert [s.name for s in model.steps(x)] == [s.name for s in steps[:first_backward]]
+
+
+def test_fast_path_takes_relu6_classifiers_and_leaves_the_rest_to_the_readable_path():
+    shape = (1, 3, 32, 32)
+    _, model = build_pair(CLS, dict(depth_multiplier=0.35, num_labels=3), dtype=np.float32, seed=18)
+    assert fast_path_applies(model, shape)
+    assert not fast_path_applies(model.fold_batchnorm(), shape)  # folded: gradients of the folded weights
+    _, gelu = build_pair(CLS, dict(depth_multiplier=0.35, num_labels=3, hidden_act="gelu"), seed=18)
+    assert not fast_path_applies(gelu, shape)
+    _, seg = build_pair(SEG, dict(depth_multiplier=0.35, num_labels=3), seed=18)
+    assert not fast_path_applies(seg, shape)
+    fixed = CLS(npmnv2.MobileNetV2Config(depth_multiplier=0.35, num_labels=3, pooling="fixed_7x7"))
+    assert fast_path_applies(fixed, (1, 3, 224, 224)) and not fast_path_applies(fixed, (1, 3, 256, 256))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fast_path_equals_the_readable_backward_on_the_real_classifier(coral_dir, dtype):
+    weights = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    model = CLS.from_pretrained(weights, dtype=dtype)
+    processor = npmnv2.MobileNetV2ImageProcessor.from_pretrained(weights)
+    x = np.concatenate([processor(coral_dir / name)["pixel_values"] for name in ("cat.bmp", "bird.bmp")])
+    assert fast_path_applies(model, x.shape)
+    fast = model.grad(x, labels=np.array([286, 20]))
+    readable = model.grad(x, labels=np.array([286, 20]), keep_steps=True)
+    tol = 1e-9 if dtype == np.float64 else 1e-4
+    assert fast.loss == pytest.approx(readable.loss, rel=tol)
+    assert set(fast.gradients) == set(readable.gradients)
+    for name, expected in readable.gradients.items():
+        scale = max(1.0, float(np.abs(expected).max()))
+        assert np.abs(fast.gradients[name] - expected).max() <= tol * scale, name
