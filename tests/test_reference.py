@@ -42,6 +42,7 @@ NO_TWIN = {
     "pointwise_conv2d_macs": "likewise",
     "depthwise_conv2d_macs": "likewise",
     "linear_macs": "likewise",
+    "bilinear_source": "resize_bilinear's indices and weights; resize_bilinear_loops computes them per pixel",
 }
 
 
