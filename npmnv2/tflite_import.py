@@ -196,15 +196,7 @@ class TFLiteGraph:
 
     def array(self, t: int) -> np.ndarray:
         """A constant tensor, dequantized to float64 when it is quantized."""
-        tensor = self.graph.Tensors(t)
-        dtype = _TENSOR_TYPES.get(tensor.Type())
-        data = self.model.Buffers(tensor.Buffer()).DataAsNumpy()
-        shape = self.shape(t)
-        if dtype is None or isinstance(data, int) or data.size != math.prod(shape) * np.dtype(dtype).itemsize:
-            raise WeightFileError(
-                f"{self.where}: constant tensor {self.name(t)!r} has no valid data (truncated file?)."
-            )
-        q = data.view(dtype).reshape(shape)
+        q = self.raw(t)
         quant = self.quantization(t)
         return q.astype(np.float64) if quant is None else dequantize(q, *quant)
 
