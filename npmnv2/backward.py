@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .ops import Pad2D, kernel_tap, sigmoid
+from .ops import Pad2D, bilinear_source, im2col, kernel_tap, pad2d, sigmoid, softmax
 
 # ============================================================================ padding
 
@@ -77,8 +77,6 @@ def conv2d_backward(
     Shapes: x (N, H, W, C_in), kernel (KH, KW, C_in, C_out), grad_out (N, Ho, Wo, C_out)
             -> grad_x (N, H, W, C_in), grad_kernel like kernel, grad_bias (C_out,).
     """
-    from .ops import im2col, pad2d
-
     kh, kw, c_in, c_out = kernel.shape
     padded = pad2d(x, padding)  # (N, Hp, Wp, C_in)
     cols = im2col(padded, kernel_size=(kh, kw), stride=stride, dilation=dilation)  # (N*Ho*Wo, P)
@@ -117,8 +115,6 @@ def depthwise_conv2d_backward(
         grad_x_pad[n, y*s + i*d, x*s + j*d, c] += grad_out[n, y, x, c] * k[i, j, c]; grad_x = crop(grad_x_pad)
     Shapes: x (N, H, W, C), kernel (KH, KW, C), grad_out (N, Ho, Wo, C) -> like x, like kernel, (C,).
     """
-    from .ops import pad2d
-
     kh, kw, c = kernel.shape
     padded = pad2d(x, padding)  # (N, Hp, Wp, C)
     ho, wo = grad_out.shape[1:3]
@@ -296,8 +292,6 @@ def resize_bilinear_backward(grad_out: np.ndarray, input_shape: tuple[int, ...],
 
     Shapes: grad_out (N, Ho, Wo, C) -> input_shape (N, H, W, C).
     """
-    from .ops import bilinear_source
-
     n, h, w, c = input_shape
     ho, wo = grad_out.shape[1:3]
     x0, x1, b = bilinear_source(wo, w, align_corners=align_corners, dtype=grad_out.dtype)
@@ -320,8 +314,6 @@ def cross_entropy_backward(logits: np.ndarray, labels: np.ndarray, *, ignore_ind
     Math: grad[k] = (softmax(logits[k]) - onehot(labels[k])) / |V| for kept rows k, 0 for ignored ones.
     Shapes: logits (K, L), labels (K,) -> (K, L).
     """
-    from .ops import softmax
-
     keep = labels != ignore_index
     grad = softmax(logits, axis=-1)
     grad[np.arange(len(labels))[keep], labels[keep].astype(np.int64)] -= 1

@@ -28,6 +28,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .architecture import HEAD_CHANNELS, BackboneSpec, BlockSpec, ConvSpec, DeepLabHeadSpec
+from .backward import col2im
 from .ops import (
     Pad2D,
     activation,
@@ -491,8 +492,6 @@ def _depthwise_input_grad(g: np.ndarray, kernel: np.ndarray, padded_shape: tuple
 def _layer_backward(k: _Kept, g_a: np.ndarray, params: Mapping[str, np.ndarray], f: FoldedConv, tf_padding: bool,
                     grads: dict, need_input: bool) -> np.ndarray | None:  # fmt: skip
     """One folded layer backward: its parameters' gradients into grads[name], and d loss / d input."""
-    from .backward import col2im
-
     spec = k.spec
     g = _activation_grad_inplace(spec.activation, k.a, g_a)  # d loss / d y, (N, Ho, Wo, C_out)
     c_out = g.shape[-1]
