@@ -243,10 +243,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise CLIError(f"--target {args.target} is not a class of this model: give one in [0, {labels}).")
     if args.layer is not None and args.method == "saliency":
         raise CLIError("--layer chooses Grad-CAM's feature map; saliency differentiates the pixels and takes none.")
-    if args.layer is not None and args.layer not in model.step_names():
-        from .trace import unknown_name_error
+    if args.layer is not None:
+        from .trace import check_step_name
 
-        raise CLIError(f"--layer: {unknown_name_error(args.layer, model.step_names()).args[0]}")
+        try:
+            check_step_name(model, args.layer)
+        except KeyError as error:
+            raise CLIError(f"--layer: {error.args[0]}") from None
     processor = MobileNetV2ImageProcessor.from_pretrained(args.weights)
     image = load_image(path)
     if args.method == "gradcam":

@@ -21,10 +21,11 @@ import numpy as np
 
 from . import backward as B
 from . import fast_forward, ops
+from .architecture import classifier_spec
 from .model_inputs import classification_loss, segmentation_loss
-from .ops import nchw_to_nhwc
+from .ops import nchw_to_nhwc, nhwc_to_nchw
 from .state_dict import hf_name, kernel_to_torch
-from .trace import Step, Trace, step_names, trace_forward
+from .trace import Step, Trace, check_step_name, layer_patterns, public_layout, step_names, trace_forward
 
 
 @dataclass
@@ -57,10 +58,6 @@ def _root(a: np.ndarray) -> int:
 def _internal(a: np.ndarray) -> np.ndarray:
     """A step's public tensor (NCHW, or (N, L) logits) back in the forward's NHWC layout."""
     return nchw_to_nhwc(a) if a.ndim == 4 else a[:, None, None, :]
-
-
-def _public(a: np.ndarray) -> np.ndarray:
-    return a.transpose(0, 3, 1, 2) if a.ndim == 4 else a
 
 
 def loss_gradient(model: Any, logits_nhwc: np.ndarray, labels: Any, target: Any) -> tuple[float, np.ndarray]:
@@ -134,21 +131,15 @@ def grad(
         raise ValueError("grad needs a model with a head (a loss to differentiate); MobileNetV2Model has none.")
     if (labels is None) == (target is None):
         raise ValueError("grad: give labels= (differentiate the model's loss) or target= (a class's score), not both.")
-    patterns = [layers] if isinstance(layers, str) else list(layers)
-    names = step_names(model)
-    for pattern in patterns:
-        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-            from .trace import check_step_name
-
-            check_step_name(model, pattern, names)
+    patterns = layer_patterns(model, layers) or []  # None: no traced tensor
     pixel_values = np.ascontiguousarray(pixel_values, dtype=model.dtype)
     if not patterns and not keep_steps and fast_path_applies(model, pixel_values.shape):
         loss, params, g_x = fast_forward.classifier_gradients(
-            nchw_to_nhwc(pixel_values), model.arch, _classifier(model), model.params, model.folded_params(),
+            nchw_to_nhwc(pixel_values), model.arch, classifier_spec(model.config), model.params, model.folded_params(),
             lambda logits: loss_gradient(model, logits, labels, target), tf_padding=model.config.tf_padding,
         )  # fmt: skip
         gradients = _to_state_dict(model, params)
-        gradients["pixel_values"] = _public(g_x)
+        gradients["pixel_values"] = nhwc_to_nchw(g_x)
         return GradientResult(loss, gradients, None, [])
     trace = trace_forward(model, pixel_values)  # every tensor kept
     logits_step = trace.steps[-1]
@@ -162,7 +153,7 @@ def grad(
         if g is None:
             continue  # nothing downstream of this step reaches the loss
         if any(fnmatch.fnmatchcase(step.name, p) for p in patterns):
-            wanted[step.name] = _public(g).copy()
+            wanted[step.name] = public_layout(step.kind, g).copy()  # the traced tensor's layout
         inputs = [_internal(x) for x in step.inputs]
         input_grads = _step_backward(step, inputs, g, params)
         for x, gx in zip(inputs, input_grads, strict=True):
@@ -170,25 +161,21 @@ def grad(
             grads[key] = gx if key not in grads else grads[key] + gx
         if inputs:  # what this step sends back to its first input (a residual's skip adds more later)
             backward_steps.append(
-                Step(name=f"{step.name}.backward", kind="backward", output_shape=tuple(_public(inputs[0]).shape),
-                     output=_public(input_grads[0]), op=_backward_op(step), attrs={"of": step.name})
+                Step(name=f"{step.name}.backward", kind="backward", output_shape=tuple(step.inputs[0].shape),
+                     output=public_layout(step.kind, input_grads[0]), op=_backward_op(step), attrs={"of": step.name})
             )  # fmt: skip
     first = trace.steps[0].inputs[0]
     gradients = _to_state_dict(model, params)
-    gradients["pixel_values"] = _public(grads.get(_root(first), np.zeros_like(_internal(first))))
+    gradients["pixel_values"] = nhwc_to_nchw(grads.get(_root(first), np.zeros_like(_internal(first))))
     gradients.update(wanted)
     return GradientResult(loss, gradients, trace, backward_steps)
-
-
-def _classifier(model: Any) -> Any:
-    return next((spec for spec in model.specs if spec.kind == "linear"), None)
 
 
 def fast_path_applies(model: Any, shape: tuple[int, ...]) -> bool:
     """Does `fast_forward.classifier_gradients` compute this model's gradients? A classifier with a
     linear head, batch norm not folded, only ReLU6 / ReLU / linear layers, and a pooler that
     averages the whole last feature map."""
-    if model.task != "classification" or _classifier(model) is None or len(shape) != 4:
+    if model.task != "classification" or classifier_spec(model.config) is None or len(shape) != 4:
         return False
     for spec in model.specs:
         if spec.activation not in fast_forward.FAST_GRAD_ACTIVATIONS:
@@ -368,7 +355,7 @@ def grad_cam(model: Any, pixel_values: np.ndarray, target: Any = None, *, layer:
     target: None (the predicted class), a class id, one per image, or for DeepLab (class, mask of
     the logits' grid); see `model.grad`.
     """
-    layer = layer or default_cam_layer(model)
+    layer = check_step_name(model, layer) if layer else default_cam_layer(model)
     target = _explained_target(model, pixel_values, target)
     result = grad(model, pixel_values, target=target, layers=[layer])
     activations = result.trace[layer]  # (N, C, h, w)

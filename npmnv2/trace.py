@@ -206,7 +206,7 @@ def _conv_attrs(spec: ConvSpec, tf_padding: bool) -> dict[str, Any]:
 # ============================================================================ the trace
 
 
-def _public(kind: StepKind, output: np.ndarray) -> np.ndarray:
+def public_layout(kind: StepKind, output: np.ndarray) -> np.ndarray:
     """A step's output in transformers' layout: NCHW, and the classifier's logits (N, L) as
     transformers returns them (not (N, L, 1, 1))."""
     if kind == "linear" and output.ndim == 4 and output.shape[1:3] == (1, 1):
@@ -279,15 +279,15 @@ class Trace(Mapping):
         macs = MACS[op](output.shape, used["kernel"].shape) if op in MACS else 0
         n_params = sum(int(v.size) for k, v in used.items() if k not in ("mean", "var"))
         keep = self.keeps(name)
-        public = _public(kind, output)
+        public = public_layout(kind, output)
         step = Step(
             name=name,
             kind=kind,
             op=op,
             output_shape=tuple(public.shape),
-            input_shapes=tuple(tuple(_public(kind, x).shape) for x in inputs),
+            input_shapes=tuple(tuple(public_layout(kind, x).shape) for x in inputs),
             output=public if keep else None,
-            inputs=tuple(_public(kind, x) for x in inputs) if keep else (),
+            inputs=tuple(public_layout(kind, x) for x in inputs) if keep else (),
             params=used,
             attrs=step_attrs,
             macs=int(macs),
@@ -465,6 +465,28 @@ def check_step_name(model: TraceableModel, name: str, names: list[str] | None = 
     return short
 
 
+def layer_patterns(
+    model: TraceableModel, layers: str | Sequence[str] | None, names: list[str] | None = None
+) -> list[str] | None:
+    """`layers=` (a name, a glob pattern or a list of them; None: every step) as a list of patterns
+    without transformers' `mobilenet_v2.` prefix. A pattern that matches no step is a KeyError
+    naming close matches; anything but strings is a TypeError."""
+    patterns = [layers] if isinstance(layers, str) else layers
+    if patterns is None:
+        return None
+    if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) for p in patterns):
+        raise TypeError(
+            f"layers must be a step name, a glob pattern or a list of them (e.g. 'layer.*.expand_1x1.*'), "
+            f"got {layers!r}."
+        )
+    names = step_names(model) if names is None else names
+    patterns = [p.removeprefix("mobilenet_v2.") for p in patterns]
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            check_step_name(model, pattern, names)
+    return patterns
+
+
 def trace_forward(
     model: TraceableModel,
     pixel_values: np.ndarray,
@@ -474,17 +496,7 @@ def trace_forward(
 ) -> Trace:
     """`model.trace`: run the readable layers step by step and record every operation."""
     names = step_names(model)
-    patterns = [layers] if isinstance(layers, str) else layers
-    if patterns is not None:
-        if not isinstance(patterns, (list, tuple)) or not all(isinstance(p, str) for p in patterns):
-            raise TypeError(
-                f"trace: layers must be a step name, a glob pattern or a list of them (e.g. 'layer.*.expand_1x1.*'), "
-                f"got {layers!r}."
-            )
-        patterns = [p.removeprefix("mobilenet_v2.") for p in patterns]
-        for pattern in patterns:
-            if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
-                check_step_name(model, pattern, names)
+    patterns = layer_patterns(model, layers, names)
     if stop_at is not None:
         stop_at = check_step_name(model, stop_at, names)
     trace = Trace(keep=patterns, stop_at=stop_at, tf_padding=model.config.tf_padding)

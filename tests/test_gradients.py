@@ -106,6 +106,8 @@ def test_class_score_gradient_matches_pytorch_and_names_traced_tensors():
     assert "layer.10.conv_3x3.activation" in result.gradients
     # the traced tensor's gradient has the traced tensor's shape
     assert result.gradients["layer.4"].shape == result.trace["layer.4"].shape
+    logits = model.grad(x, target=[2, 5], layers="classifier")
+    assert logits.gradients["classifier"].shape == logits.trace["classifier"].shape == (2, 6)
 
 
 def test_traced_tensor_gradient_matches_pytorch_hook():
