@@ -22,7 +22,7 @@ import numpy as np
 from . import backward as B
 from . import fast_forward, ops
 from .architecture import classifier_spec
-from .model_inputs import classification_loss, segmentation_loss
+from .model_inputs import classification_loss, classification_problem, segmentation_loss
 from .ops import nchw_to_nhwc, nhwc_to_nchw
 from .state_dict import hf_name, kernel_to_torch
 from .trace import Step, Trace, check_step_name, layer_patterns, public_layout, step_names, trace_forward
@@ -74,9 +74,10 @@ def loss_gradient(model: Any, logits_nhwc: np.ndarray, labels: Any, target: Any)
         logits = logits_nhwc[:, 0, 0, :]  # (N, L)
         loss = classification_loss(logits, labels, config)
         labels = np.asarray(labels)
-        if config.num_labels == 1 or config.problem_type == "regression":
+        problem = classification_problem(logits.shape[1], labels, config)  # the loss's own choice
+        if problem == "regression":
             grad = B.mse_loss_backward(logits.reshape(labels.shape), labels.astype(logits.dtype)).reshape(logits.shape)
-        elif config.problem_type == "multi_label_classification" or not np.issubdtype(labels.dtype, np.integer):
+        elif problem == "multi_label_classification":
             grad = B.bce_with_logits_backward(logits, labels.astype(logits.dtype))
         else:
             grad = B.cross_entropy_backward(logits, labels)

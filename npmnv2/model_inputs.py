@@ -11,19 +11,24 @@ from .configuration_mobilenet_v2 import MobileNetV2Config
 from .ops import bce_with_logits, cross_entropy, mse_loss, resize_bilinear
 
 
+def classification_problem(num_labels: int, labels: np.ndarray, config: MobileNetV2Config) -> str:
+    """config.problem_type, or when it is None the one transformers infers: num_labels == 1 ->
+    "regression"; integer labels -> "single_label_classification"; otherwise "multi_label_classification"."""
+    if config.problem_type is not None:
+        return config.problem_type
+    if num_labels == 1:
+        return "regression"
+    if np.issubdtype(labels.dtype, np.integer):
+        return "single_label_classification"
+    return "multi_label_classification"
+
+
 def classification_loss(logits: np.ndarray, labels: Any, config: MobileNetV2Config) -> np.ndarray:
     """transformers' loss for image classification, with the problem type inferred the same way:
     num_labels == 1 -> MSE; integer labels -> cross-entropy; otherwise -> BCE with logits."""
     labels = np.asarray(labels)
     n, num_labels = logits.shape
-    problem = config.problem_type
-    if problem is None:
-        if num_labels == 1:
-            problem = "regression"
-        elif num_labels > 1 and np.issubdtype(labels.dtype, np.integer):
-            problem = "single_label_classification"
-        else:
-            problem = "multi_label_classification"
+    problem = classification_problem(num_labels, labels, config)
     if problem == "regression":
         if num_labels == 1:
             if labels.size != n:

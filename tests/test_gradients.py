@@ -255,3 +255,20 @@ def test_fast_path_equals_the_readable_backward_on_the_real_classifier(coral_dir
     for name, expected in readable.gradients.items():
         scale = max(1.0, float(np.abs(expected).max()))
         assert np.abs(fast.gradients[name] - expected).max() <= tol * scale, name
+
+
+@pytest.mark.parametrize(
+    ("config", "labels"),
+    [
+        (dict(num_labels=3, problem_type="regression"), np.array([[0.5, -1.0, 2.0], [0.0, 1.0, -0.5]])),
+        (dict(num_labels=3), np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])),  # float labels: multi-label BCE
+        (dict(num_labels=1), np.array([0.7, -1.2])),  # one label: regression
+    ],
+)
+def test_every_classification_loss_differentiates_like_pytorch(config, labels):
+    hf_model, model = build_pair(CLS, dict(depth_multiplier=0.35, **config), dtype=np.float64, seed=19)
+    x = np.random.default_rng(7).standard_normal((2, 3, 32, 32))
+    result = model.grad(x, labels=labels)
+    loss, expected = torch_gradients(hf_model, x, labels=labels)
+    assert result.loss == pytest.approx(loss, rel=1e-12, abs=1e-15)
+    assert_gradients_close(result.gradients, expected, rtol=1e-9, atol_scale=1e-10)
