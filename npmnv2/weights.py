@@ -257,6 +257,7 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
     def __init__(self, file: io.BytesIO, archive: zipfile.ZipFile, prefix: str, where: str) -> None:
         super().__init__(file)
         self._archive, self._prefix, self._where = archive, prefix, where
+        self._archive_size = archive.fp.seek(0, os.SEEK_END) if archive.fp is not None else 0
         self._storages: dict[str, np.ndarray] = {}
 
     def find_class(self, module: str, name: str) -> Any:
@@ -307,12 +308,13 @@ class _TensorOnlyUnpickler(pickle.Unpickler):
                 f"{self._where}: storage {key!r} is compressed; torch.save stores tensors uncompressed, so this "
                 "file was not written by torch (refused: a small compressed member can expand without bound)."
             )
+        _check_member_size(info, self._archive_size, self._where)
         needed = numel * dtype.itemsize
         if info.file_size < needed:
             raise WeightFileError(f"{self._where}: storage {key!r} has {info.file_size} bytes, needs {needed}.")
         try:
             raw = self._archive.read(name)
-        except (zipfile.BadZipFile, EOFError, OSError) as err:
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as err:
             raise WeightFileError(f"{self._where} is corrupt ({err}).") from None
         storage = np.frombuffer(raw, dtype=dtype.newbyteorder("<"), count=numel)
         return bfloat16_to_float32(storage) if dtype == np.uint16 else storage
@@ -360,6 +362,38 @@ def _rebuild_parameter(data: np.ndarray, *_: Any) -> np.ndarray:
     return data
 
 
+def _check_member_size(info: zipfile.ZipInfo, archive_size: int, where: str) -> None:
+    """Refuse a member whose stored size exceeds the whole archive: zipfile reads a member with
+    buffers of its stored size, so a corrupt size field would allocate that much before failing."""
+    if info.compress_size > archive_size:
+        raise WeightFileError(
+            f"{where}: member {info.filename!r} claims {info.compress_size} stored bytes, more than the whole "
+            f"file ({archive_size} bytes); the archive is corrupt."
+        )
+
+
+def _check_memo_indices(payload: bytes, where: str) -> None:
+    """Refuse a pickle whose memo indices exceed its opcode count, before unpickling it.
+
+    The C unpickler grows its memo table to twice the largest index a PUT names: one corrupt
+    4-byte index (LONG_BINPUT) would allocate up to 32 GB. torch numbers its memo entries 0, 1,
+    2, ..., so every index is below the number of opcodes. The stream is only parsed here
+    (`pickletools.genops`), never run.
+    """
+    import pickletools
+
+    try:
+        ops = list(pickletools.genops(payload))
+    except Exception as err:  # a broken stream: the unpickler would fail on it too
+        raise WeightFileError(f"{where}: its pickle is corrupt ({type(err).__name__}: {err}).") from None
+    for op, arg, _ in ops:
+        if op.name in ("PUT", "BINPUT", "LONG_BINPUT") and not 0 <= int(arg) <= len(ops):
+            raise WeightFileError(
+                f"{where}: its pickle stores memo entry {arg} in a stream of {len(ops)} opcodes; torch.save "
+                "numbers them from 0, so the file is corrupt (refused before the index could allocate memory)."
+            )
+
+
 def load_pytorch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a `torch.save` zip archive (`pytorch_model.bin`) into NumPy arrays, without torch.
 
@@ -372,7 +406,7 @@ def load_pytorch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
     where = f"PyTorch file {str(path)!r}"
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, ValueError, EOFError):
+    except (zipfile.BadZipFile, ValueError, EOFError, NotImplementedError):  # the last: a corrupt version field
         raise WeightFileError(
             f"{where} is not a zip archive: it is truncated, corrupt, or the legacy pre-1.6 torch format "
             "(re-save it with torch.save in torch >= 1.6, or convert it to safetensors)."
@@ -383,13 +417,15 @@ def load_pytorch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
         if len(pickles) != 1:
             raise WeightFileError(f"{where}: expected one data.pkl in the archive, found {len(pickles)}.")
         info = archive.getinfo(pickles[0])
+        _check_member_size(info, path.stat().st_size, where)
         if info.file_size > path.stat().st_size * 4 + 2**20:
             raise WeightFileError(f"{where}: its data.pkl claims {info.file_size} bytes, far more than the file holds.")
         try:
             payload = archive.read(pickles[0])
-        except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError) as err:
             raise WeightFileError(f"{where} is corrupt ({err}).") from None
         prefix = pickles[0][: -len("data.pkl")]
+        _check_memo_indices(payload, where)
         try:
             obj = _TensorOnlyUnpickler(io.BytesIO(payload), archive, prefix, where).load()
         except WeightFileError:

@@ -455,6 +455,41 @@ def test_fuzzed_bin_files_fail_cleanly(tmp_path, data):
     assert peak < 64 * len(raw) + 4 * 2**20
 
 
+def test_a_corrupt_member_size_is_refused_before_reading(tmp_path):
+    """One flipped byte in data.pkl's stored size (found by the fuzz test above) made zipfile
+    allocate 16 MB for a 1.7 kB file."""
+    raw = bytearray(_small_bin(tmp_path / "ok.bin"))
+    raw[raw.index(b"PK\x01\x02") + 23] = 1  # data.pkl's central-directory entry: compressed size + 2**24
+    (tmp_path / "bad.bin").write_bytes(bytes(raw))
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightFileError, match="more than the whole file"):
+            load_pytorch_bin(tmp_path / "bad.bin")
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+def test_a_huge_pickle_memo_index_is_refused_before_unpickling(tmp_path):
+    """The C unpickler sizes its memo by the largest PUT index: LONG_BINPUT 2**31 would ask for 32 GB."""
+    _small_bin(tmp_path / "ok.bin")
+    with zipfile.ZipFile(tmp_path / "ok.bin") as archive:
+        members = {i.filename: archive.read(i) for i in archive.infolist()}
+    members["ok/data.pkl"] = b"\x80\x02}r" + struct.pack("<I", 2**31) + b"."
+    with zipfile.ZipFile(tmp_path / "memo.bin", "w", zipfile.ZIP_STORED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(WeightFileError, match="memo entry 2147483648"):
+            load_pytorch_bin(tmp_path / "memo.bin")
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
 _DTYPES = st.sampled_from(["F32", "F16", "BF16", "F64", "I8", "U8", "BOOL", "X9", "f32", ""])
 _NUMBER = st.one_of(st.integers(-5, 2**40), st.booleans(), st.floats(allow_nan=True), st.text(max_size=3), st.none())
 _ENTRY = st.fixed_dictionaries(
