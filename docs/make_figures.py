@@ -1,6 +1,8 @@
-"""Draw the documentation's figures with npmnv2.viz on the real weights: python docs/make_figures.py
+"""Draw the documentation's figures with npmnv2.viz on the real weights: python docs/make_figures.py [OUT]
 
-Writes PNGs to docs/figures/ (not committed: regenerate them before `mkdocs build`).
+Writes PNGs to docs/figures/ (or OUT). They are committed, so `mkdocs build` works on a fresh
+clone; run this after a change that alters a figure (tests/test_docs.py checks the set of names).
+Needs the public data: `npmnv2 data fetch`, or $NPMNV2_DATA.
 """
 
 from __future__ import annotations
@@ -17,12 +19,13 @@ from npmnv2 import viz
 from npmnv2.verify import tflite_activations, tflite_input
 
 HERE = Path(__file__).resolve().parent
-DATA = Path(os.environ.get("NPMNV2_DATA", HERE.parent.parent / "shared" / "data" / "coral"))
 
 
 def main(out: Path = HERE / "figures") -> None:
-    if not (DATA / "mobilenet_v2_1.0_224_quant.tflite").is_file():
-        sys.exit(f"real data not found in {DATA}: set NPMNV2_DATA")
+    try:
+        DATA = npmnv2.data_files.data_dir()
+    except npmnv2.data_files.DataError as err:
+        sys.exit(str(err))
     out.mkdir(exist_ok=True)
     weights = DATA / "mobilenet_v2_1.0_224_quant.tflite"
     model = npmnv2.MobileNetV2ForImageClassification.from_pretrained(weights)
@@ -59,4 +62,4 @@ def main(out: Path = HERE / "figures") -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "figures")

@@ -1,6 +1,6 @@
 """npmnv2: MobileNetV2 and its DeepLabV3 head in readable NumPy, with transformers' public API."""
 
-from . import ops, verify, viz
+from . import data_files, ops, verify, viz
 from .auto import (
     AutoImageProcessor,
     AutoModel,
@@ -51,6 +51,7 @@ __all__ = [
     "Summary",
     "Trace",
     "compare",
+    "data_files",
     "ops",
     "verify",
     "viz",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -15,13 +16,18 @@ from typing import Any, NoReturn
 
 import numpy as np
 
-DEFAULT_CLASSIFIER = "google/mobilenet_v2_1.0_224"
+from .data_files import BASE_URL, DEFAULT_MODEL
+from .tables import format_table
+
+DEFAULT_CLASSIFIER = DEFAULT_MODEL  # the Coral uint8 classifier shipped inside the package
 DEFAULT_SEGMENTER = "google/deeplabv3_mobilenet_v2_1.0_513"
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 EPILOG = """examples:
-  npmnv2 classify photo.jpg --weights ../shared/data/coral/mobilenet_v2_1.0_224_quant.tflite
-  npmnv2 segment photo.jpg --weights ../shared/data/coral/deeplabv3_mnv2_pascal_quant.tflite -o overlay.png
+  npmnv2 classify photo.jpg                     (the embedded Coral classifier)
+  npmnv2 classify photo.jpg --weights google/mobilenet_v2_1.0_224
+  npmnv2 data fetch                             (the public models and photos the tests and notebooks use)
+  npmnv2 segment photo.jpg --weights ~/.cache/npmnv2/deeplabv3_mnv2_pascal_quant.tflite -o overlay.png
   npmnv2 explain photo.jpg --weights ../shared/data/coral/mobilenet_v2_1.0_224_quant.tflite -o gradcam.png
   npmnv2 convert mobilenet_v2_1.0_224_quant.tflite converted/
   npmnv2 summary --depth-multiplier 1.0 --image-size 224
@@ -54,6 +60,16 @@ def _load_model(source: str, task: str) -> Any:
     checkpoint = read_source(resolve_checkpoint(source))
     if task == "auto":
         task = _task_of(checkpoint.tensors)
+    if task == "backbone":  # every checkpoint holds a backbone; a head it also holds is left out on purpose
+        has = _task_of(checkpoint.tensors)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NpMnV2Warning)
+            model = classes["backbone"].from_checkpoint(checkpoint)
+        if has != "backbone":
+            print(
+                f"npmnv2: kept the backbone of {source}; its {has} head is left out (--task backbone)", file=sys.stderr
+            )
+        return model
     with warnings.catch_warnings():
         warnings.simplefilter("error", NpMnV2Warning)
         try:
@@ -127,20 +143,42 @@ def _check_output(name: str, suffixes: set[str], option: str, *, inputs: Sequenc
     return path
 
 
-def _integer_model(source: str) -> Any:
-    """The integer model of a quantized .tflite file (the only source it takes)."""
+def _integer_model(source: str | None) -> Any:
+    """The integer model of a quantized .tflite file (the only source it takes; default: the embedded one)."""
+    from .checkpoints import resolve_checkpoint
     from .integer_model import QuantizedMobileNetV2
 
-    if not str(source).endswith(".tflite"):
+    path = resolve_checkpoint(source or DEFAULT_MODEL)
+    if path.suffix != ".tflite":
         raise CLIError(f"--integer runs a quantized .tflite file; --weights {source!r} is not one.")
-    return QuantizedMobileNetV2.from_pretrained(source)
+    return QuantizedMobileNetV2.from_pretrained(path)
+
+
+def _tflite_path(source: str | None, option: str) -> Path:
+    """The .tflite file behind --weights (default: the embedded classifier), for the interpreter."""
+    from .checkpoints import resolve_checkpoint
+
+    path = resolve_checkpoint(source or DEFAULT_MODEL)
+    if path.suffix != ".tflite":
+        raise CLIError(f"{option} needs --weights to be the .tflite file itself.")
+    return path
 
 
 def _sample_image() -> Path:
-    """matplotlib's sample photo of Grace Hopper (in uniform), shipped with every install."""
-    import matplotlib.cbook
+    """The cat photo shipped with the package (npmnv2/data/cat.jpg)."""
+    from .data_files import sample_image
 
-    return Path(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+    return sample_image("cat")
+
+
+def _say_default(weights: str | None) -> None:
+    """One line on stderr when the embedded model is used because no --weights was given."""
+    if weights == DEFAULT_MODEL:
+        print(
+            f"npmnv2: using the embedded model ({DEFAULT_MODEL}: Coral MobileNetV2 1.0 224 uint8, ImageNet); "
+            "--weights chooses another",
+            file=sys.stderr,
+        )
 
 
 # ============================================================================ classify
@@ -151,6 +189,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from .ops import softmax
 
     paths = _image_paths(args.images) if args.images else [_sample_image()]
+    _say_default(args.weights)
     processor = MobileNetV2ImageProcessor.from_pretrained(args.weights)
     if args.integer:
         model = _integer_model(args.weights)
@@ -166,10 +205,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
             probs = softmax(model(processor(batch)["pixel_values"]).logits)  # (N, L)
         for path, p in zip(batch, probs, strict=True):
             top = np.argsort(-p, kind="stable")[: args.top_k]
-            preds = [
-                {"id": int(k), "label": labels.get(int(k), str(k)), "probability": float(p[k])}
-                for k in top
-            ]
+            preds = [{"id": int(k), "label": labels.get(int(k), str(k)), "probability": float(p[k])} for k in top]
             results.append({"image": str(path), "predictions": preds})
     if args.json:
         print(json.dumps(results, indent=2))
@@ -194,7 +230,17 @@ def cmd_segment(args: argparse.Namespace) -> int:
     _check_output(args.output, {".png", ".jpg", ".jpeg", ".pdf", ".svg"}, "-o", inputs=[path])
     if args.mask:
         _check_output(args.mask, {".png"}, "--mask", inputs=[path, Path(args.output)])
-    processor = MobileNetV2ImageProcessor.from_pretrained(args.weights)
+    try:
+        processor = MobileNetV2ImageProcessor.from_pretrained(args.weights)
+    except Exception as err:
+        if args.weights != DEFAULT_SEGMENTER:
+            raise
+        why = str(err).split(". ")[0]  # the reason only: the hub's generic alternatives name a classifier
+        raise CLIError(
+            f"no segmentation weights ({why}): give a DeepLabV3 model with --weights, such as "
+            "deeplabv3_mnv2_pascal_quant.tflite (`npmnv2 data fetch` downloads it into ~/.cache/npmnv2), or a "
+            "transformers DeepLabV3 checkpoint folder."
+        ) from None
     image = load_image(path)
     # The class map is computed at a bounded working size (the logits of a 12000x12000 photo at full
     # size would take 12 GB), then only the uint8 map is enlarged for --mask.
@@ -287,24 +333,46 @@ def cmd_convert(args: argparse.Namespace) -> int:
 # ============================================================================ summary, trace, compare
 
 
-def _model_for(source: str | None, args: argparse.Namespace) -> Any:
-    """A model from weights (class chosen by their head), or from config flags with random weights."""
+ARCHITECTURE_FLAGS = ("depth_multiplier", "output_stride", "num_labels", "depth_divisible_by", "task")
+
+
+def _model_for(args: argparse.Namespace) -> Any:
+    """The model of summary / trace / compare: from --weights (default: the embedded classifier; the
+    class is chosen by the head), or, with --random, random weights built from the architecture
+    flags, announced on stdout so that nobody mistakes their numbers for a trained model's."""
     from . import MobileNetV2Config, MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation
 
+    given = [f"--{f.replace('_', '-')}" for f in ARCHITECTURE_FLAGS if getattr(args, f) is not None]
+    if not args.random:
+        if given:
+            raise CLIError(
+                f"{', '.join(given)} only apply to a randomly initialised model: add --random, or drop them to use "
+                "the architecture of --weights."
+            )
+        weights = args.weights or DEFAULT_MODEL
+        _say_default(weights)
+        return _load_model(weights, "auto")
+    if args.weights:
+        raise CLIError("--random and --weights exclude each other: choose trained weights or random ones.")
+    task = args.task or "classification"
     classes = {"classification": MobileNetV2ForImageClassification, "segmentation": MobileNetV2ForSemanticSegmentation}
-    if source:
-        return _load_model(source, "auto")
     config = MobileNetV2Config(
-        depth_multiplier=args.depth_multiplier,
-        output_stride=args.output_stride,
-        num_labels=args.num_labels,
-        depth_divisible_by=args.depth_divisible_by,
+        depth_multiplier=1.0 if args.depth_multiplier is None else args.depth_multiplier,
+        output_stride=32 if args.output_stride is None else args.output_stride,
+        num_labels=(21 if task == "segmentation" else 1001) if args.num_labels is None else args.num_labels,
+        depth_divisible_by=8 if args.depth_divisible_by is None else args.depth_divisible_by,
     )
-    return classes[args.task](config)
+    model = classes[task](config, seed=args.seed)
+    print(
+        f"random weights (--random, seed {args.seed}): {type(model).__name__}, depth multiplier "
+        f"{config.depth_multiplier}, output stride {config.output_stride}, {config.num_labels} labels; "
+        "its outputs mean nothing, only its shapes and counts do"
+    )
+    return model
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    model = _model_for(args.weights, args)
+    model = _model_for(args)
     size = args.image_size or list(model.config.image_hw)
     if len(size) > 2:
         raise CLIError(f"--image-size takes H or H W, got {size}.")
@@ -313,11 +381,15 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pixels_for(model: Any, weights: str | None, image: str) -> np.ndarray:
+def _pixels_for(args: argparse.Namespace) -> np.ndarray:
+    """The image as the model of `_model_for` takes it (transformers' default preprocessing with --random)."""
     from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
 
-    processor = MobileNetV2ImageProcessor.from_pretrained(weights) if weights else MobileNetV2ImageProcessor()
-    return processor(_image_paths([image])[0])["pixel_values"]
+    if args.random:
+        processor = MobileNetV2ImageProcessor()
+    else:
+        processor = MobileNetV2ImageProcessor.from_pretrained(args.weights or DEFAULT_MODEL)
+    return processor(_image_paths([args.image])[0])["pixel_values"]
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -325,8 +397,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
         _check_output(args.save, {".npz"}, "--save", inputs=[Path(args.image)])
     if args.integer:
         return _trace_integer(args)
-    model = _model_for(args.weights, args)
-    trace = model.trace(_pixels_for(model, args.weights, args.image), layers=args.layers or None, stop_at=args.stop_at)
+    model = _model_for(args)
+    trace = model.trace(_pixels_for(args), layers=args.layers or None, stop_at=args.stop_at)
     print(trace.format(kept_only=bool(args.layers)))
     if args.save:
         np.savez(args.save, **{name: trace[name] for name in trace})
@@ -378,14 +450,17 @@ def _trace_integer(args: argparse.Namespace) -> int:
             step.name, a.get("float_step") or "-", "x".join(map(str, step.output_shape)), scale_text, zp_text,
             str(low), str(high), f"{a.get('at_min', 0) / total:.1%}", f"{a.get('at_max', 0) / total:.1%}",
         ])  # fmt: skip
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print(format_table(rows))
     print(f"{len(trace.steps)} integer steps; at min / at max: the share of values on the edges of the output range")
     if args.save:
         np.savez(args.save, **{name: trace[name] for name in trace})
         print(f"wrote {len(trace)} integer tensors (NCHW) to {args.save}")
     return 0
+
+
+def _progress(line: str) -> None:
+    """A progress line on stderr (stdout keeps only the result)."""
+    print(f"npmnv2 compare: {line}", file=sys.stderr, flush=True)
 
 
 def _compare_integer(args: argparse.Namespace) -> int:
@@ -395,8 +470,9 @@ def _compare_integer(args: argparse.Namespace) -> int:
     if args.against != "tflite":
         raise CLIError("--integer compares with the TFLite interpreter: use --against tflite.")
     model = _integer_model(args.weights)
-    pixels, _ = verify.tflite_input(args.weights, _image_paths([args.image])[0])  # (1, H, W, 3) uint8
-    reference = verify.tflite_integer_tensors(args.weights, pixels, reference_kernels=True)
+    path = _tflite_path(args.weights, "--integer")
+    pixels, _ = verify.tflite_input(path, _image_paths([args.image])[0])  # (1, H, W, 3) uint8
+    reference = verify.tflite_integer_tensors(path, pixels, reference_kernels=True)
     result = compare(model.trace(pixels.transpose(0, 3, 1, 2)), reference, tolerance=0.0)
     print(repr(result))
     if result.first_divergence is None and len(result.rows) == len(model.graph.ops):
@@ -415,21 +491,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.integer:
         return _compare_integer(args)
 
-    model = _model_for(args.weights, args)
+    if args.against == "tflite" and args.random:
+        raise CLIError("--against tflite compares the .tflite's own weights: drop --random.")
+    model = _model_for(args)
     against = args.against
     if against == "tflite":
-        if not str(args.weights).endswith(".tflite"):
-            raise CLIError("--against tflite needs --weights to be the .tflite file itself.")
-        _, pixel_values = verify.tflite_input(args.weights, _image_paths([args.image])[0])
-        reference = verify.tflite_activations(args.weights, _image_paths([args.image])[0])
+        path = _tflite_path(args.weights, "--against tflite")
+        _, pixel_values = verify.tflite_input(path, _image_paths([args.image])[0])
+        reference = verify.tflite_activations(path, _image_paths([args.image])[0])
     else:
-        pixel_values = _pixels_for(model, args.weights, args.image)
+        pixel_values = _pixels_for(args)
         if against == "torch":
+            started = time.perf_counter()
+            _progress("building transformers' PyTorch model with the same weights ...")
             try:
                 twin = verify.transformers_twin(model)
             except ImportError:
                 raise CLIError("--against torch needs PyTorch and transformers: pip install 'npmnv2[test]'") from None
+            _progress(f"running it with a hook on every layer ... ({time.perf_counter() - started:.1f} s)")
             reference = verify.torch_activations(twin, pixel_values)
+            _progress(
+                f"tracing npmnv2 and comparing {len(reference)} tensors ... ({time.perf_counter() - started:.1f} s)"
+            )
         else:
             reference = _saved_tensors(against)
     result = compare(model.trace(pixel_values), reference, tolerance=args.tolerance)
@@ -440,6 +523,35 @@ def cmd_compare(args: argparse.Namespace) -> int:
         )
     print(repr(result))
     return 0 if result.first_divergence is None else 3
+
+
+# ============================================================================ data
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """data list / data fetch: the public files the tests, notebooks and benchmarks use."""
+    from . import data_files
+
+    folder = Path(args.dest) if args.dest else data_files.cache_dir()
+    if args.action == "list":
+        print(f"folder: {folder}  (fetch puts files here; NPMNV2_DATA or --dest choose another)")
+        rows = [["file", "status", "bytes", "license", "what"]]
+        for entry in data_files.CATALOGUE:
+            state = data_files.status(entry, folder) if folder.is_dir() else "missing"
+            rows.append([entry.name, state, f"{entry.size:,}", entry.license, entry.what])
+        print(format_table(rows))
+        print(f"source: {data_files.BASE_URL} (each file checked against a pinned SHA-256)")
+        print(
+            f"shipped inside the package: {data_files.DEFAULT_MODEL} = {data_files.default_model_path()}, "
+            f"photos {', '.join(str(data_files.sample_image(n)) for n in data_files.SAMPLE_IMAGES)}"
+        )
+        return 0
+    try:
+        data_files.fetch(folder, args.files or None, base_url=args.base_url, report=lambda line: print(line))
+    except data_files.DataError as err:
+        raise CLIError(str(err)) from None
+    print(f"all {len(args.files or data_files.CATALOGUE)} files are in {folder}")
+    return 0
 
 
 # ============================================================================ parser
@@ -533,17 +645,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_convert)
 
     def model_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--weights", help=f"{weights_help} (default: random weights from the flags below)")
-        p.add_argument("--depth-multiplier", type=float, default=1.0, help="without --weights (default 1.0)")
-        p.add_argument("--output-stride", type=int, default=32, choices=[8, 16, 32], help="without --weights")
-        p.add_argument("--num-labels", type=int, default=1001, help="without --weights (default 1001)")
-        p.add_argument("--depth-divisible-by", type=int, default=8, help="without --weights (default 8)")
+        p.add_argument("--weights", help=f"{weights_help} (default: the embedded classifier, {DEFAULT_MODEL})")
+        p.add_argument("--random", action="store_true", help="random weights built from the flags below, not --weights")
+        p.add_argument("--seed", type=int, default=0, help="with --random: the seed (default 0)")
+        p.add_argument("--depth-multiplier", type=float, help="with --random (default 1.0)")
+        p.add_argument("--output-stride", type=int, choices=[8, 16, 32], help="with --random (default 32)")
+        p.add_argument("--num-labels", type=int, help="with --random (default 1001; 21 with --task segmentation)")
+        p.add_argument("--depth-divisible-by", type=int, help="with --random (default 8)")
         p.add_argument(
-            "--task",
-            choices=["classification", "segmentation"],
-            default="classification",
-            help="without --weights: which model (default classification)",
-        )
+            "--task", choices=["classification", "segmentation"],
+            help="with --random: which model (default classification)",
+        )  # fmt: skip
 
     p = add(
         "summary",
@@ -590,6 +702,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --against tflite: the integer model against the interpreter's reference kernels, exactly",
     )  # fmt: skip
     p.set_defaults(func=cmd_compare)
+
+    p = add(
+        "data",
+        "list or fetch the public models and photos the tests, notebooks and benchmarks use",
+        "npmnv2 data fetch --dest ~/coral",
+    )
+    p.add_argument("action", choices=["list", "fetch"], help="list: what each file is and whether it is present")
+    p.add_argument("files", nargs="*", metavar="FILE", help="fetch only these files (default: all)")
+    p.add_argument("--dest", help="folder to use (default: $NPMNV2_DATA, else ~/.cache/npmnv2)")
+    p.add_argument("--base-url", default=BASE_URL, help=f"where to download from (default {BASE_URL})")
+    p.set_defaults(func=cmd_data)
     return parser
 
 

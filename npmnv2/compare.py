@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .tables import format_table
 from .trace import Trace
 
 # The quantization-noise criterion (see the module docstring and docs/guides/verify.md).
@@ -130,10 +131,7 @@ class Comparison:
         )
 
     def __repr__(self) -> str:
-        rows = [list(self._HEAD), *self._lines()]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(self._HEAD))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-        return "\n".join([*lines, self.summary_line()])
+        return format_table([list(self._HEAD), *self._lines()]) + "\n" + self.summary_line()
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self._HEAD)

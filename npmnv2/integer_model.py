@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,7 @@ from . import integer_ops as iops
 from .ops import Pad2D, conv_padding
 from .tflite_import import TFLiteGraph, match_layers, read_tflite, residual_adds
 from .trace import NO_TRACE, Recorder, StopForward, Trace, unknown_name_error
-from .weights import WeightFileError
+from .weights import WeightFileError, resolve_checkpoint
 
 _ACTIVATIONS = {0: None, 1: "relu", 2: "relu_n1_to_1", 3: "relu6"}
 SUPPORTED_OPS = (
@@ -78,8 +77,8 @@ class QuantizedMobileNetV2:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> QuantizedMobileNetV2:
-        """Load a quantized MobileNetV2 / DeepLabV3 `.tflite` file."""
-        return cls(TFLiteGraph(Path(path)))
+        """Load a quantized MobileNetV2 / DeepLabV3 `.tflite` file ("npmnv2/default": the embedded one)."""
+        return cls(TFLiteGraph(resolve_checkpoint(path)))
 
     def __repr__(self) -> str:
         n, h, w, c = self.input_shape

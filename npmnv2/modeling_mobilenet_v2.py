@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -77,7 +77,18 @@ from .state_dict import (
     params_from_torch,
     params_to_torch,
 )
-from .trace import NO_TRACE, Recorder, Summary, Trace, run_from, step_names, summarize, trace_forward
+from .trace import (
+    NO_TRACE,
+    Recorder,
+    Step,
+    Summary,
+    Trace,
+    run_from,
+    step_names,
+    stream_steps,
+    summarize,
+    trace_forward,
+)
 from .warnings import NpMnV2Warning
 
 Params = Mapping[str, Mapping[str, np.ndarray]]  # layer name -> {"kernel", "bias", "gamma", ...}
@@ -117,14 +128,15 @@ def conv_layer(
         op = conv2d
         y = conv2d(x_padded, kernel, bias, stride=s, dilation=d)  # (N, Ho, Wo, C_out), im2col inside
     folded = spec.eps is not None and "gamma" not in params  # batch norm already merged into kernel and bias
+    conv_params = {k: v for k, v in params.items() if k in ("kernel", "bias")}  # each parameter on one step
     y = rec.add(
-        spec.conv_step, "convolution", y, op=op, inputs=(x,), spec=spec, params=params,
+        spec.conv_step, "convolution", y, op=op, inputs=(x,), spec=spec, params=conv_params,
         attrs={"padding": tuple(padding), "folded_bn": folded},
     )  # fmt: skip
     if "gamma" in params:
-        p = params
+        p = {k: params[k] for k in ("gamma", "beta", "mean", "var")}
         z = batch_norm(y, p["mean"], p["var"], p["gamma"], p["beta"], eps=spec.eps)  # (N, Ho, Wo, C_out)
-        y = rec.add(spec.norm_step, "batch_norm", z, op=batch_norm, inputs=(y,), spec=spec, params=params)
+        y = rec.add(spec.norm_step, "batch_norm", z, op=batch_norm, inputs=(y,), spec=spec, params=p)
     if spec.activation is None:  # a linear layer: the bottleneck projections and the classifier
         return y
     act = activation(spec.activation)
@@ -508,18 +520,18 @@ class MobileNetV2PreTrainedModel:
         """
         return trace_forward(self, pixel_values, layers, stop_at, **forward_kwargs)
 
-    def steps(self, pixel_values: np.ndarray, labels: Any = None, *, target: Any = None):
-        """Iterate over the steps of one forward pass, in execution order, with all tensors kept.
+    def steps(self, pixel_values: np.ndarray, labels: Any = None, *, target: Any = None) -> Iterator[Step]:
+        """The steps of one forward pass, in execution order, all tensors kept, each computed when
+        it is asked for (`next(steps)`, or a for loop): a `StepStream`.
 
         With labels= or target= (as `grad` takes them), the backward steps follow: one per op run
-        backward, last forward op first, each holding the gradient it sends to its first input.
+        backward, last forward op first, each holding the gradient it sends to its first input
+        (the backward needs the whole forward first, so these are computed before the first step).
         """
         if labels is None and target is None:
-            yield from self.trace(pixel_values).steps
-            return
+            return stream_steps(self, pixel_values)
         result = self.grad(pixel_values, labels, target=target, keep_steps=True)
-        yield from result.trace.steps
-        yield from result.backward_steps
+        return iter([*result.trace.steps, *result.backward_steps])
 
     def run_from(self, name: str, tensor: np.ndarray, *, pixel_values: np.ndarray | None = None):
         """Continue the forward pass with `tensor` (NCHW) in place of step `name`'s output.

@@ -17,6 +17,8 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import html
+import queue
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -26,10 +28,19 @@ import numpy as np
 from .architecture import MIN_INPUT_SIZE, ConvSpec
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .ops import MACS, nchw_to_nhwc, nhwc_to_nchw
+from .tables import format_table, html_table
 
 # What a step does; `Step.op` names the function that did it.
 StepKind = Literal[
-    "convolution", "batch_norm", "activation", "residual_add", "block_output", "pooling", "linear", "resize", "concat",
+    "convolution",
+    "batch_norm",
+    "activation",
+    "residual_add",
+    "block_output",
+    "pooling",
+    "linear",
+    "resize",
+    "concat",
     "integer",  # one op of a quantized TFLite graph, run by `npmnv2.integer_model` (attrs: scale, zero_point, ...)
     "backward",  # one op run backward by `npmnv2.gradients` (output: the gradient it passed to its input)
 ]
@@ -82,6 +93,20 @@ def unknown_name_error(name: str, known: Sequence[str], what: str = "layer") -> 
 # ============================================================================ one step
 
 
+class Explanation(str):
+    """A step's explanation: a plain str that Jupyter shows as text, not as a quoted string."""
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+    def _repr_html_(self) -> str:
+        return f"<p>{html.escape(str(self))}</p>"
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape))
+
+
 def _human(n: float) -> str:
     for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= size:
@@ -117,12 +142,13 @@ class Step:
     tf_scope: str = ""
     index: int = 0
 
-    def explain(self) -> str:
-        """What this step did, in words, with its real numbers, and which function did it."""
+    def explain(self) -> Explanation:
+        """What this step did, in words, with its real numbers, and which function did it (a str
+        that shows as plain text in Jupyter)."""
         text = self._describe()
         if self.op is not None:
             text += f" Computed by {op_name(self.op)}."
-        return text
+        return Explanation(text)
 
     def _describe(self) -> str:
         a = self.attrs
@@ -183,6 +209,41 @@ class Step:
         kept = "kept" if self.output is not None else "not kept"
         return f"Step({self.name!r}, {self.kind}, {self.output_shape}, macs={_human(self.macs)}, {kept})"
 
+    def _card_rows(self) -> list[list[str]]:
+        rows = [["step", f"{self.index}: {self.name}"], ["op", op_name(self.op) if self.op else "-"]]
+        rows.append(
+            ["in -> out", f"{' + '.join(map(_shape, self.input_shapes)) or '-'} -> {_shape(self.output_shape)}"]
+        )
+        shown = {k: v for k, v in self.attrs.items() if np.ndim(v) == 0 or k == "padding"}
+        if shown:
+            rows.append(["attrs", ", ".join(f"{k}={v}" for k, v in shown.items())])
+        if self.params:
+            parts = [f"{k} {_shape(v.shape)}" for k, v in self.params.items()]
+            rows.append(["params", f"{', '.join(parts)} ({self.n_params:,} learnable)"])
+        rows.append(["MACs", f"{self.macs:,}"])
+        stats = self.stats()
+        if stats is not None:
+            rows.append(
+                [
+                    "values",
+                    f"min {stats['min']:.3g}, mean {stats['mean']:.3g}, max {stats['max']:.3g}, "
+                    f"{stats['zeros']:.0%} zeros, {stats['at6']:.0%} at 6",
+                ]
+            )
+        return rows
+
+    def _repr_html_(self) -> str:
+        """A card in Jupyter: name, op, shapes, attributes, parameters, MACs, values and the explanation."""
+        cells = "".join(
+            f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+            f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+            for k, v in self._card_rows()
+        )
+        return f"<table>{cells}</table><p>{html.escape(self.explain())}</p>"
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
 
 def op_name(op: Callable[..., Any]) -> str:
     """`npmnv2.ops.depthwise_conv2d`, `numpy.concatenate`: where to read a step's function."""
@@ -212,7 +273,6 @@ def public_layout(kind: StepKind, output: np.ndarray) -> np.ndarray:
     if kind == "linear" and output.ndim == 4 and output.shape[1:3] == (1, 1):
         return output[:, 0, 0, :]
     return nhwc_to_nchw(output) if output.ndim == 4 else output
-
 
 
 class Trace(Mapping):
@@ -349,29 +409,32 @@ class Trace(Mapping):
                 continue
             stats = [f"{r[k]:.3g}" if k in r else "-" for k in ("min", "mean", "max")]
             fracs = [f"{r[k]:.0%}" if k in r else "-" for k in ("zeros", "at6")]
-            rows.append([r["name"], r["kind"], "x".join(map(str, r["shape"])), _human(r["macs"]), *stats, *fracs])
+            rows.append([r["name"], r["kind"], _shape(r["shape"]), _human(r["macs"]), *stats, *fracs])
         return rows
 
     _HEAD = ("name", "kind", "shape (NCHW)", "MACs", "min", "mean", "max", "zeros", "at 6")
 
-    def format(self, *, kept_only: bool = False) -> str:
-        """The table as text: every step, or (kept_only) only the steps whose tensors were kept."""
-        rows = [list(self._HEAD), *self._rows_text(kept_only)]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(self._HEAD))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-        lines.append(f"{len(self.steps)} steps, {len(self)} kept, {_human(self.total_macs)} MACs")
-        return "\n".join(lines)
+    def _foot(self, kept_only: bool) -> str:
+        foot = f"{len(self.steps)} steps, {len(self)} kept, {_human(self.total_macs)} MACs"
+        hidden = len(self.steps) - len(self)
+        if kept_only and hidden:
+            foot += (
+                f"; {hidden} steps whose tensors were not kept are hidden (trace.format(kept_only=False) lists them)"
+            )
+        return foot
+
+    def format(self, *, kept_only: bool | None = None) -> str:
+        """The table as text: every step, or (kept_only) only the steps whose tensors were kept.
+        By default a trace made with layers= shows only its kept steps."""
+        kept_only = self.patterns is not None if kept_only is None else kept_only
+        return format_table([list(self._HEAD), *self._rows_text(kept_only)]) + "\n" + self._foot(kept_only)
 
     def __repr__(self) -> str:
         return self.format()
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self._HEAD)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self._rows_text()
-        )
-        foot = f"<p>{len(self.steps)} steps, {len(self)} kept, {_human(self.total_macs)} MACs</p>"
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{foot}"
+        kept_only = self.patterns is not None
+        return html_table([list(self._HEAD), *self._rows_text(kept_only)], foot=self._foot(kept_only))
 
 
 # ============================================================================ summary
@@ -392,27 +455,33 @@ class Summary:
     bn_params: int
     image_size: tuple[int, int]
 
-    def __repr__(self) -> str:
-        head = ["name", "kind", "output (NCHW)", "params", "MACs", "activation KiB"]
-        rows = [head] + [
+    _HEAD = ("name", "kind", "output (NCHW)", "params", "MACs", "activation KiB")
+
+    def _rows_text(self) -> list[list[str]]:
+        return [
             [
                 r["name"],
                 r["kind"],
-                "x".join(map(str, r["shape"])),
+                _shape(r["shape"]),
                 f"{r['params']:,}",
                 f"{r['macs']:,}",
                 f"{r['bytes'] / 1024:,.1f}",
             ]
             for r in self.rows
         ]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+    def _foot(self) -> str:
         h, w = self.image_size
-        lines.append(
+        return (
             f"input {h}x{w}: {self.total_macs:,} MACs ({self.total_macs / 1e6:.1f}M), {self.total_params:,} parameters "
             f"({self.bn_params:,} in batch norm; {(self.total_params - self.bn_params) / 1e6:.2f}M without)"
         )
-        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return format_table([list(self._HEAD), *self._rows_text()]) + "\n" + self._foot()
+
+    def _repr_html_(self) -> str:
+        return html_table([list(self._HEAD), *self._rows_text()], foot=self._foot())
 
 
 # ============================================================================ what the model's methods do
@@ -507,6 +576,90 @@ def trace_forward(
         pass
     model.__dict__["_last_trace_input"] = pixel_values
     return trace
+
+
+class _HandOver(Trace):
+    """A Trace that hands each step to a consumer as soon as it is recorded, and waits until the
+    consumer asks for the next one (see `StepStream`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ready: queue.Queue = queue.Queue(maxsize=1)  # forward -> consumer: a Step, or the end
+        self.resume = threading.Semaphore(0)  # consumer -> forward: compute the next step
+        self.cancelled = False
+
+    def add(self, name: str, kind: StepKind, output: np.ndarray, **info: Any) -> np.ndarray:
+        result = super().add(name, kind, output, **info)
+        self.ready.put(("step", self.steps[-1]))
+        self.resume.acquire()
+        if self.cancelled:
+            raise StopForward(name)
+        return result
+
+
+class StepStream(Iterator[Step]):
+    """The steps of one forward pass, each computed only when it is asked for (`next(stream)` or a
+    for loop): the forward runs in a helper thread that pauses after every step. Closing the stream
+    (or dropping it) stops the forward where it is."""
+
+    def __init__(self, model: TraceableModel, pixel_values: np.ndarray) -> None:
+        self._model_name = type(model).__name__
+        self._trace = _HandOver(tf_padding=model.config.tf_padding)
+        self._trace.pixel_values = pixel_values
+        self._started = self._done = False
+        self._run = lambda: model.forward(pixel_values, rec=self._trace)
+
+    def _worker(self) -> None:
+        try:
+            self._trace.output = self._run()
+            self._trace.ready.put(("end", None))
+        except StopForward:
+            self._trace.ready.put(("end", None))
+        except BaseException as err:  # the consumer re-raises it
+            self._trace.ready.put(("error", err))
+
+    def __next__(self) -> Step:
+        if self._done:
+            raise StopIteration
+        if not self._started:
+            self._started = True
+            threading.Thread(target=self._worker, daemon=True, name="npmnv2-steps").start()
+        else:
+            self._trace.resume.release()
+        what, value = self._trace.ready.get()
+        if what == "step":
+            return value
+        self._done = True
+        if what == "error":
+            raise value
+        raise StopIteration
+
+    def close(self) -> None:
+        """Stop the forward pass after the current step."""
+        if self._started and not self._done:
+            self._trace.cancelled = True
+            self._trace.resume.release()
+            self._trace.ready.get()
+        self._done = True
+
+    def __del__(self) -> None:
+        self.close()
+
+    @property
+    def trace(self) -> Trace:
+        """The steps computed so far, as a Trace (every tensor kept)."""
+        return self._trace
+
+    def __repr__(self) -> str:
+        done = len(self._trace.steps)
+        if self._done:
+            return f"<steps of {self._model_name}: finished after {done} steps>"
+        return f"<steps of {self._model_name}: {done} computed so far; next(steps) computes the next one>"
+
+
+def stream_steps(model: TraceableModel, pixel_values: np.ndarray) -> StepStream:
+    """`model.steps`: a `StepStream` over one forward pass."""
+    return StepStream(model, pixel_values)
 
 
 def run_from(model: TraceableModel, name: str, tensor: np.ndarray, *, pixel_values: np.ndarray | None = None) -> Any:

@@ -8,6 +8,11 @@ Both return name -> NCHW float array, ready for `npmnv2.compare`.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +78,39 @@ def transformers_twin(model: Any) -> Any:
     return twin
 
 
-def _interpreter(path: Path, reference_kernels: bool = False):
-    """The TFLite interpreter with every tensor preserved; with reference_kernels, its reference op
-    resolver (`OpResolverType.BUILTIN_REF`), whose kernels npmnv2's integer model reproduces exactly."""
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence what native code writes to file descriptor 2 (the interpreter's "INFO: Created
+    TensorFlow Lite XNNPACK delegate" lines), and its Python warning about preserved tensors."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as devnull, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _run_interpreter(path: Path, pixels: np.ndarray, reference_kernels: bool = False) -> Any:
+    """The TFLite interpreter, run on `pixels` with every tensor preserved; with reference_kernels,
+    its reference op resolver (`OpResolverType.BUILTIN_REF`), whose kernels npmnv2's integer model
+    reproduces exactly. Its log lines are silenced."""
     try:
         from ai_edge_litert import interpreter as litert
     except ImportError:
-        raise ImportError("tflite_activations needs the TFLite interpreter: pip install ai-edge-litert") from None
+        raise ImportError(
+            "running the TFLite interpreter needs ai-edge-litert: pip install ai-edge-litert (or 'npmnv2[test]')"
+        ) from None
     kwargs = {"experimental_op_resolver_type": litert.OpResolverType.BUILTIN_REF} if reference_kernels else {}
-    return litert.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True, **kwargs)
+    with _quiet_stderr():
+        interpreter = litert.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True, **kwargs)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels)
+        interpreter.invoke()
+    return interpreter
 
 
 def tflite_integer_tensors(path: str | Path, pixels: np.ndarray, *, reference_kernels: bool = True) -> QuantizedTensors:
@@ -94,10 +123,7 @@ def tflite_integer_tensors(path: str | Path, pixels: np.ndarray, *, reference_ke
 
     path = Path(path)
     graph = TFLiteGraph(path)
-    interpreter = _interpreter(path, reference_kernels)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels)
-    interpreter.invoke()
+    interpreter = _run_interpreter(path, pixels, reference_kernels)
     tensors, scales = {}, {}
     for index, op in enumerate(graph.ops):
         out = op["outputs"][0]
@@ -159,11 +185,8 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
 
     path = Path(path)
     graph = TFLiteGraph(path)
-    interpreter = _interpreter(path, reference_kernels)
-    interpreter.allocate_tensors()
     pixels, _ = tflite_input(path, image)
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels)
-    interpreter.invoke()
+    interpreter = _run_interpreter(path, pixels, reference_kernels)
 
     scales: dict[str, float] = {}
 

@@ -156,6 +156,13 @@ def feature_map_grid(
     name, array = _step_and_array(source, name)
     if rank_by not in ("mean", "energy"):
         raise ValueError(f"feature_map_grid: rank_by must be 'mean' or 'energy', got {rank_by!r}.")
+    if array.ndim != 4:
+        raise ValueError(
+            f"feature_map_grid: {name!r} is a {array.ndim}-D tensor {tuple(array.shape)}, not feature maps (N, C, H, W); "
+            "its values are one number per class or channel: plot them as bars, or pick a convolution or block step."
+        )
+    if not 0 <= image < array.shape[0]:
+        raise ValueError(f"feature_map_grid: image={image} is not in this batch of {array.shape[0]}.")
     maps = array[image]  # (C, H, W)
     score = maps.mean(axis=(1, 2)) if rank_by == "mean" else (maps.astype(np.float64) ** 2).mean(axis=(1, 2))
     order = np.argsort(-score, kind="stable")[: min(count, maps.shape[0])]

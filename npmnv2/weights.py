@@ -29,6 +29,8 @@ import numpy as np
 import safetensors
 import safetensors.numpy
 
+from .data_files import DEFAULT_MODEL, creation_mode, default_model_path
+
 SAFETENSORS_NAME = "model.safetensors"
 PYTORCH_NAME = "pytorch_model.bin"
 CONFIG_NAME = "config.json"
@@ -203,6 +205,7 @@ def write_folder(
             staged[name] = tmp
             with os.fdopen(fd, "wb") as handle:
                 handle.write(payload)
+            os.chmod(tmp, creation_mode())  # mkstemp makes 0600; a written file gets the umask's mode
     except BaseException:
         for tmp in staged.values():
             Path(tmp).unlink(missing_ok=True)
@@ -477,9 +480,9 @@ def download_from_hub(repo_id: str) -> Path:
     cache is read.
     """
     alternatives = (
-        "Use local weights instead (--weights on the command line): a .tflite file such as "
-        "mobilenet_v2_1.0_224_quant.tflite, a transformers checkpoint folder (config.json + model.safetensors), "
-        "or a .safetensors/.bin file with config=."
+        "Use local weights instead (--weights on the command line): the embedded classifier 'npmnv2/default', a "
+        ".tflite file (`npmnv2 data fetch` downloads Coral's classifier and DeepLabV3 models), a transformers "
+        "checkpoint folder (config.json + model.safetensors), or a .safetensors/.bin file with config=."
     )
     try:
         from huggingface_hub import snapshot_download
@@ -501,12 +504,15 @@ def download_from_hub(repo_id: str) -> Path:
 
 
 def resolve_checkpoint(source: str | os.PathLike) -> Path:
-    """A local path as it is; a hub id (owner/name) that is not a local path, downloaded."""
+    """A local path as it is; "npmnv2/default", the embedded classifier; a hub id (owner/name) that is
+    not a local path, downloaded."""
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
             f"weights source must be a path or a hub id such as 'google/mobilenet_v2_1.0_224', got "
             f"{type(source).__name__} {source!r}."
         )
+    if source == DEFAULT_MODEL:  # the classifier shipped inside the package
+        return default_model_path()
     path = Path(source)
     if path.exists():
         return path
@@ -514,7 +520,7 @@ def resolve_checkpoint(source: str | os.PathLike) -> Path:
         return download_from_hub(source)
     raise FileNotFoundError(
         f"weights source {os.fspath(source)!r} does not exist; give a checkpoint folder, a .safetensors/.bin/.tflite "
-        "file, or a hub id such as 'google/mobilenet_v2_1.0_224'."
+        f"file, {DEFAULT_MODEL!r} (the embedded classifier), or a hub id such as 'google/mobilenet_v2_1.0_224'."
     )
 
 

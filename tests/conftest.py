@@ -9,8 +9,30 @@ import numpy as np
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# Real TFLite models and images: ../shared/data/coral next to the project, or $NPMNV2_DATA.
-CORAL_DIR = Path(os.environ.get("NPMNV2_DATA", PROJECT_ROOT.parent / "shared" / "data" / "coral"))
+MARKER = "mobilenet_v2_1.0_224_quant.tflite"
+
+
+def _find_data() -> Path | None:
+    """The real models and images: $NPMNV2_DATA, then ../shared/data/coral next to the project, then
+    the cache `npmnv2 data fetch` fills (~/.cache/npmnv2); the first that holds them."""
+    candidates = [os.environ.get("NPMNV2_DATA"), PROJECT_ROOT.parent / "shared" / "data" / "coral"]
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    candidates.append(Path(base) / "npmnv2")
+    return next((Path(c) for c in candidates if c and (Path(c) / MARKER).is_file()), None)
+
+
+FOUND = _find_data()
+CORAL_DIR = FOUND if FOUND is not None else PROJECT_ROOT.parent / "shared" / "data" / "coral"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No data: stop at once with one line that says how to get it, instead of a hundred errors."""
+    if FOUND is None:
+        raise pytest.UsageError(
+            "real test data not found ($NPMNV2_DATA, ../shared/data/coral, ~/.cache/npmnv2): run `npmnv2 data "
+            "fetch` to download it (pinned SHA-256), or set NPMNV2_DATA to a folder holding it."
+        )
+    os.environ["NPMNV2_DATA"] = str(FOUND)  # subprocesses (CLI, notebooks, docs) use the same folder
 
 # max |npmnv2 - torch| <= FLOAT32_RTOL * max(1, max |torch|)   (float32 runs)
 FLOAT32_RTOL = 1e-4
@@ -25,9 +47,6 @@ def tolerance(dtype: np.dtype) -> float:
 @pytest.fixture(scope="session")
 def coral_dir() -> Path:
     """The shared real-data folder. Missing data is a failure, never a skip."""
-    if not (CORAL_DIR / "mobilenet_v2_1.0_224_quant.tflite").is_file():
-        pytest.fail(
-            f"real test data not found in {CORAL_DIR}: lay out ../shared/data/coral next to the project "
-            "or set NPMNV2_DATA to the folder holding mobilenet_v2_1.0_224_quant.tflite."
-        )
+    if not (CORAL_DIR / MARKER).is_file():
+        pytest.fail(f"real test data not found in {CORAL_DIR}: run `npmnv2 data fetch` or set NPMNV2_DATA.")
     return CORAL_DIR

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import npmnv2 as npmnv2_package
+
 WEIGHTS = "mobilenet_v2_1.0_224_quant.tflite"
 
 
@@ -35,12 +37,19 @@ def test_classify_prints_label_id_and_probability(coral_dir, tflite):
     assert (class_id, label) == ("286", "Egyptian cat") and abs(float(probability) - 0.762) < 0.05
 
 
-def test_classify_without_image_uses_matplotlibs_grace_hopper(tflite):
-    run = npmnv2("classify", "--weights", tflite, "--json", "--top-k", "1")
+def test_classify_without_image_or_weights_uses_the_embedded_model_on_the_shipped_cat():
+    run = npmnv2("classify", "--json", "--top-k", "1")
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
-    assert result[0]["image"].endswith("grace_hopper.jpg")
-    assert result[0]["predictions"][0]["label"] == "military uniform"
+    assert result[0]["image"].endswith("cat.jpg")
+    assert result[0]["predictions"][0]["label"] == "Egyptian cat"
+    notice = run.stderr.strip().splitlines()
+    assert len(notice) == 1 and "embedded model" in notice[0] and "npmnv2/default" in notice[0]
+
+
+def test_classify_with_weights_says_nothing_about_the_embedded_model(tflite):
+    run = npmnv2("classify", "--weights", tflite, "--top-k", "1")
+    assert run.returncode == 0 and "embedded" not in run.stderr
 
 
 def test_classify_a_folder_in_batches_with_progress_on_stderr(tmp_path, coral_dir, tflite):
@@ -96,7 +105,10 @@ def test_convert_tflite_to_a_transformers_folder(tmp_path, coral_dir):
         (["classify", "missing.jpg", "--weights", "{tflite}"], "image 'missing.jpg' does not exist"),
         (["classify", "{notimage}", "--weights", "{tflite}"], "is not a readable image"),
         (["classify", "{cat}", "--weights", "{deeplab}"], "have no classification head"),
-        (["classify", "{cat}"], "from the hub: offline (HF_HUB_OFFLINE is set) and not in the local cache"),
+        (
+            ["classify", "{cat}", "--weights", "google/mobilenet_v2_1.0_224"],
+            "from the hub: offline (HF_HUB_OFFLINE is set) and not in the local cache",
+        ),
         (["classify", "{cat}", "--weights", "{notimage}"], "unknown weight file type"),
         (["segment", "{cat}", "--weights", "{tflite}", "-o", "{out}"], "have no segmentation head"),
         (["convert", "{broken}", "{out}"], "is not a readable TFLite model"),
@@ -132,10 +144,32 @@ def test_help_documents_every_option_with_an_example(command):
 
 
 def test_summary_prints_the_published_figures():
-    run = npmnv2("summary", "--depth-multiplier", "1.0", "--image-size", "224")
+    run = npmnv2("summary", "--image-size", "224")  # the embedded classifier
     assert run.returncode == 0, run.stderr
     assert "input 224x224: 300,775,552 MACs (300.8M), 3,506,153 parameters" in run.stdout
     assert "3.47M without" in run.stdout and "layer.12.conv_3x3.convolution" in run.stdout
+    params = [int(line.split()[3].replace(",", "")) for line in run.stdout.splitlines()[1:-1]]
+    assert sum(params) == 3_506_153  # the params column counts each parameter once
+
+
+def test_random_weights_need_random_and_say_so():
+    run = npmnv2("summary", "--random", "--depth-multiplier", "0.5", "--image-size", "96")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("random weights (--random, seed 0)")
+    refused = npmnv2("summary", "--depth-multiplier", "0.5")
+    assert refused.returncode == 1 and "add --random" in refused.stderr
+
+
+def test_summary_of_a_random_segmentation_model_has_21_labels():
+    run = npmnv2("summary", "--random", "--task", "segmentation", "--image-size", "65")
+    assert run.returncode == 0, run.stderr
+    assert "21 labels" in run.stdout and "1x21x" in run.stdout
+
+
+def test_trace_without_weights_uses_the_embedded_model(coral_dir):
+    run = npmnv2("trace", coral_dir / "cat.bmp", "--stop-at", "layer.1")
+    assert run.returncode == 0, run.stderr
+    assert "embedded model" in run.stderr and "random" not in run.stdout
 
 
 def test_trace_saves_kept_tensors_and_compare_reads_them(tmp_path, coral_dir, tflite):
@@ -154,10 +188,38 @@ def test_compare_against_torch_and_tflite(coral_dir, tflite):
     run = npmnv2("compare", coral_dir / "cat.bmp", "--weights", tflite, "--against", "torch")
     assert run.returncode == 0, run.stdout + run.stderr
     assert "158 layers compared" in run.stdout and "no divergence" in run.stdout
+    progress = [line for line in run.stderr.splitlines() if line.startswith("npmnv2 compare: ")]
+    assert len(progress) == 3 and "hook on every layer" in progress[1]  # what it does while torch runs
     noise = npmnv2("compare", coral_dir / "cat.bmp", "--weights", tflite, "--against", "tflite")
     assert noise.returncode == 0 and "within the quantization noise" in noise.stdout  # integer model's rounding
+    assert "INFO" not in noise.stderr and "XNNPACK" not in noise.stderr  # the interpreter's log lines silenced
     strict = npmnv2("compare", coral_dir / "cat.bmp", "--weights", tflite, "--against", "tflite", "--tolerance", "1e-4")
     assert strict.returncode == 3 and "first divergence:" in strict.stdout  # integer kernels vs float at 1e-4
+
+
+def test_convert_writes_files_with_the_umasks_mode(tmp_path, tflite):
+    old = os.umask(0o022)
+    try:
+        run = npmnv2("convert", tflite, tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert run.returncode == 0, run.stderr
+    assert {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "out").iterdir()} == {"0o644"}
+
+
+def test_convert_task_backbone_keeps_the_backbone_of_a_classifier(tmp_path, tflite):
+    run = npmnv2("convert", tflite, tmp_path / "backbone", "--task", "backbone")
+    assert run.returncode == 0, run.stderr
+    assert "as MobileNetV2Model" in run.stdout and "classification head is left out" in run.stderr
+    model = npmnv2_package.MobileNetV2Model.from_pretrained(tmp_path / "backbone")
+    assert not any(k.startswith("classifier") for k in model.state_dict())
+
+
+def test_segment_without_weights_offline_names_a_deeplab_file(tmp_path, coral_dir):
+    run = npmnv2("segment", coral_dir / "cat.bmp", "-o", tmp_path / "o.png", env={"HF_HOME": str(tmp_path)})
+    assert run.returncode == 1
+    assert "deeplabv3_mnv2_pascal_quant.tflite" in run.stderr and "npmnv2 data fetch" in run.stderr
+    assert "mobilenet_v2_1.0_224_quant.tflite" not in run.stderr
 
 
 # ============================================================================ rough edges (issue 12)
@@ -208,7 +270,9 @@ def test_trace_layers_prints_only_the_kept_rows_and_logits_are_n_by_l(coral_dir,
     assert "classifier" in summary.stdout and "1x1001 " in summary.stdout and "1x1001x1x1" not in summary.stdout
 
 
-def test_offline_classify_without_weights_points_to_local_weights(tmp_path):
-    result = _cli("classify", env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)})
+def test_offline_classify_from_the_hub_points_to_local_weights(tmp_path):
+    result = _cli(
+        "classify", "--weights", "google/mobilenet_v2_1.0_224", env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
+    )
     assert result.returncode == 1
     assert "--weights" in result.stderr and ".tflite" in result.stderr and "checkpoint folder" in result.stderr
