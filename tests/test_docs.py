@@ -42,3 +42,6 @@ def test_the_site_builds_strictly_from_the_committed_files(tmp_path, coral_dir):
     assert (tmp_path / "site" / "concepts" / "integer_inference" / "index.html").is_file()
     notebook = (tmp_path / "site" / "notebooks" / "06_how_the_integer_model_computes" / "index.html").read_text()
     assert "data:image/png;base64" in notebook  # the stored figures are on the page
+    assert "stylesheets/extra.css" in notebook  # wide printed tables scroll instead of wrapping mid-column
+    css = (tmp_path / "site" / "stylesheets" / "extra.css").read_text()
+    assert "white-space: pre !important" in css and "overflow-x: auto" in css
