@@ -7,7 +7,6 @@ Needs the public data: `npmnv2 data fetch`, or $NPMNV2_DATA.
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 

@@ -24,7 +24,7 @@ class AutoImageProcessor:
     @staticmethod
     def from_pretrained(source: str | os.PathLike, **overrides: Any) -> MobileNetV2ImageProcessor:
         processor = MobileNetV2ImageProcessor.from_pretrained(source)
-        return processor._with(overrides) if overrides else processor
+        return processor.with_options(overrides) if overrides else processor
 
 
 class AutoModel:

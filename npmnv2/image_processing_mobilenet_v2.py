@@ -271,7 +271,7 @@ class MobileNetV2ImageProcessor:
                 raise ValueError(f"{name}={value!r}: expected 'channels_first' or 'channels_last'.")
         data_format = getattr(data_format, "value", data_format) or "channels_first"
         input_data_format = getattr(input_data_format, "value", input_data_format)
-        processor = self._with({k: v for k, v in overrides.items() if v is not None})
+        processor = self.with_options({k: v for k, v in overrides.items() if v is not None})
         batch = list(images) if _is_batch(images) else [images]
         if not batch:
             raise ValueError("MobileNetV2ImageProcessor: got an empty list of images.")
@@ -301,7 +301,7 @@ class MobileNetV2ImageProcessor:
         raw = self(images, do_rescale=False, do_normalize=False)["pixel_values"]  # (N, 3, H, W) floats 0..255
         return np.clip(np.rint(raw), 0, 255).astype(np.uint8)
 
-    def _with(self, overrides: dict[str, Any]) -> MobileNetV2ImageProcessor:
+    def with_options(self, overrides: dict[str, Any]) -> MobileNetV2ImageProcessor:
         """A copy with some fields changed (a TypeError naming any unknown field)."""
         names = {f.name for f in fields(self)}
         unknown = sorted(set(overrides) - names)

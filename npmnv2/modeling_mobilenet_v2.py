@@ -84,7 +84,6 @@ from .trace import (
     Summary,
     Trace,
     run_from,
-    step_names,
     stream_steps,
     summarize,
     trace_forward,
@@ -324,13 +323,20 @@ class MobileNetV2PreTrainedModel:
         self.params: dict[str, dict[str, np.ndarray]] = {}
         self.quantization: dict[str, tuple[float, int]] = {}  # activation (scale, zero point), from TFLite
         self._fold_cache = fast_forward.FoldCache()
+        self.last_traced_input: np.ndarray | None = None  # the input of the last `trace`, for `run_from`
 
     @classmethod
     def _empty(cls, config: MobileNetV2Config, dtype: Any):
         """A model without parameters, to be filled from a checkpoint (no random draws)."""
         model = cls.__new__(cls)
-        model._setup(config, dtype)
+        cls._setup(model, config, dtype)
         return model
+
+    def __copy__(self):
+        """A shallow copy with its own fold cache (the arrays are shared until replaced)."""
+        new = type(self).__new__(type(self))
+        vars(new).update({**vars(self), "_fold_cache": fast_forward.FoldCache()})
+        return new
 
     # -- transformers state dicts ----------------------------------------------
     def expected_state_dict_shapes(self) -> dict[str, tuple[int, ...]]:
@@ -501,8 +507,32 @@ class MobileNetV2PreTrainedModel:
 
     # -- tracing (see npmnv2.trace) ---------------------------------------------------
     def step_names(self) -> list[str]:
-        """Every step name a forward records, in execution order (see `trace`)."""
-        return step_names(self)
+        """Every step name a forward records, in execution order (see `trace`), read off the layer
+        specs the forward runs: no forward is run to find them."""
+        return self._head_step_names(self._backbone_step_names())
+
+    def _layer_step_names(self, spec: ConvSpec) -> list[str]:
+        """What `conv_layer` (or `classifier_layer`) records for one layer: conv, batch norm unless
+        folded, activation unless linear."""
+        names = [spec.conv_step]
+        if "gamma" in self.params[spec.name]:
+            names.append(spec.norm_step)
+        if spec.activation is not None:
+            names.append(spec.act_step)
+        return names
+
+    def _backbone_step_names(self) -> list[str]:
+        names = []
+        for block in (self.arch.stem, *self.arch.layers):
+            for spec in block.convs:
+                names += self._layer_step_names(spec)
+            names.append(block.name)  # the residual add, or the projection passed on
+        if self.task != "segmentation":  # DeepLab never computes the final 1x1 conv
+            names += self._layer_step_names(self.arch.conv_1x1)
+        return names
+
+    def _head_step_names(self, backbone: list[str]) -> list[str]:
+        return backbone
 
     def trace(
         self,
@@ -518,7 +548,9 @@ class MobileNetV2PreTrainedModel:
         stop_at: stop right after this step; nothing later is computed.
         Names may carry transformers' full-model prefix ("mobilenet_v2.layer.3").
         """
-        return trace_forward(self, pixel_values, layers, stop_at, **forward_kwargs)
+        trace = trace_forward(self, pixel_values, layers, stop_at, **forward_kwargs)
+        self.last_traced_input = pixel_values  # what run_from continues from by default
+        return trace
 
     def steps(self, pixel_values: np.ndarray, labels: Any = None, *, target: Any = None) -> Iterator[Step]:
         """The steps of one forward pass, in execution order, all tensors kept, each computed when
@@ -540,7 +572,8 @@ class MobileNetV2PreTrainedModel:
         last `trace` call); everything after `name` is computed from `tensor`. Returns the model
         output (logits, ...), so an ablated channel or a removed nonlinearity shows in the prediction.
         """
-        return run_from(self, name, tensor, pixel_values=pixel_values)
+        source = self.last_traced_input if pixel_values is None else pixel_values
+        return run_from(self, name, tensor, pixel_values=source)
 
     def grad(
         self, pixel_values: np.ndarray, labels: Any = None, *, target: Any = None, layers: Any = (),
@@ -569,8 +602,6 @@ class MobileNetV2PreTrainedModel:
         its trace has no normalization steps, and its conv steps say folded_bn=True."""
         folded = copy.copy(self)
         folded.params = {}
-        folded._fold_cache = fast_forward.FoldCache()
-        folded.__dict__.pop("_step_names", None)
         for spec in self.specs:
             p = self.params[spec.name]
             if "gamma" in p:
@@ -607,6 +638,9 @@ class MobileNetV2Model(MobileNetV2PreTrainedModel):
         super().__init__(config, dtype=dtype, seed=seed)
         self.add_pooling_layer = add_pooling_layer
 
+    def _head_step_names(self, backbone: list[str]) -> list[str]:
+        return [*backbone, POOLER] if self.add_pooling_layer else backbone
+
     def forward(
         self,
         pixel_values: np.ndarray,
@@ -634,6 +668,10 @@ class MobileNetV2ForImageClassification(MobileNetV2PreTrainedModel):
     """Backbone + global average pool + (dropout, identity at inference) + linear classifier."""
 
     task = "classification"
+
+    def _head_step_names(self, backbone: list[str]) -> list[str]:
+        spec = classifier_spec(self.config)
+        return [*backbone, POOLER, *([] if spec is None else self._layer_step_names(spec))]
 
     def forward(
         self,
@@ -670,6 +708,14 @@ class MobileNetV2ForSemanticSegmentation(MobileNetV2PreTrainedModel):
     """Backbone (without computing its unused final 1x1 conv) + DeepLabV3 head on `layer.15`."""
 
     task = "segmentation"
+
+    def _head_step_names(self, backbone: list[str]) -> list[str]:
+        """The order `deeplab_head` records: image pooling branch, 1x1 branch, concat, projection, logits."""
+        head = deeplab_head_spec(self.config)
+        pooling = [head.avg_pool, *self._layer_step_names(head.conv_pool), head.interpolate]
+        branch = self._layer_step_names(head.conv_aspp)
+        after = [head.concat, *self._layer_step_names(head.conv_projection), *self._layer_step_names(head.classifier)]
+        return [*backbone, *pooling, *branch, *after]
 
     def forward(
         self,

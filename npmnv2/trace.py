@@ -25,6 +25,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from . import ops
 from .architecture import MIN_INPUT_SIZE, ConvSpec
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .ops import MACS, nchw_to_nhwc, nhwc_to_nchw
@@ -248,7 +249,10 @@ class Step:
 def op_name(op: Callable[..., Any]) -> str:
     """`npmnv2.ops.depthwise_conv2d`, `numpy.concatenate`: where to read a step's function."""
     module = getattr(op, "__module__", None) or "numpy"
-    return f"{module}.{getattr(op, '__qualname__', repr(op))}"
+    name = getattr(op, "__qualname__", repr(op))
+    if module.startswith("npmnv2.ops.") and getattr(ops, name, None) is op:
+        module = "npmnv2.ops"  # the public name; the op's page is npmnv2.ops.<family>
+    return f"{module}.{name}"
 
 
 def _conv_attrs(spec: ConvSpec, tf_padding: bool) -> dict[str, Any]:
@@ -499,27 +503,13 @@ class TraceableModel(Protocol):
 
     def num_parameters(self) -> int: ...
 
+    def step_names(self) -> list[str]: ...
+
 
 def step_names(model: TraceableModel) -> list[str]:
-    """Every step name one forward of `model` records, in execution order.
-
-    They come from the forward itself: a small image of zeros is traced once, keeping no tensor,
-    and the names are cached until the model's layers change (a folded batch norm, for example,
-    has no normalization step).
-    """
-    layout = (
-        tuple((name, tuple(p)) for name, p in model.params.items()),
-        getattr(model, "add_pooling_layer", True),
-    )
-    cached = model.__dict__.get("_step_names")
-    if cached is None or cached[0] != layout:
-        c = model.config
-        # fixed_7x7 pooling needs a final map of at least 7x7: ceil(size / output_stride) >= 7
-        size = MIN_INPUT_SIZE if c.pooling == "global" else 6 * c.output_stride + 1
-        trace = Trace(keep=[], tf_padding=c.tf_padding)
-        model.forward(np.zeros((1, c.num_channels, size, size), model.dtype), rec=trace)
-        cached = model.__dict__["_step_names"] = (layout, [s.name for s in trace.steps])
-    return list(cached[1])
+    """Every step name one forward of `model` records, in execution order (`model.step_names()`,
+    read off its layer specs)."""
+    return model.step_names()
 
 
 def check_step_name(model: TraceableModel, name: str, names: list[str] | None = None) -> str:
@@ -574,7 +564,6 @@ def trace_forward(
         trace.output = model.forward(pixel_values, rec=trace, **forward_kwargs)
     except StopForward:
         pass
-    model.__dict__["_last_trace_input"] = pixel_values
     return trace
 
 
@@ -662,17 +651,17 @@ def stream_steps(model: TraceableModel, pixel_values: np.ndarray) -> StepStream:
     return StepStream(model, pixel_values)
 
 
-def run_from(model: TraceableModel, name: str, tensor: np.ndarray, *, pixel_values: np.ndarray | None = None) -> Any:
-    """`model.run_from`: the forward again, with `tensor` (NCHW) in place of step `name`'s output."""
+def run_from(model: TraceableModel, name: str, tensor: np.ndarray, *, pixel_values: np.ndarray | None) -> Any:
+    """`model.run_from`: the forward again on `pixel_values`, with `tensor` (NCHW) in place of step
+    `name`'s output."""
     name = check_step_name(model, name)
-    source = model.__dict__.get("_last_trace_input") if pixel_values is None else pixel_values
-    if source is None:
+    if pixel_values is None:
         raise ValueError(
             "run_from needs the input the edited tensor came from: call model.trace(pixel_values) first, "
             "or pass pixel_values=."
         )
     trace = Trace(keep=[], replace={name: tensor}, tf_padding=model.config.tf_padding)
-    return model.forward(source, rec=trace)
+    return model.forward(pixel_values, rec=trace)
 
 
 def summarize(model: TraceableModel, image_size: int | tuple[int, int] = 224) -> Summary:

@@ -158,8 +158,9 @@ def feature_map_grid(
         raise ValueError(f"feature_map_grid: rank_by must be 'mean' or 'energy', got {rank_by!r}.")
     if array.ndim != 4:
         raise ValueError(
-            f"feature_map_grid: {name!r} is a {array.ndim}-D tensor {tuple(array.shape)}, not feature maps (N, C, H, W); "
-            "its values are one number per class or channel: plot them as bars, or pick a convolution or block step."
+            f"feature_map_grid: {name!r} is a {array.ndim}-D tensor {tuple(array.shape)}, not feature maps "
+            "(N, C, H, W); its values are one number per class or channel: plot them as bars, or pick a convolution "
+            "or block step."
         )
     if not 0 <= image < array.shape[0]:
         raise ValueError(f"feature_map_grid: image={image} is not in this batch of {array.shape[0]}.")

@@ -1,0 +1,92 @@
+"""The linear (fully connected) classifier: x @ kernel + bias.
+
+Forms: textbook forward `linear` and its MAC count; backward `linear_backward`; loop twin; the
+integer form `fully_connected_int` (TFLite's FULLY_CONNECTED, int32 sums) and its loop twin.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .quantization import exact_int_matmul
+
+# ============================================================================ textbook forward
+
+
+def linear(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """A fully connected layer on the last axis (transformers' classifier, an nn.Linear).
+
+    Math: out[..., o] = bias[o] + sum_c x[..., c] * kernel[c, o]
+    Shapes: x (..., C_in), kernel (C_in, L) (PyTorch's (L, C_in) weight, transposed), bias (L,) -> (..., L).
+
+    >>> linear(np.array([[1.0, 2.0]]), np.array([[1.0], [10.0]]), np.array([0.5]))
+    array([[21.5]])
+    """
+    return x @ kernel + bias  # (..., C_in) @ (C_in, L) -> (..., L)
+
+
+def linear_macs(output_shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of `linear`: MACs = (number of output vectors) * L * C_in.
+
+    >>> linear_macs((1, 1, 1, 1001), (1280, 1001))
+    1281280
+    """
+    return math.prod(output_shape) * kernel_shape[0]
+
+
+# ============================================================================ backward
+
+
+def linear_backward(
+    x: np.ndarray, kernel: np.ndarray, grad_out: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of `ops.linear` (out = x @ kernel + bias).
+
+    Shapes: x (..., C_in), kernel (C_in, L), grad_out (..., L) -> like x, like kernel, (L,).
+    """
+    rows, grads = x.reshape(-1, kernel.shape[0]), grad_out.reshape(-1, kernel.shape[1])
+    return (grads @ kernel.T).reshape(x.shape), rows.T @ grads, grads.sum(axis=0)
+
+
+# ============================================================================ loop twins
+
+
+def linear_loops(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """out[..., o] = bias[o] + sum_c x[..., c] * kernel[c, o]. The twin of `ops.linear`."""
+    out = np.zeros((*x.shape[:-1], kernel.shape[1]), dtype=x.dtype)
+    for index in np.ndindex(x.shape[:-1]):
+        for o in range(kernel.shape[1]):
+            out[(*index, o)] = bias[o] + sum(x[(*index, c)] * kernel[c, o] for c in range(kernel.shape[0]))
+    return out
+
+
+# ============================================================================ integer form
+
+
+def fully_connected_int(
+    x: np.ndarray, x_zero_point: int, weights: np.ndarray, weights_zero_point: int, bias: np.ndarray | None
+) -> np.ndarray:
+    """acc[n, o] = bias[o] + sum_c (x[n, c] - x_zp) * (weights[o, c] - w_zp).
+
+    Shapes: x (N, C) ints, weights (L, C) (TFLite's layout), bias (L,) -> (N, L) int64.
+    """
+    acc = exact_int_matmul(x.astype(np.int64) - x_zero_point, (weights.astype(np.int64) - weights_zero_point).T)
+    return acc if bias is None else acc + bias.astype(np.int64)
+
+
+# ============================================================================ integer loop twins
+
+
+def fully_connected_int_loops(x, x_zp, weights, w_zp, bias):
+    """acc[n, o] = bias[o] + sum_c (x[n, c] - x_zp) * (weights[o, c] - w_zp)."""
+    n, c = x.shape
+    out = np.zeros((n, weights.shape[0]), np.int64)
+    for b in range(n):
+        for o in range(weights.shape[0]):
+            acc = 0 if bias is None else int(bias[o])
+            for k in range(c):
+                acc += (int(x[b, k]) - x_zp) * (int(weights[o, k]) - w_zp)
+            out[b, o] = acc
+    return out

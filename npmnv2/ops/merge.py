@@ -1,0 +1,140 @@
+"""Where two tensors meet: the residual add and the channel concatenation of the DeepLabV3 head.
+
+Forms: textbook forward (`add`, `concat_channels`); backward (`add_backward` copies the
+gradient to both inputs, `concat_channels_backward` splits it); loop twins; the integer forms
+(`add_int`: both inputs rescaled to a common scale, added, requantized; `concatenate_int`) and
+the loop twin of `add_int`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .quantization import multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_scalar, quantize_multiplier
+
+# ============================================================================ textbook forward
+
+
+def add(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The residual connection: x + y, elementwise; both (N, H, W, C) of the same shape.
+
+    >>> add(np.ones((1, 1, 1, 2)), np.full((1, 1, 1, 2), 2.0)).ravel()
+    array([3., 3.])
+    """
+    if x.shape != y.shape:
+        raise ValueError(f"add: a residual connection needs equal shapes, got {x.shape} and {y.shape}.")
+    return x + y
+
+
+def concat_channels(*tensors: np.ndarray) -> np.ndarray:
+    """Stack NHWC tensors along the channel axis, in the order given.
+
+    Shapes: (N, H, W, C_1), (N, H, W, C_2), ... -> (N, H, W, C_1 + C_2 + ...).
+
+    >>> concat_channels(np.zeros((1, 2, 2, 3)), np.ones((1, 2, 2, 5))).shape
+    (1, 2, 2, 8)
+    """
+    return np.concatenate(tensors, axis=-1)
+
+
+# ============================================================================ backward
+
+
+def add_backward(grad_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The residual add passes its gradient unchanged to both inputs: (grad_out, grad_out)."""
+    return grad_out, grad_out
+
+
+def concat_channels_backward(grad_out: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """The gradient of a channel concatenation is split back into the parts' channel counts."""
+    return np.split(grad_out, np.cumsum(sizes)[:-1], axis=-1)
+
+
+# ============================================================================ loop twins
+
+
+def add_loops(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """x + y, number by number. The twin of `ops.add`."""
+    out = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        out[index] = x[index] + y[index]
+    return out
+
+
+def concat_channels_loops(*tensors: np.ndarray) -> np.ndarray:
+    """Copy each tensor's channels after the previous ones'. The twin of `ops.concat_channels`."""
+    n, h, w, _ = tensors[0].shape
+    out = np.zeros((n, h, w, sum(t.shape[-1] for t in tensors)), dtype=tensors[0].dtype)
+    start = 0
+    for t in tensors:
+        for ch in range(t.shape[-1]):
+            out[..., start + ch] = t[..., ch]
+        start += t.shape[-1]
+    return out
+
+
+# ============================================================================ integer form
+
+
+def add_int(
+    a: np.ndarray, a_scale: float, a_zp: int, b: np.ndarray, b_scale: float, b_zp: int,
+    out_scale: float, out_zp: int, act_range: tuple[int, int],
+) -> np.ndarray:  # fmt: skip
+    """A quantized ADD: both inputs brought to a common scale, added, requantized (TFLite's reference Add).
+
+    Math: with left_shift = 20 and s = 2 * max(s_a, s_b):
+        a' = MBQM((a - a_zp) * 2^20, s_a / s),   b' = MBQM((b - b_zp) * 2^20, s_b / s)
+        out = clamp(out_zp + MBQM(a' + b', s / (2^20 * s_out)))
+    where MBQM is `multiply_by_quantized_multiplier` (multipliers below 1, so it only shifts right).
+    Shapes: a, b (N, H, W, C) -> (N, H, W, C) int64.
+    """
+    left_shift = 20
+    twice_max = 2 * max(float(np.float32(a_scale)), float(np.float32(b_scale)))
+    ma, sa = quantize_multiplier(float(np.float32(a_scale)) / twice_max)
+    mb, sb = quantize_multiplier(float(np.float32(b_scale)) / twice_max)
+    mo, so = quantize_multiplier(twice_max / ((1 << left_shift) * float(np.float32(out_scale))))
+    scaled_a = multiply_by_quantized_multiplier((a.astype(np.int64) - a_zp) << left_shift, ma, sa)
+    scaled_b = multiply_by_quantized_multiplier((b.astype(np.int64) - b_zp) << left_shift, mb, sb)
+    return np.clip(multiply_by_quantized_multiplier(scaled_a + scaled_b, mo, so) + out_zp, *act_range)
+
+
+def concatenate_int(
+    inputs: list[np.ndarray], scales: list[float], zero_points: list[int], out_scale: float, out_zp: int,
+    out_range: tuple[int, int],
+) -> np.ndarray:  # fmt: skip
+    """CONCATENATION on the channel axis, requantizing each input to the output's scale in float32
+    arithmetic, as TFLite's reference ConcatenationWithScaling does:
+        q_out = round(q * (s_in / s_out) - zp_in * (s_in / s_out)) + zp_out     (an input already at the output's
+    scale and zero point is copied as it is). Shapes: (N, H, W, C_k) -> (N, H, W, sum C_k) int64."""
+    parts = []
+    inverse = np.float32(1.0) / np.float32(out_scale)
+    for x, scale, zp in zip(inputs, scales, zero_points, strict=True):
+        if zp == out_zp and np.float32(scale) == np.float32(out_scale):
+            parts.append(x.astype(np.int64))
+            continue
+        factor = np.float32(scale) * inverse
+        bias = np.float32(-zp) * factor
+        value = x.astype(np.float32) * factor + bias  # float32, as in C
+        parts.append(
+            np.clip(np.sign(value) * np.floor(np.abs(value) + np.float32(0.5)) + out_zp, *out_range).astype(np.int64)
+        )
+    return np.concatenate(parts, axis=-1)
+
+
+# ============================================================================ integer loop twins
+
+
+def add_int_loops(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp, act_range):
+    """TFLite's reference quantized Add, element by element."""
+
+    twice_max = 2 * max(float(np.float32(a_scale)), float(np.float32(b_scale)))
+    ma, sa = quantize_multiplier(float(np.float32(a_scale)) / twice_max)
+    mb, sb = quantize_multiplier(float(np.float32(b_scale)) / twice_max)
+    mo, so = quantize_multiplier(twice_max / ((1 << 20) * float(np.float32(out_scale))))
+    out = np.zeros(a.shape, np.int64)
+    for index in np.ndindex(a.shape):
+        sa_val = multiply_by_quantized_multiplier_scalar((int(a[index]) - a_zp) * (1 << 20), ma, sa)
+        sb_val = multiply_by_quantized_multiplier_scalar((int(b[index]) - b_zp) * (1 << 20), mb, sb)
+        raw = multiply_by_quantized_multiplier_scalar(sa_val + sb_val, mo, so) + out_zp
+        out[index] = min(max(raw, act_range[0]), act_range[1])
+    return out

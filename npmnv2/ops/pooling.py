@@ -1,0 +1,174 @@
+"""Average pooling: the global average before the classifier, and a fixed-window (VALID) average.
+
+Forms: textbook forward (`global_average_pool`, `avg_pool2d`); backward (the gradient spread
+evenly over each window); loop twins; the integer forms (`average_pool_int` rounds the window
+mean half away from zero, `mean_int` is TFLite's MEAN) and their loop twins.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .padding import as_pair, check_nhwc, kernel_tap, output_size_of_padded
+from .quantization import c_div, multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_scalar
+
+# ============================================================================ textbook forward
+
+
+def global_average_pool(x: np.ndarray) -> np.ndarray:
+    """Mean over all pixels of each channel (the classifier's pooler, DeepLab's image pooling).
+
+    Math: out[n, c] = 1/(H*W) * sum_{y, x} x[n, y, x, c]
+    Shapes: x (N, H, W, C) -> (N, C).
+
+    >>> global_average_pool(np.arange(4.0).reshape(1, 2, 2, 1))
+    array([[1.5]])
+    """
+    return x.mean(axis=(1, 2), dtype=x.dtype)
+
+
+def avg_pool2d(x: np.ndarray, *, kernel_size: int | tuple[int, int], stride: int = 1) -> np.ndarray:
+    """Average over each KH x KW window, VALID padding (TF-slim's fixed 7x7 pooling).
+
+    Math: out[n, y, x, c] = mean_{i, j} x[n, y*s + i, x*s + j, c]
+    Shapes: x (N, H, W, C) -> (N, (H-KH)//s + 1, (W-KW)//s + 1, C).
+
+    >>> avg_pool2d(np.arange(9.0).reshape(1, 3, 3, 1), kernel_size=2)[0, :, :, 0]
+    array([[2., 3.],
+           [5., 6.]])
+    """
+    n, h, w, c = check_nhwc(x, "avg_pool2d")
+    kh, kw = as_pair(kernel_size, "kernel_size")
+    ho, wo = output_size_of_padded(h, w, kernel_size=(kh, kw), stride=stride, dilation=1, op="avg_pool2d")
+    total = np.zeros((n, ho, wo, c), dtype=x.dtype)  # (N, Ho, Wo, C)
+    for i in range(kh):
+        for j in range(kw):
+            total += kernel_tap(x, i, j, out_size=(ho, wo), stride=stride, dilation=1)  # (N, Ho, Wo, C)
+    return total / x.dtype.type(kh * kw)
+
+
+# ============================================================================ backward
+
+
+def global_average_pool_backward(grad_out: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
+    """Each of the H*W pixels receives 1/(H*W) of its channel's gradient.
+
+    Shapes: grad_out (N, C) -> (N, H, W, C).
+    """
+    n, h, w, c = input_shape
+    return np.broadcast_to(grad_out[:, None, None, :] / grad_out.dtype.type(h * w), input_shape).copy()
+
+
+def avg_pool2d_backward(grad_out: np.ndarray, input_shape: tuple[int, ...], *, kernel_size: int, stride: int = 1):
+    """Each output's gradient is shared equally by the KH*KW inputs of its window (VALID pooling).
+
+    Shapes: grad_out (N, Ho, Wo, C) -> input_shape (N, H, W, C).
+    """
+    k = kernel_size
+    ho, wo = grad_out.shape[1:3]
+    grad_x = np.zeros(input_shape, grad_out.dtype)
+    share = grad_out / grad_out.dtype.type(k * k)
+    for i in range(k):
+        for j in range(k):
+            grad_x[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride] += share
+    return grad_x
+
+
+# ============================================================================ loop twins
+
+
+def global_average_pool_loops(x: np.ndarray) -> np.ndarray:
+    """out[n, c] = sum of the channel's H*W values / (H*W). The twin of `ops.global_average_pool`."""
+    n, h, w, c = x.shape
+    out = np.zeros((n, c), dtype=x.dtype)
+    for b in range(n):
+        for ch in range(c):
+            out[b, ch] = sum(float(x[b, y, x_, ch]) for y in range(h) for x_ in range(w)) / (h * w)
+    return out
+
+
+def avg_pool2d_loops(x: np.ndarray, *, kernel_size: int, stride: int = 1) -> np.ndarray:
+    """out[n, y, x, c] = mean of the kernel_size x kernel_size window at (y*s, x*s), VALID padding."""
+    n, h, w, c = x.shape
+    k = kernel_size
+    ho, wo = (h - k) // stride + 1, (w - k) // stride + 1
+    out = np.zeros((n, ho, wo, c), dtype=x.dtype)
+    for y in range(ho):
+        for x_ in range(wo):
+            out[:, y, x_] = x[:, y * stride : y * stride + k, x_ * stride : x_ * stride + k].mean(axis=(1, 2))
+    return out
+
+
+def avg_pool2d_backward_loops(grad_out, input_shape, *, kernel_size, stride=1):
+    """Share every output's gradient equally among the pixels of its window."""
+    k = kernel_size
+    out = np.zeros(input_shape, grad_out.dtype)
+    for b, y, x_, ch in np.ndindex(grad_out.shape):
+        for i in range(k):
+            for j in range(k):
+                out[b, y * stride + i, x_ * stride + j, ch] += grad_out[b, y, x_, ch] / (k * k)
+    return out
+
+
+# ============================================================================ integer form
+
+
+def average_pool_int(x: np.ndarray, *, kernel_size: tuple[int, int], act_range: tuple[int, int]) -> np.ndarray:
+    """VALID average pooling with stride 1 over whole windows, rounded half up: (sum + count/2) // count.
+
+    Shapes: x (N, H, W, C) -> (N, H - KH + 1, W - KW + 1, C) int64.
+    """
+    kh, kw = kernel_size
+    n, h, w, c = x.shape
+    ho, wo = h - kh + 1, w - kw + 1
+    total = np.zeros((n, ho, wo, c), np.int64)
+    for i in range(kh):
+        for j in range(kw):
+            total += x[:, i : i + ho, j : j + wo].astype(np.int64)
+    count = kh * kw
+    return np.clip((total + count // 2) // count, *act_range)
+
+
+def mean_int(x: np.ndarray, x_zp: int, m0: int, shift: int, out_zp: int, out_range: tuple[int, int]) -> np.ndarray:
+    """MEAN over H and W of an int8 tensor, as TFLite's reference_integer_ops::Mean computes it.
+
+    Math: the division by count = H*W is folded into the multiplier M0 * 2^shift (= s_in / s_out):
+        k = min(floor(log2(count)), 32, 31 + shift);  M0' = floor(M0 * 2^k / count);  shift' = shift - k
+        out = clamp(out_zp + MBQM(sum (x - x_zp), M0', shift'))
+    Shapes: x (N, H, W, C) -> (N, 1, 1, C) int64.
+    """
+    count = x.shape[1] * x.shape[2]
+    k = min(count.bit_length() - 1, 32, 31 + shift)
+    folded = (m0 << k) // count
+    total = (x.astype(np.int64) - x_zp).sum(axis=(1, 2), keepdims=True)  # (N, 1, 1, C)
+    return np.clip(multiply_by_quantized_multiplier(total, folded, shift - k) + out_zp, *out_range)
+
+
+# ============================================================================ integer loop twins
+
+
+def average_pool_int_loops(x, *, kernel_size, act_range):
+    """(sum of the window + count / 2) / count, per output pixel and channel (VALID, stride 1)."""
+    kh, kw = kernel_size
+    n, h, w, c = x.shape
+    out = np.zeros((n, h - kh + 1, w - kw + 1, c), np.int64)
+    for index in np.ndindex(out.shape):
+        b, y, x_, ch = index
+        total = sum(int(x[b, y + i, x_ + j, ch]) for i in range(kh) for j in range(kw))
+        out[index] = min(max(c_div(total + kh * kw // 2, kh * kw), act_range[0]), act_range[1])
+    return out
+
+
+def mean_int_loops(x, x_zp, m0, shift, out_zp, out_range):
+    """TFLite's reference_integer_ops::Mean: the count folded into the multiplier, per channel."""
+    n, h, w, c = x.shape
+    count = h * w
+    k = min(count.bit_length() - 1, 32, 31 + shift)
+    folded = (m0 << k) // count
+    out = np.zeros((n, 1, 1, c), np.int64)
+    for b in range(n):
+        for ch in range(c):
+            total = sum(int(x[b, y, x_, ch]) - x_zp for y in range(h) for x_ in range(w))
+            value = multiply_by_quantized_multiplier_scalar(total, folded, shift - k) + out_zp
+            out[b, 0, 0, ch] = min(max(value, out_range[0]), out_range[1])
+    return out
