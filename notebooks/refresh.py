@@ -4,8 +4,9 @@
     python notebooks/refresh.py 03         # the ones whose name contains "03"
 
 Needs the notebook extra (`pip install -e ".[notebooks]"`) or the test extra, and the public data
-(`npmnv2 data fetch`, or $NPMNV2_DATA pointing at a folder holding it). The test suite re-executes each notebook and fails when a
-stored one no longer matches what its code produces (tests/test_notebooks.py).
+(`npmnv2 data fetch`, or $NPMNV2_DATA pointing at a folder holding it). The test suite re-executes
+each notebook and fails when a stored one no longer matches what its code produces
+(tests/test_notebooks.py).
 """
 
 from __future__ import annotations
