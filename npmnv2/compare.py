@@ -27,13 +27,14 @@ QUANT_RMS_STEPS = 1.5
 QUANT_JUMP = 1.5
 
 
-def _noise_group(kind: str) -> str:
-    """Layers whose quantization noise is alike: activation outputs, linear outputs, the rest."""
-    if kind == "activation":
-        return "activation"
-    if kind in ("batch_norm", "convolution", "residual_add", "block_output"):
-        return "linear"
-    return "other"
+# Layers whose quantization noise is alike, by step kind: activation outputs, linear outputs, the rest.
+NOISE_GROUP = {
+    "activation": "activation",
+    "batch_norm": "linear",
+    "convolution": "linear",
+    "residual_add": "linear",
+    "block_output": "linear",
+}
 
 
 @dataclass
@@ -209,7 +210,7 @@ def compare(trace: Trace, reference: Mapping[str, Any], tolerance: float | None 
         if tolerance is not None:
             ok = diff <= tolerance * max(1.0, scale)
         else:  # a quantized model's tensor: judged against quantization noise
-            group = _noise_group(step.kind)
+            group = NOISE_GROUP.get(step.kind, "other")
             jumped = relative_rms > QUANT_JUMP * noise_so_far.get(group, 0.0)
             above_steps = step_size is None or rms_diff > QUANT_RMS_STEPS * step_size
             ok = not (relative_rms > QUANT_RELATIVE_RMS and above_steps and jumped)

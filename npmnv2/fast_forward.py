@@ -39,6 +39,7 @@ from .ops import (
     im2col,
     pad2d,
 )
+from .ops.padding import tap_slice
 
 # ============================================================================ geometry and padding
 
@@ -127,8 +128,8 @@ def depthwise_windows(x_padded: np.ndarray, kernel: np.ndarray, *, stride: int, 
     """
     n, hp, wp, c = x_padded.shape
     kh, kw, _ = kernel.shape
-    ho = (hp - dilation * (kh - 1) - 1) // stride + 1
-    wo = (wp - dilation * (kw - 1) - 1) // stride + 1
+    ho = conv_output_size(hp, kernel_size=kh, stride=stride, dilation=dilation, pad=0)
+    wo = conv_output_size(wp, kernel_size=kw, stride=stride, dilation=dilation, pad=0)
     x = np.ascontiguousarray(x_padded)
     sn, sh, sw, sc = x.strides
     windows = as_strided(
@@ -306,7 +307,7 @@ def _patch_planes(x: np.ndarray, spec: ConvSpec, tf_padding: bool, out_pad: Pad2
     inside = planes[:, :, top : top + ho, left : left + wo]  # (N, P + 1, Ho, Wo), a view
     for i in range(k):
         for j in range(k):
-            tap = image[:, :, i * d : i * d + s * (ho - 1) + 1 : s, j * d : j * d + s * (wo - 1) + 1 : s]
+            tap = image[:, :, tap_slice(i * d, s, ho), tap_slice(j * d, s, wo)]
             inside[:, (i * k + j) * c : (i * k + j + 1) * c] = tap  # (N, C, Ho, Wo)
     inside[:, -1] = 1
     return planes

@@ -47,14 +47,6 @@ class GradientResult:
     backward_steps: list[Step] = field(default_factory=list)
 
 
-def _root(a: np.ndarray) -> int:
-    """The identity of the memory an array views: steps' tensors are views of the arrays the
-    forward made, and each op made a new array, so this names the tensor."""
-    while isinstance(a.base, np.ndarray):
-        a = a.base
-    return id(a)
-
-
 def _internal(a: np.ndarray) -> np.ndarray:
     """A step's public tensor (NCHW, or (N, L) logits) back in the forward's NHWC layout."""
     return nchw_to_nhwc(a) if a.ndim == 4 else a[:, None, None, :]
@@ -145,29 +137,30 @@ def grad(
     trace = trace_forward(model, pixel_values)  # every tensor kept
     logits_step = trace.steps[-1]
     loss, g = loss_gradient(model, _internal(logits_step.output), labels, target)
-    grads: dict[int, np.ndarray] = {_root(logits_step.output): g}
+    grads: dict[str, np.ndarray] = {logits_step.name: g}  # step name -> gradient of its output (NHWC)
     params: dict[str, dict[str, np.ndarray]] = {}
     wanted: dict[str, np.ndarray] = {}
     backward_steps: list[Step] = []
     for step in reversed(trace.steps):
-        g = grads.pop(_root(step.output), None)
+        g = grads.pop(step.name, None)
         if g is None:
             continue  # nothing downstream of this step reaches the loss
         if any(fnmatch.fnmatchcase(step.name, p) for p in patterns):
             wanted[step.name] = public_layout(step.kind, g).copy()  # the traced tensor's layout
         inputs = [_internal(x) for x in step.inputs]
         input_grads = _step_backward(step, inputs, g, params)
-        for x, gx in zip(inputs, input_grads, strict=True):
-            key = _root(x)
-            grads[key] = gx if key not in grads else grads[key] + gx
+        for source, gx in zip(step.sources, input_grads, strict=True):  # follow the names back
+            grads[source] = gx if source not in grads else grads[source] + gx
         if inputs:  # what this step sends back to its first input (a residual's skip adds more later)
+            page = ops.PAGE_OF.get(step.op)
             backward_steps.append(
                 Step(name=f"{step.name}.backward", kind="backward", output_shape=tuple(step.inputs[0].shape),
-                     output=public_layout(step.kind, input_grads[0]), op=_backward_op(step), attrs={"of": step.name})
+                     output=public_layout(step.kind, input_grads[0]), op=page.backward_op if page else None,
+                     attrs={"of": step.name}, sources=(step.name,))
             )  # fmt: skip
     first = trace.steps[0].inputs[0]
     gradients = _to_state_dict(model, params)
-    gradients["pixel_values"] = nhwc_to_nchw(grads.get(_root(first), np.zeros_like(_internal(first))))
+    gradients["pixel_values"] = nhwc_to_nchw(grads.get("pixel_values", np.zeros_like(_internal(first))))
     gradients.update(wanted)
     return GradientResult(loss, gradients, trace, backward_steps)
 
@@ -189,33 +182,6 @@ def fast_path_applies(model: Any, shape: tuple[int, ...]) -> bool:
     return size == (7, 7)  # TF-slim's fixed 7x7 average over a 7x7 map is the global average
 
 
-_BACKWARD = {
-    ops.conv2d: B.conv2d_backward,
-    ops.depthwise_conv2d: B.depthwise_conv2d_backward,
-    ops.pointwise_conv2d: B.pointwise_conv2d_backward,
-    ops.batch_norm: B.batch_norm_backward,
-    ops.linear: B.linear_backward,
-    ops.add: B.add_backward,
-    ops.concat_channels: B.concat_channels_backward,
-    ops.global_average_pool: B.global_average_pool_backward,
-    ops.avg_pool2d: B.avg_pool2d_backward,
-    ops.resize_bilinear: B.resize_bilinear_backward,
-}
-
-
-def _backward_op(step: Step) -> Any:
-    """The `npmnv2.backward` function that undoes this step's op (for the backward Step's `op`)."""
-    if step.kind == "activation":
-        return B.activation_backward
-    if step.kind == "block_output":
-        return None  # the identity: the gradient passes unchanged
-    return _BACKWARD.get(step.op)
-
-
-def _layer(step: Step) -> str:
-    return step.name.rsplit(".", 1)[0] if step.kind in ("convolution", "batch_norm") else step.name
-
-
 def _accumulate(params: dict, layer: str, **arrays: np.ndarray) -> None:
     entry = params.setdefault(layer, {})
     for key, value in arrays.items():
@@ -223,46 +189,20 @@ def _accumulate(params: dict, layer: str, **arrays: np.ndarray) -> None:
 
 
 def _step_backward(step: Step, inputs: list[np.ndarray], g: np.ndarray, params: dict) -> list[np.ndarray]:
-    """The gradients of one step's inputs (NHWC), accumulating its parameters' gradients in `params`."""
-    a = step.attrs
-    if step.kind == "convolution":
-        x, kernel = inputs[0], step.params["kernel"]
-        if step.op is ops.pointwise_conv2d:
-            gx, gk, gb = B.pointwise_conv2d_backward(x, kernel, g)
-        else:
-            backward = B.depthwise_conv2d_backward if step.op is ops.depthwise_conv2d else B.conv2d_backward
-            gx, gk, gb = backward(
-                x, kernel, g, stride=a["stride"], dilation=a["dilation"], padding=ops.Pad2D(*a["padding"])
-            )
-        _accumulate(params, _layer(step), kernel=gk, **({"bias": gb} if "bias" in step.params else {}))
-        if a.get("folded_bn"):  # the identity batch norm transformers' layout gives a folded layer
-            y = _internal(step.output) - step.params["bias"]
-            _accumulate(params, _layer(step), gamma=(g * y).sum(axis=(0, 1, 2)))
-        return [gx]
-    if step.kind == "batch_norm":
-        p = step.params
-        gx, gamma, beta = B.batch_norm_backward(inputs[0], p["var"], p["gamma"], p["mean"], g, eps=a["eps"])
-        _accumulate(params, _layer(step), gamma=gamma, beta=beta)
-        return [gx]
-    if step.kind == "activation":
-        return [B.activation_backward(a["function"], inputs[0], g)]
-    if step.kind == "residual_add":
-        return list(B.add_backward(g))
-    if step.kind == "block_output":
+    """The gradients of one step's inputs (NHWC), from the backward on its op's page; its
+    parameters' gradients are added to `params` under the step's layer."""
+    if step.op is None:  # the projection passed on as the block output: the identity
         return [g]
-    if step.kind == "pooling":
-        if step.op is ops.global_average_pool:
-            return [B.global_average_pool_backward(g.reshape(g.shape[0], -1), inputs[0].shape)]
-        return [B.avg_pool2d_backward(g, inputs[0].shape, kernel_size=a["window"][0], stride=a["stride"])]
-    if step.kind == "linear":
-        gx, gk, gb = B.linear_backward(inputs[0], step.params["kernel"], g)
-        _accumulate(params, step.name, kernel=gk, bias=gb)
-        return [gx]
-    if step.kind == "resize":
-        return [B.resize_bilinear_backward(g, inputs[0].shape, align_corners=a.get("align_corners", True))]
-    if step.kind == "concat":
-        return B.concat_channels_backward(g, [x.shape[-1] for x in inputs])
-    raise ValueError(f"grad: no backward for step {step.name!r} of kind {step.kind!r}.")
+    page = ops.PAGE_OF.get(step.op)
+    if page is None or page.backward is None:
+        raise ValueError(f"grad: step {step.name!r} ran {step.op.__name__}, which has no backward on its page.")
+    input_grads, param_grads = page.backward(step, inputs, g)
+    if param_grads:
+        _accumulate(params, step.attrs["layer"], **param_grads)
+    if step.attrs.get("folded_bn"):  # the identity batch norm transformers' layout gives a folded layer
+        y = _internal(step.output) - step.params["bias"]
+        _accumulate(params, step.attrs["layer"], gamma=(g * y).sum(axis=(0, 1, 2)))
+    return input_grads
 
 
 def _to_state_dict(model: Any, params: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -19,6 +19,7 @@ import fnmatch
 import html
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -28,7 +29,7 @@ import numpy as np
 from . import ops
 from .architecture import MIN_INPUT_SIZE, ConvSpec
 from .configuration_mobilenet_v2 import MobileNetV2Config
-from .ops import MACS, nchw_to_nhwc, nhwc_to_nchw
+from .ops import nchw_to_nhwc, nhwc_to_nchw
 from .tables import format_table, html_table
 
 # What a step does; `Step.op` names the function that did it.
@@ -123,6 +124,7 @@ class Step:
     kind: what it does (`StepKind`); op: the function that computed it, e.g.
           `npmnv2.ops.depthwise_conv2d` (`inspect.getsource(step.op)` shows the math).
     output / inputs: NCHW arrays (None / () when this step's tensors were not kept).
+    sources: the names of the steps that produced `inputs`, in order ("pixel_values" for the input).
     output_shape: NCHW shape, always known.
     params: the arrays it used (npmnv2 layout: HWIO kernels, (KH, KW, C) depthwise).
     attrs: hyper-parameters actually applied (stride, dilation, groups, padding, ...).
@@ -142,6 +144,7 @@ class Step:
     n_params: int = 0
     tf_scope: str = ""
     index: int = 0
+    sources: tuple[str, ...] = ()  # the steps whose outputs are this step's inputs ("pixel_values": the input)
 
     def explain(self) -> Explanation:
         """What this step did, in words, with its real numbers, and which function did it (a str
@@ -152,46 +155,11 @@ class Step:
         return Explanation(text)
 
     def _describe(self) -> str:
-        a = self.attrs
-        shape_in = "x".join(map(str, self.input_shapes[0][2:])) if self.input_shapes else "?"
-        shape_out = "x".join(map(str, self.output_shape[2:]))
-        if self.kind == "convolution":
-            k = a["kernel_size"]
-            pad = a["padding"]
-            how = "TF SAME padding" if a["tf_padding"] else "PyTorch symmetric padding"
-            kind = {"depthwise": "depthwise", "pointwise": "1x1 pointwise", "conv": "dense"}[a["conv_type"]]
-            text = (
-                f"{kind} convolution {a['c_in']} -> {a['c_out']} channels, {k}x{k} kernel, stride {a['stride']}, "
-                f"dilation {a['dilation']} (groups {a['groups']}). {how} for a {shape_in} input, k={k}, "
-                f"s={a['stride']}, d={a['dilation']}: pad top {pad[0]}, bottom {pad[1]}, left {pad[2]}, right "
-                f"{pad[3]}; output {shape_out}. {self.macs:,} MACs."
-            )
-            if a.get("folded_bn"):
-                text += " Batch norm is folded into this kernel and bias."
-            return text
-        if self.kind == "batch_norm":
-            return (
-                f"batch norm (inference) over {self.output_shape[1]} channels: (x - running_mean) / "
-                f"sqrt(running_var + {a['eps']:g}) * gamma + beta."
-            )
-        if self.kind == "activation":
-            return f"{a['function']} applied elementwise to a {self.output_shape} tensor."
-        if self.kind == "residual_add":
-            return f"residual connection: block input + projection output, {self.output_shape}."
-        if self.kind == "block_output":
+        """The words come from the op's own page (`npmnv2.ops.PAGE_OF`)."""
+        if self.op is None:
             return "no residual here (the stride or the channel count changes): the projection is the output."
-        if self.kind == "pooling":
-            window = a.get("window")
-            what = "global average" if window == "global" else f"{window[0]}x{window[1]} average (VALID)"
-            return f"{what} pooling {shape_in} -> {shape_out}."
-        if self.kind == "linear":
-            return f"linear classifier {a['c_in']} -> {a['c_out']}: {self.macs:,} MACs."
-        if self.kind == "resize":
-            return f"bilinear resize {shape_in} -> {shape_out} (align_corners={a.get('align_corners')})."
-        if self.kind == "concat":
-            parts = " + ".join(str(s[1]) for s in self.input_shapes)
-            return f"concatenate on channels: {parts} -> {self.output_shape[1]}."
-        return self.kind
+        page = ops.PAGE_OF.get(self.op)
+        return page.describe(self) if page is not None else self.kind
 
     def stats(self) -> dict[str, float] | None:
         """min, mean, max, fraction of zeros and of values clipped at 6 (None when not kept)."""
@@ -255,19 +223,6 @@ def op_name(op: Callable[..., Any]) -> str:
     return f"{module}.{name}"
 
 
-def _conv_attrs(spec: ConvSpec, tf_padding: bool) -> dict[str, Any]:
-    return {
-        "conv_type": spec.kind,
-        "kernel_size": spec.kernel_size,
-        "stride": spec.stride,
-        "dilation": spec.dilation,
-        "groups": spec.c_in if spec.kind == "depthwise" else 1,
-        "tf_padding": tf_padding,
-        "c_in": spec.c_in,
-        "c_out": spec.c_out,
-    }
-
-
 # ============================================================================ the trace
 
 
@@ -303,6 +258,7 @@ class Trace(Mapping):
         self.steps: list[Step] = []
         self._by_name: dict[str, Step] = {}
         self._keep_cache: dict[str, bool] = {}
+        self._producers: dict[int, tuple[weakref.ref, str]] = {}  # id of a recorded output -> (the array, its step)
         self.output: Any = None  # the model output, when the forward ran to the end
         self.pixel_values: np.ndarray | None = None
 
@@ -329,18 +285,16 @@ class Trace(Mapping):
         """Record one step (NHWC arrays in); return the tensor the forward continues with."""
         if name in self.replace:
             output = self._replacement(name, output)
-        step_attrs = {}
+        page = ops.PAGE_OF.get(op)
+        step_attrs: dict[str, Any] = {}
         if spec is not None:
             tf_scope = tf_scope or spec.tf_scope
-            if kind in ("convolution", "linear"):
-                step_attrs.update(_conv_attrs(spec, self.tf_padding))
-            elif kind == "batch_norm":
-                step_attrs["eps"] = spec.eps
-            elif kind == "activation":
-                step_attrs["function"] = spec.activation
+            step_attrs["layer"] = spec.name  # whose parameters this step uses
+            if page is not None and page.spec_attrs is not None:
+                step_attrs.update(page.spec_attrs(spec, self.tf_padding))
         step_attrs.update(attrs or {})
         used = dict(params or {})
-        macs = MACS[op](output.shape, used["kernel"].shape) if op in MACS else 0
+        macs = page.macs(output.shape, used["kernel"].shape) if page is not None and page.macs is not None else 0
         n_params = sum(int(v.size) for k, v in used.items() if k not in ("mean", "var"))
         keep = self.keeps(name)
         public = public_layout(kind, output)
@@ -358,12 +312,19 @@ class Trace(Mapping):
             n_params=n_params,
             tf_scope=tf_scope,
             index=len(self.steps),
+            sources=tuple(self._source(x) for x in inputs),
         )
+        self._producers[id(output)] = (weakref.ref(output), name)
         self.steps.append(step)
         self._by_name[name] = step
         if name == self.stop_at:
             raise StopForward(name)
         return output
+
+    def _source(self, x: np.ndarray) -> str:
+        """The step that produced array `x` (the same object it returned), or "pixel_values"."""
+        ref, name = self._producers.get(id(x), (None, "pixel_values"))
+        return name if ref is not None and ref() is x else "pixel_values"
 
     def _replacement(self, name: str, output: np.ndarray) -> np.ndarray:
         new = np.asarray(self.replace[name])

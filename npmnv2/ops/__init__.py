@@ -73,6 +73,7 @@ from .layout import nchw_to_nhwc, nhwc_to_nchw
 from .losses import bce_with_logits, cross_entropy, mse_loss
 from .merge import add, concat_channels
 from .padding import Pad2D, conv_output_size, conv_padding, kernel_tap, pad2d, symmetric_padding, tf_same_padding
+from .pages import OpPage
 from .pooling import avg_pool2d, global_average_pool
 from .probability import log_softmax, softmax
 from .resize import bilinear_source, resize_bilinear
@@ -82,21 +83,66 @@ FAMILIES = (
     quantization, layout,
 )  # fmt: skip
 
+# Every op the readable layers record, and its page: how to describe, differentiate and count it
+# (see `npmnv2.ops.pages`). A new op module adds its PAGES to FAMILIES; nothing else changes.
+PAGE_OF: dict[Callable[..., np.ndarray], OpPage] = {
+    page.forward: page for family in FAMILIES for page in getattr(family, "PAGES", ())
+}
+
 # Each op that multiplies by weights, and the formula (beside the op in its module) counting its
 # multiply-accumulates from its output shape and its kernel shape (both in npmnv2's layout).
 MACS: dict[Callable[..., np.ndarray], Callable[[tuple[int, ...], tuple[int, ...]], int]] = {
-    conv2d: conv2d_macs,
-    pointwise_conv2d: pointwise_conv2d_macs,
-    depthwise_conv2d: depthwise_conv2d_macs,
-    linear: linear_macs,
+    page.forward: page.macs for page in PAGE_OF.values() if page.macs is not None
 }
 
 __all__ = [
-    "ACTIVATIONS", "FAMILIES", "MACS", "Pad2D", "activation", "add", "avg_pool2d", "batch_norm", "bce_with_logits",
-    "bilinear_source", "concat_channels", "conv2d", "conv2d_macs", "conv_output_size", "conv_padding", "cross_entropy",
-    "depthwise_conv2d", "depthwise_conv2d_macs", "fold_batch_norm", "gelu", "gelu_tanh", "global_average_pool",
-    "hardswish", "identity", "im2col", "kernel_tap", "leaky_relu", "linear", "linear_macs", "log_softmax", "mish",
-    "mse_loss", "nchw_to_nhwc", "nhwc_to_nchw", "pad2d", "pointwise_conv2d", "pointwise_conv2d_macs",
-    "quick_gelu", "relu", "relu6", "resize_bilinear", "sigmoid", "silu", "softmax", "symmetric_padding", "tanh",
+    "ACTIVATIONS",
+    "FAMILIES",
+    "MACS",
+    "PAGE_OF",
+    "OpPage",
+    "Pad2D",
+    "activation",
+    "add",
+    "avg_pool2d",
+    "batch_norm",
+    "bce_with_logits",
+    "bilinear_source",
+    "concat_channels",
+    "conv2d",
+    "conv2d_macs",
+    "conv_output_size",
+    "conv_padding",
+    "cross_entropy",
+    "depthwise_conv2d",
+    "depthwise_conv2d_macs",
+    "fold_batch_norm",
+    "gelu",
+    "gelu_tanh",
+    "global_average_pool",
+    "hardswish",
+    "identity",
+    "im2col",
+    "kernel_tap",
+    "leaky_relu",
+    "linear",
+    "linear_macs",
+    "log_softmax",
+    "mish",
+    "mse_loss",
+    "nchw_to_nhwc",
+    "nhwc_to_nchw",
+    "pad2d",
+    "pointwise_conv2d",
+    "pointwise_conv2d_macs",
+    "quick_gelu",
+    "relu",
+    "relu6",
+    "resize_bilinear",
+    "sigmoid",
+    "silu",
+    "softmax",
+    "symmetric_padding",
+    "tanh",
     "tf_same_padding",
-]  # fmt: skip
+]

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
+
+from .pages import OpPage
 
 # ============================================================================ textbook forward
 
@@ -193,3 +196,23 @@ def activation_loops(name: str, x: np.ndarray) -> np.ndarray:
     for index in np.ndindex(x.shape):
         out[index] = f(float(x[index]))
     return out
+
+
+# ============================================================================ the pages: describe, differentiate
+
+
+def describe_activation(step: Any) -> str:
+    return f"{step.attrs['function']} applied elementwise to a {step.output_shape} tensor."
+
+
+def activation_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.ndarray):
+    return [activation_backward(step.attrs["function"], inputs[0], grad_out)], {}
+
+
+PAGES = tuple(
+    OpPage(
+        function, describe_activation, activation_step_backward, activation_backward,
+        spec_attrs=lambda spec, tf_padding: {"function": spec.activation},
+    )
+    for function in dict.fromkeys(ACTIVATIONS.values())
+)  # fmt: skip

@@ -9,8 +9,11 @@ is `fold_batch_norm`.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
+
+from .pages import OpPage
 
 # ============================================================================ textbook forward
 
@@ -170,3 +173,27 @@ def batch_norm_backward_loops(x, var, gamma, mean, grad_out, *, eps):
         grad_gamma[ch] += grad_out[index] * (x[index] - mean[ch]) * inv_std
         grad_beta[ch] += grad_out[index]
     return grad_x, grad_gamma, grad_beta
+
+
+# ============================================================================ the page: describe, differentiate
+
+
+def describe_batch_norm(step: Any) -> str:
+    return (
+        f"batch norm (inference) over {step.output_shape[1]} channels: (x - running_mean) / "
+        f"sqrt(running_var + {step.attrs['eps']:g}) * gamma + beta."
+    )
+
+
+def batch_norm_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.ndarray):
+    p = step.params
+    gx, gamma, beta = batch_norm_backward(inputs[0], p["var"], p["gamma"], p["mean"], grad_out, eps=step.attrs["eps"])
+    return [gx], {"gamma": gamma, "beta": beta}
+
+
+PAGES = (
+    OpPage(
+        batch_norm, describe_batch_norm, batch_norm_step_backward, batch_norm_backward,
+        spec_attrs=lambda spec, tf_padding: {"eps": spec.eps},
+    ),
+)  # fmt: skip

@@ -11,6 +11,7 @@ integer forms use the same `im2col`; the integer one then requantizes with
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,9 @@ from .padding import (
     output_size_of_padded,
     pad2d,
     pad2d_backward,
+    tap_slice,
 )
+from .pages import OpPage, parameter_grads, spatial
 from .quantization import exact_int_matmul
 
 # ============================================================================ textbook forward
@@ -175,14 +178,14 @@ def col2im(
     """
     n, hp, wp, c = padded_shape
     k = kernel_size
-    ho = (hp - dilation * (k - 1) - 1) // stride + 1
-    wo = (wp - dilation * (k - 1) - 1) // stride + 1
+    ho = conv_output_size(hp, kernel_size=k, stride=stride, dilation=dilation, pad=0)
+    wo = conv_output_size(wp, kernel_size=k, stride=stride, dilation=dilation, pad=0)
     windows = cols.reshape(n, ho, wo, k * k, c)  # (N, Ho, Wo, KH*KW, C)
     x = np.zeros(padded_shape, cols.dtype)
     for i in range(k):
         for j in range(k):
-            rows = slice(i * dilation, i * dilation + stride * (ho - 1) + 1, stride)
-            columns = slice(j * dilation, j * dilation + stride * (wo - 1) + 1, stride)
+            rows = tap_slice(i * dilation, stride, ho)
+            columns = tap_slice(j * dilation, stride, wo)
             x[:, rows, columns] += windows[:, :, :, i * k + j]  # tap (i, j) back to where it was read
     return x
 
@@ -231,8 +234,8 @@ def im2col_loops(x_padded: np.ndarray, *, kernel_size: int, stride: int, dilatio
     The twin of `ops.im2col`."""
     n, hp, wp, c = x_padded.shape
     k = kernel_size
-    ho = (hp - dilation * (k - 1) - 1) // stride + 1
-    wo = (wp - dilation * (k - 1) - 1) // stride + 1
+    ho = conv_output_size(hp, kernel_size=k, stride=stride, dilation=dilation, pad=0)
+    wo = conv_output_size(wp, kernel_size=k, stride=stride, dilation=dilation, pad=0)
     cols = np.zeros((n * ho * wo, k * k * c), dtype=x_padded.dtype)
     row = 0
     for b in range(n):
@@ -264,8 +267,8 @@ def conv2d_loops(
     xp = pad2d(x, padding)
     n, hp, wp, c_in = xp.shape
     kh, kw, _, c_out = kernel.shape
-    ho = (hp - dilation * (kh - 1) - 1) // stride + 1
-    wo = (wp - dilation * (kw - 1) - 1) // stride + 1
+    ho = conv_output_size(hp, kernel_size=kh, stride=stride, dilation=dilation, pad=0)
+    wo = conv_output_size(wp, kernel_size=kw, stride=stride, dilation=dilation, pad=0)
     out = np.zeros((n, ho, wo, c_out), dtype=x.dtype)
     for b in range(n):
         for y in range(ho):
@@ -300,8 +303,8 @@ def col2im_loops(cols, padded_shape, *, kernel_size, stride, dilation=1):
     """Add every column entry back to the pixel it was copied from. The twin of `backward.col2im`."""
     n, hp, wp, c = padded_shape
     k = kernel_size
-    ho = (hp - dilation * (k - 1) - 1) // stride + 1
-    wo = (wp - dilation * (k - 1) - 1) // stride + 1
+    ho = conv_output_size(hp, kernel_size=k, stride=stride, dilation=dilation, pad=0)
+    wo = conv_output_size(wp, kernel_size=k, stride=stride, dilation=dilation, pad=0)
     out = np.zeros(padded_shape, cols.dtype)
     row = 0
     for b in range(n):
@@ -356,7 +359,7 @@ def conv2d_int(
     c_out, kh, kw, c_in = kernel.shape
     centred = np.pad(x.astype(np.int64) - x_zero_point, ((0, 0), padding[:2], padding[2:], (0, 0)))  # 0 = x_zp
     hp, wp = centred.shape[1:3]
-    ho, wo = (hp - dilation * (kh - 1) - 1) // stride + 1, (wp - dilation * (kw - 1) - 1) // stride + 1
+    ho, wo = output_size_of_padded(hp, wp, kernel_size=(kh, kw), stride=stride, dilation=dilation, op="conv2d_int")
     taps = [
         kernel_tap(centred, i, j, out_size=(ho, wo), stride=stride, dilation=dilation)
         for i in range(kh)
@@ -381,8 +384,8 @@ def conv2d_int_loops(x, x_zp, kernel, k_zp, bias, *, stride, dilation, padding):
     n, h, w, c_in = x.shape
     c_out, kh, kw, _ = kernel.shape
     top, bottom, left, right = padding
-    ho = (h + top + bottom - dilation * (kh - 1) - 1) // stride + 1
-    wo = (w + left + right - dilation * (kw - 1) - 1) // stride + 1
+    ho = conv_output_size(h, kernel_size=kh, stride=stride, dilation=dilation, pad=top + bottom)
+    wo = conv_output_size(w, kernel_size=kw, stride=stride, dilation=dilation, pad=left + right)
     k_zp = np.broadcast_to(np.asarray(k_zp), (c_out,))
     out = np.zeros((n, ho, wo, c_out), np.int64)
     for b in range(n):
@@ -398,3 +401,64 @@ def conv2d_int_loops(x, x_zp, kernel, k_zp, bias, *, stride, dilation, padding):
                                     acc += (int(x[b, yy, xx, c]) - x_zp) * (int(kernel[o, i, j, c]) - int(k_zp[o]))
                     out[b, y, x_, o] = acc
     return out
+
+
+# ============================================================================ the page: describe, differentiate, count
+
+CONV_KINDS = {"depthwise": "depthwise", "pointwise": "1x1 pointwise", "conv": "dense"}
+
+
+def convolution_attrs(spec: Any, tf_padding: bool) -> dict[str, Any]:
+    """The attributes a conv layer spec gives its step (the padding actually applied is added by the layer)."""
+    return {
+        "conv_type": spec.kind,
+        "kernel_size": spec.kernel_size,
+        "stride": spec.stride,
+        "dilation": spec.dilation,
+        "groups": spec.c_in if spec.kind == "depthwise" else 1,
+        "tf_padding": tf_padding,
+        "c_in": spec.c_in,
+        "c_out": spec.c_out,
+    }
+
+
+def describe_convolution(step: Any) -> str:
+    """Any convolution step (dense, 1x1, depthwise) in words: channels, kernel, stride, dilation,
+    the padding it applied and why, the output size and the MACs."""
+    a = step.attrs
+    k, pad = a["kernel_size"], a["padding"]
+    how = "TF SAME padding" if a["tf_padding"] else "PyTorch symmetric padding"
+    text = (
+        f"{CONV_KINDS[a['conv_type']]} convolution {a['c_in']} -> {a['c_out']} channels, {k}x{k} kernel, stride "
+        f"{a['stride']}, dilation {a['dilation']} (groups {a['groups']}). {how} for a {spatial(step.input_shapes[0])} "
+        f"input, k={k}, s={a['stride']}, d={a['dilation']}: pad top {pad[0]}, bottom {pad[1]}, left {pad[2]}, right "
+        f"{pad[3]}; output {spatial(step.output_shape)}. {step.macs:,} MACs."
+    )
+    return text + (" Batch norm is folded into this kernel and bias." if a.get("folded_bn") else "")
+
+
+def conv2d_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.ndarray):
+    a = step.attrs
+    gx, gk, gb = conv2d_backward(
+        inputs[0],
+        step.params["kernel"],
+        grad_out,
+        stride=a["stride"],
+        dilation=a["dilation"],
+        padding=Pad2D(*a["padding"]),
+    )
+    return [gx], parameter_grads(step, gk, gb)
+
+
+def pointwise_conv2d_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.ndarray):
+    gx, gk, gb = pointwise_conv2d_backward(inputs[0], step.params["kernel"], grad_out)
+    return [gx], parameter_grads(step, gk, gb)
+
+
+PAGES = (
+    OpPage(conv2d, describe_convolution, conv2d_step_backward, conv2d_backward, conv2d_macs, convolution_attrs),
+    OpPage(
+        pointwise_conv2d, describe_convolution, pointwise_conv2d_step_backward, pointwise_conv2d_backward,
+        pointwise_conv2d_macs, convolution_attrs,
+    ),
+)  # fmt: skip

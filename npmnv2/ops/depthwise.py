@@ -8,10 +8,22 @@ Forms: textbook forward `depthwise_conv2d` and its MAC count; backward
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
-from .padding import Pad2D, check_nhwc, kernel_tap, output_size_of_padded, pad2d, pad2d_backward
+from .conv import convolution_attrs, describe_convolution
+from .padding import (
+    Pad2D,
+    check_nhwc,
+    conv_output_size,
+    kernel_tap,
+    output_size_of_padded,
+    pad2d,
+    pad2d_backward,
+    tap_slice,
+)
+from .pages import OpPage, parameter_grads
 
 # ============================================================================ textbook forward
 
@@ -108,8 +120,8 @@ def depthwise_conv2d_backward(
         for j in range(kw):
             tap = kernel_tap(padded, i, j, out_size=(ho, wo), stride=stride, dilation=dilation)  # (N, Ho, Wo, C)
             grad_kernel[i, j] = (tap * grad_out).sum(axis=(0, 1, 2))
-            rows = slice(i * dilation, i * dilation + stride * (ho - 1) + 1, stride)
-            columns = slice(j * dilation, j * dilation + stride * (wo - 1) + 1, stride)
+            rows = tap_slice(i * dilation, stride, ho)
+            columns = tap_slice(j * dilation, stride, wo)
             grad_padded[:, rows, columns] += grad_out * kernel[i, j]
     return pad2d_backward(grad_padded, padding), grad_kernel, grad_out.sum(axis=(0, 1, 2))
 
@@ -133,8 +145,8 @@ def depthwise_conv2d_loops(
     xp = pad2d(x, padding)
     n, hp, wp, c = xp.shape
     kh, kw, _ = kernel.shape
-    ho = (hp - dilation * (kh - 1) - 1) // stride + 1
-    wo = (wp - dilation * (kw - 1) - 1) // stride + 1
+    ho = conv_output_size(hp, kernel_size=kh, stride=stride, dilation=dilation, pad=0)
+    wo = conv_output_size(wp, kernel_size=kw, stride=stride, dilation=dilation, pad=0)
     out = np.zeros((n, ho, wo, c), dtype=x.dtype)
     for b in range(n):
         for y in range(ho):
@@ -185,7 +197,9 @@ def depthwise_conv2d_int(
     # sum is below 9 * 255^2 < 2^20) and which NumPy multiplies faster than int64.
     centred = np.pad(x.astype(np.float64) - x_zero_point, ((0, 0), padding[:2], padding[2:], (0, 0)))
     hp, wp = centred.shape[1:3]
-    ho, wo = (hp - dilation * (kh - 1) - 1) // stride + 1, (wp - dilation * (kw - 1) - 1) // stride + 1
+    ho, wo = output_size_of_padded(
+        hp, wp, kernel_size=(kh, kw), stride=stride, dilation=dilation, op="depthwise_conv2d_int"
+    )
     weights = kernel[0].astype(np.float64) - np.asarray(kernel_zero_point, np.float64)  # (KH, KW, C)
     acc = np.zeros((x.shape[0], ho, wo, c), np.float64)
     for i in range(kh):
@@ -204,8 +218,8 @@ def depthwise_conv2d_int_loops(x, x_zp, kernel, k_zp, bias, *, stride, dilation,
     n, h, w, c = x.shape
     _, kh, kw, _ = kernel.shape
     top, bottom, left, right = padding
-    ho = (h + top + bottom - dilation * (kh - 1) - 1) // stride + 1
-    wo = (w + left + right - dilation * (kw - 1) - 1) // stride + 1
+    ho = conv_output_size(h, kernel_size=kh, stride=stride, dilation=dilation, pad=top + bottom)
+    wo = conv_output_size(w, kernel_size=kw, stride=stride, dilation=dilation, pad=left + right)
     k_zp = np.broadcast_to(np.asarray(k_zp), (c,))
     out = np.zeros((n, ho, wo, c), np.int64)
     for b in range(n):
@@ -220,3 +234,27 @@ def depthwise_conv2d_int_loops(x, x_zp, kernel, k_zp, bias, *, stride, dilation,
                                 acc += (int(x[b, yy, xx, ch]) - x_zp) * (int(kernel[0, i, j, ch]) - int(k_zp[ch]))
                     out[b, y, x_, ch] = acc
     return out
+
+
+# ============================================================================ the page: describe, differentiate, count
+
+
+def depthwise_conv2d_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.ndarray):
+    a = step.attrs
+    gx, gk, gb = depthwise_conv2d_backward(
+        inputs[0],
+        step.params["kernel"],
+        grad_out,
+        stride=a["stride"],
+        dilation=a["dilation"],
+        padding=Pad2D(*a["padding"]),
+    )
+    return [gx], parameter_grads(step, gk, gb)
+
+
+PAGES = (
+    OpPage(
+        depthwise_conv2d, describe_convolution, depthwise_conv2d_step_backward, depthwise_conv2d_backward,
+        depthwise_conv2d_macs, convolution_attrs,
+    ),
+)  # fmt: skip

@@ -7,9 +7,11 @@ integer form `fully_connected_int` (TFLite's FULLY_CONNECTED, int32 sums) and it
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
+from .pages import OpPage
 from .quantization import exact_int_matmul
 
 # ============================================================================ textbook forward
@@ -90,3 +92,23 @@ def fully_connected_int_loops(x, x_zp, weights, w_zp, bias):
                 acc += (int(x[b, k]) - x_zp) * (int(weights[o, k]) - w_zp)
             out[b, o] = acc
     return out
+
+
+# ============================================================================ the page: describe, differentiate, count
+
+
+def describe_linear(step: Any) -> str:
+    return f"linear classifier {step.attrs['c_in']} -> {step.attrs['c_out']}: {step.macs:,} MACs."
+
+
+def linear_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.ndarray):
+    gx, gk, gb = linear_backward(inputs[0], step.params["kernel"], grad_out)
+    return [gx], {"kernel": gk, "bias": gb}
+
+
+PAGES = (
+    OpPage(
+        linear, describe_linear, linear_step_backward, linear_backward, linear_macs,
+        lambda spec, tf_padding: {"c_in": spec.c_in, "c_out": spec.c_out},
+    ),
+)  # fmt: skip

@@ -8,8 +8,11 @@ the loop twin of `add_int`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from .pages import OpPage
 from .quantization import multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_scalar, quantize_multiplier
 
 # ============================================================================ textbook forward
@@ -138,3 +141,25 @@ def add_int_loops(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp, act_ran
         raw = multiply_by_quantized_multiplier_scalar(sa_val + sb_val, mo, so) + out_zp
         out[index] = min(max(raw, act_range[0]), act_range[1])
     return out
+
+
+# ============================================================================ the pages: describe, differentiate
+
+
+def describe_add(step: Any) -> str:
+    return f"residual connection: block input + projection output, {step.output_shape}."
+
+
+def describe_concat(step: Any) -> str:
+    parts = " + ".join(str(s[1]) for s in step.input_shapes)
+    return f"concatenate on channels: {parts} -> {step.output_shape[1]}."
+
+
+PAGES = (
+    OpPage(add, describe_add, lambda step, inputs, g: (list(add_backward(g)), {}), add_backward),
+    OpPage(
+        concat_channels, describe_concat,
+        lambda step, inputs, g: (concat_channels_backward(g, [x.shape[-1] for x in inputs]), {}),
+        concat_channels_backward,
+    ),
+)  # fmt: skip

@@ -150,7 +150,19 @@ def output_size_of_padded(hp: int, wp: int, *, kernel_size: tuple[int, int], str
             f"{op}: the padded input {hp}x{wp} is smaller than the dilated kernel {k_eff[0]}x{k_eff[1]}; "
             "use a larger input."
         )
-    return (hp - k_eff[0]) // stride + 1, (wp - k_eff[1]) // stride + 1
+    return (
+        conv_output_size(hp, kernel_size=kh, stride=stride, dilation=dilation, pad=0),
+        conv_output_size(wp, kernel_size=kw, stride=stride, dilation=dilation, pad=0),
+    )
+
+
+def tap_slice(start: int, stride: int, count: int) -> slice:
+    """The `count` positions start, start + stride, ... one kernel tap visits along an axis.
+
+    >>> list(range(10))[tap_slice(1, 2, 3)]
+    [1, 3, 5]
+    """
+    return slice(start, start + stride * (count - 1) + 1, stride)
 
 
 def kernel_tap(x_padded: np.ndarray, i: int, j: int, *, out_size: tuple[int, int], stride: int, dilation: int):
@@ -164,8 +176,7 @@ def kernel_tap(x_padded: np.ndarray, i: int, j: int, *, out_size: tuple[int, int
            [13., 15.]])
     """
     ho, wo = out_size
-    top, left = i * dilation, j * dilation
-    return x_padded[:, top : top + stride * (ho - 1) + 1 : stride, left : left + stride * (wo - 1) + 1 : stride]
+    return x_padded[:, tap_slice(i * dilation, stride, ho), tap_slice(j * dilation, stride, wo)]
 
 
 # ============================================================================ backward

@@ -7,9 +7,12 @@ mean half away from zero, `mean_int` is TFLite's MEAN) and their loop twins.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-from .padding import as_pair, check_nhwc, kernel_tap, output_size_of_padded
+from .padding import as_pair, check_nhwc, kernel_tap, output_size_of_padded, tap_slice
+from .pages import OpPage, spatial
 from .quantization import c_div, multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_scalar
 
 # ============================================================================ textbook forward
@@ -70,7 +73,7 @@ def avg_pool2d_backward(grad_out: np.ndarray, input_shape: tuple[int, ...], *, k
     share = grad_out / grad_out.dtype.type(k * k)
     for i in range(k):
         for j in range(k):
-            grad_x[:, i : i + stride * (ho - 1) + 1 : stride, j : j + stride * (wo - 1) + 1 : stride] += share
+            grad_x[:, tap_slice(i, stride, ho), tap_slice(j, stride, wo)] += share
     return grad_x
 
 
@@ -172,3 +175,27 @@ def mean_int_loops(x, x_zp, m0, shift, out_zp, out_range):
             value = multiply_by_quantized_multiplier_scalar(total, folded, shift - k) + out_zp
             out[b, 0, 0, ch] = min(max(value, out_range[0]), out_range[1])
     return out
+
+
+# ============================================================================ the pages: describe, differentiate
+
+
+def describe_pooling(step: Any) -> str:
+    window = step.attrs.get("window")
+    what = "global average" if window == "global" else f"{window[0]}x{window[1]} average (VALID)"
+    return f"{what} pooling {spatial(step.input_shapes[0])} -> {spatial(step.output_shape)}."
+
+
+def global_average_pool_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.ndarray):
+    return [global_average_pool_backward(grad_out.reshape(grad_out.shape[0], -1), inputs[0].shape)], {}
+
+
+def avg_pool2d_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.ndarray):
+    a = step.attrs
+    return [avg_pool2d_backward(grad_out, inputs[0].shape, kernel_size=a["window"][0], stride=a["stride"])], {}
+
+
+PAGES = (
+    OpPage(global_average_pool, describe_pooling, global_average_pool_step_backward, global_average_pool_backward),
+    OpPage(avg_pool2d, describe_pooling, avg_pool2d_step_backward, avg_pool2d_backward),
+)

@@ -9,10 +9,12 @@ fixed-point weights) and its loop twin.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
 from .padding import as_pair, check_nhwc
+from .pages import OpPage, spatial
 from .quantization import c_div
 
 # ============================================================================ textbook forward
@@ -227,3 +229,21 @@ def resize_bilinear_int_loops(x, size, *, align_corners, half_pixel_centers):
                     )
                     out[b, y, x_, ch] = c_div(total + ((1 << 19) if total > 0 else -(1 << 19)), 1 << 20)
     return out
+
+
+# ============================================================================ the page: describe, differentiate
+
+
+def describe_resize(step: Any) -> str:
+    return (
+        f"bilinear resize {spatial(step.input_shapes[0])} -> {spatial(step.output_shape)} "
+        f"(align_corners={step.attrs.get('align_corners')})."
+    )
+
+
+def resize_bilinear_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.ndarray):
+    align = step.attrs.get("align_corners", True)
+    return [resize_bilinear_backward(grad_out, inputs[0].shape, align_corners=align)], {}
+
+
+PAGES = (OpPage(resize_bilinear, describe_resize, resize_bilinear_step_backward, resize_bilinear_backward),)
