@@ -1,11 +1,16 @@
 """The deployed integer model: a quantized TFLite MobileNetV2 / DeepLabV3 run op by op in NumPy
-integer arithmetic (`npmnv2.integer_ops`), bit-exact with TFLite's reference kernels.
+integer arithmetic (the integer form of each op, in `npmnv2.ops`), bit-exact with TFLite's
+reference kernels.
 
 `QuantizedMobileNetV2.from_pretrained(path)` reads the graph; `model(pixel_values)` runs every op
 of the file in its order and returns the graph's outputs as the interpreter gives them, plus their
-dequantized values; `model.trace(...)` records every op as a `Step` carrying its integer output,
-its scale and zero point, the TFLite tensor it reproduces and the transformers-style name of the
-matching float step where there is one.
+dequantized values. `model.trace(...)`, `model.steps(...)` and `model.run_from(...)` are the float
+model's (`npmnv2.trace`): the same `Trace`, the same `layers=` and `stop_at=`, the same errors.
+Each op is one step, named and kinded as the float model names its steps
+(`layer.12.conv_3x3.convolution`, kind "convolution"), with the TFLite op and tensor it
+reproduces, the float step whose output it equals, its quantization, its integer parameters and
+its MACs. A conv step's op is the whole quantized layer (`conv2d_int_requantized`: integer sums,
+then the requantization and the fused activation's clamp), so its source holds all its math.
 """
 
 from __future__ import annotations
@@ -17,13 +22,20 @@ from typing import Any
 
 import numpy as np
 
-from . import integer_ops as iops
-from .ops import Pad2D, conv_padding
-from .tflite_import import TFLiteGraph, match_layers, read_tflite, residual_adds
-from .trace import NO_TRACE, Recorder, StopForward, Trace, unknown_name_error
+from .ops import MACS, Pad2D, conv2d, conv_padding, depthwise_conv2d, linear, pointwise_conv2d
+from .ops.conv import conv2d_int_requantized
+from .ops.depthwise import depthwise_conv2d_int_requantized
+from .ops.fully_connected import linear_int_requantized
+from .ops.merge import add_int, concat_channels_int
+from .ops.pooling import avg_pool2d_int, global_average_pool_int
+from .ops.probability import softmax_int
+from .ops.quantization import DTYPE_RANGE, QuantParams, activation_range, quantize_multiplier, requantize
+from .ops.resize import resize_bilinear_int
+from .tflite_import import TFLiteGraph, integer_steps, read_tflite
+from .trace import NO_TRACE, Recorder, Step, Trace, run_from, stream_steps, trace_forward
 from .weights import WeightFileError, resolve_checkpoint
 
-_ACTIVATIONS = {0: None, 1: "relu", 2: "relu_n1_to_1", 3: "relu6"}
+FUSED_ACTIVATIONS = {0: None, 1: "relu", 2: "relu_n1_to_1", 3: "relu6"}  # TFLite's ActivationFunctionType
 SUPPORTED_OPS = (
     "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MEAN", "RESHAPE", "SOFTMAX",
     "RESIZE_BILINEAR", "CONCATENATION", "QUANTIZE", "ARG_MAX",
@@ -44,6 +56,16 @@ class QuantizedOutput:
         return self.dequantized[0]
 
 
+def _integer_macs(op_type: str, output_shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> int:
+    """MACs of a weighted TFLite op, by the float twin's formula (kernels in npmnv2's layout)."""
+    if op_type == "FULLY_CONNECTED":  # weights (L, C)
+        return MACS[linear](output_shape, kernel_shape[::-1])
+    if op_type == "DEPTHWISE_CONV_2D":  # (1, KH, KW, C) -> (KH, KW, C)
+        return MACS[depthwise_conv2d](output_shape, kernel_shape[1:])
+    c_out, kh, kw, c_in = kernel_shape  # OHWI -> HWIO
+    return MACS[pointwise_conv2d if kh == kw == 1 else conv2d](output_shape, (kh, kw, c_in, c_out))
+
+
 class QuantizedMobileNetV2:
     """A quantized TFLite MobileNetV2 classifier or DeepLabV3 segmenter, run in integer arithmetic.
 
@@ -55,21 +77,19 @@ class QuantizedMobileNetV2:
     def __init__(self, graph: TFLiteGraph) -> None:
         self.graph = graph
         self.where = graph.where
-        self.names = match_layers(graph)
-        self.adds = residual_adds(graph, self.names)
         self.float_config = read_tflite(graph.path)[1]
-        self.task = (
-            "segmentation"
-            if any(n.startswith("segmentation_head.") for n in self.names.values())
-            else ("classification")
-        )
+        self.graph_steps = integer_steps(graph)  # (name, kind, float step) per op
+        self.task = "segmentation" if any(n.startswith("segmentation_head.") for n, _, _ in self.graph_steps) else (
+            "classification"
+        )  # fmt: skip
         self._check_supported()
         self.input_index = graph.graph.Inputs(0)
         self.output_indices = [graph.graph.Outputs(i) for i in range(graph.graph.OutputsLength())]
         self.input_dtype = graph.type_of(self.input_index)
         quant = graph.quantization(self.input_index)
-        self.input_scale, self.input_zero_point = float(quant[0][0]), int(quant[1][0])
+        self.input_scale, self.input_zero_point = quant.tensor_scale, quant.tensor_zero_point
         self.input_shape = graph.shape(self.input_index)  # (1, H, W, C)
+        self.last_traced_input: np.ndarray | None = None  # the input of the last `trace`, for `run_from`
         # What TFLite computes once in each op's Prepare, computed once here too: constants,
         # quantization parameters, multipliers and activation ranges, per tensor or op.
         self._constants: dict[int, np.ndarray] = {}
@@ -114,7 +134,7 @@ class QuantizedMobileNetV2:
             raise TypeError(
                 f"QuantizedMobileNetV2: pixel_values must be a (N, {c}, {h}, {w}) {self.input_dtype} array, got "
                 f"{getattr(pixel_values, 'shape', type(pixel_values).__name__)}; use "
-                "MobileNetV2ImageProcessor(...).quantize(...) or npmnv2.verify.tflite_input."
+                "MobileNetV2ImageProcessor(...).integer_pixels(...) or npmnv2.verify.tflite_input."
             )
         if pixel_values.dtype != self.input_dtype:
             raise TypeError(
@@ -134,69 +154,70 @@ class QuantizedMobileNetV2:
         return self.forward(pixel_values)
 
     def forward(self, pixel_values: np.ndarray, *, rec: Recorder | None = None) -> QuantizedOutput:
-        """Run every op of the graph in order on a quantized NCHW input; returns the graph's outputs."""
+        """Run every op of the graph in order on a quantized NCHW input; returns the graph's outputs.
+        With a recorder (a Trace) every op is recorded as one step, named as the float model names it."""
         tracing = rec is not None
         rec = NO_TRACE if rec is None else rec
         tensors: dict[int, np.ndarray] = {self.input_index: self._check_input(pixel_values)}
         for index, op in enumerate(self.graph.ops):
             run, function = self._kernel(op)
             output = run(op, tensors)
-            attrs = self._attrs(index, op, output) if tracing else None
-            inputs = tuple(tensors[t] for t in op["inputs"][:1] if t in tensors) if tracing else ()
-            tensors[op["outputs"][0]] = rec.add(
-                self.step_name(index), "integer", output, op=function, inputs=inputs, attrs=attrs
-            )
+            name, kind, _ = self.graph_steps[index]
+            info = self._step_info(index, op, tensors, output) if tracing else {}
+            inputs = tuple(tensors[t] for t in op["inputs"] if t in tensors) if tracing else ()
+            tensors[op["outputs"][0]] = rec.add(name, kind, output, op=function, inputs=inputs, **info)
         outputs, dequantized = [], []
         for t in self.output_indices:
             value = tensors[t].astype(self.graph.type_of(t))
             quant = self.graph.quantization(t)
             outputs.append(value.transpose(0, 3, 1, 2) if value.ndim == 4 else value)
-            dequantized.append(
-                outputs[-1] if quant is None else iops.dequantize(outputs[-1], float(quant[0][0]), int(quant[1][0]))
-            )
+            dequantized.append(outputs[-1] if quant is None else quant.dequantize(outputs[-1]))
         return QuantizedOutput(tuple(outputs), tuple(dequantized))
 
+    @property
+    def tf_padding(self) -> bool:
+        """TFLite pads SAME the TensorFlow way."""
+        return True
+
     def step_name(self, index: int) -> str:
-        """The step name of op `index`: `op.<index>.<OP_TYPE>`, e.g. `op.12.DEPTHWISE_CONV_2D`."""
-        return f"op.{index}.{self.graph.ops[index]['type']}"
+        """The step name of op `index`, as the float model names it (`layer.12.conv_3x3.convolution`)."""
+        return self.graph_steps[index][0]
 
     def float_step(self, index: int) -> str | None:
-        """The transformers-style name of the float step whose output op `index` reproduces, if any."""
-        op = self.graph.ops[index]
-        if index in self.names:
-            name = self.names[index]
-            if name in ("classifier",):
-                return "classifier"
-            if name == "segmentation_head.classifier":
-                return "segmentation_head.classifier.convolution"
-            return f"{name}.activation" if op.get("activation") else f"{name}.normalization"
-        if index in self.adds:
-            return self.adds[index]
-        if op["type"] in ("AVERAGE_POOL_2D", "MEAN"):
-            return "segmentation_head.avg_pool" if self.task == "segmentation" else "pooler"
-        return None
+        """The float step whose output op `index` reproduces, if any (`layer.12.conv_3x3.activation`)."""
+        return self.graph_steps[index][2]
 
-    def _attrs(self, index: int, op: dict, output: np.ndarray) -> dict[str, Any]:
-        """What a trace records of op `index`: the TFLite tensor it reproduces, the matching float
-        step, its quantization, and how many values sit on the edges of its range (saturated)."""
+    def _step_info(self, index: int, op: dict, tensors: dict, output: np.ndarray) -> dict[str, Any]:
+        """What a trace records of op `index` besides its tensors: its attributes (the TFLite op and
+        tensor it reproduces, the float step it equals, the geometry it applied, its quantization,
+        how many values sit on the edges of its range), its integer parameters and its MACs."""
         g = self.graph
         out = op["outputs"][0]
         attrs: dict[str, Any] = {
-            "tflite_tensor": g.name(out),
-            "tflite_op": op["type"],
+            "tflite_op": op["type"], "tflite_index": index, "tflite_tensor": g.name(out),
             "float_step": self.float_step(index),
-        }
-        if g.quantization(out) is not None:
-            scale, zero_point = self._q(out)
+        }  # fmt: skip
+        params: dict[str, np.ndarray] = {}
+        macs = 0
+        if op["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+            params["kernel"] = self._const(op["inputs"][1])
+            if op["inputs"][2] >= 0:
+                params["bias"] = self._const(op["inputs"][2])
+            macs = _integer_macs(op["type"], output.shape, params["kernel"].shape)
+        if op["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            padding = self._padding(op, tensors[op["inputs"][0]].shape)
+            attrs.update(stride=op["stride"][0], dilation=op["dilation"][0], padding=tuple(padding))
+        quant = g.quantization(out)
+        if quant is not None:
             low, high = self._range(op, out) if op["type"] != "ARG_MAX" else (None, None)
             attrs.update(
-                scale=scale if scale.size > 1 else float(scale[0]),
-                zero_point=zero_point if zero_point.size > 1 else int(zero_point[0]),
+                scale=quant.scale if quant.per_channel else quant.tensor_scale,
+                zero_point=quant.zero_point if quant.per_channel else quant.tensor_zero_point,
                 range=(low, high),
                 at_min=int(np.count_nonzero(output == low)),
                 at_max=int(np.count_nonzero(output == high)),
             )  # fmt: skip
-        return attrs
+        return {"attrs": attrs, "params": params, "macs": macs}
 
     def op_parameters(self, index: int) -> dict[str, Any]:
         """Everything op `index` needs besides its input: the quantization (scale, zero point) of its
@@ -204,61 +225,55 @@ class QuantizedMobileNetV2:
         range (the fused activation's clamp), and its weights and bias as stored (integers)."""
         g, op = self.graph, self.graph.ops[index]
         x_t, out = op["inputs"][0], op["outputs"][0]
-        params: dict[str, Any] = {"op": op["type"], "float_step": self.float_step(index)}
+        params: dict[str, Any] = {"op": op["type"], "step": self.step_name(index), "float_step": self.float_step(index)}
         if g.quantization(x_t) is not None:
-            params["input_scale"], params["input_zero_point"] = float(self._q(x_t)[0][0]), int(self._q(x_t)[1][0])
+            params["input_scale"], params["input_zero_point"] = (
+                self._q(x_t).tensor_scale,
+                self._q(x_t).tensor_zero_point,
+            )
         if g.quantization(out) is not None:
-            params["output_scale"], params["output_zero_point"] = float(self._q(out)[0][0]), int(self._q(out)[1][0])
+            params["output_scale"], params["output_zero_point"] = (
+                self._q(out).tensor_scale,
+                self._q(out).tensor_zero_point,
+            )
             params["output_range"] = self._range(op, out)
         if op["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
             w_t, b_t = op["inputs"][1], op["inputs"][2]
-            w_scale, w_zp = self._q(w_t)
-            per_channel = w_scale.size > 1
-            m0, shift = self._multipliers(self._q(x_t)[0][0], w_scale, self._q(out)[0][0], per_channel=per_channel)
+            weights = self._q(w_t)
+            m0, shift = self._multipliers(self._q(x_t).tensor_scale, weights, self._q(out).tensor_scale)
             params.update(
                 weights=self._const(w_t), bias=self._const(b_t) if b_t >= 0 else None,
-                weight_scale=w_scale if per_channel else float(w_scale[0]),
-                weight_zero_point=w_zp if per_channel else int(w_zp[0]),
+                weight_scale=weights.scale if weights.per_channel else weights.tensor_scale,
+                weight_zero_point=weights.zero_point if weights.per_channel else weights.tensor_zero_point,
                 multiplier=np.asarray(m0) * np.exp2(np.asarray(shift) - 31.0), m0=m0, shift=shift,
             )  # fmt: skip
         return params
 
-    # ---------------------------------------------------------------- tracing
+    # ---------------------------------------------------------------- tracing: the float model's machinery
     def step_names(self) -> list[str]:
-        """One step per op of the graph, in the file's order: `op.<index>.<OP_TYPE>`."""
-        return [self.step_name(i) for i in range(len(self.graph.ops))]
+        """One step per op of the graph, in the file's order, named as the float model names its steps."""
+        return [name for name, _, _ in self.graph_steps]
 
     def trace(
         self, pixel_values: np.ndarray, layers: str | list[str] | None = None, stop_at: str | None = None
     ) -> Trace:
-        """Run the integer model and record every op as a Step: its integer output (NCHW), op,
-        scale, zero point, TFLite tensor name, matching float step and saturation counts (attrs)."""
-        names = self.step_names()
-        patterns = [layers] if isinstance(layers, str) else layers
-        if stop_at is not None and stop_at not in names:
-            raise unknown_name_error(stop_at, names)
-        trace = Trace(keep=patterns, stop_at=stop_at)
-        trace.pixel_values = pixel_values
-        try:
-            trace.output = self.forward(pixel_values, rec=trace)
-        except StopForward:
-            pass
-        self._last_trace_input = pixel_values
+        """Run the integer model and record every op as a Step (see `npmnv2.trace.trace_forward`):
+        its integer output (NCHW), op, kind, MACs, integer parameters and (attrs) its scale, zero
+        point, TFLite op and tensor, matching float step and saturation counts."""
+        trace = trace_forward(self, pixel_values, layers, stop_at)
+        self.last_traced_input = pixel_values
         return trace
 
-    def steps(self, pixel_values: np.ndarray):
-        """Iterate over the steps of one integer forward pass, with every tensor kept."""
-        yield from self.trace(pixel_values).steps
+    def steps(self, pixel_values: np.ndarray) -> Step:
+        """The steps of one integer forward pass, each computed when asked for (a `StepStream`)."""
+        return stream_steps(self, pixel_values)
 
     def run_from(self, name: str, tensor: np.ndarray, *, pixel_values: np.ndarray | None = None) -> QuantizedOutput:
         """The integer forward again, with `tensor` (integers, NCHW) in place of step `name`'s output."""
-        if name not in self.step_names():
-            raise unknown_name_error(name, self.step_names())
-        source = getattr(self, "_last_trace_input", None) if pixel_values is None else pixel_values
-        if source is None:
-            raise ValueError("run_from needs the input: call model.trace(pixel_values) first, or pass pixel_values=.")
-        return self.forward(source, rec=Trace(keep=[], replace={name: tensor}))
+        source = self.last_traced_input if pixel_values is None else pixel_values
+        return run_from(self, name, tensor, pixel_values=source)
 
+    # ---------------------------------------------------------------- what TFLite prepares once per op
     def _const(self, t: int) -> np.ndarray:
         if t not in self._constants:
             self._constants[t] = self.graph.raw(t)
@@ -269,29 +284,47 @@ class QuantizedMobileNetV2:
             self._prepared[key] = compute()
         return self._prepared[key]
 
-    def _q(self, t: int) -> tuple[np.ndarray, np.ndarray]:
-        def compute() -> tuple[np.ndarray, np.ndarray]:
-            quant = self.graph.quantization(t)
-            return quant[0].astype(np.float64), quant[1].astype(np.int64)
-
-        return self._prepare(("q", t), compute)
+    def _q(self, t: int) -> QuantParams:
+        return self._prepare(("q", t), lambda: self.graph.quantization(t))
 
     def _range(self, op: dict, t: int) -> tuple[int, int]:
         def compute() -> tuple[int, int]:
-            scale, zp = self._q(t)
-            activation = _ACTIVATIONS.get(op.get("activation", 0))
-            return iops.activation_range(activation, float(scale[0]), int(zp[0]), self.graph.type_of(t))
+            q = self._q(t)
+            activation = FUSED_ACTIVATIONS.get(op.get("activation", 0))
+            return activation_range(activation, q.tensor_scale, q.tensor_zero_point, self.graph.type_of(t))
 
         return self._prepare(("range", t, op.get("activation", 0)), compute)
 
+    def _multipliers(self, x_scale: float, weights: QuantParams, out_scale: float):
+        """The output multipliers of a conv or FC layer: per tensor in TFLite's way (the input and
+        filter scales multiplied in float32, then divided in double), or per channel in double."""
+        key = ("multipliers", float(x_scale), weights.scale.tobytes(), float(out_scale))
+        return self._prepare(key, lambda: self._compute_multipliers(x_scale, weights, out_scale))
+
+    def _compute_multipliers(self, x_scale: float, weights: QuantParams, out_scale: float):
+        if weights.per_channel:
+            pairs = [quantize_multiplier(float(x_scale) * float(ws) / float(out_scale)) for ws in weights.scale]
+            return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
+        product = float(np.float32(x_scale) * np.float32(weights.tensor_scale))
+        return quantize_multiplier(product / float(np.float32(out_scale)))
+
+    def _padding(self, op: dict, x_shape: tuple[int, ...]) -> Pad2D:
+        if op["padding"] != "SAME":
+            return Pad2D(0, 0, 0, 0)
+        n, h, w, c = x_shape
+        kh = self._const(op["inputs"][1]).shape[1]
+        return conv_padding(h, w, kernel_size=kh, stride=op["stride"][0], dilation=op["dilation"][0], tf_padding=True)
+
     def _kernel(self, op: dict) -> tuple[Callable[[dict, dict], np.ndarray], Callable[..., Any]]:
+        """The handler that runs op type `op["type"]`, and the public op function a step names."""
         kinds = {
-            "CONV_2D": (self._conv, iops.conv2d_int), "DEPTHWISE_CONV_2D": (self._conv, iops.depthwise_conv2d_int),
-            "FULLY_CONNECTED": (self._fully_connected, iops.fully_connected_int), "ADD": (self._add, iops.add_int),
-            "AVERAGE_POOL_2D": (self._average_pool, iops.average_pool_int), "MEAN": (self._mean, iops.mean_int),
-            "RESHAPE": (self._reshape, np.reshape), "SOFTMAX": (self._softmax, iops.softmax_int),
-            "RESIZE_BILINEAR": (self._resize, iops.resize_bilinear_int),
-            "CONCATENATION": (self._concat, iops.concatenate_int), "QUANTIZE": (self._quantize, iops.requantize),
+            "CONV_2D": (self._conv, conv2d_int_requantized),
+            "DEPTHWISE_CONV_2D": (self._conv, depthwise_conv2d_int_requantized),
+            "FULLY_CONNECTED": (self._fully_connected, linear_int_requantized), "ADD": (self._add, add_int),
+            "AVERAGE_POOL_2D": (self._average_pool, avg_pool2d_int), "MEAN": (self._mean, global_average_pool_int),
+            "RESHAPE": (self._reshape, np.reshape), "SOFTMAX": (self._softmax, softmax_int),
+            "RESIZE_BILINEAR": (self._resize, resize_bilinear_int),
+            "CONCATENATION": (self._concat, concat_channels_int), "QUANTIZE": (self._quantize, requantize),
             "ARG_MAX": (self._argmax, np.argmax),
         }  # fmt: skip
         return kinds[op["type"]]
@@ -300,66 +333,32 @@ class QuantizedMobileNetV2:
     def _conv(self, op: dict, tensors: dict) -> np.ndarray:
         x_t, w_t, b_t, out = op["inputs"][0], op["inputs"][1], op["inputs"][2], op["outputs"][0]
         x = tensors[x_t]
-        x_scale, x_zp = self._q(x_t)
-        w_scale, w_zp = self._q(w_t)
-        out_scale, out_zp = self._q(out)
-        kernel = self._const(w_t)
-        bias = self._const(b_t) if b_t >= 0 else None
-        kh = kernel.shape[1]
-        s, d = op["stride"][0], op["dilation"][0]
-        n, h, w, c = x.shape
-        if op["padding"] == "SAME":
-            padding = conv_padding(h, w, kernel_size=kh, stride=s, dilation=d, tf_padding=True)
-        else:
-            padding = Pad2D(0, 0, 0, 0)
-        depthwise = op["type"] == "DEPTHWISE_CONV_2D"
-        f = iops.depthwise_conv2d_int if depthwise else iops.conv2d_int
-        acc = f(
-            x,
-            int(x_zp[0]),
-            kernel,
-            w_zp if w_zp.size > 1 else int(w_zp[0]),
-            bias,
-            stride=s,
-            dilation=d,
-            padding=padding,
-        )
-        m0, shift = self._multipliers(x_scale[0], w_scale, out_scale[0], per_channel=w_scale.size > 1)
-        return iops.requantize_output(acc, m0, shift, int(out_zp[0]), self._range(op, out))
-
-    def _multipliers(self, x_scale: float, w_scale: np.ndarray, out_scale: float, *, per_channel: bool):
-        """The output multipliers of a conv or FC layer: per tensor in TFLite's way (the input and
-        filter scales multiplied in float32, then divided in double), or per channel in double."""
-        key = ("multipliers", float(x_scale), w_scale.tobytes(), float(out_scale), per_channel)
-        return self._prepare(key, lambda: self._compute_multipliers(x_scale, w_scale, out_scale, per_channel))
-
-    def _compute_multipliers(self, x_scale: float, w_scale: np.ndarray, out_scale: float, per_channel: bool):
-        if per_channel:
-            pairs = [iops.quantize_multiplier(float(x_scale) * float(ws) / float(out_scale)) for ws in w_scale]
-            return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
-        product = float(np.float32(x_scale) * np.float32(w_scale[0]))
-        return iops.quantize_multiplier(product / float(np.float32(out_scale)))
+        x_q, w_q, out_q = self._q(x_t), self._q(w_t), self._q(out)
+        m0, shift = self._multipliers(x_q.tensor_scale, w_q, out_q.tensor_scale)
+        layer = depthwise_conv2d_int_requantized if op["type"] == "DEPTHWISE_CONV_2D" else conv2d_int_requantized
+        return layer(
+            x, x_q.tensor_zero_point, self._const(w_t), w_q.zero_point if w_q.per_channel else w_q.tensor_zero_point,
+            self._const(b_t) if b_t >= 0 else None, m0, shift, out_q.tensor_zero_point, self._range(op, out),
+            stride=op["stride"][0], dilation=op["dilation"][0], padding=self._padding(op, x.shape),
+        )  # fmt: skip
 
     def _fully_connected(self, op: dict, tensors: dict) -> np.ndarray:
         x_t, w_t, b_t, out = op["inputs"][0], op["inputs"][1], op["inputs"][2], op["outputs"][0]
         x = tensors[x_t].reshape(-1, self._const(w_t).shape[1])
-        x_scale, x_zp = self._q(x_t)
-        w_scale, w_zp = self._q(w_t)
-        out_scale, out_zp = self._q(out)
-        acc = iops.fully_connected_int(
-            x, int(x_zp[0]), self._const(w_t), int(w_zp[0]), self._const(b_t) if b_t >= 0 else None
-        )
-        m0, shift = self._multipliers(x_scale[0], w_scale, out_scale[0], per_channel=w_scale.size > 1)
-        # this kernel rounds once (see integer_ops.multiply_by_quantized_multiplier_single_rounding)
-        scaled = iops.multiply_by_quantized_multiplier_single_rounding(acc, m0, shift)
-        return np.clip(scaled + int(out_zp[0]), *self._range(op, out))
+        x_q, w_q, out_q = self._q(x_t), self._q(w_t), self._q(out)
+        m0, shift = self._multipliers(x_q.tensor_scale, w_q, out_q.tensor_scale)
+        return linear_int_requantized(
+            x, x_q.tensor_zero_point, self._const(w_t), w_q.tensor_zero_point, self._const(b_t) if b_t >= 0 else None,
+            m0, shift, out_q.tensor_zero_point, self._range(op, out),
+        )  # fmt: skip
 
     def _add(self, op: dict, tensors: dict) -> np.ndarray:
         a_t, b_t, out = op["inputs"][0], op["inputs"][1], op["outputs"][0]
-        (sa, za), (sb, zb), (so, zo) = self._q(a_t), self._q(b_t), self._q(out)
-        return iops.add_int(
-            tensors[a_t], sa[0], int(za[0]), tensors[b_t], sb[0], int(zb[0]), so[0], int(zo[0]), self._range(op, out)
-        )
+        a, b, o = self._q(a_t), self._q(b_t), self._q(out)
+        return add_int(
+            tensors[a_t], a.tensor_scale, a.tensor_zero_point, tensors[b_t], b.tensor_scale, b.tensor_zero_point,
+            o.tensor_scale, o.tensor_zero_point, self._range(op, out),
+        )  # fmt: skip
 
     def _average_pool(self, op: dict, tensors: dict) -> np.ndarray:
         x = tensors[op["inputs"][0]]
@@ -368,45 +367,46 @@ class QuantizedMobileNetV2:
                 raise WeightFileError(
                     f"{self.where}: AVERAGE_POOL_2D other than a VALID whole-window pool is not implemented."
                 )
-        return iops.average_pool_int(x, kernel_size=op["filter"], act_range=self._range(op, op["outputs"][0]))
+        return avg_pool2d_int(x, kernel_size=op["filter"], act_range=self._range(op, op["outputs"][0]))
 
     def _mean(self, op: dict, tensors: dict) -> np.ndarray:
         x_t, out = op["inputs"][0], op["outputs"][0]
         axes = sorted(int(a) for a in np.ravel(self._const(op["inputs"][1])))
         if axes != [1, 2]:
             raise WeightFileError(f"{self.where}: MEAN over axes {axes} is not implemented (only over H and W).")
-        (sx, zx), (so, zo) = self._q(x_t), self._q(out)
-        m0, shift = iops.quantize_multiplier(float(sx[0]) / float(so[0]))  # in double, as TFLite
-        return iops.mean_int(tensors[x_t], int(zx[0]), m0, shift, int(zo[0]), iops.DTYPE_RANGE[self.graph.type_of(out)])
+        x, o = self._q(x_t), self._q(out)
+        m0, shift = quantize_multiplier(x.tensor_scale / o.tensor_scale)  # in double, as TFLite
+        out_range = DTYPE_RANGE[self.graph.type_of(out)]
+        return global_average_pool_int(tensors[x_t], x.tensor_zero_point, m0, shift, o.tensor_zero_point, out_range)
 
     def _reshape(self, op: dict, tensors: dict) -> np.ndarray:
         return tensors[op["inputs"][0]].reshape(self.graph.shape(op["outputs"][0]))
 
     def _softmax(self, op: dict, tensors: dict) -> np.ndarray:
         x_t, out = op["inputs"][0], op["outputs"][0]
-        return iops.softmax_int(tensors[x_t], float(self._q(x_t)[0][0]), beta=op["beta"],
-                                out_range=iops.DTYPE_RANGE[self.graph.type_of(out)])  # fmt: skip
+        out_range = DTYPE_RANGE[self.graph.type_of(out)]
+        return softmax_int(tensors[x_t], self._q(x_t).tensor_scale, beta=op["beta"], out_range=out_range)
 
     def _resize(self, op: dict, tensors: dict) -> np.ndarray:
         size = tuple(int(v) for v in np.ravel(self._const(op["inputs"][1])))
-        return iops.resize_bilinear_int(tensors[op["inputs"][0]], size, align_corners=op["align_corners"],
-                                          half_pixel_centers=op["half_pixel_centers"])  # fmt: skip
+        return resize_bilinear_int(tensors[op["inputs"][0]], size, align_corners=op["align_corners"],
+                                   half_pixel_centers=op["half_pixel_centers"])  # fmt: skip
 
     def _concat(self, op: dict, tensors: dict) -> np.ndarray:
         out = op["outputs"][0]
         quants = [self._q(t) for t in op["inputs"]]
-        so, zo = self._q(out)
-        return iops.concatenate_int([tensors[t] for t in op["inputs"]], [float(q[0][0]) for q in quants],
-                                    [int(q[1][0]) for q in quants], float(so[0]), int(zo[0]),
-                                    iops.DTYPE_RANGE[self.graph.type_of(out)])  # fmt: skip
+        o = self._q(out)
+        return concat_channels_int(
+            [tensors[t] for t in op["inputs"]], [q.tensor_scale for q in quants], [q.tensor_zero_point for q in quants],
+            o.tensor_scale, o.tensor_zero_point, DTYPE_RANGE[self.graph.type_of(out)],
+        )  # fmt: skip
 
     def _quantize(self, op: dict, tensors: dict) -> np.ndarray:
         x_t, out = op["inputs"][0], op["outputs"][0]
-        (sx, zx), (so, zo) = self._q(x_t), self._q(out)
-        m0, shift = iops.quantize_multiplier(float(sx[0]) / float(so[0]))
-        return iops.requantize(
-            tensors[x_t], int(zx[0]), m0, shift, int(zo[0]), iops.DTYPE_RANGE[self.graph.type_of(out)]
-        )
+        x, o = self._q(x_t), self._q(out)
+        m0, shift = quantize_multiplier(x.tensor_scale / o.tensor_scale)
+        out_range = DTYPE_RANGE[self.graph.type_of(out)]
+        return requantize(tensors[x_t], x.tensor_zero_point, m0, shift, o.tensor_zero_point, out_range)
 
     def _argmax(self, op: dict, tensors: dict) -> np.ndarray:
         axis = int(np.ravel(self._const(op["inputs"][1]))[0])

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from .ops.conv import conv2d_int
 from .ops.depthwise import depthwise_conv2d_int
-from .ops.fully_connected import fully_connected_int
-from .ops.merge import add_int, concatenate_int
-from .ops.pooling import average_pool_int, mean_int
+from .ops.fully_connected import linear_int
+from .ops.merge import add_int, concat_channels_int
+from .ops.pooling import avg_pool2d_int, global_average_pool_int
 from .ops.probability import exp_on_negative_values, softmax_int
 from .ops.quantization import (
     DTYPE_RANGE,
@@ -37,14 +37,14 @@ __all__ = [
     "INT32_MIN",
     "activation_range",
     "add_int",
-    "average_pool_int",
-    "concatenate_int",
+    "avg_pool2d_int",
+    "concat_channels_int",
     "conv2d_int",
     "depthwise_conv2d_int",
     "dequantize",
     "exp_on_negative_values",
-    "fully_connected_int",
-    "mean_int",
+    "global_average_pool_int",
+    "linear_int",
     "multiply_by_quantized_multiplier",
     "multiply_by_quantized_multiplier_single_rounding",
     "quantize",
@@ -56,3 +56,10 @@ __all__ = [
     "saturating_rounding_doubling_high_mul",
     "softmax_int",
 ]
+
+# The names these forms had before their float twins gave them theirs (still accepted).
+fully_connected_int = linear_int
+average_pool_int = avg_pool2d_int
+mean_int = global_average_pool_int
+concatenate_int = concat_channels_int
+__all__ += ["average_pool_int", "concatenate_int", "fully_connected_int", "mean_int"]

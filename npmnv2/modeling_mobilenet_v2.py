@@ -506,6 +506,11 @@ class MobileNetV2PreTrainedModel:
         self._fold_cache.clear()
 
     # -- tracing (see npmnv2.trace) ---------------------------------------------------
+    @property
+    def tf_padding(self) -> bool:
+        """Does this model pad the TensorFlow way (config.tf_padding)?"""
+        return self.config.tf_padding
+
     def step_names(self) -> list[str]:
         """Every step name a forward records, in execution order (see `trace`), read off the layer
         specs the forward runs: no forward is run to find them."""

@@ -18,17 +18,17 @@ from .ops.conv import (
     pointwise_conv2d_loops,
 )
 from .ops.depthwise import depthwise_conv2d_backward_loops, depthwise_conv2d_int_loops, depthwise_conv2d_loops
-from .ops.fully_connected import fully_connected_int_loops, linear_loops
+from .ops.fully_connected import linear_int_loops, linear_loops
 from .ops.layout import nchw_to_nhwc_loops, nhwc_to_nchw_loops
 from .ops.losses import bce_with_logits_loops, cross_entropy_backward_loops, cross_entropy_loops, mse_loss_loops
 from .ops.merge import add_int_loops, add_loops, concat_channels_loops
 from .ops.padding import conv_output_size_loops, kernel_tap_loops, pad2d_loops, tf_same_padding_search
 from .ops.pooling import (
-    average_pool_int_loops,
     avg_pool2d_backward_loops,
+    avg_pool2d_int_loops,
     avg_pool2d_loops,
+    global_average_pool_int_loops,
     global_average_pool_loops,
-    mean_int_loops,
 )
 from .ops.probability import log_softmax_loops, softmax_int_loops, softmax_loops
 from .ops.quantization import (
@@ -43,8 +43,8 @@ __all__ = [
     "activation_loops",
     "add_int_loops",
     "add_loops",
-    "average_pool_int_loops",
     "avg_pool2d_backward_loops",
+    "avg_pool2d_int_loops",
     "avg_pool2d_loops",
     "batch_norm_backward_loops",
     "batch_norm_loops",
@@ -61,13 +61,13 @@ __all__ = [
     "depthwise_conv2d_int_loops",
     "depthwise_conv2d_loops",
     "fold_batch_norm_loops",
-    "fully_connected_int_loops",
+    "global_average_pool_int_loops",
     "global_average_pool_loops",
     "im2col_loops",
     "kernel_tap_loops",
+    "linear_int_loops",
     "linear_loops",
     "log_softmax_loops",
-    "mean_int_loops",
     "mse_loss_loops",
     "multiply_by_quantized_multiplier_scalar",
     "nchw_to_nhwc_loops",

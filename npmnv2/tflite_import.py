@@ -23,6 +23,7 @@ import numpy as np
 
 from .architecture import HEAD_EPS, backbone_spec
 from .configuration_mobilenet_v2 import MobileNetV2Config
+from .ops.quantization import QuantParams
 from .state_dict import identity_batch_norm, infer_config
 from .weights import WeightFileError, regular_file
 
@@ -54,23 +55,6 @@ PASCAL_VOC_LABELS = [
 _TENSOR_TYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8, 1: np.float16}
 _FUSED = {0: None, 1: "relu", 3: "relu6"}
 _PADDING = {0: "SAME", 1: "VALID"}
-
-
-def dequantize(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, axis: int = 0) -> np.ndarray:
-    """real = scale * (q - zero_point), per tensor (one scale) or per channel along `axis`.
-
-    Shapes: q any; scale, zero_point (1,) or (q.shape[axis],).
-
-    >>> dequantize(np.array([128, 130], np.uint8), np.array([0.5]), np.array([128]))
-    array([0., 1.])
-    """
-    scale = np.asarray(scale, np.float64)
-    zero_point = np.asarray(zero_point, np.int64)
-    if scale.size > 1:  # per channel: broadcast along `axis`
-        shape = [1] * q.ndim
-        shape[axis] = scale.size
-        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
-    return scale * (q.astype(np.int64) - zero_point)
 
 
 def _import_tflite():
@@ -171,11 +155,14 @@ class TFLiteGraph:
             tuple(int(s) for s in self.graph.Tensors(t).ShapeAsNumpy()) if self.graph.Tensors(t).ShapeLength() else ()
         )
 
-    def quantization(self, t: int) -> tuple[np.ndarray, np.ndarray, int] | None:
+    def quantization(self, t: int) -> QuantParams | None:
+        """Tensor t's quantization (scales float64, zero points int64), or None for a float tensor."""
         q = self.graph.Tensors(t).Quantization()
         if q is None or q.ScaleLength() == 0:
             return None
-        return q.ScaleAsNumpy(), q.ZeroPointAsNumpy(), q.QuantizedDimension()
+        scale = np.asarray(q.ScaleAsNumpy(), np.float64)
+        zero_point = np.asarray(q.ZeroPointAsNumpy(), np.int64)
+        return QuantParams(scale, zero_point, int(q.QuantizedDimension()))
 
     def type_of(self, t: int) -> np.dtype | None:
         """The NumPy dtype of tensor t (None for a type npmnv2 does not read)."""
@@ -198,7 +185,7 @@ class TFLiteGraph:
         """A constant tensor, dequantized to float64 when it is quantized."""
         q = self.raw(t)
         quant = self.quantization(t)
-        return q.astype(np.float64) if quant is None else dequantize(q, *quant)
+        return q.astype(np.float64) if quant is None else quant.dequantize(q)
 
     def labels(self) -> list[str] | None:
         """Label names from the TFLite metadata: a zip appended to the flatbuffer. None when the file
@@ -344,6 +331,55 @@ def residual_adds(graph: TFLiteGraph, names: dict[int, str]) -> dict[int, str]:
     return adds
 
 
+# What each TFLite op is in the float model's vocabulary: its step kind, and the float step whose
+# output equals the op's output (a conv op's output is the layer's activation, or its normalization
+# when the layer is linear: TFLite fuses conv, folded batch norm and activation into one op).
+INTEGER_KINDS = {
+    "CONV_2D": "convolution", "DEPTHWISE_CONV_2D": "convolution", "FULLY_CONNECTED": "linear", "ADD": "residual_add",
+    "AVERAGE_POOL_2D": "pooling", "MEAN": "pooling", "RESIZE_BILINEAR": "resize", "CONCATENATION": "concat",
+    "SOFTMAX": "softmax", "RESHAPE": "reshape", "QUANTIZE": "quantize", "ARG_MAX": "argmax",
+}  # fmt: skip
+
+
+def integer_steps(graph: TFLiteGraph) -> list[tuple[str, str, str | None]]:
+    """(step name, kind, float step) of every op of the graph, in its order, named as the float
+    model names its steps: a conv op of layer X is `X.convolution` (its output is the float step
+    `X.activation`, or `X.normalization` for a linear layer), the residual ADD of block N is
+    `layer.N`, the pooling op `pooler`; ops the float model has no step for keep a plain name
+    (`reshape`, `softmax`, `quantize_input`, `segmentation_head.upsample`, `argmax`)."""
+    names = match_layers(graph)
+    adds = residual_adds(graph, names)
+    segmentation = any(n.startswith("segmentation_head.") for n in names.values())
+    input_index = graph.graph.Inputs(0)
+    steps: list[tuple[str, str, str | None]] = []
+    resized = False
+    for index, op in enumerate(graph.ops):
+        kind, float_step = INTEGER_KINDS.get(op["type"], op["type"].lower()), None
+        if index in names:
+            hf = names[index]
+            fused = f"{hf}.activation" if op.get("activation") else f"{hf}.normalization"
+            name = "classifier" if hf == "classifier" else f"{hf}.convolution"
+            kind = "linear" if hf == "classifier" else kind  # a 1x1 conv classifier is the float model's linear
+            float_step = {"classifier": "classifier", "segmentation_head.classifier": name}.get(hf, fused)
+        elif index in adds:
+            name = float_step = adds[index]
+        elif op["type"] in ("AVERAGE_POOL_2D", "MEAN"):
+            name = float_step = "segmentation_head.avg_pool" if segmentation else "pooler"
+        elif op["type"] == "RESIZE_BILINEAR":
+            name = "segmentation_head.upsample" if resized else "segmentation_head.interpolate"
+            float_step = None if resized else name
+            resized = True
+        elif op["type"] == "CONCATENATION":
+            name = float_step = "segmentation_head.concat"
+        elif op["type"] == "QUANTIZE":
+            name = "quantize_input" if op["inputs"][0] == input_index else "quantize_output"
+        else:
+            name = op["type"].lower()
+        taken = {n for n, _, _ in steps}
+        steps.append((name if name not in taken else f"{name}.{index}", kind, float_step))
+    return steps
+
+
 def _read_graph(graph: TFLiteGraph) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, tuple[float, int]]]:
     tensors: dict[str, np.ndarray] = {}
     quantization: dict[str, tuple[float, int]] = {}
@@ -361,15 +397,15 @@ def _read_graph(graph: TFLiteGraph) -> tuple[dict[str, np.ndarray], dict[str, An
             acts[hf] = _FUSED.get(op["activation"], "unknown")
         quant = graph.quantization(op["outputs"][0])
         if quant is not None:
-            quantization[hf] = (float(quant[0][0]), int(quant[1][0]))
+            quantization[hf] = (quant.tensor_scale, quant.tensor_zero_point)
     for index, block in residual_adds(graph, names).items():
         quant = graph.quantization(graph.ops[index]["outputs"][0])
         if quant is not None:
-            quantization[block] = (float(quant[0][0]), int(quant[1][0]))
+            quantization[block] = (quant.tensor_scale, quant.tensor_zero_point)
     input_index = graph.graph.Inputs(0)
     input_quant = graph.quantization(input_index)
     if input_quant is not None:
-        quantization["pixel_values"] = (float(input_quant[0][0]), int(input_quant[1][0]))
+        quantization["pixel_values"] = (input_quant.tensor_scale, input_quant.tensor_zero_point)
     return tensors, _infer_tflite_config(graph, tensors, strides, dilations, paddings, acts), quantization
 
 

@@ -28,7 +28,6 @@ import numpy as np
 
 from . import ops
 from .architecture import MIN_INPUT_SIZE, ConvSpec
-from .configuration_mobilenet_v2 import MobileNetV2Config
 from .ops import nchw_to_nhwc, nhwc_to_nchw
 from .tables import format_table, html_table
 
@@ -43,7 +42,7 @@ StepKind = Literal[
     "linear",
     "resize",
     "concat",
-    "integer",  # one op of a quantized TFLite graph, run by `npmnv2.integer_model` (attrs: scale, zero_point, ...)
+    "softmax", "reshape", "quantize", "argmax",  # ops of a quantized TFLite graph the float model has no step for
     "backward",  # one op run backward by `npmnv2.gradients` (output: the gradient it passed to its input)
 ]
 
@@ -63,9 +62,10 @@ class Recorder(Protocol):
         params: Mapping[str, np.ndarray] | None = None,
         attrs: Mapping[str, Any] | None = None,
         tf_scope: str = "",
+        macs: int | None = None,
     ) -> np.ndarray:
         """Record one step (NHWC arrays; op None for a step that computes nothing); return the
-        tensor the forward continues with."""
+        tensor the forward continues with. macs: given by ops not on a page (the integer model's)."""
         ...
 
 
@@ -281,6 +281,7 @@ class Trace(Mapping):
         params: Mapping[str, np.ndarray] | None = None,
         attrs: Mapping[str, Any] | None = None,
         tf_scope: str = "",
+        macs: int | None = None,
     ) -> np.ndarray:
         """Record one step (NHWC arrays in); return the tensor the forward continues with."""
         if name in self.replace:
@@ -294,7 +295,9 @@ class Trace(Mapping):
                 step_attrs.update(page.spec_attrs(spec, self.tf_padding))
         step_attrs.update(attrs or {})
         used = dict(params or {})
-        macs = page.macs(output.shape, used["kernel"].shape) if page is not None and page.macs is not None else 0
+        if macs is None:
+            has_macs = page is not None and page.macs is not None
+            macs = page.macs(output.shape, used["kernel"].shape) if has_macs else 0
         n_params = sum(int(v.size) for k, v in used.items() if k not in ("mean", "var"))
         keep = self.keeps(name)
         public = public_layout(kind, output)
@@ -453,12 +456,9 @@ class Summary:
 
 
 class TraceableModel(Protocol):
-    """What the functions below need of a model (any of the three classes)."""
+    """What the functions below need of a model: the float classes, or the integer model."""
 
-    config: MobileNetV2Config
-    dtype: np.dtype
-    params: dict[str, dict[str, np.ndarray]]
-    specs: list[ConvSpec]
+    tf_padding: bool
 
     def forward(self, pixel_values: np.ndarray, *args: Any, rec: Recorder | None = None, **kwargs: Any) -> Any: ...
 
@@ -519,7 +519,7 @@ def trace_forward(
     patterns = layer_patterns(model, layers, names)
     if stop_at is not None:
         stop_at = check_step_name(model, stop_at, names)
-    trace = Trace(keep=patterns, stop_at=stop_at, tf_padding=model.config.tf_padding)
+    trace = Trace(keep=patterns, stop_at=stop_at, tf_padding=model.tf_padding)
     trace.pixel_values = pixel_values
     try:
         trace.output = model.forward(pixel_values, rec=trace, **forward_kwargs)
@@ -554,7 +554,7 @@ class StepStream(Iterator[Step]):
 
     def __init__(self, model: TraceableModel, pixel_values: np.ndarray) -> None:
         self._model_name = type(model).__name__
-        self._trace = _HandOver(tf_padding=model.config.tf_padding)
+        self._trace = _HandOver(tf_padding=model.tf_padding)
         self._trace.pixel_values = pixel_values
         self._started = self._done = False
         self._run = lambda: model.forward(pixel_values, rec=self._trace)
@@ -621,7 +621,7 @@ def run_from(model: TraceableModel, name: str, tensor: np.ndarray, *, pixel_valu
             "run_from needs the input the edited tensor came from: call model.trace(pixel_values) first, "
             "or pass pixel_values=."
         )
-    trace = Trace(keep=[], replace={name: tensor}, tf_padding=model.config.tf_padding)
+    trace = Trace(keep=[], replace={name: tensor}, tf_padding=model.tf_padding)
     return model.forward(pixel_values, rec=trace)
 
 

@@ -115,24 +115,24 @@ def _run_interpreter(path: Path, pixels: np.ndarray, reference_kernels: bool = F
 
 def tflite_integer_tensors(path: str | Path, pixels: np.ndarray, *, reference_kernels: bool = True) -> QuantizedTensors:
     """Every op output of the interpreter, as the integers it stores (NCHW when 4-D), under the step
-    names of `npmnv2.integer_model` (`op.<index>.<OP_TYPE>`), with each tensor's scale.
+    names of `npmnv2.integer_model` (the float model's names: `layer.3.conv_3x3.convolution`, ...),
+    with each tensor's scale.
 
     pixels: the quantized input, NHWC as the interpreter takes it (see `tflite_input`).
     """
-    from .tflite_import import TFLiteGraph
+    from .tflite_import import TFLiteGraph, integer_steps
 
     path = Path(path)
     graph = TFLiteGraph(path)
     interpreter = _run_interpreter(path, pixels, reference_kernels)
     tensors, scales = {}, {}
-    for index, op in enumerate(graph.ops):
+    for op, (name, _, _) in zip(graph.ops, integer_steps(graph), strict=True):
         out = op["outputs"][0]
-        name = f"op.{index}.{op['type']}"
         value = interpreter.get_tensor(out)
         tensors[name] = value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
         quant = graph.quantization(out)
         if quant is not None:
-            scales[name] = float(quant[0][0])
+            scales[name] = quant.tensor_scale
     return QuantizedTensors(tensors, scales)
 
 
@@ -149,7 +149,7 @@ def tflite_input(path: str | Path, image: Any) -> tuple[np.ndarray, np.ndarray]:
     pixels = np.asarray(load_image(image).resize((w, h), Image.NEAREST), dtype=np.uint8)[None]  # (1, H, W, 3)
     graph = TFLiteGraph(Path(path))
     quant = graph.quantization(graph.graph.Inputs(0))
-    scale, zero_point = (1 / 127.5, 127.5) if quant is None else (float(quant[0][0]), int(quant[1][0]))
+    scale, zero_point = (1 / 127.5, 127.5) if quant is None else (quant.tensor_scale, quant.tensor_zero_point)
     real = (pixels.astype(np.float64) - zero_point) * scale  # the values the integer model's input stands for
     return pixels, real.astype(np.float32).transpose(0, 3, 1, 2)
 
@@ -194,11 +194,11 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
         raw = interpreter.get_tensor(index)
         quant = graph.quantization(index)
         if quant is not None and name:
-            scales[name] = float(quant[0][0])
+            scales[name] = quant.tensor_scale
         value = (
             raw.astype(np.float64)
             if quant is None
-            else float(quant[0][0]) * (raw.astype(np.float64) - int(quant[1][0]))
+            else quant.dequantize(raw)
         )
         return value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
 

@@ -3,6 +3,8 @@ output equal, on the five real models, the shipped photos and seeded random imag
 
 from __future__ import annotations
 
+import inspect
+
 import subprocess
 import sys
 
@@ -61,19 +63,24 @@ def test_outputs_dequantize_and_steps_carry_scale_zero_point_and_names(coral_dir
     assert output.outputs[0].dtype == np.uint8 and output.outputs[0].shape == (1, 1001)
     assert int(output.logits.argmax()) == 286 and abs(float(output.logits.sum()) - 1) < 0.05
     trace = model.trace(pixels)
-    step = trace.step("op.1.DEPTHWISE_CONV_2D")
+    step = trace.step("conv_stem.conv_3x3.convolution")  # the float model's names and kinds
+    assert step.kind == "convolution" and step.attrs["tflite_op"] == "DEPTHWISE_CONV_2D"
     assert step.attrs["float_step"] == "conv_stem.conv_3x3.activation"
+    assert step.macs == 32 * 112 * 112 * 9 and step.n_params == 32 * 9 + 32  # MACs and integer parameters
     assert step.attrs["tflite_tensor"].startswith("MobilenetV2/expanded_conv/depthwise")
     assert step.attrs["zero_point"] == 0 and step.attrs["range"] == (0, 255) and step.attrs["at_min"] > 0
-    assert step.op is npmnv2.integer_ops.depthwise_conv2d_int and step.output.shape == (1, 32, 112, 112)
+    assert step.op is npmnv2.ops.depthwise.depthwise_conv2d_int_requantized and step.output.shape == (1, 32, 112, 112)
+    assert "requantize_output" in inspect.getsource(step.op)  # the requantization is part of the op it names
     per_channel = QuantizedMobileNetV2.from_pretrained(coral_dir / "tf2_mobilenet_v2_1.0_224_ptq.tflite")
-    first_conv = per_channel.trace(pixels, stop_at="op.1.CONV_2D").step("op.1.CONV_2D")
+    first_conv = per_channel.trace(pixels, stop_at="conv_stem.first_conv.convolution").step(
+        "conv_stem.first_conv.convolution"
+    )
     assert first_conv.attrs["float_step"] == "conv_stem.first_conv.activation"
     # compared with the float model layer by layer, in real units
     float_model = npmnv2.MobileNetV2ForImageClassification.from_pretrained(path)
     same_pixels, real = tflite_input(path, coral_dir / "cat.bmp")  # the same image for both models
     float_trace = float_model.trace(real)
-    step = model.trace(same_pixels.transpose(0, 3, 1, 2)).step("op.1.DEPTHWISE_CONV_2D")
+    step = model.trace(same_pixels.transpose(0, 3, 1, 2)).step("conv_stem.conv_3x3.convolution")
     ours = npmnv2.integer_ops.dequantize(step.output, step.attrs["scale"], step.attrs["zero_point"])
     theirs = float_trace[step.attrs["float_step"]]
     assert np.sqrt(np.mean((ours - theirs) ** 2)) < 0.05 * np.sqrt(np.mean(theirs**2))  # rounding noise, in real units
@@ -83,13 +90,13 @@ def test_stop_at_layers_and_run_from(coral_dir):
     path = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
     model = QuantizedMobileNetV2.from_pretrained(path)
     pixels = np.random.default_rng(0).integers(0, 256, (1, 3, 224, 224)).astype(np.uint8)
-    stopped = model.trace(pixels, layers="op.*.ADD", stop_at="op.9.ADD")
-    assert stopped.steps[-1].name == "op.9.ADD" and list(stopped) == ["op.9.ADD"]
+    stopped = model.trace(pixels, layers="layer.[0-9]", stop_at="layer.4")  # the residual ADDs of blocks 0-9
+    assert stopped.steps[-1].name == "layer.4" and list(stopped) == ["layer.1", "layer.3", "layer.4"]
     full = model.trace(pixels)
-    zeroed = np.zeros_like(full["op.60.CONV_2D"])
-    changed = model.run_from("op.60.CONV_2D", zeroed)
+    zeroed = np.zeros_like(full["layer.15.expand_1x1.convolution"])
+    changed = model.run_from("layer.15.expand_1x1.convolution", zeroed)
     assert not np.array_equal(changed.outputs[0], full.output.outputs[0])
-    same = model.run_from("op.60.CONV_2D", full["op.60.CONV_2D"])
+    same = model.run_from("layer.15.expand_1x1.convolution", full["layer.15.expand_1x1.convolution"])
     np.testing.assert_array_equal(same.outputs[0], full.output.outputs[0])
 
 
@@ -119,7 +126,9 @@ def test_cli_runs_the_integer_model_and_compare_reports_exact_equality(coral_dir
     assert classify.returncode == 0 and "286  Egyptian cat" in classify.stdout
     compare = cli("compare", coral_dir / "bird.bmp", "--weights", weights, "--against", "tflite", "--integer")
     assert compare.returncode == 0 and "exact: all 66 op outputs" in compare.stdout
-    trace = cli("trace", coral_dir / "bird.bmp", "--weights", weights, "--integer", "--stop-at", "op.3.CONV_2D")
+    trace = cli(
+        "trace", coral_dir / "bird.bmp", "--weights", weights, "--integer", "--stop-at", "layer.0.expand_1x1.convolution"
+    )
     assert trace.returncode == 0 and "zero point" in trace.stdout and "at max" in trace.stdout
     assert "layer.0.expand_1x1.activation" in trace.stdout
     deeplab = coral_dir / "deeplabv3_mnv2_dm05_pascal_quant.tflite"
@@ -128,3 +137,21 @@ def test_cli_runs_the_integer_model_and_compare_reports_exact_equality(coral_dir
         "segment", coral_dir / "bird_segmentation.bmp", "--weights", deeplab, "--integer", "-o", out, "--mask", mask
     )
     assert segment.returncode == 0 and "3 bird" in segment.stdout and out.is_file() and mask.is_file()
+
+
+def test_the_integer_model_uses_the_float_models_trace_machinery_and_errors(coral_dir):
+    model = QuantizedMobileNetV2.from_pretrained(coral_dir / "mobilenet_v2_1.0_224_quant.tflite")
+    pixels = np.zeros((1, 3, 224, 224), np.uint8)
+    with pytest.raises(KeyError, match="unknown layer 'layer.99"):
+        model.trace(pixels, layers=["layer.99.*"])  # the float model's KeyError, not an empty trace
+    with pytest.raises(KeyError, match="unknown layer 'nope'"):
+        model.trace(pixels, stop_at="nope")
+    kept = model.trace(pixels, layers=["layer.12.*"])
+    assert list(kept) == [n for n in model.step_names() if n.startswith("layer.12.")]
+    steps = model.steps(pixels)
+    first = next(steps)
+    assert first.name == "conv_stem.first_conv.convolution" and len(steps.trace.steps) == 1
+    steps.close()
+    float_names = set(npmnv2.MobileNetV2ForImageClassification.from_pretrained("npmnv2/default").step_names())
+    matched = [n for n in model.step_names() if n in float_names]
+    assert len(matched) == 64  # every op but the reshape and the softmax carries a float step's name

@@ -55,8 +55,8 @@ def test_integer_convolutions_equal_their_loops(stride, dilation, padding):
     )
     xs, w = RNG.integers(0, 256, (2, 10)), RNG.integers(0, 256, (5, 10))
     np.testing.assert_array_equal(
-        iops.fully_connected_int(xs, 128, w, 130, bias[:5] if len(bias) >= 5 else None),
-        reference.fully_connected_int_loops(xs, 128, w, 130, None),
+        iops.linear_int(xs, 128, w, 130, bias[:5] if len(bias) >= 5 else None),
+        reference.linear_int_loops(xs, 128, w, 130, None),
     )
 
 
@@ -65,14 +65,14 @@ def test_add_pool_mean_requantize_equal_their_loops():
     args = (a, 0.0317, 131, b, 0.0224, 118, 0.0402, 125, (0, 255))
     np.testing.assert_array_equal(iops.add_int(*args), reference.add_int_loops(*args))
     np.testing.assert_array_equal(
-        iops.average_pool_int(a, kernel_size=(4, 5), act_range=(0, 255)),
-        reference.average_pool_int_loops(a, kernel_size=(4, 5), act_range=(0, 255)),
+        iops.avg_pool2d_int(a, kernel_size=(4, 5), act_range=(0, 255)),
+        reference.avg_pool2d_int_loops(a, kernel_size=(4, 5), act_range=(0, 255)),
     )
     x = RNG.integers(-128, 128, (1, 7, 7, 6))
     m0, shift = iops.quantize_multiplier(0.0235 / 0.0191)
     np.testing.assert_array_equal(
-        iops.mean_int(x, -128, m0, shift, -128, (-128, 127)),
-        reference.mean_int_loops(x, -128, m0, shift, -128, (-128, 127)),
+        iops.global_average_pool_int(x, -128, m0, shift, -128, (-128, 127)),
+        reference.global_average_pool_int_loops(x, -128, m0, shift, -128, (-128, 127)),
     )
     m0, shift = iops.quantize_multiplier(0.0078125 / 0.00784314)
     np.testing.assert_array_equal(
@@ -104,7 +104,7 @@ def test_integer_softmax_equals_its_fixed_point_loops_and_sums_to_about_one():
 
 def test_concatenation_requantizes_in_float32_and_copies_matching_inputs():
     a, b = RNG.integers(0, 256, (1, 2, 2, 3)), RNG.integers(0, 256, (1, 2, 2, 2))
-    out = iops.concatenate_int([a, b], [0.05, 0.02], [128, 0], 0.05, 128, (0, 255))
+    out = iops.concat_channels_int([a, b], [0.05, 0.02], [128, 0], 0.05, 128, (0, 255))
     np.testing.assert_array_equal(out[..., :3], a)  # same scale and zero point: copied
     expected = np.floor(b.astype(np.float32) * np.float32(0.02 / 0.05) + 0.5) + 128
     assert np.abs(out[..., 3:] - np.clip(expected, 0, 255)).max() <= 1
@@ -113,4 +113,4 @@ def test_concatenation_requantizes_in_float32_and_copies_matching_inputs():
 def test_the_float64_matmul_refuses_sums_it_could_not_hold_exactly():
     big = np.full((1, 4096), 2**21)
     with pytest.raises(ValueError, match="could exceed 2\\^53"):
-        iops.fully_connected_int(big, 0, big, 0, None)
+        iops.linear_int(big, 0, big, 0, None)

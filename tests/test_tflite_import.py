@@ -14,7 +14,7 @@ import npmnv2
 from npmnv2 import MobileNetV2ForImageClassification as Cls
 from npmnv2 import MobileNetV2ForSemanticSegmentation as Seg
 from npmnv2.ops import nchw_to_nhwc, resize_bilinear, softmax
-from npmnv2.tflite_import import dequantize
+from npmnv2.ops.quantization import dequantize
 from npmnv2.weights import WeightFileError
 
 IMAGES = ["cat", "grace_hopper", "bird", "sunflower", "dragonfly"]

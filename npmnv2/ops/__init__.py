@@ -86,7 +86,9 @@ FAMILIES = (
 # Every op the readable layers record, and its page: how to describe, differentiate and count it
 # (see `npmnv2.ops.pages`). A new op module adds its PAGES to FAMILIES; nothing else changes.
 PAGE_OF: dict[Callable[..., np.ndarray], OpPage] = {
-    page.forward: page for family in FAMILIES for page in getattr(family, "PAGES", ())
+    page.forward: page
+    for family in FAMILIES
+    for page in (*getattr(family, "PAGES", ()), *getattr(family, "INTEGER_PAGES", ()))
 }
 
 # Each op that multiplies by weights, and the formula (beside the op in its module) counting its

@@ -27,7 +27,7 @@ from .padding import (
     tap_slice,
 )
 from .pages import OpPage, parameter_grads, spatial
-from .quantization import exact_int_matmul
+from .quantization import describe_requantization, exact_int_matmul, requantize_output
 
 # ============================================================================ textbook forward
 
@@ -349,15 +349,15 @@ def conv2d_int(
 ) -> np.ndarray:  # fmt: skip
     """The int32 accumulator of a quantized convolution (before requantization).
 
-    Math: acc[n, y, x, o] = bias[o] + sum_{i, j, c} (x_pad[n, y*s + i*d, x*s + j*d, c] - x_zp)
-                                                    * (kernel[o, i, j, c] - k_zp[o])
-    The padding stands for real zeros, i.e. the value x_zp: padded pixels add nothing.
+    Math: acc[n, y, x, o] = bias[o] + sum_{i, j, c} (x_pad[n, y*s + i*d, x*s + j*d, c] - x_zero_point)
+                                                    * (kernel[o, i, j, c] - kernel_zero_point[o])
+    The padding stands for real zeros, i.e. the value x_zero_point: padded pixels add nothing.
     Shapes: x (N, H, W, C_in) ints, kernel (C_out, KH, KW, C_in) (TFLite's OHWI), bias (C_out,)
             -> (N, Ho, Wo, C_out) int64.
     """
     n = x.shape[0]
     c_out, kh, kw, c_in = kernel.shape
-    centred = np.pad(x.astype(np.int64) - x_zero_point, ((0, 0), padding[:2], padding[2:], (0, 0)))  # 0 = x_zp
+    centred = np.pad(x.astype(np.int64) - x_zero_point, ((0, 0), padding[:2], padding[2:], (0, 0)))  # 0 = x_zero_point
     hp, wp = centred.shape[1:3]
     ho, wo = output_size_of_padded(hp, wp, kernel_size=(kh, kw), stride=stride, dilation=dilation, op="conv2d_int")
     taps = [
@@ -378,15 +378,36 @@ def conv2d_int(
 # ============================================================================ integer loop twins
 
 
-def conv2d_int_loops(x, x_zp, kernel, k_zp, bias, *, stride, dilation, padding):
-    """acc[n, y, x, o] = bias[o] + sum (x - x_zp) * (kernel - k_zp), skipping padded positions, as C does.
+def conv2d_int_requantized(
+    x: np.ndarray, x_zero_point: int, kernel: np.ndarray, kernel_zero_point: int | np.ndarray,
+    bias: np.ndarray | None, m0: int | np.ndarray, shift: int | np.ndarray, out_zero_point: int,
+    act_range: tuple[int, int], *, stride: int, dilation: int, padding: Pad2D,
+) -> np.ndarray:  # fmt: skip
+    """A whole quantized CONV_2D, as TFLite's reference kernel runs it: integer sums, then requantized.
+
+    Math: acc = bias + sum (x - x_zero_point) * (kernel - kernel_zero_point)      (`conv2d_int`, int32)
+          out = clamp(out_zero_point + round(acc * M0 * 2^(shift - 31)), act_min, act_max)
+    with M0 * 2^(shift - 31) = s_x * s_kernel / s_out (per output channel when the kernel is) and
+    (act_min, act_max) the fused activation's range (ReLU6: zero_point .. zero_point + 6 / s_out).
+    Shapes: x (N, H, W, C_in), kernel (C_out, KH, KW, C_in) -> (N, Ho, Wo, C_out) int64 holding the
+    output type's integers.
+    """
+    acc = conv2d_int(
+        x, x_zero_point, kernel, kernel_zero_point, bias, stride=stride, dilation=dilation, padding=padding
+    )
+    return requantize_output(acc, m0, shift, out_zero_point, act_range)
+
+
+def conv2d_int_loops(x, x_zero_point, kernel, kernel_zero_point, bias, *, stride, dilation, padding):
+    """acc[n, y, x, o] = bias[o] + sum (x - x_zero_point) * (kernel - kernel_zero_point), skipping padded
+    positions, as C does.
     Shapes: x (N, H, W, C_in), kernel (C_out, KH, KW, C_in) -> (N, Ho, Wo, C_out)."""
     n, h, w, c_in = x.shape
     c_out, kh, kw, _ = kernel.shape
     top, bottom, left, right = padding
     ho = conv_output_size(h, kernel_size=kh, stride=stride, dilation=dilation, pad=top + bottom)
     wo = conv_output_size(w, kernel_size=kw, stride=stride, dilation=dilation, pad=left + right)
-    k_zp = np.broadcast_to(np.asarray(k_zp), (c_out,))
+    kernel_zero_point = np.broadcast_to(np.asarray(kernel_zero_point), (c_out,))
     out = np.zeros((n, ho, wo, c_out), np.int64)
     for b in range(n):
         for y in range(ho):
@@ -398,7 +419,9 @@ def conv2d_int_loops(x, x_zp, kernel, k_zp, bias, *, stride, dilation, padding):
                             yy, xx = y * stride + i * dilation - top, x_ * stride + j * dilation - left
                             if 0 <= yy < h and 0 <= xx < w:
                                 for c in range(c_in):
-                                    acc += (int(x[b, yy, xx, c]) - x_zp) * (int(kernel[o, i, j, c]) - int(k_zp[o]))
+                                    acc += (int(x[b, yy, xx, c]) - x_zero_point) * (
+                                        int(kernel[o, i, j, c]) - int(kernel_zero_point[o])
+                                    )
                     out[b, y, x_, o] = acc
     return out
 
@@ -462,3 +485,21 @@ PAGES = (
         pointwise_conv2d_macs, convolution_attrs,
     ),
 )  # fmt: skip
+
+
+def describe_integer_convolution(step: Any) -> str:
+    """An integer CONV_2D or DEPTHWISE_CONV_2D step in words: geometry, integer sums, requantization."""
+    a = step.attrs
+    kernel = step.params["kernel"].shape  # OHWI, or (1, KH, KW, C) depthwise
+    kh, kw = kernel[1:3]
+    pad = a["padding"]
+    return (
+        f"integer {a['tflite_op']} {step.input_shapes[0][1]} -> {step.output_shape[1]} channels, {kh}x{kw} kernel, "
+        f"stride {a['stride']}, dilation {a['dilation']}, TF SAME padding for a {spatial(step.input_shapes[0])} "
+        f"input: pad top {pad[0]}, bottom {pad[1]}, left {pad[2]}, right {pad[3]}; output "
+        f"{spatial(step.output_shape)}. int32 sums of (x - x_zero_point) * (w - w_zero_point) + bias: {step.macs:,} "
+        f"MACs; its output stands for the float step {a.get('float_step')}.{describe_requantization(step)}"
+    )
+
+
+INTEGER_PAGES = (OpPage(conv2d_int_requantized, describe_integer_convolution),)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .conv import convolution_attrs, describe_convolution
+from .conv import convolution_attrs, describe_convolution, describe_integer_convolution
 from .padding import (
     Pad2D,
     check_nhwc,
@@ -24,6 +24,7 @@ from .padding import (
     tap_slice,
 )
 from .pages import OpPage, parameter_grads
+from .quantization import requantize_output
 
 # ============================================================================ textbook forward
 
@@ -188,12 +189,12 @@ def depthwise_conv2d_int(
 ) -> np.ndarray:  # fmt: skip
     """The int32 accumulator of a quantized depthwise convolution (depth multiplier 1).
 
-    Math: acc[n, y, x, c] = bias[c] + sum_{i, j} (x_pad[n, y*s + i*d, x*s + j*d, c] - x_zp)
-                                                * (kernel[0, i, j, c] - k_zp[c])
+    Math: acc[n, y, x, c] = bias[c] + sum_{i, j} (x_pad[n, y*s + i*d, x*s + j*d, c] - x_zero_point)
+                                                * (kernel[0, i, j, c] - kernel_zero_point[c])
     Shapes: x (N, H, W, C), kernel (1, KH, KW, C) (TFLite's layout), bias (C,) -> (N, Ho, Wo, C) int64.
     """
     _, kh, kw, c = kernel.shape
-    # In float64, which holds these integers exactly (|x - x_zp|, |w - w_zp| <= 255: every partial
+    # In float64, which holds these integers exactly (|x - x_zero_point|, |w - weight_zero_point| <= 255: every partial
     # sum is below 9 * 255^2 < 2^20) and which NumPy multiplies faster than int64.
     centred = np.pad(x.astype(np.float64) - x_zero_point, ((0, 0), padding[:2], padding[2:], (0, 0)))
     hp, wp = centred.shape[1:3]
@@ -213,14 +214,33 @@ def depthwise_conv2d_int(
 # ============================================================================ integer loop twins
 
 
-def depthwise_conv2d_int_loops(x, x_zp, kernel, k_zp, bias, *, stride, dilation, padding):
-    """acc[n, y, x, c] = bias[c] + sum (x - x_zp) * (kernel[0, i, j, c] - k_zp[c]). kernel (1, KH, KW, C)."""
+def depthwise_conv2d_int_requantized(
+    x: np.ndarray, x_zero_point: int, kernel: np.ndarray, kernel_zero_point: int | np.ndarray,
+    bias: np.ndarray | None, m0: int | np.ndarray, shift: int | np.ndarray, out_zero_point: int,
+    act_range: tuple[int, int], *, stride: int, dilation: int, padding: Pad2D,
+) -> np.ndarray:  # fmt: skip
+    """A whole quantized DEPTHWISE_CONV_2D, as TFLite's reference kernel runs it.
+
+    Math: acc[c] = bias[c] + sum_taps (x[c] - x_zero_point) * (kernel[c] - kernel_zero_point[c])
+                   (`depthwise_conv2d_int`, int32)
+          out = clamp(out_zero_point + round(acc * M0 * 2^(shift - 31)), act_min, act_max)
+    Shapes: x (N, H, W, C), kernel (1, KH, KW, C) -> (N, Ho, Wo, C) int64.
+    """
+    acc = depthwise_conv2d_int(
+        x, x_zero_point, kernel, kernel_zero_point, bias, stride=stride, dilation=dilation, padding=padding
+    )
+    return requantize_output(acc, m0, shift, out_zero_point, act_range)
+
+
+def depthwise_conv2d_int_loops(x, x_zero_point, kernel, kernel_zero_point, bias, *, stride, dilation, padding):
+    """acc[n, y, x, c] = bias[c] + sum (x - x_zero_point) * (kernel[0, i, j, c] - kernel_zero_point[c]).
+    kernel (1, KH, KW, C)."""
     n, h, w, c = x.shape
     _, kh, kw, _ = kernel.shape
     top, bottom, left, right = padding
     ho = conv_output_size(h, kernel_size=kh, stride=stride, dilation=dilation, pad=top + bottom)
     wo = conv_output_size(w, kernel_size=kw, stride=stride, dilation=dilation, pad=left + right)
-    k_zp = np.broadcast_to(np.asarray(k_zp), (c,))
+    kernel_zero_point = np.broadcast_to(np.asarray(kernel_zero_point), (c,))
     out = np.zeros((n, ho, wo, c), np.int64)
     for b in range(n):
         for y in range(ho):
@@ -231,7 +251,9 @@ def depthwise_conv2d_int_loops(x, x_zp, kernel, k_zp, bias, *, stride, dilation,
                         for j in range(kw):
                             yy, xx = y * stride + i * dilation - top, x_ * stride + j * dilation - left
                             if 0 <= yy < h and 0 <= xx < w:
-                                acc += (int(x[b, yy, xx, ch]) - x_zp) * (int(kernel[0, i, j, ch]) - int(k_zp[ch]))
+                                acc += (int(x[b, yy, xx, ch]) - x_zero_point) * (
+                                    int(kernel[0, i, j, ch]) - int(kernel_zero_point[ch])
+                                )
                     out[b, y, x_, ch] = acc
     return out
 
@@ -258,3 +280,5 @@ PAGES = (
         depthwise_conv2d_macs, convolution_attrs,
     ),
 )  # fmt: skip
+
+INTEGER_PAGES = (OpPage(depthwise_conv2d_int_requantized, describe_integer_convolution),)

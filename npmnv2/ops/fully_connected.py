@@ -1,7 +1,7 @@
 """The linear (fully connected) classifier: x @ kernel + bias.
 
 Forms: textbook forward `linear` and its MAC count; backward `linear_backward`; loop twin; the
-integer form `fully_connected_int` (TFLite's FULLY_CONNECTED, int32 sums) and its loop twin.
+integer form `linear_int` (TFLite's FULLY_CONNECTED, int32 sums) and its loop twin.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from .pages import OpPage
-from .quantization import exact_int_matmul
+from .quantization import describe_integer_op, exact_int_matmul, multiply_by_quantized_multiplier_single_rounding
 
 # ============================================================================ textbook forward
 
@@ -67,29 +67,46 @@ def linear_loops(x: np.ndarray, kernel: np.ndarray, bias: np.ndarray) -> np.ndar
 # ============================================================================ integer form
 
 
-def fully_connected_int(
-    x: np.ndarray, x_zero_point: int, weights: np.ndarray, weights_zero_point: int, bias: np.ndarray | None
+def linear_int(
+    x: np.ndarray, x_zero_point: int, weights: np.ndarray, weight_zero_point: int, bias: np.ndarray | None
 ) -> np.ndarray:
-    """acc[n, o] = bias[o] + sum_c (x[n, c] - x_zp) * (weights[o, c] - w_zp).
+    """acc[n, o] = bias[o] + sum_c (x[n, c] - x_zero_point) * (weights[o, c] - weight_zero_point).
 
     Shapes: x (N, C) ints, weights (L, C) (TFLite's layout), bias (L,) -> (N, L) int64.
     """
-    acc = exact_int_matmul(x.astype(np.int64) - x_zero_point, (weights.astype(np.int64) - weights_zero_point).T)
+    acc = exact_int_matmul(x.astype(np.int64) - x_zero_point, (weights.astype(np.int64) - weight_zero_point).T)
     return acc if bias is None else acc + bias.astype(np.int64)
 
 
 # ============================================================================ integer loop twins
 
 
-def fully_connected_int_loops(x, x_zp, weights, w_zp, bias):
-    """acc[n, o] = bias[o] + sum_c (x[n, c] - x_zp) * (weights[o, c] - w_zp)."""
+def linear_int_requantized(
+    x: np.ndarray, x_zero_point: int, weights: np.ndarray, weight_zero_point: int, bias: np.ndarray | None,
+    m0: int, shift: int, out_zero_point: int, act_range: tuple[int, int],
+) -> np.ndarray:  # fmt: skip
+    """A whole quantized FULLY_CONNECTED, as TFLite's reference kernel runs it: int32 sums, then one
+    rounding (unlike the convolutions, this kernel rounds once: see
+    `multiply_by_quantized_multiplier_single_rounding`).
+
+    Math: acc = bias + (x - x_zero_point) @ (weights - weight_zero_point)^T           (`linear_int`)
+          out = clamp(out_zero_point + round(acc * M0 * 2^(shift - 31)), act_min, act_max)
+    Shapes: x (N, C), weights (L, C) -> (N, L) int64.
+    """
+    acc = linear_int(x, x_zero_point, weights, weight_zero_point, bias)
+    scaled = multiply_by_quantized_multiplier_single_rounding(acc, m0, shift)
+    return np.clip(scaled + out_zero_point, *act_range)
+
+
+def linear_int_loops(x, x_zero_point, weights, weight_zero_point, bias):
+    """acc[n, o] = bias[o] + sum_c (x[n, c] - x_zero_point) * (weights[o, c] - weight_zero_point)."""
     n, c = x.shape
     out = np.zeros((n, weights.shape[0]), np.int64)
     for b in range(n):
         for o in range(weights.shape[0]):
             acc = 0 if bias is None else int(bias[o])
             for k in range(c):
-                acc += (int(x[b, k]) - x_zp) * (int(weights[o, k]) - w_zp)
+                acc += (int(x[b, k]) - x_zero_point) * (int(weights[o, k]) - weight_zero_point)
             out[b, o] = acc
     return out
 
@@ -112,3 +129,10 @@ PAGES = (
         lambda spec, tf_padding: {"c_in": spec.c_in, "c_out": spec.c_out},
     ),
 )  # fmt: skip
+
+INTEGER_PAGES = (
+    OpPage(
+        linear_int_requantized,
+        describe_integer_op("int32 sums of (x - x_zero_point) @ (w - w_zero_point) + bias, rounded once"),
+    ),
+)

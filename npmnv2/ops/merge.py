@@ -2,7 +2,7 @@
 
 Forms: textbook forward (`add`, `concat_channels`); backward (`add_backward` copies the
 gradient to both inputs, `concat_channels_backward` splits it); loop twins; the integer forms
-(`add_int`: both inputs rescaled to a common scale, added, requantized; `concatenate_int`) and
+(`add_int`: both inputs rescaled to a common scale, added, requantized; `concat_channels_int`) and
 the loop twin of `add_int`.
 """
 
@@ -13,7 +13,12 @@ from typing import Any
 import numpy as np
 
 from .pages import OpPage
-from .quantization import multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_scalar, quantize_multiplier
+from .quantization import (
+    describe_integer_op,
+    multiply_by_quantized_multiplier,
+    multiply_by_quantized_multiplier_scalar,
+    quantize_multiplier,
+)
 
 # ============================================================================ textbook forward
 
@@ -80,14 +85,14 @@ def concat_channels_loops(*tensors: np.ndarray) -> np.ndarray:
 
 
 def add_int(
-    a: np.ndarray, a_scale: float, a_zp: int, b: np.ndarray, b_scale: float, b_zp: int,
-    out_scale: float, out_zp: int, act_range: tuple[int, int],
+    a: np.ndarray, a_scale: float, a_zero_point: int, b: np.ndarray, b_scale: float, b_zero_point: int,
+    out_scale: float, out_zero_point: int, act_range: tuple[int, int],
 ) -> np.ndarray:  # fmt: skip
     """A quantized ADD: both inputs brought to a common scale, added, requantized (TFLite's reference Add).
 
     Math: with left_shift = 20 and s = 2 * max(s_a, s_b):
-        a' = MBQM((a - a_zp) * 2^20, s_a / s),   b' = MBQM((b - b_zp) * 2^20, s_b / s)
-        out = clamp(out_zp + MBQM(a' + b', s / (2^20 * s_out)))
+        a' = MBQM((a - a_zero_point) * 2^20, s_a / s),   b' = MBQM((b - b_zero_point) * 2^20, s_b / s)
+        out = clamp(out_zero_point + MBQM(a' + b', s / (2^20 * s_out)))
     where MBQM is `multiply_by_quantized_multiplier` (multipliers below 1, so it only shifts right).
     Shapes: a, b (N, H, W, C) -> (N, H, W, C) int64.
     """
@@ -96,13 +101,13 @@ def add_int(
     ma, sa = quantize_multiplier(float(np.float32(a_scale)) / twice_max)
     mb, sb = quantize_multiplier(float(np.float32(b_scale)) / twice_max)
     mo, so = quantize_multiplier(twice_max / ((1 << left_shift) * float(np.float32(out_scale))))
-    scaled_a = multiply_by_quantized_multiplier((a.astype(np.int64) - a_zp) << left_shift, ma, sa)
-    scaled_b = multiply_by_quantized_multiplier((b.astype(np.int64) - b_zp) << left_shift, mb, sb)
-    return np.clip(multiply_by_quantized_multiplier(scaled_a + scaled_b, mo, so) + out_zp, *act_range)
+    scaled_a = multiply_by_quantized_multiplier((a.astype(np.int64) - a_zero_point) << left_shift, ma, sa)
+    scaled_b = multiply_by_quantized_multiplier((b.astype(np.int64) - b_zero_point) << left_shift, mb, sb)
+    return np.clip(multiply_by_quantized_multiplier(scaled_a + scaled_b, mo, so) + out_zero_point, *act_range)
 
 
-def concatenate_int(
-    inputs: list[np.ndarray], scales: list[float], zero_points: list[int], out_scale: float, out_zp: int,
+def concat_channels_int(
+    inputs: list[np.ndarray], scales: list[float], zero_points: list[int], out_scale: float, out_zero_point: int,
     out_range: tuple[int, int],
 ) -> np.ndarray:  # fmt: skip
     """CONCATENATION on the channel axis, requantizing each input to the output's scale in float32
@@ -112,14 +117,16 @@ def concatenate_int(
     parts = []
     inverse = np.float32(1.0) / np.float32(out_scale)
     for x, scale, zp in zip(inputs, scales, zero_points, strict=True):
-        if zp == out_zp and np.float32(scale) == np.float32(out_scale):
+        if zp == out_zero_point and np.float32(scale) == np.float32(out_scale):
             parts.append(x.astype(np.int64))
             continue
         factor = np.float32(scale) * inverse
         bias = np.float32(-zp) * factor
         value = x.astype(np.float32) * factor + bias  # float32, as in C
         parts.append(
-            np.clip(np.sign(value) * np.floor(np.abs(value) + np.float32(0.5)) + out_zp, *out_range).astype(np.int64)
+            np.clip(np.sign(value) * np.floor(np.abs(value) + np.float32(0.5)) + out_zero_point, *out_range).astype(
+                np.int64
+            )
         )
     return np.concatenate(parts, axis=-1)
 
@@ -127,7 +134,7 @@ def concatenate_int(
 # ============================================================================ integer loop twins
 
 
-def add_int_loops(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp, act_range):
+def add_int_loops(a, a_scale, a_zero_point, b, b_scale, b_zero_point, out_scale, out_zero_point, act_range):
     """TFLite's reference quantized Add, element by element."""
 
     twice_max = 2 * max(float(np.float32(a_scale)), float(np.float32(b_scale)))
@@ -136,9 +143,9 @@ def add_int_loops(a, a_scale, a_zp, b, b_scale, b_zp, out_scale, out_zp, act_ran
     mo, so = quantize_multiplier(twice_max / ((1 << 20) * float(np.float32(out_scale))))
     out = np.zeros(a.shape, np.int64)
     for index in np.ndindex(a.shape):
-        sa_val = multiply_by_quantized_multiplier_scalar((int(a[index]) - a_zp) * (1 << 20), ma, sa)
-        sb_val = multiply_by_quantized_multiplier_scalar((int(b[index]) - b_zp) * (1 << 20), mb, sb)
-        raw = multiply_by_quantized_multiplier_scalar(sa_val + sb_val, mo, so) + out_zp
+        sa_val = multiply_by_quantized_multiplier_scalar((int(a[index]) - a_zero_point) * (1 << 20), ma, sa)
+        sb_val = multiply_by_quantized_multiplier_scalar((int(b[index]) - b_zero_point) * (1 << 20), mb, sb)
+        raw = multiply_by_quantized_multiplier_scalar(sa_val + sb_val, mo, so) + out_zero_point
         out[index] = min(max(raw, act_range[0]), act_range[1])
     return out
 
@@ -163,3 +170,8 @@ PAGES = (
         concat_channels_backward,
     ),
 )  # fmt: skip
+
+INTEGER_PAGES = (
+    OpPage(add_int, describe_integer_op("both inputs rescaled to a common scale, added in int32")),
+    OpPage(concat_channels_int, describe_integer_op("each input requantized to the output's scale, then concatenated")),
+)

@@ -44,8 +44,8 @@ class OpPage:
 
 
 def spatial(shape: tuple[int, ...]) -> str:
-    """'14x14' of an NCHW shape (the H and W a description names)."""
-    return "x".join(map(str, shape[2:]))
+    """'14x14' of an NCHW shape (the H and W a description names); '1x1' for (N, C) features."""
+    return "x".join(map(str, shape[2:])) if len(shape) > 2 else "1x1"
 
 
 def parameter_grads(step: Any, kernel: np.ndarray, bias: np.ndarray | None) -> dict[str, np.ndarray]:

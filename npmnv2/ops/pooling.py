@@ -1,8 +1,8 @@
 """Average pooling: the global average before the classifier, and a fixed-window (VALID) average.
 
 Forms: textbook forward (`global_average_pool`, `avg_pool2d`); backward (the gradient spread
-evenly over each window); loop twins; the integer forms (`average_pool_int` rounds the window
-mean half away from zero, `mean_int` is TFLite's MEAN) and their loop twins.
+evenly over each window); loop twins; the integer forms (`avg_pool2d_int` rounds the window
+mean half away from zero, `global_average_pool_int` is TFLite's MEAN) and their loop twins.
 """
 
 from __future__ import annotations
@@ -13,7 +13,12 @@ import numpy as np
 
 from .padding import as_pair, check_nhwc, kernel_tap, output_size_of_padded, tap_slice
 from .pages import OpPage, spatial
-from .quantization import c_div, multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_scalar
+from .quantization import (
+    c_div,
+    describe_integer_op,
+    multiply_by_quantized_multiplier,
+    multiply_by_quantized_multiplier_scalar,
+)
 
 # ============================================================================ textbook forward
 
@@ -116,7 +121,7 @@ def avg_pool2d_backward_loops(grad_out, input_shape, *, kernel_size, stride=1):
 # ============================================================================ integer form
 
 
-def average_pool_int(x: np.ndarray, *, kernel_size: tuple[int, int], act_range: tuple[int, int]) -> np.ndarray:
+def avg_pool2d_int(x: np.ndarray, *, kernel_size: tuple[int, int], act_range: tuple[int, int]) -> np.ndarray:
     """VALID average pooling with stride 1 over whole windows, rounded half up: (sum + count/2) // count.
 
     Shapes: x (N, H, W, C) -> (N, H - KH + 1, W - KW + 1, C) int64.
@@ -132,25 +137,27 @@ def average_pool_int(x: np.ndarray, *, kernel_size: tuple[int, int], act_range: 
     return np.clip((total + count // 2) // count, *act_range)
 
 
-def mean_int(x: np.ndarray, x_zp: int, m0: int, shift: int, out_zp: int, out_range: tuple[int, int]) -> np.ndarray:
+def global_average_pool_int(
+    x: np.ndarray, x_zero_point: int, m0: int, shift: int, out_zero_point: int, out_range: tuple[int, int]
+) -> np.ndarray:
     """MEAN over H and W of an int8 tensor, as TFLite's reference_integer_ops::Mean computes it.
 
     Math: the division by count = H*W is folded into the multiplier M0 * 2^shift (= s_in / s_out):
         k = min(floor(log2(count)), 32, 31 + shift);  M0' = floor(M0 * 2^k / count);  shift' = shift - k
-        out = clamp(out_zp + MBQM(sum (x - x_zp), M0', shift'))
+        out = clamp(out_zero_point + MBQM(sum (x - x_zero_point), M0', shift'))
     Shapes: x (N, H, W, C) -> (N, 1, 1, C) int64.
     """
     count = x.shape[1] * x.shape[2]
     k = min(count.bit_length() - 1, 32, 31 + shift)
     folded = (m0 << k) // count
-    total = (x.astype(np.int64) - x_zp).sum(axis=(1, 2), keepdims=True)  # (N, 1, 1, C)
-    return np.clip(multiply_by_quantized_multiplier(total, folded, shift - k) + out_zp, *out_range)
+    total = (x.astype(np.int64) - x_zero_point).sum(axis=(1, 2), keepdims=True)  # (N, 1, 1, C)
+    return np.clip(multiply_by_quantized_multiplier(total, folded, shift - k) + out_zero_point, *out_range)
 
 
 # ============================================================================ integer loop twins
 
 
-def average_pool_int_loops(x, *, kernel_size, act_range):
+def avg_pool2d_int_loops(x, *, kernel_size, act_range):
     """(sum of the window + count / 2) / count, per output pixel and channel (VALID, stride 1)."""
     kh, kw = kernel_size
     n, h, w, c = x.shape
@@ -162,7 +169,7 @@ def average_pool_int_loops(x, *, kernel_size, act_range):
     return out
 
 
-def mean_int_loops(x, x_zp, m0, shift, out_zp, out_range):
+def global_average_pool_int_loops(x, x_zero_point, m0, shift, out_zero_point, out_range):
     """TFLite's reference_integer_ops::Mean: the count folded into the multiplier, per channel."""
     n, h, w, c = x.shape
     count = h * w
@@ -171,8 +178,8 @@ def mean_int_loops(x, x_zp, m0, shift, out_zp, out_range):
     out = np.zeros((n, 1, 1, c), np.int64)
     for b in range(n):
         for ch in range(c):
-            total = sum(int(x[b, y, x_, ch]) - x_zp for y in range(h) for x_ in range(w))
-            value = multiply_by_quantized_multiplier_scalar(total, folded, shift - k) + out_zp
+            total = sum(int(x[b, y, x_, ch]) - x_zero_point for y in range(h) for x_ in range(w))
+            value = multiply_by_quantized_multiplier_scalar(total, folded, shift - k) + out_zero_point
             out[b, 0, 0, ch] = min(max(value, out_range[0]), out_range[1])
     return out
 
@@ -198,4 +205,11 @@ def avg_pool2d_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.n
 PAGES = (
     OpPage(global_average_pool, describe_pooling, global_average_pool_step_backward, global_average_pool_backward),
     OpPage(avg_pool2d, describe_pooling, avg_pool2d_step_backward, avg_pool2d_backward),
+)
+
+INTEGER_PAGES = (
+    OpPage(avg_pool2d_int, describe_integer_op("the window's integer mean, rounded half away from zero")),
+    OpPage(
+        global_average_pool_int, describe_integer_op("TFLite's MEAN over H and W, the count folded into the multiplier")
+    ),
 )

@@ -12,10 +12,12 @@ import math
 
 import numpy as np
 
+from .pages import OpPage
 from .quantization import (
     INT32_MAX,
     INT32_MIN,
     c_div,
+    describe_integer_op,
     quantize_multiplier,
     rounding_divide_by_pot,
     rounding_divide_by_pot_scalar,
@@ -217,3 +219,8 @@ def softmax_int_loops(x, x_scale, *, beta=1.0, out_range):
             rounding_divide_by_pot_scalar(fmul(scale, e), exponent) + out_range[0], out_range[0]), out_range[1])
             for e in exps]  # fmt: skip
     return out
+
+
+# ============================================================================ the page: describe
+
+INTEGER_PAGES = (OpPage(softmax_int, describe_integer_op("softmax in gemmlowp fixed point (exp, then a reciprocal)")),)

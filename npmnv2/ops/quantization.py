@@ -14,8 +14,12 @@ Each op's integer form is in its own op module (`conv.conv2d_int`, `depthwise.de
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import numpy as np
+
+from .pages import OpPage
 
 # ============================================================================ integer form
 
@@ -23,6 +27,32 @@ INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
 
 DTYPE_RANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127), np.dtype(np.int32): (INT32_MIN, INT32_MAX)}
+
+
+class QuantParams(NamedTuple):
+    """A tensor's quantization: real = scale * (q - zero_point), per tensor (one scale) or per
+    channel along `axis` (one scale and zero point per channel)."""
+
+    scale: np.ndarray  # (1,) or (C,) float
+    zero_point: np.ndarray  # (1,) or (C,) int
+    axis: int = 0
+
+    @property
+    def per_channel(self) -> bool:
+        return self.scale.size > 1
+
+    @property
+    def tensor_scale(self) -> float:
+        """The scale of a per-tensor quantization (the first channel's for a per-channel one)."""
+        return float(self.scale[0])
+
+    @property
+    def tensor_zero_point(self) -> int:
+        return int(self.zero_point[0])
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        """The real numbers integers q stand for (float64), per channel along `axis` if so."""
+        return dequantize(q, self.scale, self.zero_point, self.axis)
 
 
 def quantize(real: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
@@ -36,13 +66,25 @@ def quantize(real: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -
     return np.clip(q, low, high).astype(dtype)
 
 
-def dequantize(q: np.ndarray, scale: float | np.ndarray, zero_point: int | np.ndarray) -> np.ndarray:
-    """real = scale * (q - zero_point), in float64 (per channel when scale is an array on the last axis).
+def dequantize(
+    q: np.ndarray, scale: float | np.ndarray, zero_point: int | np.ndarray, axis: int | None = None
+) -> np.ndarray:
+    """real = scale * (q - zero_point), in float64: per tensor (a number, or an array of one), or per
+    channel along `axis` (scale and zero_point of length q.shape[axis]; without axis they broadcast
+    as NumPy does, i.e. on the last axis).
 
     >>> dequantize(np.array([128, 130], np.uint8), 0.5, 128)
     array([0., 1.])
+    >>> dequantize(np.array([[2, 2], [4, 4]]), np.array([1.0, 0.5]), np.array([0, 2]), axis=0)
+    array([[2., 2.],
+           [1., 1.]])
     """
-    return np.asarray(scale, np.float64) * (q.astype(np.int64) - np.asarray(zero_point, np.int64))
+    scale, zero_point = np.asarray(scale, np.float64), np.asarray(zero_point, np.int64)
+    if axis is not None and scale.size > 1:  # per channel: one scale per index of `axis`
+        shape = [1] * q.ndim
+        shape[axis] = scale.size
+        scale, zero_point = scale.reshape(shape), zero_point.reshape(shape)
+    return scale * (q.astype(np.int64) - zero_point)
 
 
 def quantize_multiplier(real: float) -> tuple[int, int]:
@@ -177,9 +219,13 @@ def requantize_output(acc: np.ndarray, m0, shift, zero_point: int, act_range: tu
     return np.clip(out, *act_range)
 
 
-def requantize(x: np.ndarray, in_zp: int, m0: int, shift: int, out_zp: int, out_range: tuple[int, int]) -> np.ndarray:
-    """TFLite's QUANTIZE between integer types: clamp(out_zp + MBQM(x - in_zp, s_in / s_out))."""
-    return np.clip(multiply_by_quantized_multiplier(x.astype(np.int64) - in_zp, m0, shift) + out_zp, *out_range)
+def requantize(
+    x: np.ndarray, x_zero_point: int, m0: int, shift: int, out_zero_point: int, out_range: tuple[int, int]
+) -> np.ndarray:
+    """TFLite's QUANTIZE between integer types: clamp(out_zero_point + MBQM(x - x_zero_point, s_in / s_out))."""
+    return np.clip(
+        multiply_by_quantized_multiplier(x.astype(np.int64) - x_zero_point, m0, shift) + out_zero_point, *out_range
+    )
 
 
 def exact_int_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -229,10 +275,40 @@ def multiply_by_quantized_multiplier_scalar(x: int, m0: int, shift: int) -> int:
     return rounding_divide_by_pot_scalar(srdhm_scalar(x * (1 << left), m0), right)
 
 
-def requantize_loops(x, in_zp, m0, shift, out_zp, out_range):
+def requantize_loops(x, x_zero_point, m0, shift, out_zero_point, out_range):
     """TFLite's Requantize, element by element."""
     out = np.zeros(x.shape, np.int64)
     for index in np.ndindex(x.shape):
-        value = multiply_by_quantized_multiplier_scalar(int(x[index]) - in_zp, m0, shift) + out_zp
+        value = multiply_by_quantized_multiplier_scalar(int(x[index]) - x_zero_point, m0, shift) + out_zero_point
         out[index] = min(max(value, out_range[0]), out_range[1])
     return out
+
+
+# ============================================================================ describing an integer step
+
+
+def describe_requantization(step: Any) -> str:
+    """How an integer step's output is brought to its own scale: the sentence that ends its explanation."""
+    a = step.attrs
+    if "scale" not in a or np.ndim(a["scale"]) != 0:
+        return ""
+    low, high = a.get("range", (None, None))
+    return (
+        f" Output requantized to scale {a['scale']:.6g}, zero point {a['zero_point']}, clamped to [{low}, {high}]"
+        f" (the fused activation's range); {a.get('at_min', 0):,} values at the bottom, {a.get('at_max', 0):,} at"
+        " the top."
+    )
+
+
+def describe_integer_op(what: str) -> Callable[[Any], str]:
+    """The description of an integer op that has no float twin's words (add, pool, resize, ...)."""
+
+    def describe(step: Any) -> str:
+        twin = step.attrs.get("float_step")
+        equals = f"; its output stands for the float step {twin}" if twin else ""
+        return f"TFLite {step.attrs.get('tflite_op', '')}: {what}{equals}.{describe_requantization(step)}"
+
+    return describe
+
+
+INTEGER_PAGES = (OpPage(requantize, describe_integer_op("integers moved from one scale and zero point to another")),)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .padding import as_pair, check_nhwc
 from .pages import OpPage, spatial
-from .quantization import c_div
+from .quantization import c_div, describe_integer_op
 
 # ============================================================================ textbook forward
 
@@ -247,3 +247,5 @@ def resize_bilinear_step_backward(step: Any, inputs: list[np.ndarray], grad_out:
 
 
 PAGES = (OpPage(resize_bilinear, describe_resize, resize_bilinear_step_backward, resize_bilinear_backward),)
+
+INTEGER_PAGES = (OpPage(resize_bilinear_int, describe_integer_op("bilinear resize with 10-bit fixed-point weights")),)
