@@ -1,4 +1,5 @@
-"""The model's backward pass: the recorded trace walked in reverse, one `npmnv2.backward` op per step.
+"""The model's backward pass: the recorded trace walked in reverse, each step's op run backward by
+the backward on its page (`npmnv2.ops.PAGE_OF`), following the steps' sources by name.
 
 `model.grad(pixel_values, labels=...)` (or `target=` a class, for saliency and Grad-CAM) traces the
 forward pass keeping every tensor, starts from d loss / d logits, and for every step from last to
@@ -19,11 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from . import backward as B
-from . import fast_forward, ops
+from . import fast_gradients, ops
 from .architecture import classifier_spec
 from .model_inputs import classification_loss, classification_problem, segmentation_loss
 from .ops import nchw_to_nhwc, nhwc_to_nchw
+from .ops.losses import bce_with_logits_backward, cross_entropy_backward, mse_loss_backward
+from .ops.resize import resize_bilinear_backward
 from .state_dict import hf_name, kernel_to_torch
 from .trace import Step, Trace, check_step_name, layer_patterns, public_layout, step_names, trace_forward
 
@@ -68,20 +70,20 @@ def loss_gradient(model: Any, logits_nhwc: np.ndarray, labels: Any, target: Any)
         labels = np.asarray(labels)
         problem = classification_problem(logits.shape[1], labels, config)  # the loss's own choice
         if problem == "regression":
-            grad = B.mse_loss_backward(logits.reshape(labels.shape), labels.astype(logits.dtype)).reshape(logits.shape)
+            grad = mse_loss_backward(logits.reshape(labels.shape), labels.astype(logits.dtype)).reshape(logits.shape)
         elif problem == "multi_label_classification":
-            grad = B.bce_with_logits_backward(logits, labels.astype(logits.dtype))
+            grad = bce_with_logits_backward(logits, labels.astype(logits.dtype))
         else:
-            grad = B.cross_entropy_backward(logits, labels)
+            grad = cross_entropy_backward(logits, labels)
         return float(loss), grad[:, None, None, :]
     labels = np.asarray(labels)
     loss = segmentation_loss(logits_nhwc, labels, config)
     _, h, w = labels.shape
     upsampled = ops.resize_bilinear(logits_nhwc, (h, w), align_corners=False)  # (N, H, W, L)
-    flat = B.cross_entropy_backward(
+    flat = cross_entropy_backward(
         upsampled.reshape(-1, upsampled.shape[-1]), labels.reshape(-1), ignore_index=config.semantic_loss_ignore_index
     )
-    grad = B.resize_bilinear_backward(flat.reshape(upsampled.shape), logits_nhwc.shape, align_corners=False)
+    grad = resize_bilinear_backward(flat.reshape(upsampled.shape), logits_nhwc.shape, align_corners=False)
     return float(loss), grad
 
 
@@ -118,7 +120,7 @@ def grad(
     With layers= or keep_steps=True it runs the readable path (the trace walked backward, one
     `npmnv2.backward` op per step) and returns the trace and the backward steps. Otherwise a
     classifier with ReLU6/ReLU layers and unfolded batch norm takes the fast path of
-    `fast_forward.classifier_gradients` (same numbers; trace None, no backward steps); any other
+    `fast_gradients.classifier_gradients` (same numbers; trace None, no backward steps); any other
     model takes the readable path."""
     if model.task == "backbone":
         raise ValueError("grad needs a model with a head (a loss to differentiate); MobileNetV2Model has none.")
@@ -127,7 +129,7 @@ def grad(
     patterns = layer_patterns(model, layers) or []  # None: no traced tensor
     pixel_values = np.ascontiguousarray(pixel_values, dtype=model.dtype)
     if not patterns and not keep_steps and fast_path_applies(model, pixel_values.shape):
-        loss, params, g_x = fast_forward.classifier_gradients(
+        loss, params, g_x = fast_gradients.classifier_gradients(
             nchw_to_nhwc(pixel_values), model.arch, classifier_spec(model.config), model.params, model.folded_params(),
             lambda logits: loss_gradient(model, logits, labels, target), tf_padding=model.config.tf_padding,
         )  # fmt: skip
@@ -166,19 +168,19 @@ def grad(
 
 
 def fast_path_applies(model: Any, shape: tuple[int, ...]) -> bool:
-    """Does `fast_forward.classifier_gradients` compute this model's gradients? A classifier with a
+    """Does `fast_gradients.classifier_gradients` compute this model's gradients? A classifier with a
     linear head, batch norm not folded, only ReLU6 / ReLU / linear layers, and a pooler that
     averages the whole last feature map."""
     if model.task != "classification" or classifier_spec(model.config) is None or len(shape) != 4:
         return False
     for spec in model.specs:
-        if spec.activation not in fast_forward.FAST_GRAD_ACTIVATIONS:
+        if spec.activation not in fast_gradients.FAST_GRAD_ACTIVATIONS:
             return False
         if spec.eps is not None and "gamma" not in model.params[spec.name]:
             return False
     if model.config.pooling == "global":
         return True
-    size = fast_forward.final_map_size(model.arch, shape[2], shape[3], tf_padding=model.config.tf_padding)
+    size = fast_gradients.final_map_size(model.arch, shape[2], shape[3], tf_padding=model.config.tf_padding)
     return size == (7, 7)  # TF-slim's fixed 7x7 average over a 7x7 map is the global average
 
 

@@ -1,9 +1,11 @@
 """Import quantized TFLite MobileNetV2 / DeepLabV3 models as transformers-named float tensors.
 
 The flatbuffer is read with the `tflite` package (optional extra `npmnv2[tflite]`). Each
-CONV_2D / DEPTHWISE_CONV_2D is matched to a transformers module by its TF-slim scope
-(`weights.TF_SCOPE_TO_HF`), its weights are dequantized, and the config is inferred from the
-shapes, strides and dilations. Nothing is executed: this only reads arrays.
+CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED is matched to a transformers module by the graph's
+structure (`match_layers`: op types, kernel sizes and how tensors connect; tensor names differ
+between exporters and are never relied on), its weights are dequantized, and the config is
+inferred from the shapes, strides and dilations. Nothing is executed: this only reads arrays.
+`integer_steps` names every op in the float model's vocabulary, for the integer model.
 
 Batch norm is already folded into the conv biases of these files. transformers' conv layers have
 no bias but a batch norm, so the bias is carried by an *identity* batch norm:
@@ -23,9 +25,9 @@ import numpy as np
 
 from .architecture import HEAD_EPS, backbone_spec
 from .configuration_mobilenet_v2 import MobileNetV2Config
+from .formats.errors import WeightFileError, regular_file
 from .ops.quantization import QuantParams
 from .state_dict import identity_batch_norm, infer_config
-from .weights import WeightFileError, regular_file
 
 PASCAL_VOC_LABELS = [
     "background",

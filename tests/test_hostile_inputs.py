@@ -156,7 +156,7 @@ def test_bin_storage_larger_than_its_member_is_refused(tmp_path):
 
 
 def test_bin_build_on_an_allowed_function_is_refused(tmp_path):
-    import npmnv2.weights as w
+    import npmnv2.formats.torch_bin as w
 
     defaults = w._rebuild_tensor.__defaults__
     # GLOBAL torch._utils._rebuild_tensor_v2; BUILD (None, {"__defaults__": (1,)})
@@ -217,7 +217,7 @@ def test_writes_never_follow_a_planted_symlink(tmp_path, coral_dir):
 
 
 def test_a_failed_write_leaves_no_temporary_file_and_no_half_folder(tmp_path, monkeypatch):
-    import npmnv2.weights as w
+    import npmnv2.formats.torch_bin as w
 
     real = os.fdopen
     calls = []

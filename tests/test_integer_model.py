@@ -4,7 +4,6 @@ output equal, on the five real models, the shipped photos and seeded random imag
 from __future__ import annotations
 
 import inspect
-
 import subprocess
 import sys
 
