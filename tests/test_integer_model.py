@@ -125,9 +125,8 @@ def test_cli_runs_the_integer_model_and_compare_reports_exact_equality(coral_dir
     assert classify.returncode == 0 and "286  Egyptian cat" in classify.stdout
     compare = cli("compare", coral_dir / "bird.bmp", "--weights", weights, "--against", "tflite", "--integer")
     assert compare.returncode == 0 and "exact: all 66 op outputs" in compare.stdout
-    trace = cli(
-        "trace", coral_dir / "bird.bmp", "--weights", weights, "--integer", "--stop-at", "layer.0.expand_1x1.convolution"
-    )
+    stop = "layer.0.expand_1x1.convolution"
+    trace = cli("trace", coral_dir / "bird.bmp", "--weights", weights, "--integer", "--stop-at", stop)
     assert trace.returncode == 0 and "zero point" in trace.stdout and "at max" in trace.stdout
     assert "layer.0.expand_1x1.activation" in trace.stdout
     deeplab = coral_dir / "deeplabv3_mnv2_dm05_pascal_quant.tflite"
@@ -141,7 +140,7 @@ def test_cli_runs_the_integer_model_and_compare_reports_exact_equality(coral_dir
 def test_the_integer_model_uses_the_float_models_trace_machinery_and_errors(coral_dir):
     model = QuantizedMobileNetV2.from_pretrained(coral_dir / "mobilenet_v2_1.0_224_quant.tflite")
     pixels = np.zeros((1, 3, 224, 224), np.uint8)
-    with pytest.raises(KeyError, match="unknown layer 'layer.99"):
+    with pytest.raises(KeyError, match=r"unknown layer 'layer\.99"):
         model.trace(pixels, layers=["layer.99.*"])  # the float model's KeyError, not an empty trace
     with pytest.raises(KeyError, match="unknown layer 'nope'"):
         model.trace(pixels, stop_at="nope")
