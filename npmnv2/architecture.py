@@ -171,9 +171,7 @@ def _bottleneck(
     # The projection is linear: no activation, so the low-dimensional bottleneck keeps its
     # information (the paper's "linear bottleneck", section 3.2).
     convs.append(
-        ConvSpec(
-            name=f"{name}.reduce_1x1", kind="pointwise", c_in=m, c_out=c_out, eps=eps, tf_scope=f"{scope}/project"
-        )
+        ConvSpec(name=f"{name}.reduce_1x1", kind="pointwise", c_in=m, c_out=c_out, eps=eps, tf_scope=f"{scope}/project")
     )
     return tuple(convs)
 

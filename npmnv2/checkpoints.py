@@ -18,6 +18,7 @@ from .weights import read_checkpoint, resolve_checkpoint
 
 __all__ = ["Checkpoint", "read_source", "resolve_checkpoint"]
 
+
 class Checkpoint(NamedTuple):
     """What a weights source holds, read once: transformers-named tensors, the config.json dict (or
     None), the TFLite activation quantization (or None), and where it came from (for messages)."""

@@ -10,7 +10,7 @@ import json
 import sys
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -446,10 +446,19 @@ def _trace_integer(args: argparse.Namespace) -> int:
         zp_text = "-" if zp is None else (str(zp) if np.ndim(zp) == 0 else "per channel")
         low, high = a.get("range", (None, None))
         total = int(np.prod(step.output_shape))
-        rows.append([
-            step.name, a.get("float_step") or "-", "x".join(map(str, step.output_shape)), scale_text, zp_text,
-            str(low), str(high), f"{a.get('at_min', 0) / total:.1%}", f"{a.get('at_max', 0) / total:.1%}",
-        ])  # fmt: skip
+        rows.append(
+            [
+                step.name,
+                a.get("float_step") or "-",
+                "x".join(map(str, step.output_shape)),
+                scale_text,
+                zp_text,
+                str(low),
+                str(high),
+                f"{a.get('at_min', 0) / total:.1%}",
+                f"{a.get('at_max', 0) / total:.1%}",
+            ]
+        )
     print(format_table(rows))
     print(f"{len(trace.steps)} integer steps; at min / at max: the share of values on the edges of the output range")
     if args.save:
@@ -574,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
-    def add(name: str, help_text: str, example: str) -> argparse.ArgumentParser:
+    def add(name: str, help_text: str, example: str) -> argparse.ArgumentParser:  # one subcommand
         p = sub.add_parser(
             name,
             help=help_text,
@@ -586,54 +595,95 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback")
         return p
 
-    weights_help = "weights: a transformers checkpoint folder, .safetensors/.bin file, .tflite file or hub id"
+    for define in (
+        _classify_parser,
+        _segment_parser,
+        _explain_parser,
+        _convert_parser,
+        _summary_parser,
+        _trace_parser,
+        _compare_parser,
+        _data_parser,
+    ):
+        define(add)
+    return parser
+
+
+AddParser = Callable[[str, str, str], argparse.ArgumentParser]  # (name, help, example) -> its parser
+WEIGHTS_HELP = "weights: a transformers checkpoint folder, .safetensors/.bin file, .tflite file or hub id"
+
+
+def model_options(p: argparse.ArgumentParser) -> None:
+    """The options of summary, trace and compare that choose their model: --weights, or --random."""
+    p.add_argument("--weights", help=f"{WEIGHTS_HELP} (default: the embedded classifier, {DEFAULT_MODEL})")
+    p.add_argument("--random", action="store_true", help="random weights built from the flags below, not --weights")
+    p.add_argument("--seed", type=int, default=0, help="with --random: the seed (default 0)")
+    p.add_argument("--depth-multiplier", type=float, help="with --random (default 1.0)")
+    p.add_argument("--output-stride", type=int, choices=[8, 16, 32], help="with --random (default 32)")
+    p.add_argument("--num-labels", type=int, help="with --random (default 1001; 21 with --task segmentation)")
+    p.add_argument("--depth-divisible-by", type=int, help="with --random (default 8)")
+    p.add_argument(
+        "--task",
+        choices=["classification", "segmentation"],
+        help="with --random: which model (default classification)",
+    )
+
+
+def _classify_parser(add: AddParser) -> None:
     p = add(
         "classify",
-        "classify images (no image: matplotlib's sample photo of Grace Hopper)",
-        "npmnv2 classify cat.bmp --weights mobilenet_v2_1.0_224_quant.tflite --top-k 3",
+        "classify images with the embedded model or --weights (no image: the shipped photo of a cat)",
+        "npmnv2 classify cat.jpg --top-k 3    (or: --weights google/mobilenet_v2_1.0_224)",
     )
     p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders of images")
-    p.add_argument("--weights", default=DEFAULT_CLASSIFIER, help=f"{weights_help} (default: {DEFAULT_CLASSIFIER})")
+    p.add_argument("--weights", default=DEFAULT_CLASSIFIER, help=f"{WEIGHTS_HELP} (default: {DEFAULT_CLASSIFIER})")
     p.add_argument("--top-k", type=_positive_int, default=5, help="how many classes to print per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--batch-size", type=_positive_int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--integer", action="store_true", help="run the quantized .tflite in integer arithmetic")
     p.set_defaults(func=cmd_classify)
 
+
+def _segment_parser(add: AddParser) -> None:
     p = add(
         "segment",
         "segment an image and write it blended with the PASCAL VOC colours",
         "npmnv2 segment bird.bmp --weights deeplabv3_mnv2_pascal_quant.tflite -o overlay.png --mask mask.png",
     )
     p.add_argument("image", metavar="IMAGE", help="the image file")
-    p.add_argument("--weights", default=DEFAULT_SEGMENTER, help=f"{weights_help} (default: {DEFAULT_SEGMENTER})")
+    p.add_argument("--weights", default=DEFAULT_SEGMENTER, help=f"{WEIGHTS_HELP} (default: {DEFAULT_SEGMENTER})")
     p.add_argument("-o", "--output", required=True, help="overlay PNG to write (image + colours + legend)")
     p.add_argument("--mask", help="also write the class ids as a palette PNG here")
     p.add_argument("--integer", action="store_true", help="run the quantized .tflite in integer arithmetic")
     p.set_defaults(func=cmd_segment)
 
+
+def _explain_parser(add: AddParser) -> None:
     p = add(
         "explain",
         "show which pixels made the model predict a class (Grad-CAM or a saliency map), as a PNG",
         "npmnv2 explain cat.bmp --weights mobilenet_v2_1.0_224_quant.tflite -o gradcam.png --target 286",
     )
     p.add_argument("image", metavar="IMAGE", help="the image file")
-    p.add_argument("--weights", default=DEFAULT_CLASSIFIER, help=f"{weights_help} (default: {DEFAULT_CLASSIFIER})")
+    p.add_argument("--weights", default=DEFAULT_CLASSIFIER, help=f"{WEIGHTS_HELP} (default: {DEFAULT_CLASSIFIER})")
     p.add_argument("-o", "--output", required=True, help="figure to write (input, overlay, heat map)")
     p.add_argument(
-        "--target", type=int,
+        "--target",
+        type=int,
         help="class id to explain (default: the predicted class; for DeepLab the most frequent non-background class)",
-    )  # fmt: skip
+    )
     p.add_argument("--method", choices=["gradcam", "saliency"], default="gradcam", help="default gradcam")
     p.add_argument("--layer", metavar="NAME", help="Grad-CAM's feature map (default: the last one before the head)")
     p.set_defaults(func=cmd_explain)
 
+
+def _convert_parser(add: AddParser) -> None:
     p = add(
         "convert",
         "convert any supported weights to a transformers checkpoint folder",
         "npmnv2 convert deeplabv3_mnv2_pascal_quant.tflite deeplab-hf/",
     )
-    p.add_argument("source", metavar="SOURCE", help=weights_help)
+    p.add_argument("source", metavar="SOURCE", help=WEIGHTS_HELP)
     p.add_argument("dest", metavar="DEST_DIR", help="folder to write config.json + model.safetensors into")
     p.add_argument(
         "--task",
@@ -644,28 +694,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="write into a non-empty DEST_DIR")
     p.set_defaults(func=cmd_convert)
 
-    def model_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--weights", help=f"{weights_help} (default: the embedded classifier, {DEFAULT_MODEL})")
-        p.add_argument("--random", action="store_true", help="random weights built from the flags below, not --weights")
-        p.add_argument("--seed", type=int, default=0, help="with --random: the seed (default 0)")
-        p.add_argument("--depth-multiplier", type=float, help="with --random (default 1.0)")
-        p.add_argument("--output-stride", type=int, choices=[8, 16, 32], help="with --random (default 32)")
-        p.add_argument("--num-labels", type=int, help="with --random (default 1001; 21 with --task segmentation)")
-        p.add_argument("--depth-divisible-by", type=int, help="with --random (default 8)")
-        p.add_argument(
-            "--task", choices=["classification", "segmentation"],
-            help="with --random: which model (default classification)",
-        )  # fmt: skip
 
+def _summary_parser(add: AddParser) -> None:
     p = add(
         "summary",
         "per-layer output shapes, parameters, MACs and activation memory",
-        "npmnv2 summary --depth-multiplier 1.0 --image-size 224",
+        "npmnv2 summary --image-size 224      (or: --random --depth-multiplier 0.5)",
     )
     model_options(p)
     p.add_argument("--image-size", type=int, nargs="+", metavar="N", help="H [W] (default: the model's image_size)")
     p.set_defaults(func=cmd_summary)
 
+
+def _trace_parser(add: AddParser) -> None:
     p = add(
         "trace",
         "run one image and print every step (name, kind, shape, MACs, value statistics)",
@@ -677,11 +718,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stop-at", metavar="NAME", help="stop right after this step")
     p.add_argument("--save", metavar="FILE.npz", help="write the kept tensors (NCHW) to an .npz file")
     p.add_argument(
-        "--integer", action="store_true",
+        "--integer",
+        action="store_true",
         help="trace the quantized .tflite's integer ops (scale, zero point, saturation counts per step)",
-    )  # fmt: skip
+    )
     p.set_defaults(func=cmd_trace)
 
+
+def _compare_parser(add: AddParser) -> None:
     p = add(
         "compare",
         "compare npmnv2 layer by layer with PyTorch, TFLite or saved tensors (exit 3 on divergence)",
@@ -698,11 +742,14 @@ def build_parser() -> argparse.ArgumentParser:
         "differences are judged against the integer model's quantization noise unless this is given)",
     )
     p.add_argument(
-        "--integer", action="store_true",
+        "--integer",
+        action="store_true",
         help="with --against tflite: the integer model against the interpreter's reference kernels, exactly",
-    )  # fmt: skip
+    )
     p.set_defaults(func=cmd_compare)
 
+
+def _data_parser(add: AddParser) -> None:
     p = add(
         "data",
         "list or fetch the public models and photos the tests, notebooks and benchmarks use",
@@ -713,7 +760,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dest", help="folder to use (default: $NPMNV2_DATA, else ~/.cache/npmnv2)")
     p.add_argument("--base-url", default=BASE_URL, help=f"where to download from (default {BASE_URL})")
     p.set_defaults(func=cmd_data)
-    return parser
 
 
 def _tolerance(text: str) -> float:

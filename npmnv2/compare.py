@@ -91,10 +91,19 @@ class Comparison:
         for r in self.rows:
             name = r.name + ("" if r.reference_name == r.name else f" ~ {r.reference_name}")
             steps = [f"{r.max_steps:.1f}", f"{r.rms_steps:.2f}"] if r.step is not None else ["-", "-"]
-            lines.append([
-                name, r.kind, r.layout, "x".join(map(str, r.shape)), f"{r.max_abs_diff:.3g}", *steps,
-                f"{r.relative_rms:.3g}", f"{r.cosine:.6f}", "ok" if r.ok else "DIVERGES",
-            ])  # fmt: skip
+            lines.append(
+                [
+                    name,
+                    r.kind,
+                    r.layout,
+                    "x".join(map(str, r.shape)),
+                    f"{r.max_abs_diff:.3g}",
+                    *steps,
+                    f"{r.relative_rms:.3g}",
+                    f"{r.cosine:.6f}",
+                    "ok" if r.ok else "DIVERGES",
+                ]
+            )
         return lines
 
     _HEAD = ("layer", "kind", "layout", "shape", "max |diff|", "max steps", "rms steps", "rel rms", "cosine", "")
@@ -215,9 +224,22 @@ def compare(trace: Trace, reference: Mapping[str, Any], tolerance: float | None 
             above_steps = step_size is None or rms_diff > QUANT_RMS_STEPS * step_size
             ok = not (relative_rms > QUANT_RELATIVE_RMS and above_steps and jumped)
             noise_so_far[group] = max(noise_so_far.get(group, 0.0), relative_rms)
-        rows.append(LayerComparison(step.name, ref_name, step.kind, layout, step.output_shape, diff,
-                                    diff / scale if scale > 0 else diff, cosine, ok, step=step_size,
-                                    relative_rms=relative_rms, rms_diff=rms_diff))  # fmt: skip
+        rows.append(
+            LayerComparison(
+                step.name,
+                ref_name,
+                step.kind,
+                layout,
+                step.output_shape,
+                diff,
+                diff / scale if scale > 0 else diff,
+                cosine,
+                ok,
+                step=step_size,
+                relative_rms=relative_rms,
+                rms_diff=rms_diff,
+            )
+        )
     first = next((r.name for r in rows if not r.ok), None)
     unmatched_reference = [k for k in theirs if k not in used]
     return Comparison(rows, first, tolerance, unmatched_reference, unmatched_ours, layouts)

@@ -83,14 +83,17 @@ def _depthwise_kernel_grad(x_padded: np.ndarray, g: np.ndarray, kh: int, kw: int
         per_column = np.einsum("nyijq,nyq->ijq", runs, np.ascontiguousarray(g).reshape(n, ho, wo * c))
         return per_column.reshape(kh, kw, wo, c).sum(axis=2)
     windows = as_strided(
-        x, shape=(n, ho, wo, kh, kw, c), strides=(sn, stride * sh, stride * sw, dilation * sh, dilation * sw, sc),
+        x,
+        shape=(n, ho, wo, kh, kw, c),
+        strides=(sn, stride * sh, stride * sw, dilation * sh, dilation * sw, sc),
         writeable=False,
-    )  # fmt: skip
+    )
     return np.einsum("nyxijc,nyxc->ijc", windows, g)
 
 
-def _depthwise_input_grad(g: np.ndarray, kernel: np.ndarray, padded_shape: tuple[int, ...], stride: int,
-                          dilation: int) -> np.ndarray:  # fmt: skip
+def _depthwise_input_grad(
+    g: np.ndarray, kernel: np.ndarray, padded_shape: tuple[int, ...], stride: int, dilation: int
+) -> np.ndarray:
     """grad_x_pad of a depthwise conv: a stride-1 correlation of the (zero-dilated, when strided)
     output gradient, padded by the kernel's extent, with the kernel rotated 180 degrees."""
     n, ho, wo, c = g.shape
@@ -106,8 +109,15 @@ def _depthwise_input_grad(g: np.ndarray, kernel: np.ndarray, padded_shape: tuple
     return out
 
 
-def _layer_backward(k: _Kept, g_a: np.ndarray, params: Mapping[str, np.ndarray], f: FoldedConv, tf_padding: bool,
-                    grads: dict, need_input: bool) -> np.ndarray | None:  # fmt: skip
+def _layer_backward(
+    k: _Kept,
+    g_a: np.ndarray,
+    params: Mapping[str, np.ndarray],
+    f: FoldedConv,
+    tf_padding: bool,
+    grads: dict,
+    need_input: bool,
+) -> np.ndarray | None:
     """One folded layer backward: its parameters' gradients into grads[name], and d loss / d input."""
     spec = k.spec
     g = _activation_grad_inplace(spec.activation, k.a, g_a)  # d loss / d y, (N, Ho, Wo, C_out)
@@ -134,8 +144,9 @@ def _layer_backward(k: _Kept, g_a: np.ndarray, params: Mapping[str, np.ndarray],
             else:
                 n, h, w, c_in = k.x.shape
                 padded_shape = (n, h + pad.top + pad.bottom, w + pad.left + pad.right, c_in)
-                g_pad = col2im(g_cols, padded_shape, kernel_size=spec.kernel_size, stride=spec.stride,
-                               dilation=spec.dilation)  # fmt: skip
+                g_pad = col2im(
+                    g_cols, padded_shape, kernel_size=spec.kernel_size, stride=spec.stride, dilation=spec.dilation
+                )
                 g_x = g_pad[:, pad.top : pad.top + h, pad.left : pad.left + w]
     entry: dict[str, np.ndarray] = {}
     if "gamma" in params:
@@ -204,8 +215,9 @@ def classifier_gradients(
     h, w = last.shape[1:3]
     g = np.broadcast_to((g_pooled / g_pooled.dtype.type(h * w))[:, None, None, :], last.shape).copy()
     layers = iter(reversed(kept))
-    g = _layer_backward(next(layers), g, params[arch.conv_1x1.name], folded[arch.conv_1x1.name], tf_padding,
-                        grads, need_input=True)  # fmt: skip
+    g = _layer_backward(
+        next(layers), g, params[arch.conv_1x1.name], folded[arch.conv_1x1.name], tf_padding, grads, need_input=True
+    )
     for block in reversed(blocks):
         g_out = g  # when the block is residual, its input also gets g_out, by the skip path
         if block.residual and block.convs[-1].activation is not None:

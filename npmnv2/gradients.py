@@ -130,9 +130,14 @@ def grad(
     pixel_values = np.ascontiguousarray(pixel_values, dtype=model.dtype)
     if not patterns and not keep_steps and fast_path_applies(model, pixel_values.shape):
         loss, params, g_x = fast_gradients.classifier_gradients(
-            nchw_to_nhwc(pixel_values), model.arch, classifier_spec(model.config), model.params, model.folded_params(),
-            lambda logits: loss_gradient(model, logits, labels, target), tf_padding=model.config.tf_padding,
-        )  # fmt: skip
+            nchw_to_nhwc(pixel_values),
+            model.arch,
+            classifier_spec(model.config),
+            model.params,
+            model.folded_params(),
+            lambda logits: loss_gradient(model, logits, labels, target),
+            tf_padding=model.config.tf_padding,
+        )
         gradients = _to_state_dict(model, params)
         gradients["pixel_values"] = nhwc_to_nchw(g_x)
         return GradientResult(loss, gradients, None, [])
@@ -156,10 +161,16 @@ def grad(
         if inputs:  # what this step sends back to its first input (a residual's skip adds more later)
             page = ops.PAGE_OF.get(step.op)
             backward_steps.append(
-                Step(name=f"{step.name}.backward", kind="backward", output_shape=tuple(step.inputs[0].shape),
-                     output=public_layout(step.kind, input_grads[0]), op=page.backward_op if page else None,
-                     attrs={"of": step.name}, sources=(step.name,))
-            )  # fmt: skip
+                Step(
+                    name=f"{step.name}.backward",
+                    kind="backward",
+                    output_shape=tuple(step.inputs[0].shape),
+                    output=public_layout(step.kind, input_grads[0]),
+                    op=page.backward_op if page else None,
+                    attrs={"of": step.name},
+                    sources=(step.name,),
+                )
+            )
     first = trace.steps[0].inputs[0]
     gradients = _to_state_dict(model, params)
     gradients["pixel_values"] = nhwc_to_nchw(grads.get("pixel_values", np.zeros_like(_internal(first))))
@@ -329,8 +340,9 @@ def saliency(model: Any, pixel_values: np.ndarray, target: Any = None) -> Explan
     heat = np.abs(result.gradients["pixel_values"]).max(axis=1)  # (N, H, W)
     # raw gradients are speckled: a few pixels would take the whole colour scale, so 1 is the 99th percentile
     heat = np.minimum(heat / np.percentile(heat, 99, axis=(1, 2), keepdims=True).clip(1e-30), 1)
-    return Explanation(_normalise(heat.astype(np.float64)), _classes(target, len(pixel_values)), "saliency", None,
-                       result.loss)  # fmt: skip
+    return Explanation(
+        _normalise(heat.astype(np.float64)), _classes(target, len(pixel_values)), "saliency", None, result.loss
+    )
 
 
 def _classes(target: Any, n: int) -> list[int]:

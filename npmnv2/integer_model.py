@@ -37,9 +37,19 @@ from .weights import WeightFileError, resolve_checkpoint
 
 FUSED_ACTIVATIONS = {0: None, 1: "relu", 2: "relu_n1_to_1", 3: "relu6"}  # TFLite's ActivationFunctionType
 SUPPORTED_OPS = (
-    "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MEAN", "RESHAPE", "SOFTMAX",
-    "RESIZE_BILINEAR", "CONCATENATION", "QUANTIZE", "ARG_MAX",
-)  # fmt: skip
+    "CONV_2D",
+    "DEPTHWISE_CONV_2D",
+    "FULLY_CONNECTED",
+    "ADD",
+    "AVERAGE_POOL_2D",
+    "MEAN",
+    "RESHAPE",
+    "SOFTMAX",
+    "RESIZE_BILINEAR",
+    "CONCATENATION",
+    "QUANTIZE",
+    "ARG_MAX",
+)
 
 
 @dataclass
@@ -79,9 +89,11 @@ class QuantizedMobileNetV2:
         self.where = graph.where
         self.float_config = read_tflite(graph.path)[1]
         self.graph_steps = integer_steps(graph)  # (name, kind, float step) per op
-        self.task = "segmentation" if any(n.startswith("segmentation_head.") for n, _, _ in self.graph_steps) else (
-            "classification"
-        )  # fmt: skip
+        self.task = (
+            "segmentation"
+            if any(n.startswith("segmentation_head.") for n, _, _ in self.graph_steps)
+            else ("classification")
+        )
         self._check_supported()
         self.input_index = graph.graph.Inputs(0)
         self.output_indices = [graph.graph.Outputs(i) for i in range(graph.graph.OutputsLength())]
@@ -194,9 +206,11 @@ class QuantizedMobileNetV2:
         g = self.graph
         out = op["outputs"][0]
         attrs: dict[str, Any] = {
-            "tflite_op": op["type"], "tflite_index": index, "tflite_tensor": g.name(out),
+            "tflite_op": op["type"],
+            "tflite_index": index,
+            "tflite_tensor": g.name(out),
             "float_step": self.float_step(index),
-        }  # fmt: skip
+        }
         params: dict[str, np.ndarray] = {}
         macs = 0
         if op["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
@@ -216,7 +230,7 @@ class QuantizedMobileNetV2:
                 range=(low, high),
                 at_min=int(np.count_nonzero(output == low)),
                 at_max=int(np.count_nonzero(output == high)),
-            )  # fmt: skip
+            )
         return {"attrs": attrs, "params": params, "macs": macs}
 
     def op_parameters(self, index: int) -> dict[str, Any]:
@@ -242,11 +256,14 @@ class QuantizedMobileNetV2:
             weights = self._q(w_t)
             m0, shift = self._multipliers(self._q(x_t).tensor_scale, weights, self._q(out).tensor_scale)
             params.update(
-                weights=self._const(w_t), bias=self._const(b_t) if b_t >= 0 else None,
+                weights=self._const(w_t),
+                bias=self._const(b_t) if b_t >= 0 else None,
                 weight_scale=weights.scale if weights.per_channel else weights.tensor_scale,
                 weight_zero_point=weights.zero_point if weights.per_channel else weights.tensor_zero_point,
-                multiplier=np.asarray(m0) * np.exp2(np.asarray(shift) - 31.0), m0=m0, shift=shift,
-            )  # fmt: skip
+                multiplier=np.asarray(m0) * np.exp2(np.asarray(shift) - 31.0),
+                m0=m0,
+                shift=shift,
+            )
         return params
 
     # ---------------------------------------------------------------- tracing: the float model's machinery
@@ -320,13 +337,17 @@ class QuantizedMobileNetV2:
         kinds = {
             "CONV_2D": (self._conv, conv2d_int_requantized),
             "DEPTHWISE_CONV_2D": (self._conv, depthwise_conv2d_int_requantized),
-            "FULLY_CONNECTED": (self._fully_connected, linear_int_requantized), "ADD": (self._add, add_int),
-            "AVERAGE_POOL_2D": (self._average_pool, avg_pool2d_int), "MEAN": (self._mean, global_average_pool_int),
-            "RESHAPE": (self._reshape, np.reshape), "SOFTMAX": (self._softmax, softmax_int),
+            "FULLY_CONNECTED": (self._fully_connected, linear_int_requantized),
+            "ADD": (self._add, add_int),
+            "AVERAGE_POOL_2D": (self._average_pool, avg_pool2d_int),
+            "MEAN": (self._mean, global_average_pool_int),
+            "RESHAPE": (self._reshape, np.reshape),
+            "SOFTMAX": (self._softmax, softmax_int),
             "RESIZE_BILINEAR": (self._resize, resize_bilinear_int),
-            "CONCATENATION": (self._concat, concat_channels_int), "QUANTIZE": (self._quantize, requantize),
+            "CONCATENATION": (self._concat, concat_channels_int),
+            "QUANTIZE": (self._quantize, requantize),
             "ARG_MAX": (self._argmax, np.argmax),
-        }  # fmt: skip
+        }
         return kinds[op["type"]]
 
     # ---------------------------------------------------------------- one handler per op type
@@ -337,10 +358,19 @@ class QuantizedMobileNetV2:
         m0, shift = self._multipliers(x_q.tensor_scale, w_q, out_q.tensor_scale)
         layer = depthwise_conv2d_int_requantized if op["type"] == "DEPTHWISE_CONV_2D" else conv2d_int_requantized
         return layer(
-            x, x_q.tensor_zero_point, self._const(w_t), w_q.zero_point if w_q.per_channel else w_q.tensor_zero_point,
-            self._const(b_t) if b_t >= 0 else None, m0, shift, out_q.tensor_zero_point, self._range(op, out),
-            stride=op["stride"][0], dilation=op["dilation"][0], padding=self._padding(op, x.shape),
-        )  # fmt: skip
+            x,
+            x_q.tensor_zero_point,
+            self._const(w_t),
+            w_q.zero_point if w_q.per_channel else w_q.tensor_zero_point,
+            self._const(b_t) if b_t >= 0 else None,
+            m0,
+            shift,
+            out_q.tensor_zero_point,
+            self._range(op, out),
+            stride=op["stride"][0],
+            dilation=op["dilation"][0],
+            padding=self._padding(op, x.shape),
+        )
 
     def _fully_connected(self, op: dict, tensors: dict) -> np.ndarray:
         x_t, w_t, b_t, out = op["inputs"][0], op["inputs"][1], op["inputs"][2], op["outputs"][0]
@@ -348,17 +378,31 @@ class QuantizedMobileNetV2:
         x_q, w_q, out_q = self._q(x_t), self._q(w_t), self._q(out)
         m0, shift = self._multipliers(x_q.tensor_scale, w_q, out_q.tensor_scale)
         return linear_int_requantized(
-            x, x_q.tensor_zero_point, self._const(w_t), w_q.tensor_zero_point, self._const(b_t) if b_t >= 0 else None,
-            m0, shift, out_q.tensor_zero_point, self._range(op, out),
-        )  # fmt: skip
+            x,
+            x_q.tensor_zero_point,
+            self._const(w_t),
+            w_q.tensor_zero_point,
+            self._const(b_t) if b_t >= 0 else None,
+            m0,
+            shift,
+            out_q.tensor_zero_point,
+            self._range(op, out),
+        )
 
     def _add(self, op: dict, tensors: dict) -> np.ndarray:
         a_t, b_t, out = op["inputs"][0], op["inputs"][1], op["outputs"][0]
         a, b, o = self._q(a_t), self._q(b_t), self._q(out)
         return add_int(
-            tensors[a_t], a.tensor_scale, a.tensor_zero_point, tensors[b_t], b.tensor_scale, b.tensor_zero_point,
-            o.tensor_scale, o.tensor_zero_point, self._range(op, out),
-        )  # fmt: skip
+            tensors[a_t],
+            a.tensor_scale,
+            a.tensor_zero_point,
+            tensors[b_t],
+            b.tensor_scale,
+            b.tensor_zero_point,
+            o.tensor_scale,
+            o.tensor_zero_point,
+            self._range(op, out),
+        )
 
     def _average_pool(self, op: dict, tensors: dict) -> np.ndarray:
         x = tensors[op["inputs"][0]]
@@ -389,17 +433,25 @@ class QuantizedMobileNetV2:
 
     def _resize(self, op: dict, tensors: dict) -> np.ndarray:
         size = tuple(int(v) for v in np.ravel(self._const(op["inputs"][1])))
-        return resize_bilinear_int(tensors[op["inputs"][0]], size, align_corners=op["align_corners"],
-                                   half_pixel_centers=op["half_pixel_centers"])  # fmt: skip
+        return resize_bilinear_int(
+            tensors[op["inputs"][0]],
+            size,
+            align_corners=op["align_corners"],
+            half_pixel_centers=op["half_pixel_centers"],
+        )
 
     def _concat(self, op: dict, tensors: dict) -> np.ndarray:
         out = op["outputs"][0]
         quants = [self._q(t) for t in op["inputs"]]
         o = self._q(out)
         return concat_channels_int(
-            [tensors[t] for t in op["inputs"]], [q.tensor_scale for q in quants], [q.tensor_zero_point for q in quants],
-            o.tensor_scale, o.tensor_zero_point, DTYPE_RANGE[self.graph.type_of(out)],
-        )  # fmt: skip
+            [tensors[t] for t in op["inputs"]],
+            [q.tensor_scale for q in quants],
+            [q.tensor_zero_point for q in quants],
+            o.tensor_scale,
+            o.tensor_zero_point,
+            DTYPE_RANGE[self.graph.type_of(out)],
+        )
 
     def _quantize(self, op: dict, tensors: dict) -> np.ndarray:
         x_t, out = op["inputs"][0], op["outputs"][0]

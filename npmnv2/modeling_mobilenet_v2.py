@@ -129,9 +129,15 @@ def conv_layer(
     folded = spec.eps is not None and "gamma" not in params  # batch norm already merged into kernel and bias
     conv_params = {k: v for k, v in params.items() if k in ("kernel", "bias")}  # each parameter on one step
     y = rec.add(
-        spec.conv_step, "convolution", y, op=op, inputs=(x,), spec=spec, params=conv_params,
+        spec.conv_step,
+        "convolution",
+        y,
+        op=op,
+        inputs=(x,),
+        spec=spec,
+        params=conv_params,
         attrs={"padding": tuple(padding), "folded_bn": folded},
-    )  # fmt: skip
+    )
     if "gamma" in params:
         p = {k: params[k] for k in ("gamma", "beta", "mean", "var")}
         z = batch_norm(y, p["mean"], p["var"], p["gamma"], p["beta"], eps=spec.eps)  # (N, Ho, Wo, C_out)
@@ -203,9 +209,14 @@ def pool(last: np.ndarray, pooling: str, *, output_stride: int, rec: Recorder = 
     if pooling == "global":
         pooled = global_average_pool(last)[:, None, None, :]  # (N, 1, 1, C)
         return rec.add(
-            POOLER, "pooling", pooled, op=global_average_pool, inputs=(last,), attrs={"window": "global"},
+            POOLER,
+            "pooling",
+            pooled,
+            op=global_average_pool,
+            inputs=(last,),
+            attrs={"window": "global"},
             tf_scope="MobilenetV2/Logits/AvgPool",
-        )  # fmt: skip
+        )
     if h < 7 or w < 7:
         size = 7 * output_stride - 31
         raise ValueError(
@@ -214,9 +225,14 @@ def pool(last: np.ndarray, pooling: str, *, output_stride: int, rec: Recorder = 
         )
     pooled = avg_pool2d(last, kernel_size=7, stride=1)  # (N, H-6, W-6, C)
     return rec.add(
-        POOLER, "pooling", pooled, op=avg_pool2d, inputs=(last,),
-        attrs={"window": (7, 7), "stride": 1, "padding": "VALID"}, tf_scope="MobilenetV2/Logits/AvgPool",
-    )  # fmt: skip
+        POOLER,
+        "pooling",
+        pooled,
+        op=avg_pool2d,
+        inputs=(last,),
+        attrs={"window": (7, 7), "stride": 1, "padding": "VALID"},
+        tf_scope="MobilenetV2/Logits/AvgPool",
+    )
 
 
 def classifier_layer(
@@ -240,16 +256,26 @@ def deeplab_head(
     n, h, w, c = features.shape
     pooled = global_average_pool(features)[:, None, None, :]  # (N, 1, 1, C)
     pooled = rec.add(
-        head.avg_pool, "pooling", pooled, op=global_average_pool, inputs=(features,),
-        attrs={"window": "global"}, tf_scope="image_pooling",
-    )  # fmt: skip
+        head.avg_pool,
+        "pooling",
+        pooled,
+        op=global_average_pool,
+        inputs=(features,),
+        attrs={"window": "global"},
+        tf_scope="image_pooling",
+    )
     pooled = conv_layer(pooled, head.conv_pool, params[head.conv_pool.name], tf_padding=tf_padding, rec=rec)
     # A 1x1 map resized bilinearly (align_corners=True, as transformers) is a broadcast.
     resized = resize_bilinear(pooled, (h, w), align_corners=True)  # (N, H, W, 256)
     pooled = rec.add(
-        head.interpolate, "resize", resized, op=resize_bilinear, inputs=(pooled,),
-        attrs={"align_corners": True}, tf_scope="image_pooling",
-    )  # fmt: skip
+        head.interpolate,
+        "resize",
+        resized,
+        op=resize_bilinear,
+        inputs=(pooled,),
+        attrs={"align_corners": True},
+        tf_scope="image_pooling",
+    )
     branch = conv_layer(features, head.conv_aspp, params[head.conv_aspp.name], tf_padding=tf_padding, rec=rec)
     y = concat_channels(pooled, branch)  # (N, H, W, 512): image pool first, then the 1x1 branch
     y = rec.add(head.concat, "concat", y, op=concat_channels, inputs=(pooled, branch), tf_scope="concat")
@@ -354,8 +380,10 @@ class MobileNetV2PreTrainedModel:
         """
         model = cls._empty(config, dtype)
         if not isinstance(state_dict, Mapping):
-            raise TypeError(f"{cls.__name__}.from_state_dict: expected a mapping of names to arrays, got "
-                            f"{type(state_dict).__name__}.")  # fmt: skip
+            raise TypeError(
+                f"{cls.__name__}.from_state_dict: expected a mapping of names to arrays, got "
+                f"{type(state_dict).__name__}."
+            )
         bad_keys = [k for k in state_dict if not isinstance(k, str)]
         if bad_keys:
             raise TypeError(
@@ -581,9 +609,14 @@ class MobileNetV2PreTrainedModel:
         return run_from(self, name, tensor, pixel_values=source)
 
     def grad(
-        self, pixel_values: np.ndarray, labels: Any = None, *, target: Any = None, layers: Any = (),
+        self,
+        pixel_values: np.ndarray,
+        labels: Any = None,
+        *,
+        target: Any = None,
+        layers: Any = (),
         keep_steps: bool = False,
-    ):  # fmt: skip
+    ):
         """The loss and its gradients, by the backward pass of every op run over the trace in reverse
         (see `npmnv2.gradients`): `result.gradients` maps every trainable state_dict name (weights,
         biases, batch-norm gamma and beta, PyTorch layouts), "pixel_values" and the step names in

@@ -123,9 +123,11 @@ class TFLiteGraph:
         elif kind == "AVERAGE_POOL_2D":
             o = options_of(tflite.Pool2DOptions)
             record.update(
-                padding=_PADDING.get(o.Padding()), stride=(o.StrideH(), o.StrideW()),
-                filter=(o.FilterHeight(), o.FilterWidth()), activation=o.FusedActivationFunction(),
-            )  # fmt: skip
+                padding=_PADDING.get(o.Padding()),
+                stride=(o.StrideH(), o.StrideW()),
+                filter=(o.FilterHeight(), o.FilterWidth()),
+                activation=o.FusedActivationFunction(),
+            )
         elif kind == "RESIZE_BILINEAR":
             o = options_of(tflite.ResizeBilinearOptions)
             record.update(align_corners=bool(o.AlignCorners()), half_pixel_centers=bool(o.HalfPixelCenters()))
@@ -295,17 +297,25 @@ def match_layers(graph: TFLiteGraph) -> dict[int, str]:
         if len(head) != 4:
             raise WeightFileError(f"{graph.where}: a DeepLabV3 head has 4 convolutions, this one {len(head)}.")
         reads_backbone = [i for i in head if graph.ops[i]["inputs"][0] == backbone_out]
-        reads_pool = [i for i in head if graph.ops[producer.get(graph.ops[i]["inputs"][0], -1)]["type"]
-                      in ("AVERAGE_POOL_2D", "MEAN")]  # fmt: skip
-        reads_concat = [i for i in head if graph.ops[producer.get(graph.ops[i]["inputs"][0], -1)]["type"]
-                        == "CONCATENATION"]  # fmt: skip
+        reads_pool = [
+            i
+            for i in head
+            if graph.ops[producer.get(graph.ops[i]["inputs"][0], -1)]["type"] in ("AVERAGE_POOL_2D", "MEAN")
+        ]
+        reads_concat = [
+            i for i in head if graph.ops[producer.get(graph.ops[i]["inputs"][0], -1)]["type"] == "CONCATENATION"
+        ]
         if len(reads_backbone) != 1 or len(reads_pool) != 1 or len(reads_concat) != 1:
             raise WeightFileError(f"{graph.where}: the DeepLabV3 head is not wired as image pool + 1x1 branch.")
         last = [i for i in head if i not in (*reads_backbone, *reads_pool, *reads_concat)]
-        names.update({
-            reads_pool[0]: "segmentation_head.conv_pool", reads_backbone[0]: "segmentation_head.conv_aspp",
-            reads_concat[0]: "segmentation_head.conv_projection", last[0]: "segmentation_head.classifier",
-        })  # fmt: skip
+        names.update(
+            {
+                reads_pool[0]: "segmentation_head.conv_pool",
+                reads_backbone[0]: "segmentation_head.conv_aspp",
+                reads_concat[0]: "segmentation_head.conv_projection",
+                last[0]: "segmentation_head.classifier",
+            }
+        )
         return names
     if len(head) == 1:  # no final 1x1 conv before the pool (not a MobileNetV2 classifier npmnv2 knows)
         raise WeightFileError(f"{graph.where}: expected a 1x1 conv before the classifier's pooling.")
@@ -337,10 +347,19 @@ def residual_adds(graph: TFLiteGraph, names: dict[int, str]) -> dict[int, str]:
 # output equals the op's output (a conv op's output is the layer's activation, or its normalization
 # when the layer is linear: TFLite fuses conv, folded batch norm and activation into one op).
 INTEGER_KINDS = {
-    "CONV_2D": "convolution", "DEPTHWISE_CONV_2D": "convolution", "FULLY_CONNECTED": "linear", "ADD": "residual_add",
-    "AVERAGE_POOL_2D": "pooling", "MEAN": "pooling", "RESIZE_BILINEAR": "resize", "CONCATENATION": "concat",
-    "SOFTMAX": "softmax", "RESHAPE": "reshape", "QUANTIZE": "quantize", "ARG_MAX": "argmax",
-}  # fmt: skip
+    "CONV_2D": "convolution",
+    "DEPTHWISE_CONV_2D": "convolution",
+    "FULLY_CONNECTED": "linear",
+    "ADD": "residual_add",
+    "AVERAGE_POOL_2D": "pooling",
+    "MEAN": "pooling",
+    "RESIZE_BILINEAR": "resize",
+    "CONCATENATION": "concat",
+    "SOFTMAX": "softmax",
+    "RESHAPE": "reshape",
+    "QUANTIZE": "quantize",
+    "ARG_MAX": "argmax",
+}
 
 
 def integer_steps(graph: TFLiteGraph) -> list[tuple[str, str, str | None]]:

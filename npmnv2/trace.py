@@ -42,7 +42,10 @@ StepKind = Literal[
     "linear",
     "resize",
     "concat",
-    "softmax", "reshape", "quantize", "argmax",  # ops of a quantized TFLite graph the float model has no step for
+    "softmax",
+    "reshape",
+    "quantize",
+    "argmax",  # ops of a quantized TFLite graph the float model has no step for
     "backward",  # one op run backward by `npmnv2.gradients` (output: the gradient it passed to its input)
 ]
 

@@ -195,11 +195,7 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
         quant = graph.quantization(index)
         if quant is not None and name:
             scales[name] = quant.tensor_scale
-        value = (
-            raw.astype(np.float64)
-            if quant is None
-            else quant.dequantize(raw)
-        )
+        value = raw.astype(np.float64) if quant is None else quant.dequantize(raw)
         return value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
 
     acts: dict[str, np.ndarray] = {}

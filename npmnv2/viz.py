@@ -362,12 +362,21 @@ def inverted_residual_diagram(model: Any, block: str = "layer.3", image_size: in
         ax.plot([lefts[0] + 0.85, lefts[0] + 0.85, add_x], [1.75, 2.05, 2.05], color="crimson", lw=1.2)
         ax.annotate("", (add_x, 1.08), (add_x, 2.05), arrowprops={"arrowstyle": "->", "color": "crimson"})
         ax.text(
-            (lefts[0] + add_x) / 2 + 0.4, 2.12, "residual: the input is added back (stride 1, same channels)",
-            ha="center", fontsize=8, color="crimson",
-        )  # fmt: skip
+            (lefts[0] + add_x) / 2 + 0.4,
+            2.12,
+            "residual: the input is added back (stride 1, same channels)",
+            ha="center",
+            fontsize=8,
+            color="crimson",
+        )
     else:
-        ax.text(len(boxes) * width / 2, 2.12, "no residual: the stride or the channel count changes", ha="center",
-                fontsize=8)  # fmt: skip
+        ax.text(
+            len(boxes) * width / 2,
+            2.12,
+            "no residual: the stride or the channel count changes",
+            ha="center",
+            fontsize=8,
+        )
     fig.suptitle(f"{block}: inverted residual with a linear bottleneck, real shapes for a {h}x{w} input")
     return fig
 
@@ -414,9 +423,13 @@ def receptive_fields(
     ax_rf.set_yscale("log")
     ax_rf.legend(fontsize=8, loc="lower right")
     ax_rf.text(
-        0.01, 0.95, "the curves coincide: a dilated conv sees as far as the strided one it replaces",
-        transform=ax_rf.transAxes, fontsize=9, va="top",
-    )  # fmt: skip
+        0.01,
+        0.95,
+        "the curves coincide: a dilated conv sees as far as the strided one it replaces",
+        transform=ax_rf.transAxes,
+        fontsize=9,
+        va="top",
+    )
     ax_stride.set_ylabel("cumulative stride")
     ax_stride.set_yscale("log", base=2)
     ax_stride.legend(fontsize=8)
@@ -515,9 +528,14 @@ def _mark_divergence(ax: Any, comparison: Any, values: np.ndarray) -> None:
         i = next(k for k, r in enumerate(comparison.rows) if r.name == comparison.first_divergence)
         ax.axvline(i, color="crimson", ls="--", lw=1)
         ax.text(
-            i + 0.5, 0.5, f"first divergence:\n{comparison.first_divergence}", transform=ax.get_xaxis_transform(),
-            color="crimson", fontsize=9, va="center",
-        )  # fmt: skip
+            i + 0.5,
+            0.5,
+            f"first divergence:\n{comparison.first_divergence}",
+            transform=ax.get_xaxis_transform(),
+            color="crimson",
+            fontsize=9,
+            va="center",
+        )
 
 
 # ============================================================================ explanations (gradients)

@@ -46,7 +46,7 @@ __all__ = [
     "save_safetensors",
     "write_file_atomically",
     "write_folder",
-]  # fmt: skip
+]
 
 # ============================================================================ dtypes
 

@@ -79,9 +79,20 @@ from .probability import log_softmax, softmax
 from .resize import bilinear_source, resize_bilinear
 
 FAMILIES = (
-    padding, conv, depthwise, batchnorm, activations, fully_connected, merge, pooling, resize, probability, losses,
-    quantization, layout,
-)  # fmt: skip
+    padding,
+    conv,
+    depthwise,
+    batchnorm,
+    activations,
+    fully_connected,
+    merge,
+    pooling,
+    resize,
+    probability,
+    losses,
+    quantization,
+    layout,
+)
 
 # Every op the readable layers record, and its page: how to describe, differentiate and count it
 # (see `npmnv2.ops.pages`). A new op module adds its PAGES to FAMILIES; nothing else changes.

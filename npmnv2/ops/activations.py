@@ -211,8 +211,11 @@ def activation_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.n
 
 PAGES = tuple(
     OpPage(
-        function, describe_activation, activation_step_backward, activation_backward,
+        function,
+        describe_activation,
+        activation_step_backward,
+        activation_backward,
         spec_attrs=lambda spec, tf_padding: {"function": spec.activation},
     )
     for function in dict.fromkeys(ACTIVATIONS.values())
-)  # fmt: skip
+)

@@ -193,7 +193,10 @@ def batch_norm_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.n
 
 PAGES = (
     OpPage(
-        batch_norm, describe_batch_norm, batch_norm_step_backward, batch_norm_backward,
+        batch_norm,
+        describe_batch_norm,
+        batch_norm_step_backward,
+        batch_norm_backward,
         spec_attrs=lambda spec, tf_padding: {"eps": spec.eps},
     ),
-)  # fmt: skip
+)

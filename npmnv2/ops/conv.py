@@ -344,9 +344,16 @@ def conv2d_backward_loops(x, kernel, grad_out, *, stride, dilation, padding):
 
 
 def conv2d_int(
-    x: np.ndarray, x_zero_point: int, kernel: np.ndarray, kernel_zero_point: int | np.ndarray, bias: np.ndarray | None,
-    *, stride: int, dilation: int, padding: Pad2D,
-) -> np.ndarray:  # fmt: skip
+    x: np.ndarray,
+    x_zero_point: int,
+    kernel: np.ndarray,
+    kernel_zero_point: int | np.ndarray,
+    bias: np.ndarray | None,
+    *,
+    stride: int,
+    dilation: int,
+    padding: Pad2D,
+) -> np.ndarray:
     """The int32 accumulator of a quantized convolution (before requantization).
 
     Math: acc[n, y, x, o] = bias[o] + sum_{i, j, c} (x_pad[n, y*s + i*d, x*s + j*d, c] - x_zero_point)
@@ -379,10 +386,20 @@ def conv2d_int(
 
 
 def conv2d_int_requantized(
-    x: np.ndarray, x_zero_point: int, kernel: np.ndarray, kernel_zero_point: int | np.ndarray,
-    bias: np.ndarray | None, m0: int | np.ndarray, shift: int | np.ndarray, out_zero_point: int,
-    act_range: tuple[int, int], *, stride: int, dilation: int, padding: Pad2D,
-) -> np.ndarray:  # fmt: skip
+    x: np.ndarray,
+    x_zero_point: int,
+    kernel: np.ndarray,
+    kernel_zero_point: int | np.ndarray,
+    bias: np.ndarray | None,
+    m0: int | np.ndarray,
+    shift: int | np.ndarray,
+    out_zero_point: int,
+    act_range: tuple[int, int],
+    *,
+    stride: int,
+    dilation: int,
+    padding: Pad2D,
+) -> np.ndarray:
     """A whole quantized CONV_2D, as TFLite's reference kernel runs it: integer sums, then requantized.
 
     Math: acc = bias + sum (x - x_zero_point) * (kernel - kernel_zero_point)      (`conv2d_int`, int32)
@@ -481,10 +498,14 @@ def pointwise_conv2d_step_backward(step: Any, inputs: list[np.ndarray], grad_out
 PAGES = (
     OpPage(conv2d, describe_convolution, conv2d_step_backward, conv2d_backward, conv2d_macs, convolution_attrs),
     OpPage(
-        pointwise_conv2d, describe_convolution, pointwise_conv2d_step_backward, pointwise_conv2d_backward,
-        pointwise_conv2d_macs, convolution_attrs,
+        pointwise_conv2d,
+        describe_convolution,
+        pointwise_conv2d_step_backward,
+        pointwise_conv2d_backward,
+        pointwise_conv2d_macs,
+        convolution_attrs,
     ),
-)  # fmt: skip
+)
 
 
 def describe_integer_convolution(step: Any) -> str:

@@ -184,9 +184,16 @@ def depthwise_conv2d_backward_loops(x, kernel, grad_out, *, stride, dilation, pa
 
 
 def depthwise_conv2d_int(
-    x: np.ndarray, x_zero_point: int, kernel: np.ndarray, kernel_zero_point: int | np.ndarray, bias: np.ndarray | None,
-    *, stride: int, dilation: int, padding: Pad2D,
-) -> np.ndarray:  # fmt: skip
+    x: np.ndarray,
+    x_zero_point: int,
+    kernel: np.ndarray,
+    kernel_zero_point: int | np.ndarray,
+    bias: np.ndarray | None,
+    *,
+    stride: int,
+    dilation: int,
+    padding: Pad2D,
+) -> np.ndarray:
     """The int32 accumulator of a quantized depthwise convolution (depth multiplier 1).
 
     Math: acc[n, y, x, c] = bias[c] + sum_{i, j} (x_pad[n, y*s + i*d, x*s + j*d, c] - x_zero_point)
@@ -215,10 +222,20 @@ def depthwise_conv2d_int(
 
 
 def depthwise_conv2d_int_requantized(
-    x: np.ndarray, x_zero_point: int, kernel: np.ndarray, kernel_zero_point: int | np.ndarray,
-    bias: np.ndarray | None, m0: int | np.ndarray, shift: int | np.ndarray, out_zero_point: int,
-    act_range: tuple[int, int], *, stride: int, dilation: int, padding: Pad2D,
-) -> np.ndarray:  # fmt: skip
+    x: np.ndarray,
+    x_zero_point: int,
+    kernel: np.ndarray,
+    kernel_zero_point: int | np.ndarray,
+    bias: np.ndarray | None,
+    m0: int | np.ndarray,
+    shift: int | np.ndarray,
+    out_zero_point: int,
+    act_range: tuple[int, int],
+    *,
+    stride: int,
+    dilation: int,
+    padding: Pad2D,
+) -> np.ndarray:
     """A whole quantized DEPTHWISE_CONV_2D, as TFLite's reference kernel runs it.
 
     Math: acc[c] = bias[c] + sum_taps (x[c] - x_zero_point) * (kernel[c] - kernel_zero_point[c])
@@ -276,9 +293,13 @@ def depthwise_conv2d_step_backward(step: Any, inputs: list[np.ndarray], grad_out
 
 PAGES = (
     OpPage(
-        depthwise_conv2d, describe_convolution, depthwise_conv2d_step_backward, depthwise_conv2d_backward,
-        depthwise_conv2d_macs, convolution_attrs,
+        depthwise_conv2d,
+        describe_convolution,
+        depthwise_conv2d_step_backward,
+        depthwise_conv2d_backward,
+        depthwise_conv2d_macs,
+        convolution_attrs,
     ),
-)  # fmt: skip
+)
 
 INTEGER_PAGES = (OpPage(depthwise_conv2d_int_requantized, describe_integer_convolution),)

@@ -82,9 +82,16 @@ def linear_int(
 
 
 def linear_int_requantized(
-    x: np.ndarray, x_zero_point: int, weights: np.ndarray, weight_zero_point: int, bias: np.ndarray | None,
-    m0: int, shift: int, out_zero_point: int, act_range: tuple[int, int],
-) -> np.ndarray:  # fmt: skip
+    x: np.ndarray,
+    x_zero_point: int,
+    weights: np.ndarray,
+    weight_zero_point: int,
+    bias: np.ndarray | None,
+    m0: int,
+    shift: int,
+    out_zero_point: int,
+    act_range: tuple[int, int],
+) -> np.ndarray:
     """A whole quantized FULLY_CONNECTED, as TFLite's reference kernel runs it: int32 sums, then one
     rounding (unlike the convolutions, this kernel rounds once: see
     `multiply_by_quantized_multiplier_single_rounding`).
@@ -125,10 +132,14 @@ def linear_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.ndarr
 
 PAGES = (
     OpPage(
-        linear, describe_linear, linear_step_backward, linear_backward, linear_macs,
+        linear,
+        describe_linear,
+        linear_step_backward,
+        linear_backward,
+        linear_macs,
         lambda spec, tf_padding: {"c_in": spec.c_in, "c_out": spec.c_out},
     ),
-)  # fmt: skip
+)
 
 INTEGER_PAGES = (
     OpPage(

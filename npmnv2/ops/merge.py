@@ -85,9 +85,16 @@ def concat_channels_loops(*tensors: np.ndarray) -> np.ndarray:
 
 
 def add_int(
-    a: np.ndarray, a_scale: float, a_zero_point: int, b: np.ndarray, b_scale: float, b_zero_point: int,
-    out_scale: float, out_zero_point: int, act_range: tuple[int, int],
-) -> np.ndarray:  # fmt: skip
+    a: np.ndarray,
+    a_scale: float,
+    a_zero_point: int,
+    b: np.ndarray,
+    b_scale: float,
+    b_zero_point: int,
+    out_scale: float,
+    out_zero_point: int,
+    act_range: tuple[int, int],
+) -> np.ndarray:
     """A quantized ADD: both inputs brought to a common scale, added, requantized (TFLite's reference Add).
 
     Math: with left_shift = 20 and s = 2 * max(s_a, s_b):
@@ -107,9 +114,13 @@ def add_int(
 
 
 def concat_channels_int(
-    inputs: list[np.ndarray], scales: list[float], zero_points: list[int], out_scale: float, out_zero_point: int,
+    inputs: list[np.ndarray],
+    scales: list[float],
+    zero_points: list[int],
+    out_scale: float,
+    out_zero_point: int,
     out_range: tuple[int, int],
-) -> np.ndarray:  # fmt: skip
+) -> np.ndarray:
     """CONCATENATION on the channel axis, requantizing each input to the output's scale in float32
     arithmetic, as TFLite's reference ConcatenationWithScaling does:
         q_out = round(q * (s_in / s_out) - zp_in * (s_in / s_out)) + zp_out     (an input already at the output's
@@ -165,11 +176,12 @@ def describe_concat(step: Any) -> str:
 PAGES = (
     OpPage(add, describe_add, lambda step, inputs, g: (list(add_backward(g)), {}), add_backward),
     OpPage(
-        concat_channels, describe_concat,
+        concat_channels,
+        describe_concat,
         lambda step, inputs, g: (concat_channels_backward(g, [x.shape[-1] for x in inputs]), {}),
         concat_channels_backward,
     ),
-)  # fmt: skip
+)
 
 INTEGER_PAGES = (
     OpPage(add_int, describe_integer_op("both inputs rescaled to a common scale, added in int32")),

@@ -189,8 +189,15 @@ def softmax_int_loops(x, x_scale, *, beta=1.0, out_range):
         inner = rounding_divide_by_pot_scalar(wrap(fmul(wrap(x4_over_4 + x3), 715827883) + x2), 1)
         result = wrap(1895147668 + fmul(1895147668, wrap(xq + inner)))
         remainder = a_mod - a
-        for exponent, multiplier in ((-2, 1672461947), (-1, 1302514674), (0, 790015084), (1, 290630308),
-                                     (2, 39332535), (3, 720401), (4, 242)):  # fmt: skip
+        for exponent, multiplier in (
+            (-2, 1672461947),
+            (-1, 1302514674),
+            (0, 790015084),
+            (1, 290630308),
+            (2, 39332535),
+            (3, 720401),
+            (4, 242),
+        ):
             if remainder & (1 << (frac_bits + exponent)):
                 result = fmul(result, multiplier)
         return 2**31 - 1 if a == 0 else result
@@ -209,15 +216,22 @@ def softmax_int_loops(x, x_scale, *, beta=1.0, out_range):
     for index in np.ndindex(x.shape[:-1]):
         row = [int(v) for v in x[index]]
         top = max(row)
-        exps = [exp_neg(srdhm_scalar((v - top) * (1 << left_shift), multiplier)) if v - top >= diff_min else None
-                for v in row]  # fmt: skip
+        exps = [
+            exp_neg(srdhm_scalar((v - top) * (1 << left_shift), multiplier)) if v - top >= diff_min else None
+            for v in row
+        ]
         total = wrap(sum(rounding_divide_by_pot_scalar(e, 12) for e in exps if e is not None))
         headroom = 32 - total.bit_length()
         scale = one_over_one_plus_x(wrap((total << headroom) - (1 << 31)))
         exponent = 12 - headroom + 31 - 8
-        out[index] = [out_range[0] if e is None else min(max(
-            rounding_divide_by_pot_scalar(fmul(scale, e), exponent) + out_range[0], out_range[0]), out_range[1])
-            for e in exps]  # fmt: skip
+        out[index] = [
+            out_range[0]
+            if e is None
+            else min(
+                max(rounding_divide_by_pot_scalar(fmul(scale, e), exponent) + out_range[0], out_range[0]), out_range[1]
+            )
+            for e in exps
+        ]
     return out
 
 
