@@ -335,9 +335,7 @@ def conv2d_backward_loops(x, kernel, grad_out, *, stride, dilation, padding):
                         yy, xx = y * stride + i * dilation, x_ * stride + j * dilation
                         grad_k[i, j] += np.outer(xp[b, yy, xx], grad_out[b, y, x_])  # (C_in, C_out)
                         grad_xp[b, yy, xx] += kernel[i, j] @ grad_out[b, y, x_]  # (C_in, C_out) @ (C_out,)
-    top, bottom, left, right = padding
-    grad_x = grad_xp[:, top : grad_xp.shape[1] - bottom, left : grad_xp.shape[2] - right]
-    return grad_x, grad_k, grad_out.sum(axis=(0, 1, 2))
+    return pad2d_backward(grad_xp, padding), grad_k, grad_out.sum(axis=(0, 1, 2))
 
 
 # ============================================================================ integer form

@@ -175,9 +175,7 @@ def depthwise_conv2d_backward_loops(x, kernel, grad_out, *, stride, dilation, pa
                         yy, xx = y * stride + i * dilation, x_ * stride + j * dilation
                         grad_k[i, j] += xp[b, yy, xx] * grad_out[b, y, x_]
                         grad_xp[b, yy, xx] += kernel[i, j] * grad_out[b, y, x_]
-    top, bottom, left, right = padding
-    grad_x = grad_xp[:, top : grad_xp.shape[1] - bottom, left : grad_xp.shape[2] - right]
-    return grad_x, grad_k, grad_out.sum(axis=(0, 1, 2))
+    return pad2d_backward(grad_xp, padding), grad_k, grad_out.sum(axis=(0, 1, 2))
 
 
 # ============================================================================ integer form

@@ -87,6 +87,17 @@ def resize_bilinear_backward(grad_out: np.ndarray, input_shape: tuple[int, ...],
 # ============================================================================ loop twins
 
 
+def source_pixels_scalar(dst: int, in_size: int, out_size: int, *, align_corners: bool) -> tuple[int, int, float]:
+    """The two source pixels of output pixel `dst` along one axis and the weight of the second,
+    one number at a time (PyTorch's rule; the loop twins' version of `bilinear_source`)."""
+    if align_corners:
+        src = dst * (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    else:
+        src = max((dst + 0.5) * in_size / out_size - 0.5, 0.0)
+    i0 = min(math.floor(src), in_size - 1)
+    return i0, min(i0 + 1, in_size - 1), src - i0
+
+
 def resize_bilinear_loops(x: np.ndarray, size: tuple[int, int], *, align_corners: bool) -> np.ndarray:
     """Bilinear resize one output pixel at a time, with PyTorch's source-coordinate rule.
 
@@ -94,21 +105,11 @@ def resize_bilinear_loops(x: np.ndarray, size: tuple[int, int], *, align_corners
     """
     n, h, w, c = x.shape
     ho, wo = size
-
-    def source(dst: int, in_size: int, out_size: int) -> float:
-        if align_corners:
-            return dst * (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-        return max((dst + 0.5) * in_size / out_size - 0.5, 0.0)
-
     out = np.zeros((n, ho, wo, c), dtype=x.dtype)
     for y in range(ho):
-        sy = source(y, h, ho)
-        y0 = min(math.floor(sy), h - 1)
-        y1, a = min(y0 + 1, h - 1), sy - y0
+        y0, y1, a = source_pixels_scalar(y, h, ho, align_corners=align_corners)
         for x_ in range(wo):
-            sx = source(x_, w, wo)
-            x0 = min(math.floor(sx), w - 1)
-            x1, b = min(x0 + 1, w - 1), sx - x0
+            x0, x1, b = source_pixels_scalar(x_, w, wo, align_corners=align_corners)
             out[:, y, x_] = (
                 (1 - a) * (1 - b) * x[:, y0, x0]
                 + (1 - a) * b * x[:, y0, x1]
@@ -123,21 +124,11 @@ def resize_bilinear_backward_loops(grad_out, input_shape, *, align_corners):
     `backward.resize_bilinear_backward`."""
     n, h, w, c = input_shape
     ho, wo = grad_out.shape[1:3]
-
-    def source(dst: int, in_size: int, out_size: int) -> float:
-        if align_corners:
-            return dst * (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-        return max((dst + 0.5) * in_size / out_size - 0.5, 0.0)
-
     out = np.zeros(input_shape, grad_out.dtype)
     for y in range(ho):
-        sy = source(y, h, ho)
-        y0 = min(math.floor(sy), h - 1)
-        y1, a = min(y0 + 1, h - 1), sy - y0
+        y0, y1, a = source_pixels_scalar(y, h, ho, align_corners=align_corners)
         for x_ in range(wo):
-            sx = source(x_, w, wo)
-            x0 = min(math.floor(sx), w - 1)
-            x1, b = min(x0 + 1, w - 1), sx - x0
+            x0, x1, b = source_pixels_scalar(x_, w, wo, align_corners=align_corners)
             g = grad_out[:, y, x_]
             out[:, y0, x0] += (1 - a) * (1 - b) * g
             out[:, y0, x1] += (1 - a) * b * g
