@@ -216,6 +216,7 @@ PAGES = tuple(
         activation_step_backward,
         activation_backward,
         spec_attrs=lambda spec, tf_padding: {"function": spec.activation},
+        forward_step=lambda step, inputs: step.op(inputs[0]),
     )
     for function in dict.fromkeys(ACTIVATIONS.values())
 )

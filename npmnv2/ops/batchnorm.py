@@ -198,5 +198,13 @@ PAGES = (
         batch_norm_step_backward,
         batch_norm_backward,
         spec_attrs=lambda spec, tf_padding: {"eps": spec.eps},
+        forward_step=lambda step, inputs: batch_norm(
+            inputs[0],
+            step.params["mean"],
+            step.params["var"],
+            step.params["gamma"],
+            step.params["beta"],
+            eps=step.attrs["eps"],
+        ),
     ),
 )

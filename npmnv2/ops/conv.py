@@ -475,6 +475,16 @@ def describe_convolution(step: Any) -> str:
     return text + (" Batch norm is folded into this kernel and bias." if a.get("folded_bn") else "")
 
 
+def conv2d_step_forward(step: Any, inputs: list[np.ndarray]) -> np.ndarray:
+    a = step.attrs
+    x_padded = pad2d(inputs[0], Pad2D(*a["padding"]))
+    return conv2d(x_padded, step.params["kernel"], step.params.get("bias"), stride=a["stride"], dilation=a["dilation"])
+
+
+def pointwise_conv2d_step_forward(step: Any, inputs: list[np.ndarray]) -> np.ndarray:
+    return pointwise_conv2d(inputs[0], step.params["kernel"], step.params.get("bias"))
+
+
 def conv2d_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.ndarray):
     a = step.attrs
     gx, gk, gb = conv2d_backward(
@@ -494,7 +504,15 @@ def pointwise_conv2d_step_backward(step: Any, inputs: list[np.ndarray], grad_out
 
 
 PAGES = (
-    OpPage(conv2d, describe_convolution, conv2d_step_backward, conv2d_backward, conv2d_macs, convolution_attrs),
+    OpPage(
+        conv2d,
+        describe_convolution,
+        conv2d_step_backward,
+        conv2d_backward,
+        conv2d_macs,
+        convolution_attrs,
+        conv2d_step_forward,
+    ),
     OpPage(
         pointwise_conv2d,
         describe_convolution,
@@ -502,6 +520,7 @@ PAGES = (
         pointwise_conv2d_backward,
         pointwise_conv2d_macs,
         convolution_attrs,
+        pointwise_conv2d_step_forward,
     ),
 )
 

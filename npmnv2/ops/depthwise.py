@@ -276,6 +276,13 @@ def depthwise_conv2d_int_loops(x, x_zero_point, kernel, kernel_zero_point, bias,
 # ============================================================================ the page: describe, differentiate, count
 
 
+def depthwise_conv2d_step_forward(step: Any, inputs: list[np.ndarray]) -> np.ndarray:
+    a = step.attrs
+    x_padded = pad2d(inputs[0], Pad2D(*a["padding"]))
+    kernel, bias = step.params["kernel"], step.params.get("bias")
+    return depthwise_conv2d(x_padded, kernel, bias, stride=a["stride"], dilation=a["dilation"])
+
+
 def depthwise_conv2d_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.ndarray):
     a = step.attrs
     gx, gk, gb = depthwise_conv2d_backward(
@@ -297,6 +304,7 @@ PAGES = (
         depthwise_conv2d_backward,
         depthwise_conv2d_macs,
         convolution_attrs,
+        depthwise_conv2d_step_forward,
     ),
 )
 

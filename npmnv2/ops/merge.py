@@ -174,12 +174,19 @@ def describe_concat(step: Any) -> str:
 
 
 PAGES = (
-    OpPage(add, describe_add, lambda step, inputs, g: (list(add_backward(g)), {}), add_backward),
+    OpPage(
+        add,
+        describe_add,
+        lambda step, inputs, g: (list(add_backward(g)), {}),
+        add_backward,
+        forward_step=lambda step, inputs: add(inputs[0], inputs[1]),
+    ),
     OpPage(
         concat_channels,
         describe_concat,
         lambda step, inputs, g: (concat_channels_backward(g, [x.shape[-1] for x in inputs]), {}),
         concat_channels_backward,
+        forward_step=lambda step, inputs: concat_channels(*inputs),
     ),
 )
 

@@ -33,6 +33,8 @@ class OpPage:
     macs(output_shape, kernel_shape): its multiply-accumulates; None for an op that multiplies
         by no weights.
     spec_attrs(spec, tf_padding): the attributes a layer spec gives a step of this op.
+    forward_step(step, inputs): the step computed again from `inputs` (NHWC), with the step's own
+        attributes and parameters: what `npmnv2.verify` runs on another implementation's tensors.
     """
 
     forward: Callable[..., np.ndarray]
@@ -41,6 +43,7 @@ class OpPage:
     backward_op: Callable[..., Any] | None = None
     macs: Callable[[tuple[int, ...], tuple[int, ...]], int] | None = None
     spec_attrs: Callable[[Any, bool], Mapping[str, Any]] | None = None
+    forward_step: Callable[[Any, list[np.ndarray]], np.ndarray] | None = None
 
 
 def spatial(shape: tuple[int, ...]) -> str:

@@ -203,8 +203,22 @@ def avg_pool2d_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.n
 
 
 PAGES = (
-    OpPage(global_average_pool, describe_pooling, global_average_pool_step_backward, global_average_pool_backward),
-    OpPage(avg_pool2d, describe_pooling, avg_pool2d_step_backward, avg_pool2d_backward),
+    OpPage(
+        global_average_pool,
+        describe_pooling,
+        global_average_pool_step_backward,
+        global_average_pool_backward,
+        forward_step=lambda step, inputs: global_average_pool(inputs[0])[:, None, None, :],
+    ),
+    OpPage(
+        avg_pool2d,
+        describe_pooling,
+        avg_pool2d_step_backward,
+        avg_pool2d_backward,
+        forward_step=lambda step, inputs: avg_pool2d(
+            inputs[0], kernel_size=step.attrs["window"][0], stride=step.attrs["stride"]
+        ),
+    ),
 )
 
 INTEGER_PAGES = (

@@ -237,6 +237,16 @@ def resize_bilinear_step_backward(step: Any, inputs: list[np.ndarray], grad_out:
     return [resize_bilinear_backward(grad_out, inputs[0].shape, align_corners=align)], {}
 
 
-PAGES = (OpPage(resize_bilinear, describe_resize, resize_bilinear_step_backward, resize_bilinear_backward),)
+PAGES = (
+    OpPage(
+        resize_bilinear,
+        describe_resize,
+        resize_bilinear_step_backward,
+        resize_bilinear_backward,
+        forward_step=lambda step, inputs: resize_bilinear(
+            inputs[0], tuple(step.output_shape[2:]), align_corners=step.attrs.get("align_corners", True)
+        ),
+    ),
+)
 
 INTEGER_PAGES = (OpPage(resize_bilinear_int, describe_integer_op("bilinear resize with 10-bit fixed-point weights")),)
