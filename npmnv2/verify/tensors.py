@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .image_processing_mobilenet_v2 import load_image
+from ..image_processing_mobilenet_v2 import load_image
 
 _CONTAINERS = ("conv_stem",)  # non-leaf modules whose output is also a step
 
@@ -120,7 +120,7 @@ def tflite_integer_tensors(path: str | Path, pixels: np.ndarray, *, reference_ke
 
     pixels: the quantized input, NHWC as the interpreter takes it (see `tflite_input`).
     """
-    from .tflite_import import TFLiteGraph, integer_steps
+    from ..tflite_import import TFLiteGraph, integer_steps
 
     path = Path(path)
     graph = TFLiteGraph(path)
@@ -143,7 +143,7 @@ def tflite_input(path: str | Path, image: Any) -> tuple[np.ndarray, np.ndarray]:
     float32 (1, 3, H, W) pixel_values = scale * (uint8 - zero_point), with the input tensor's own
     quantization: 1/128 and 128 for the TF1 Coral models, 1/127.5 and 127 for TF2 exports).
     """
-    from .tflite_import import TFLiteGraph, read_tflite_input_size
+    from ..tflite_import import TFLiteGraph, read_tflite_input_size
 
     h, w = read_tflite_input_size(path)
     pixels = np.asarray(load_image(image).resize((w, h), Image.NEAREST), dtype=np.uint8)[None]  # (1, H, W, 3)
@@ -181,7 +181,7 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
     ones npmnv2's integer model reproduces bit for bit, instead of its default optimized kernels
     (which differ by a few quantization steps on some tensors; see docs/concepts/integer_inference.md).
     """
-    from .tflite_import import TFLiteGraph, match_layers, residual_adds
+    from ..tflite_import import TFLiteGraph, match_layers, residual_adds
 
     path = Path(path)
     graph = TFLiteGraph(path)

@@ -1,0 +1,317 @@
+"""`check(peer, image, config=...)`: verify another implementation of MobileNetV2, op by op.
+
+1. Run the peer as it is (`peers`), on the pixels the spec's preprocessing makes.
+2. Build npmnv2's model of the spec with the peer's own weights, read by structure (`spec`), or take
+   `model=`; trace it in float64 on the same pixels, every tensor kept.
+3. Match the peer's tensors to npmnv2's steps by structure (`align`).
+4. For every matched op, two errors against the peer's tensor:
+   - total: npmnv2's own output (everything before it computed by npmnv2);
+   - local ("shadow"): the op (with any unmatched ops the peer fused into it, its *group*)
+     computed by npmnv2 from the peer's own inputs to it. An op is wrong on its own when its local
+     error is above its float32 rounding noise: LOCAL_NOISE x eps32 x rms(magnitude), where the
+     magnitude is the same group run on absolute values (|x|, |W|): the size of the sums the peer
+     rounded, not the size of the output (after ReLU6 that shrinks).
+5. At the first op wrong on its own, re-run its group under every hypothesis of the catalogue
+   (`causes`); the one whose output reproduces the peer's is the cause, with its evidence.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .. import ops
+from ..ops import nchw_to_nhwc, softmax
+from ..trace import Step
+from ..warnings import NpMnV2Warning
+from .align import Match, align
+from .causes import CATALOGUE, Context, Proposal
+from .peers import PeerRun
+from .report import CauseEvidence, Row, VerifyReport
+
+EPS32 = float(np.finfo(np.float32).eps)
+# An op is wrong on its own when rms(local error) > LOCAL_NOISE * eps32 * rms(its magnitude).
+# Measured on faithful peers (docs/guides/verify.md): at most about 0.6 at He scale; bugs start at 1e3.
+LOCAL_NOISE = 16.0
+# A cause is accepted when it explains the port at least this well: its residual below this share
+# of the original local error, and within LOCAL_NOISE rounding noise... or CAUSE_SHARE of the error.
+CAUSE_SHARE = 0.05
+VANISHING = 1e-3  # a reference whose block outputs stay below this in magnitude cannot show a bug
+
+
+def _internal(a: np.ndarray) -> np.ndarray:
+    """A public tensor (NCHW, or (N, L)) in the forward's NHWC layout."""
+    return nchw_to_nhwc(a) if a.ndim == 4 else a[:, None, None, :]
+
+
+def _public(step: Step, a: np.ndarray) -> np.ndarray:
+    return a.transpose(0, 3, 1, 2) if len(step.output_shape) == 4 else a.reshape(step.output_shape)
+
+
+def _rms(a: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(a, dtype=np.float64)))) if a.size else 0.0
+
+
+class _Replay:
+    """npmnv2's ops re-run over a group of steps, starting from given tensors."""
+
+    def __init__(self, steps: list[Step]) -> None:
+        self.by_name = {s.name: s for s in steps}
+
+    def group(self, step: Step, matched: set[str]) -> tuple[list[Step], set[str]]:
+        """The unmatched steps between the matched ones (or the pixels) and `step`, in order, with
+        `step` last; and the frontier: the matched steps and "pixel_values" they read."""
+        members, frontier, todo = {step.name}, set(), list(step.sources)
+        while todo:
+            name = todo.pop()
+            if name == "pixel_values" or name in matched:
+                frontier.add(name)
+            elif name not in members:
+                members.add(name)
+                todo.extend(self.by_name[name].sources)
+        order = [s for s in self.by_name.values() if s.name in members]
+        return order, frontier
+
+    def run(
+        self,
+        group: list[Step],
+        start: dict[str, np.ndarray],
+        changes: dict[str, Any] | None = None,
+        absolute: bool = False,
+        inputs_seen: dict[str, list[np.ndarray]] | None = None,
+    ) -> np.ndarray:
+        """The last step's output (NHWC), computed step by step from `start` (name -> NHWC). changes:
+        a Proposal's steps; absolute: every input and parameter as its absolute value (the magnitude
+        of the sums the op adds up)."""
+        values = dict(start)
+        if absolute:
+            values = {k: np.abs(v) for k, v in values.items()}
+        for s in group:
+            xs = [values[src] for src in s.sources]
+            if inputs_seen is not None:
+                inputs_seen[s.name] = xs
+            change = (changes or {}).get(s.name)
+            values[s.name] = self._one(s, xs, change, absolute)
+        return values[group[-1].name]
+
+    def _one(self, s: Step, xs: list[np.ndarray], change: Any, absolute: bool) -> np.ndarray:
+        if callable(change):
+            return change(xs)
+        if isinstance(change, tuple) and change[0] == "strided":
+            xs = [xs[0][:, :: change[1], :: change[1]]]
+            change = None
+        then = change[1] if isinstance(change, tuple) and change[0] == "then" else None
+        step = change if isinstance(change, Step) else s
+        if step.op is None:  # a block output: the projection passed on
+            return xs[0]
+        if absolute:
+            step = _absolute(step)
+        out = ops.PAGE_OF[step.op].forward_step(step, xs)
+        if then is not None:
+            out = then(out)
+        return np.abs(out) if absolute else out
+
+
+def _absolute(step: Step) -> Step:
+    """The step with absolute parameters and a batch norm that adds magnitudes (mean 0)."""
+    import dataclasses
+
+    params = {k: np.abs(v) for k, v in step.params.items()}
+    if "mean" in params:
+        params["mean"] = np.zeros_like(params["mean"])
+    return dataclasses.replace(step, params=params)
+
+
+def _start(frontier: set[str], peer_values: dict[str, np.ndarray], pixels: np.ndarray) -> dict[str, np.ndarray]:
+    return {name: (pixels if name == "pixel_values" else peer_values[name]) for name in frontier}
+
+
+def run_check(
+    run: PeerRun, model: Any, pixel_values: np.ndarray, *, config: Any, peer_pixels: np.ndarray | None = None
+) -> VerifyReport:
+    """The comparison itself, given the peer's tensors and npmnv2's model (see the module docstring)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NpMnV2Warning)
+        trace = model.trace(np.asarray(pixel_values, np.float64))
+    steps = trace.steps
+    report_warnings = _vanishing(trace)
+    matches, unmatched = align(steps, run)
+    matched = {m.step.name for m in matches}
+    peer_values = {m.step.name: _internal(m.value) if not m.softmax else None for m in matches}
+    pixels = nchw_to_nhwc(np.asarray(pixel_values, np.float64))
+    replay = _Replay(steps)
+    rows: list[Row] = []
+    first_local: tuple[Match, list[Step], set[str]] | None = None
+    input_row = _input_row(run, pixels)
+    if input_row is not None:
+        rows.append(input_row)
+    port_pixels = _port_pixels(run, pixels)  # each op is judged on what the port fed it
+    port_pixels = pixels if port_pixels is None else port_pixels
+    for m in matches:
+        group, frontier = replay.group(m.step, matched)
+        if any(peer_values.get(f) is None and f != "pixel_values" for f in frontier):
+            continue  # starts from a softmax: not an input of anything
+        start = _start(frontier, peer_values, port_pixels)
+        local = _public(m.step, replay.run(group, start))
+        magnitude = _public(m.step, replay.run(group, start, absolute=True))
+        ours = m.step.output.astype(np.float64)
+        if m.softmax:
+            local, ours, magnitude = softmax(local), softmax(ours), np.ones_like(local)
+        noise = EPS32 * _rms(magnitude)
+        local_err, total_err, scale = _rms(local - m.value), _rms(ours - m.value), _rms(m.value)
+        row = Row(
+            name=m.step.name,
+            peer_name=m.peer.name,
+            kind=m.step.kind,
+            peer_kind=m.peer.kind,
+            layout=m.layout,
+            shape=tuple(m.value.shape),
+            total=total_err / scale if scale else total_err,
+            local=local_err / scale if scale else local_err,
+            noise=noise / scale if scale else noise,
+            local_ok=local_err <= LOCAL_NOISE * noise + 1e-300,
+            fused=[s.name for s in group[:-1]],
+        )
+        rows.append(row)
+        if not row.local_ok and first_local is None:
+            first_local = (m, group, frontier)
+    report = VerifyReport(
+        rows=rows,
+        unmatched_peer=[t.name for t in unmatched],
+        unmatched_ours=[s.name for s in steps if s.name not in matched],
+        framework=run.framework,
+        warnings=report_warnings,
+        config=config,
+    )
+    report.first_divergence = next((r.name for r in rows if r.total > _total_tolerance(r)), None)
+    if input_row is not None and not input_row.local_ok:
+        report.first_local_divergence = "pixel_values"
+        report.causes = _diagnose_input(run, pixels)
+    elif first_local is not None:
+        m, group, frontier = first_local
+        report.first_local_divergence = m.step.name
+        start = _start(frontier, peer_values, port_pixels)
+        report.causes = _diagnose(replay, m, group, start, frontier, config)
+        report.explained_step = m.step
+    if report.causes:
+        report.cause = report.causes[0].cause
+        report.first_local_divergence = report.causes[0].target or report.first_local_divergence
+    return report
+
+
+def _total_tolerance(row: Row) -> float:
+    """Total error is informational: it flags where differences become visible (1e-4 relative RMS
+    for float, a few rounding steps' worth)."""
+    return max(1e-4, 100 * LOCAL_NOISE * row.noise)
+
+
+def _vanishing(trace: Any) -> list[str]:
+    notes = []
+    for s in trace.steps:
+        if s.kind in ("residual_add", "block_output") and s.output is not None and np.abs(s.output).max() < VANISHING:
+            notes.append(
+                f"the reference's activations vanish at {s.name} (max |x| = {np.abs(s.output).max():.2g} < "
+                f"{VANISHING:g}): no bug can show there. Use npmnv2.verify.random_weights or trained weights."
+            )
+            break
+    return notes
+
+
+def _port_pixels(run: PeerRun, pixels: np.ndarray) -> np.ndarray | None:
+    """The pixels the port's network read (NHWC, float64), when the port tells and they fit."""
+    if run.input is None or run.input.ndim != 4:
+        return None
+    for value in (run.input, run.input.transpose(0, 2, 3, 1)):
+        if value.shape == pixels.shape:
+            return value.astype(np.float64)
+    return None
+
+
+def _input_row(run: PeerRun, pixels: np.ndarray) -> Row | None:
+    """The pixels the port's network read, against the spec's pixels."""
+    theirs = _port_pixels(run, pixels)
+    if theirs is None:
+        return None
+    err, scale = _rms(theirs - pixels), _rms(pixels)
+    noise = EPS32 * scale
+    return Row(
+        name="pixel_values",
+        peer_name="(the input of its first op)",
+        kind="input",
+        peer_kind=None,
+        layout=run.layout,
+        shape=tuple(pixels.shape),
+        total=err / scale,
+        local=err / scale,
+        noise=noise / scale,
+        local_ok=err <= LOCAL_NOISE * noise,
+        fused=[],
+    )
+
+
+def _diagnose_input(run: PeerRun, pixels: np.ndarray) -> list[CauseEvidence]:
+    theirs = _port_pixels(run, pixels)
+    base = _rms(theirs - pixels)
+    found = []
+    for cause_id in ("input.channel_order", "input.normalization"):
+        ctx = Context(None, True, {}, theirs, "pixel_values")
+        for proposal in CATALOGUE[cause_id]([], ctx):
+            residual = _rms(proposal.pixels(pixels) - theirs)
+            found.append(
+                CauseEvidence(cause_id, proposal.detail, residual / _rms(theirs), base / _rms(theirs), "pixel_values")
+            )
+    return _ranked(found)
+
+
+def _diagnose(
+    replay: _Replay, m: Match, group: list[Step], start: dict[str, np.ndarray], frontier: set[str], config: Any
+) -> list[CauseEvidence]:
+    target = m.value
+    seen: dict[str, list[np.ndarray]] = {}
+    baseline = _public(m.step, replay.run(group, start, inputs_seen=seen))
+    if m.softmax:
+        baseline = softmax(baseline)
+    scale = _rms(target) or 1.0
+    base = _rms(baseline - target) / scale
+    ctx = Context(config, "pixel_values" in frontier, seen, _internal(target) if not m.softmax else target, m.step.name)
+    found = []
+    for cause_id, hypothesis in CATALOGUE.items():
+        for proposal in hypothesis(group, ctx):
+            try:
+                candidate = _propose(replay, group, start, proposal)
+            except (ValueError, IndexError):
+                continue  # a proposal that cannot run here (shapes) explains nothing
+            candidate = (
+                _public(m.step, candidate)
+                if candidate.ndim == 4 and len(m.step.output_shape) == 4
+                else (candidate.reshape(target.shape) if candidate.size == target.size else None)
+            )
+            if candidate is None or candidate.shape != target.shape:
+                continue
+            if m.softmax:
+                candidate = softmax(candidate)
+            residual = _rms(candidate - target) / scale
+            target_step = proposal.target or next(iter(proposal.steps), m.step.name)
+            found.append(CauseEvidence(cause_id, proposal.detail, residual, base, target_step))
+    return _ranked(found)
+
+
+def _propose(replay: _Replay, group: list[Step], start: dict[str, np.ndarray], proposal: Proposal) -> np.ndarray:
+    begin = dict(start)
+    if proposal.pixels is not None:
+        if "pixel_values" not in begin:
+            raise ValueError("not from the pixels")
+        begin["pixel_values"] = proposal.pixels(begin["pixel_values"])
+    return replay.run(group, begin, proposal.steps)
+
+
+def _ranked(found: list[CauseEvidence]) -> list[CauseEvidence]:
+    """The hypotheses that explain the port, best first: each id once, by its best proposal."""
+    best: dict[str, CauseEvidence] = {}
+    for evidence in found:
+        if evidence.residual < CAUSE_SHARE * evidence.original:
+            if evidence.cause not in best or evidence.residual < best[evidence.cause].residual:
+                best[evidence.cause] = evidence
+    return sorted(best.values(), key=lambda e: e.residual)

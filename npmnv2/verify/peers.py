@@ -1,0 +1,341 @@
+"""Another implementation, taken as it is: its tensors in execution order and its weights.
+
+Each adapter runs a peer on the same pixels npmnv2 sees and returns a `PeerRun`: every tensor the
+peer computed, in the order it computed them, with the input each one read when the framework
+tells it (forward hooks, Keras layer inputs, ONNX node inputs), a kind where the framework names
+one ("conv", "depthwise", "batch_norm", "activation", "add", "pool", "linear", "softmax"), and the
+peer's weight layers in execution order (convolutions, batch norms, linear layers), converted to
+npmnv2's layouts (HWIO kernels, (KH, KW, C) depthwise, (C_in, L) linear).
+
+Frameworks are imported only by their own adapter, and a missing one is an ImportError naming
+what to install. Nothing here decides what matches what: that is `npmnv2.verify.align`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+PeerKind = str  # "conv" | "depthwise" | "batch_norm" | "activation" | "add" | "pool" | "linear" | "softmax" | "other"
+
+
+@dataclass
+class PeerTensor:
+    """One tensor of the peer: its own name, what made it (when known), its value as the peer gives
+    it (any layout), and the first tensor the op read (None when the framework does not say)."""
+
+    name: str
+    kind: PeerKind | None
+    array: np.ndarray
+    input: np.ndarray | None = None
+    detail: dict[str, Any] = field(default_factory=dict)  # e.g. {"activation": "softmax"}
+
+
+@dataclass
+class PeerLayer:
+    """One weight layer of the peer, in npmnv2's layouts. bn: (gamma, beta, mean, var, eps) of the
+    batch norm that follows it, or None (a peer that folded its batch norm has a bias instead)."""
+
+    name: str
+    kind: str  # "conv" | "depthwise" | "linear"
+    kernel: np.ndarray
+    bias: np.ndarray | None = None
+    bn: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float] | None = None
+
+
+@dataclass
+class PeerRun:
+    """What one run of a peer gave: its tensors in execution order, its weight layers, and which
+    framework it was."""
+
+    framework: str
+    tensors: list[PeerTensor]
+    layers: list[PeerLayer] = field(default_factory=list)
+    layout: str = "NCHW"  # the layout the peer's 4-D tensors are in (NCHW or NHWC)
+    input: np.ndarray | None = None  # the pixels the network's first op read, when the framework tells
+
+
+def _need(module: str, extra: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"verifying this peer needs {module}: pip install {extra}") from None
+
+
+def _attach_batch_norm(layers: list[PeerLayer], gamma, beta, mean, var, eps: float) -> None:
+    """A batch norm belongs to the weight layer just before it."""
+    if layers and layers[-1].bn is None and layers[-1].kernel.shape[-1] == len(gamma):
+        layers[-1].bn = (*tuple(np.asarray(a, np.float64) for a in (gamma, beta, mean, var)), float(eps))
+
+
+# ============================================================================ PyTorch
+
+
+_TORCH_KINDS = {
+    "BatchNorm2d": "batch_norm",
+    "ReLU6": "activation",
+    "ReLU": "activation",
+    "Hardtanh": "activation",
+    "Linear": "linear",
+    "AdaptiveAvgPool2d": "pool",
+    "AvgPool2d": "pool",
+    "Softmax": "softmax",
+    "Flatten": "other",
+}
+_TORCH_SKIP = ("Dropout", "Dropout2d", "Identity")
+
+
+def torch_peer(module: Any, pixel_values: np.ndarray) -> PeerRun:
+    """A `torch.nn.Module`, run on pixel_values (NCHW) in eval mode with a forward hook on every
+    module: each module's output and input, copied (ReLU6(inplace=True) overwrites its input), in
+    execution order. A container's output is kept only when it is not its last child's output (an
+    inverted residual block's output is, with its skip connection, a tensor no leaf module makes)."""
+    torch = _need("torch", "torch==2.13.0")
+    records: list[tuple[str, Any, np.ndarray, np.ndarray | None]] = []
+    pending: dict[int, np.ndarray | None] = {}  # module id -> its input, read before an in-place op changes it
+    handles = []
+
+    def as_array(value: Any) -> np.ndarray | None:
+        if isinstance(value, (tuple, list)) and value:
+            value = value[0]
+        if hasattr(value, "logits"):  # transformers' output dataclass
+            value = value.logits
+        return value.detach().cpu().numpy().copy() if isinstance(value, torch.Tensor) else None
+
+    def pre_hook(mod: Any, inputs: Any, name: str) -> None:
+        pending[id(mod)] = as_array(inputs)
+
+    def hook(mod: Any, inputs: Any, output: Any, name: str) -> None:
+        out = as_array(output)
+        if out is not None:
+            records.append((name, mod, out, pending.pop(id(mod), None)))
+
+    for name, mod in module.named_modules():
+        if not name or type(mod).__name__ in _TORCH_SKIP:
+            continue
+        handles.append(mod.register_forward_pre_hook(lambda m, i, n=name: pre_hook(m, i, n)))
+        handles.append(mod.register_forward_hook(lambda m, i, o, n=name: hook(m, i, o, n)))
+    try:
+        with torch.no_grad():
+            module.eval()
+            dtype = next((p.dtype for p in module.parameters()), torch.float32)
+            module(torch.from_numpy(np.ascontiguousarray(pixel_values)).to(dtype))
+    finally:
+        for handle in handles:
+            handle.remove()
+    tensors, previous = [], None
+    for name, mod, out, inp in records:
+        cls = type(mod).__name__
+        if list(mod.children()):  # a container: keep it only when it computed something its children did not
+            if previous is not None and previous.shape == out.shape and np.array_equal(previous, out):
+                continue
+            kind = "add" if inp is not None and inp.shape == out.shape else "other"
+        elif cls == "Conv2d":
+            kind = "depthwise" if mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels else "conv"
+        else:
+            kind = _TORCH_KINDS.get(cls, "other")
+        detail = {"activation": "relu" if cls == "ReLU" else "relu6"} if cls in ("ReLU6", "ReLU", "Hardtanh") else {}
+        tensors.append(PeerTensor(name, kind, out, inp, detail))
+        previous = out
+    first_input = records[0][3] if records else None  # what the network's first module read
+    return PeerRun("torch", tensors, torch_layers(module), "NCHW", first_input)
+
+
+def torch_layers(module: Any) -> list[PeerLayer]:
+    """The module's conv, batch-norm and linear weights in the order the modules are defined (which
+    is the order they run in, for every MobileNetV2 written as a stack of modules), whether each
+    module is called or its weights are used functionally."""
+    layers: list[PeerLayer] = []
+    for name, mod in module.named_modules():
+        cls = type(mod).__name__
+        if cls == "Conv2d":
+            w = mod.weight.detach().cpu().numpy().astype(np.float64)
+            depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
+            kernel = w[:, 0].transpose(1, 2, 0) if depthwise else w.transpose(2, 3, 1, 0)
+            bias = None if mod.bias is None else mod.bias.detach().cpu().numpy().astype(np.float64)
+            layers.append(PeerLayer(name, "depthwise" if depthwise else "conv", kernel, bias))
+        elif cls == "BatchNorm2d":
+            params = [getattr(mod, k).detach().cpu().numpy() for k in ("weight", "bias", "running_mean", "running_var")]
+            _attach_batch_norm(layers, *params, eps=mod.eps)
+        elif cls == "Linear":
+            bias = None if mod.bias is None else mod.bias.detach().cpu().numpy().astype(np.float64)
+            layers.append(PeerLayer(name, "linear", mod.weight.detach().cpu().numpy().astype(np.float64).T, bias))
+    return layers
+
+
+# ============================================================================ Keras 3
+
+
+_KERAS_KINDS = {
+    "Conv2D": "conv",
+    "DepthwiseConv2D": "depthwise",
+    "BatchNormalization": "batch_norm",
+    "ReLU": "activation",
+    "Activation": "activation",
+    "Add": "add",
+    "GlobalAveragePooling2D": "pool",
+    "AveragePooling2D": "pool",
+    "Dense": "linear",
+    "Softmax": "softmax",
+}
+_KERAS_SKIP = ("InputLayer", "ZeroPadding2D", "Dropout", "Reshape", "Flatten")
+
+
+def _to_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+    return np.asarray(value)
+
+
+def keras_peer(model: Any, pixel_values: np.ndarray) -> PeerRun:
+    """A Keras 3 model (functional, e.g. `keras.applications.MobileNetV2`), on any backend: one
+    model that outputs every layer's output, and every layer's input, run on pixel_values given
+    as NHWC (Keras's layout). Dense layers with a softmax activation are marked as such."""
+    keras = _need("keras", "keras")
+    kept = [layer for layer in model.layers if type(layer).__name__ not in _KERAS_SKIP]
+    outputs, inputs = [], []
+    for layer in kept:
+        outputs.append(layer.output)
+        node_input = layer.input
+        inputs.append(node_input[0] if isinstance(node_input, (list, tuple)) else node_input)
+    probe = keras.Model(model.inputs, outputs + inputs)
+    values = probe(np.ascontiguousarray(pixel_values.transpose(0, 2, 3, 1)), training=False)
+    values = [_to_numpy(v) for v in values]
+    n = len(kept)
+    tensors, layers = [], []
+    for i, layer in enumerate(kept):
+        cls = type(layer).__name__
+        kind = _KERAS_KINDS.get(cls, "other")
+        detail: dict[str, Any] = {}
+        weights = {w.path.split("/")[-1]: _to_numpy(w.numpy()) for w in layer.weights}
+        if cls == "Conv2D":
+            layers.append(PeerLayer(layer.name, "conv", weights["kernel"].astype(np.float64), weights.get("bias")))
+        elif cls == "DepthwiseConv2D":
+            kernel = weights["kernel"][:, :, :, 0].astype(np.float64)  # (KH, KW, C, 1) -> (KH, KW, C)
+            layers.append(PeerLayer(layer.name, "depthwise", kernel, weights.get("bias")))
+        elif cls == "BatchNormalization":
+            _attach_batch_norm(
+                layers,
+                weights["gamma"],
+                weights["beta"],
+                weights["moving_mean"],
+                weights["moving_variance"],
+                layer.epsilon,
+            )
+        elif cls == "Dense":
+            layers.append(PeerLayer(layer.name, "linear", weights["kernel"].astype(np.float64), weights.get("bias")))
+        activation = getattr(getattr(layer, "activation", None), "__name__", None)
+        if cls == "ReLU":
+            detail["activation"] = "relu6" if getattr(layer, "max_value", None) == 6 else "relu"
+        elif activation and activation not in ("linear",):
+            detail["activation"] = activation
+            if activation == "softmax":
+                detail["softmax"] = True
+        tensors.append(PeerTensor(layer.name, kind, values[i], values[n + i], detail))
+    first_conv = next((t for t in tensors if t.kind in ("conv", "depthwise")), None)
+    return PeerRun("keras", tensors, layers, "NHWC", None if first_conv is None else first_conv.input)
+
+
+# ============================================================================ ONNX Runtime
+
+
+_ONNX_KINDS = {
+    "Conv": "conv",
+    "BatchNormalization": "batch_norm",
+    "Relu": "activation",
+    "Clip": "activation",
+    "Add": "add",
+    "GlobalAveragePool": "pool",
+    "AveragePool": "pool",
+    "ReduceMean": "pool",
+    "Gemm": "linear",
+    "MatMul": "linear",
+    "Softmax": "softmax",
+}
+
+
+def onnx_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRun:
+    """An `.onnx` file run by ONNX Runtime with every node's output added to the graph's outputs.
+    Conv weights come from the initializers (a batch norm the exporter folded shows as a bias)."""
+    onnx = _need("onnx", "onnx onnxruntime")
+    ort = _need("onnxruntime", "onnxruntime")
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    graph_outputs = {o.name for o in model.graph.output}
+    nodes = [n for n in model.graph.node if n.op_type != "Constant"]
+    for node in nodes:
+        for out in node.output:
+            if out and out not in graph_outputs:
+                model.graph.output.append(onnx.ValueInfoProto(name=out))
+                graph_outputs.add(out)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    feed_name = session.get_inputs()[0].name
+    names = [o.name for o in session.get_outputs()]
+    values = dict(
+        zip(names, session.run(names, {feed_name: np.ascontiguousarray(pixel_values, np.float32)}), strict=True)
+    )
+    values[feed_name] = pixel_values
+    tensors, layers = [], []
+    for node in nodes:
+        out = node.output[0]
+        if out not in values:
+            continue
+        kind = _ONNX_KINDS.get(node.op_type, "other")
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        detail: dict[str, Any] = {}
+        if node.op_type == "Conv":
+            w = inits.get(node.input[1])
+            group = int(attrs.get("group", 1))
+            if w is not None:
+                depthwise = group > 1 and group == w.shape[0] and w.shape[1] == 1
+                kind = "depthwise" if depthwise else "conv"
+                kernel = w[:, 0].transpose(1, 2, 0) if depthwise else w.transpose(2, 3, 1, 0)
+                bias = inits.get(node.input[2]) if len(node.input) > 2 else None
+                layers.append(PeerLayer(out, kind, kernel.astype(np.float64), bias))
+        elif node.op_type == "BatchNormalization":
+            gamma, beta, mean, var = (inits[n] for n in node.input[1:5])
+            _attach_batch_norm(layers, gamma, beta, mean, var, float(attrs.get("epsilon", 1e-5)))
+        elif node.op_type == "Gemm" and node.input[1] in inits:
+            w = inits[node.input[1]]
+            kernel = w.T if attrs.get("transB", 0) else w
+            bias = inits.get(node.input[2]) if len(node.input) > 2 else None
+            layers.append(PeerLayer(out, "linear", kernel.astype(np.float64), bias))
+        elif node.op_type in ("Relu", "Clip"):
+            detail["activation"] = "relu" if node.op_type == "Relu" else "relu6"
+        first = values.get(node.input[0]) if node.input else None
+        tensors.append(PeerTensor(out, kind, values[out], first, detail))
+    return PeerRun("onnx", tensors, layers, "NCHW")
+
+
+# ============================================================================ saved tensors
+
+
+def saved_peer(source: Any) -> PeerRun:
+    """A mapping name -> array, an `.npz` file, or a folder of `.npy` files, with the port's own
+    names, in the order given (a folder: sorted by file name). No weights, no kinds: the tensors
+    are matched by shape and value, and `check` needs model= for the weights."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if path.is_dir():
+            files = sorted(path.glob("*.npy"))
+            if not files:
+                raise ValueError(f"verify: folder {str(path)!r} holds no .npy files.")
+            arrays = {f.stem: np.load(f, allow_pickle=False) for f in files}
+        elif path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        else:
+            raise ValueError(f"verify: {str(path)!r} is not an .npz file or a folder of .npy files.")
+    else:
+        arrays = dict(source)
+    tensors = [PeerTensor(str(k), None, np.asarray(v)) for k, v in arrays.items()]
+    layout = "NHWC" if any(t.array.ndim == 4 and t.array.shape[-1] > t.array.shape[1] for t in tensors[:3]) else "NCHW"
+    return PeerRun("saved", tensors, [], layout)

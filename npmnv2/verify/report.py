@@ -1,0 +1,156 @@
+"""`VerifyReport`: what `npmnv2.verify.check` found, as a table, a paragraph, a figure and an overlay
+for Google's AI Edge Model Explorer."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..formats.atomic import write_file_atomically
+from ..tables import format_table, html_table
+from ..trace import Step
+
+
+@dataclass
+class Row:
+    """One matched op: npmnv2's step and the peer's tensor, their total error (npmnv2's own output)
+    and local error (npmnv2's op on the peer's own inputs), both relative RMS, the op's float32
+    rounding noise at that scale, and whether the op is right on its own. fused: npmnv2's steps the
+    peer computed inside this tensor without showing them."""
+
+    name: str
+    peer_name: str
+    kind: str
+    peer_kind: str | None
+    layout: str
+    shape: tuple[int, ...]
+    total: float
+    local: float
+    noise: float
+    local_ok: bool
+    fused: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CauseEvidence:
+    """A catalogued cause that reproduces the peer: its id, what it changed, the relative residual
+    of its re-run against the peer's tensor, the original local error, and the op it changed."""
+
+    cause: str
+    detail: str
+    residual: float
+    original: float
+    target: str | None = None
+
+
+@dataclass
+class VerifyReport:
+    """The verdict on a port. rows: every matched op in execution order; first_divergence: the
+    first op whose total error shows; first_local_divergence: the first op wrong on its own (a step
+    name, or "pixel_values" for the input pipeline); cause / causes: the catalogue ids that explain
+    it, best first, with evidence (`npmnv2.verify.causes`)."""
+
+    rows: list[Row]
+    unmatched_peer: list[str]
+    unmatched_ours: list[str]
+    framework: str
+    warnings: list[str] = field(default_factory=list)
+    config: Any = None
+    first_divergence: str | None = None
+    first_local_divergence: str | None = None
+    cause: str | None = None
+    causes: list[CauseEvidence] = field(default_factory=list)
+    explained_step: Step | None = None
+
+    @property
+    def faithful(self) -> bool:
+        return self.first_local_divergence is None
+
+    _HEAD = ("op", "peer tensor", "layout", "shape", "total rel", "local rel", "noise", "verdict")
+
+    def _lines(self) -> list[list[str]]:
+        return [
+            [
+                r.name,
+                r.peer_name[:40],
+                r.layout,
+                "x".join(map(str, r.shape)),
+                f"{r.total:.2e}",
+                f"{r.local:.2e}",
+                f"{r.noise:.1e}",
+                "ok" if r.local_ok else "WRONG ON ITS OWN",
+            ]
+            for r in self.rows
+        ]
+
+    def verdict(self) -> str:
+        """One line: faithful, or the first op wrong on its own and its cause."""
+        if self.faithful:
+            return (
+                f"faithful: all {len(self.rows)} matched ops agree with npmnv2's to float32 rounding, each on its own "
+                "inputs."
+            )
+        cause = f"; cause: {self.cause}" if self.cause else "; no catalogued cause reproduces it"
+        return f"DIVERGES: {self.first_local_divergence} is wrong on its own{cause}."
+
+    def explain(self) -> str:
+        """A paragraph a porter can act on: where, what reproduces it, with the numbers."""
+        lines = [self.verdict()]
+        if self.faithful:
+            lines.append(
+                f"Matched {len(self.rows)} of the {self.framework} peer's tensors to npmnv2's steps by structure; "
+                f"{len(self.unmatched_peer)} of its tensors and {len(self.unmatched_ours)} npmnv2 steps have no "
+                "counterpart (fused or extra ops)."
+            )
+        elif self.causes:
+            best = self.causes[0]
+            where = best.target or self.first_local_divergence
+            detail = best.detail.removeprefix(f"{where}: ")
+            lines.append(
+                f"{where}: your output equals npmnv2's under {best.cause} ({detail}): residual {best.residual:.2g} "
+                f"vs {best.original:.2g} as the spec says."
+            )
+            for other in self.causes[1:3]:
+                lines.append(f"Also consistent: {other.cause} ({other.detail}, residual {other.residual:.2g}).")
+        else:
+            row = next((r for r in self.rows if r.name == self.first_local_divergence), None)
+            if row is not None:
+                lines.append(
+                    f"Its local error is {row.local:.2g} (relative RMS), {row.local / max(row.noise, 1e-300):.0f}x its "
+                    "float32 rounding noise; none of the catalogued porting bugs reproduces it."
+                )
+            if self.explained_step is not None:
+                lines.append(f"What the spec computes there: {self.explained_step.explain()}")
+        lines.extend(self.warnings)
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return format_table([list(self._HEAD), *self._lines()]) + "\n" + self.explain()
+
+    def _repr_html_(self) -> str:
+        return html_table([list(self._HEAD), *self._lines()], foot=self.explain())
+
+    def figure(self) -> Any:
+        """Total and local error per op (log scale), with the rounding-noise criterion drawn."""
+        from ..viz import error_per_layer_figure
+
+        return error_per_layer_figure(self)
+
+    def to_model_explorer(self, path: str | os.PathLike) -> Path:
+        """Write a node-data JSON overlay for Google's AI Edge Model Explorer: each of the peer's
+        tensors (by its own name) gets its local error, so the error shows on the peer's graph.
+        The format is Model Explorer's node data (`node_data_builder.py`): per graph, results keyed
+        by node id, each with a numeric value, plus a gradient color scale."""
+        results = {}
+        for r in self.rows:
+            result: dict[str, Any] = {"value": r.local}
+            if not r.local_ok:  # an op wrong on its own stands out whatever the scale
+                result["bgColor"] = "#d62728"
+            results[r.peer_name] = result
+        data = {"results": results, "gradient": [{"stop": 0, "bgColor": "#ffffff"}, {"stop": 1, "bgColor": "#ff9896"}]}
+        path = Path(path)
+        write_file_atomically(path, json.dumps(data, indent=1).encode())
+        return path

@@ -1,0 +1,162 @@
+"""What a port is checked against: the spec (a preset or a `MobileNetV2Config`), an npmnv2 model with
+the port's own weights read by structure, and weights random enough to make bugs visible.
+
+Hyperparameters (batch-norm eps, padding, activations, strides) always come from the spec, never
+from the peer: the peer is what is being checked.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from ..configuration_mobilenet_v2 import MobileNetV2Config
+from ..modeling_mobilenet_v2 import MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation
+from ..trace import Trace
+from ..warnings import NpMnV2Warning
+from .peers import PeerRun
+
+# The common specs of a MobileNetV2 port (depth multiplier 1.0 unless given).
+PRESETS: dict[str, dict[str, Any]] = {
+    # transformers' MobileNetV2ForImageClassification: TF SAME padding, eps 1e-3, 1001 classes (0 = background)
+    "transformers": {"tf_padding": True, "layer_norm_eps": 1e-3, "num_labels": 1001},
+    # torchvision.models.mobilenet_v2: symmetric padding, eps 1e-5, 1000 classes
+    "torchvision": {"tf_padding": False, "layer_norm_eps": 1e-5, "num_labels": 1000},
+    # keras.applications.MobileNetV2: explicit (0, 1, 0, 1) padding before stride 2 (TF SAME for even
+    # sizes), eps 1e-3, 1000 classes, a softmax inside its last layer
+    "keras": {"tf_padding": True, "layer_norm_eps": 1e-3, "num_labels": 1000},
+}
+
+
+def spec_config(config: str | MobileNetV2Config | dict[str, Any], **overrides: Any) -> MobileNetV2Config:
+    """A preset name, a config, or config fields, as a `MobileNetV2Config`."""
+    if isinstance(config, MobileNetV2Config):
+        return MobileNetV2Config.from_dict({**config.to_dict(), **overrides}) if overrides else config
+    if isinstance(config, str):
+        if config not in PRESETS:
+            raise ValueError(
+                f"verify: unknown preset {config!r}; the presets are {', '.join(PRESETS)}, or pass a MobileNetV2Config."
+            )
+        return MobileNetV2Config(**{**PRESETS[config], **overrides})
+    if isinstance(config, dict):
+        return MobileNetV2Config(**{**config, **overrides})
+    raise TypeError(
+        f"verify: config must be a preset name, a MobileNetV2Config or a dict, got {type(config).__name__}."
+    )
+
+
+def _model_class(task: str) -> type:
+    return MobileNetV2ForSemanticSegmentation if task == "segmentation" else MobileNetV2ForImageClassification
+
+
+def model_from_peer(run: PeerRun, config: MobileNetV2Config, *, task: str = "classification") -> Any:
+    """An npmnv2 model of the spec `config` holding the peer's weights, read by structure: the peer's
+    weight layers in execution order, one per npmnv2 layer, kinds and shapes checked. A peer whose
+    batch norm was folded into its conv (a bias, no batch norm) gets an identity batch norm."""
+    model = _model_class(task)(config, dtype=np.float64, seed=0)
+    specs = model.specs
+    if len(run.layers) != len(specs):
+        kinds = ", ".join(f"{layer.name} ({layer.kind} {layer.kernel.shape})" for layer in run.layers[-3:])
+        raise ValueError(
+            f"verify: the {run.framework} peer has {len(run.layers)} weight layers, the spec {len(specs)} "
+            f"(depth multiplier {config.depth_multiplier}, {config.num_labels} labels); the peer's last ones: "
+            f"{kinds}. Give the config the port implements (config=), or model= with its weights."
+        )
+    for spec, layer in zip(specs, run.layers, strict=True):
+        ours = model.params[spec.name]
+        want = "linear" if spec.kind == "linear" else ("depthwise" if spec.kind == "depthwise" else "conv")
+        if layer.kind != want or layer.kernel.shape != ours["kernel"].shape:
+            raise ValueError(
+                f"verify: the peer's layer {layer.name!r} ({layer.kind}, kernel {layer.kernel.shape} in npmnv2's "
+                f"layout) does not fit {spec.name!r} ({want}, kernel {ours['kernel'].shape}); the port's layers "
+                "are matched in execution order, so an extra or missing layer before it shifts them."
+            )
+        params = {"kernel": layer.kernel.astype(np.float64)}
+        if spec.bias or spec.kind == "linear":
+            bias = layer.bias if layer.bias is not None else np.zeros(spec.c_out)
+            params["bias"] = np.asarray(bias, np.float64)
+        if spec.eps is not None:
+            if layer.bn is not None:
+                gamma, beta, mean, var, _eps = layer.bn  # the peer's eps is not taken: the spec's is
+                params.update(gamma=gamma, beta=beta, mean=mean, var=var)
+            else:  # folded by the exporter: conv + bias == conv + identity batch norm
+                bias = np.zeros(spec.c_out) if layer.bias is None else np.asarray(layer.bias, np.float64)
+                params.update(
+                    gamma=np.ones(spec.c_out),
+                    beta=bias,
+                    mean=np.zeros(spec.c_out),
+                    var=np.full(spec.c_out, 1 - spec.eps),
+                )
+        model.params[spec.name] = params
+    model.refold()
+    return model
+
+
+class _Calibrate(Trace):
+    """A recorder that, at each convolution with a batch norm after it, sets the running mean and
+    variance to the statistics of that convolution's output on the calibration image, so that every
+    normalized tensor has mean beta and standard deviation gamma: realistic magnitudes everywhere."""
+
+    def __init__(self, model: Any, rng: np.random.Generator) -> None:
+        super().__init__(keep=[], tf_padding=model.config.tf_padding)
+        self.model, self.rng = model, rng
+
+    def add(self, name: str, kind: str, output: np.ndarray, **info: Any) -> np.ndarray:
+        layer = (info.get("attrs") or {}).get("layer") or (info["spec"].name if info.get("spec") else None)
+        if kind == "convolution" and layer and "gamma" in self.model.params[layer]:
+            p = self.model.params[layer]
+            c = output.shape[-1]
+            p["mean"] = output.mean(axis=(0, 1, 2)).astype(p["mean"].dtype)
+            p["var"] = output.var(axis=(0, 1, 2)).astype(p["var"].dtype) + 1e-2
+            p["gamma"] = self.rng.uniform(0.5, 1.5, c).astype(p["gamma"].dtype)
+            p["beta"] = self.rng.uniform(-0.5, 0.5, c).astype(p["beta"].dtype) + (
+                1.0
+                if name.endswith(("expand_1x1.convolution", "conv_3x3.convolution", "first_conv.convolution"))
+                else 0.0
+            )
+        return super().add(name, kind, output, **info)
+
+
+def random_weights(
+    config: str | MobileNetV2Config, seed: int = 0, *, task: str = "classification", dtype: Any = np.float32
+) -> Any:
+    """An npmnv2 model with verification-grade random weights: He-scale kernels (std sqrt(2 / fan_in)),
+    and batch-norm statistics measured on a calibration image, so that every layer's activations
+    have a realistic magnitude (order 1, ReLU6 clipping a fair share). transformers' own random
+    init gives activations of 1e-12 and logits of 1e-22, where no bug can show."""
+    config = spec_config(config)
+    model = _model_class(task)(config, dtype=dtype, seed=seed)
+    rng = np.random.default_rng(seed)
+    for spec in model.specs:
+        p = model.params[spec.name]
+        kernel = p["kernel"]
+        fan_in = int(np.prod(kernel.shape[:-1])) if spec.kind != "depthwise" else int(np.prod(kernel.shape[:2]))
+        p["kernel"] = (rng.standard_normal(kernel.shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+        if "bias" in p:
+            p["bias"] = (rng.standard_normal(p["bias"].shape) * 0.1).astype(dtype)
+    model.refold()
+    image = calibration_image(config, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NpMnV2Warning)
+        model.forward(image.astype(dtype), rec=_Calibrate(model, rng))
+    model.refold()
+    return model
+
+
+def calibration_image(config: MobileNetV2Config, rng: np.random.Generator) -> np.ndarray:
+    """A smooth random image in [-1, 1] (N, 3, H, W) at the config's image size: blobs, not noise."""
+    h, w = config.image_hw
+    coarse = rng.uniform(-1, 1, (1, config.num_channels, h // 16 + 2, w // 16 + 2))
+    ys, xs = np.linspace(0, coarse.shape[2] - 1.001, h), np.linspace(0, coarse.shape[3] - 1.001, w)
+    y0, x0 = ys.astype(int), xs.astype(int)
+    fy, fx = (ys - y0)[:, None], (xs - x0)[None, :]
+    c = coarse[0]
+    img = (
+        c[:, y0][:, :, x0] * (1 - fy) * (1 - fx)
+        + c[:, y0 + 1][:, :, x0] * fy * (1 - fx)
+        + c[:, y0][:, :, x0 + 1] * (1 - fy) * fx
+        + c[:, y0 + 1][:, :, x0 + 1] * fy * fx
+    )
+    return np.clip(img[None] + rng.normal(0, 0.05, img[None].shape), -1, 1)
