@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -534,6 +535,61 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0 if result.first_divergence is None else 3
 
 
+# ============================================================================ verify
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """verify: another implementation against the spec, op by op; exit 3 when an op is wrong on its own."""
+    from . import verify
+
+    peer: Any = args.peer
+    path = Path(peer)
+    if not path.exists():
+        raise CLIError(
+            f"peer {peer!r} does not exist; give an .onnx, .tflite, .keras or .npz file or a folder of .npy."
+        )
+    if path.suffix == ".keras":
+        os.environ.setdefault("KERAS_BACKEND", "torch")
+        try:
+            import keras
+        except ImportError:
+            raise CLIError("a .keras peer needs Keras 3: pip install keras") from None
+        peer = keras.saving.load_model(path, compile=False)
+    image = _image_paths([args.image])[0]
+    model = None
+    if args.model:
+        model = _load_model(args.model, "auto")
+    report = verify.check(peer, image, config=args.config, model=model)
+    print(repr(report))
+    if args.figure:
+        report.figure().savefig(args.figure, dpi=100)
+        print(f"wrote {args.figure}")
+    if args.model_explorer:
+        report.to_model_explorer(args.model_explorer)
+        print(f"wrote {args.model_explorer} (node data for AI Edge Model Explorer)")
+    return 0 if report.faithful else 3
+
+
+def _verify_parser(add: AddParser) -> None:
+    p = add(
+        "verify",
+        "verify another implementation op by op: the first op wrong on its own and its cause (exit 3)",
+        "npmnv2 verify port.onnx cat.jpg --config transformers --figure errors.png",
+    )
+    p.add_argument("peer", metavar="PEER", help="the port: an .onnx, .tflite, .keras or .npz file, or a folder of .npy")
+    p.add_argument("image", metavar="IMAGE", help="the image both run on")
+    p.add_argument(
+        "--config",
+        default="transformers",
+        choices=["transformers", "torchvision", "keras"],
+        help="the spec the port implements (default transformers)",
+    )
+    p.add_argument("--model", metavar="SRC", help="npmnv2's weights, for a peer that exposes none (saved tensors)")
+    p.add_argument("--figure", metavar="FILE.png", help="write the total and local error per op")
+    p.add_argument("--model-explorer", metavar="FILE.json", help="write a node-data overlay for Model Explorer")
+    p.set_defaults(func=cmd_verify)
+
+
 # ============================================================================ data
 
 
@@ -604,6 +660,7 @@ def build_parser() -> argparse.ArgumentParser:
         _trace_parser,
         _compare_parser,
         _data_parser,
+        _verify_parser,
     ):
         define(add)
     return parser

@@ -465,6 +465,35 @@ def _with_output_stride(config: Any, output_stride: int) -> Any:
 # ============================================================================ comparisons
 
 
+def error_per_layer_figure(report: Any) -> Figure:
+    """A `VerifyReport` per op: total error (npmnv2's own output against the port's) and local
+    error (npmnv2's op on the port's own inputs), relative RMS on a log scale, with the local
+    criterion (the op's rounding noise) drawn, and the first op wrong on its own marked."""
+    rows = report.rows
+    if not rows:
+        raise ValueError("error_per_layer_figure: the report has no matched ops.")
+    from .verify.check import LOCAL_NOISE
+
+    floor = 1e-12  # exact agreement drawn here
+    x = np.arange(len(rows))
+    fig = Figure(figsize=(12, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    ax.semilogy(x, [max(r.total, floor) for r in rows], ".-", color="tab:gray", label="total error")
+    ax.semilogy(x, [max(r.local, floor) for r in rows], ".-", color="tab:blue", label="local error (own inputs)")
+    ax.semilogy(x, [max(LOCAL_NOISE * r.noise, floor) for r in rows], "--", color="tab:orange", lw=1,
+                label=f"criterion: {LOCAL_NOISE:g} x rounding noise")  # fmt: skip
+    wrong = [i for i, r in enumerate(rows) if not r.local_ok]
+    if wrong:
+        ax.semilogy(wrong, [max(rows[i].local, floor) for i in wrong], "o", color="tab:red", label="wrong on its own")
+    step = max(1, len(rows) // 40)
+    ax.set_xticks(x[::step], [r.name for r in rows][::step], rotation=70, fontsize=6)
+    ax.set_ylabel("relative RMS error")
+    ax.legend(fontsize=8, loc="upper left")
+    title = report.verdict()
+    ax.set_title(title if len(title) < 110 else title[:107] + "...", fontsize=10)
+    return fig
+
+
 def comparison_plot(comparison: Any) -> Figure:
     """Per-layer differences of a `compare` result, its verdict and the first divergence.
 

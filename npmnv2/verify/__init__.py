@@ -81,19 +81,17 @@ def peer_run(peer: Any, pixel_values: np.ndarray) -> PeerRun:
     """Run `peer` on pixel_values (NCHW) with the adapter its type calls for."""
     if isinstance(peer, PeerRun):
         return peer
-    module = type(peer).__module__
-    if module.startswith("torch") or any(c.__module__.startswith("torch.nn") for c in type(peer).__mro__):
-        return torch_peer(peer, pixel_values)
-    if module.startswith("keras") or any(c.__module__.startswith("keras") for c in type(peer).__mro__):
+    bases = [c.__module__ for c in type(peer).__mro__]
+    if any(b.startswith("keras") for b in bases):  # first: on the torch backend a Keras model is a torch Module
         return keras_peer(peer, pixel_values)
+    if any(b.startswith("torch.nn") for b in bases):
+        return torch_peer(peer, pixel_values)
     if isinstance(peer, Mapping):
         return saved_peer(peer)
     if isinstance(peer, (str, os.PathLike)):
         path = Path(peer)
         if path.suffix == ".onnx":
             return onnx_peer(path, pixel_values)
-        if path.suffix == ".tflite":
-            return tflite_peer(path, pixel_values)
         if path.suffix == ".npz" or path.is_dir():
             return saved_peer(path)
         raise ValueError(f"verify: {str(path)!r} is not an .onnx, .tflite or .npz file or a folder of .npy files.")
@@ -103,15 +101,12 @@ def peer_run(peer: Any, pixel_values: np.ndarray) -> PeerRun:
     )
 
 
-def tflite_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRun:
-    """A quantized `.tflite` run by the TFLite interpreter, its tensors dequantized (see
-    `tflite_activations`); each tensor carries its quantization step (`detail["scale"]`)."""
-    from ..tflite_import import read_tflite
-
-    image = ((np.asarray(pixel_values)[0].transpose(1, 2, 0) + 1) * 127.5).clip(0, 255).astype(np.uint8)
+def tflite_peer(path: str | os.PathLike, image: Any) -> PeerRun:
+    """A quantized `.tflite` run by the TFLite interpreter on `image` (resized as `tflite_input`
+    does), its tensors dequantized and named by structure (`tflite_activations`); each tensor
+    carries its quantization step (`detail["scale"]`), the noise it is judged against."""
     acts = tflite_activations(path, image)
     tensors = [PeerTensor(name, None, value, None, {"scale": acts.scales.get(name)}) for name, value in acts.items()]
-    tensors_hf, _config, _quant = read_tflite(path)
     return PeerRun("tflite", tensors, [], "NCHW")
 
 
@@ -132,6 +127,18 @@ def check(
     divergence, the first op wrong on its own, and its cause from the catalogue.
     """
     spec = spec_config(config)
+    if isinstance(peer, (str, os.PathLike)) and Path(peer).suffix == ".tflite":  # judged against quantization noise
+        from ..checkpoints import read_source
+        from ..modeling_mobilenet_v2 import MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation
+
+        _, pixel_values = tflite_input(peer, image)  # the pixels the integer model stands for
+        run = tflite_peer(peer, image)
+        if model is None:
+            checkpoint = read_source(Path(peer))
+            seg = any(k.startswith("segmentation_head.") for k in checkpoint.tensors)
+            cls = MobileNetV2ForSemanticSegmentation if seg else MobileNetV2ForImageClassification
+            model = cls.from_checkpoint(checkpoint)
+        return run_check(run, _as_float64(model), pixel_values, config=model.config)
     pixel_values = pixels_for(image, spec).astype(np.float32)
     run = peer_run(peer, pixel_values)
     if model is None:

@@ -80,12 +80,14 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 def align(steps: list[Step], run: PeerRun) -> tuple[list[Match], list[PeerTensor]]:
     """The matched pairs in execution order, and the peer's tensors left unmatched."""
     rng = np.random.default_rng(0)
-    n, m = len(steps), len(run.tensors)
+    tensors = _without_repeats(run.tensors)
+    n, m = len(steps), len(tensors)
+    kinds = [_allowed_kinds(tensors, j) for j in range(m)]
     score = np.full((n, m), -np.inf)
     cache: dict[tuple[int, int], Match] = {}
     ours_of: dict[int, np.ndarray] = {}
     samples: dict[tuple[int, ...], np.ndarray] = {}  # one fixed sample of positions per shape
-    for j, peer in enumerate(run.tensors):
+    for j, peer in enumerate(tensors):
         fitted_by_shape: dict[tuple[int, ...], tuple[np.ndarray, str] | None] = {}
         for i, step in enumerate(steps):
             if step.output is None:
@@ -105,9 +107,15 @@ def align(steps: list[Step], run: PeerRun) -> tuple[list[Match], list[PeerTensor
                 ours = _softmax(ours)
             if shape not in samples:
                 samples[shape] = rng.integers(0, value.size, min(SAMPLE, value.size))
-            s = _corr(ours, value, samples[shape])
-            if peer.kind is not None and peer.kind != "other":
-                s += 0.3 if step.kind in COMPATIBLE.get(peer.kind, set()) else -0.3
+            corr = _corr(ours, value, samples[shape])
+            if peer.kind is None:  # saved tensors: values decide
+                s = corr
+            elif peer.kind == "other":
+                s = corr - 0.1  # an op of unknown kind matches only when nothing named fits better
+            elif step.kind in kinds[j]:  # structure decides, values break ties (they can be far off after a bug)
+                s = 1.0 + 0.2 * corr
+            else:
+                s = -np.inf
             if s >= MIN_SCORE:
                 score[i, j] = s
                 cache[i, j] = Match(step, peer, value, layout, softmax, s)
@@ -129,5 +137,39 @@ def align(steps: list[Step], run: PeerRun) -> tuple[list[Match], list[PeerTensor
         else:
             j -= 1
     matches.reverse()
-    unmatched = [t for k, t in enumerate(run.tensors) if k not in used]
+    unmatched = [t for k, t in enumerate(tensors) if k not in used]
     return matches, unmatched
+
+
+def _allowed_kinds(tensors: list[PeerTensor], j: int) -> set[str]:
+    """npmnv2's step kinds peer tensor j may stand for, from what follows it in the peer: a conv
+    followed by a batch norm is the bare convolution; one that is not has its batch norm folded in
+    (and its activation too, when no activation follows); likewise a batch norm."""
+    kind = tensors[j].kind
+    allowed = set(COMPATIBLE.get(kind, set()))
+    shape = tensors[j].array.shape
+    following = next((t.kind for t in tensors[j + 1 :] if t.array.shape == shape), None)
+    if kind in ("conv", "depthwise"):
+        if following == "batch_norm":
+            allowed = {"convolution"}
+        elif following == "activation":
+            allowed = {"batch_norm"}
+        else:
+            allowed = {"batch_norm", "activation"}
+    elif kind == "batch_norm":
+        allowed = {"batch_norm"} if following == "activation" else {"batch_norm", "activation"}
+    return allowed
+
+
+def _without_repeats(tensors: list[PeerTensor]) -> list[PeerTensor]:
+    """The peer's tensors without those of unknown kind that repeat the last tensor of their shape
+    (a zero Pad, an Identity, a no-op Reshape): they would compete with the real op for its step."""
+    kept: list[PeerTensor] = []
+    last_of_shape: dict[tuple[int, ...], np.ndarray] = {}
+    for t in tensors:
+        previous = last_of_shape.get(t.array.shape)
+        if t.kind in (None, "other") and previous is not None and np.array_equal(previous, t.array):
+            continue
+        kept.append(t)
+        last_of_shape[t.array.shape] = t.array
+    return kept

@@ -38,6 +38,7 @@ LOCAL_NOISE = 16.0
 # A cause is accepted when it explains the port at least this well: its residual below this share
 # of the original local error, and within LOCAL_NOISE rounding noise... or CAUSE_SHARE of the error.
 CAUSE_SHARE = 0.05
+QUANT_LOCAL = 1.5  # a quantized peer's op is wrong on its own when rms(local error) > 1.5 quantization steps
 VANISHING = 1e-3  # a reference whose block outputs stay below this in magnitude cannot show a bug
 
 
@@ -161,6 +162,9 @@ def run_check(
             local, ours, magnitude = softmax(local), softmax(ours), np.ones_like(local)
         noise = EPS32 * _rms(magnitude)
         local_err, total_err, scale = _rms(local - m.value), _rms(ours - m.value), _rms(m.value)
+        step_size = m.peer.detail.get("scale")
+        if step_size:  # a quantized peer: its own rounding is half a step; judged against QUANT_LOCAL steps
+            noise = step_size * QUANT_LOCAL / LOCAL_NOISE
         row = Row(
             name=m.step.name,
             peer_name=m.peer.name,

@@ -205,7 +205,7 @@ def keras_peer(model: Any, pixel_values: np.ndarray) -> PeerRun:
         node_input = layer.input
         inputs.append(node_input[0] if isinstance(node_input, (list, tuple)) else node_input)
     probe = keras.Model(model.inputs, outputs + inputs)
-    values = probe(np.ascontiguousarray(pixel_values.transpose(0, 2, 3, 1)), training=False)
+    values = probe([np.ascontiguousarray(pixel_values.transpose(0, 2, 3, 1))], training=False)
     values = [_to_numpy(v) for v in values]
     n = len(kept)
     tensors, layers = [], []

@@ -89,9 +89,10 @@ class VerifyReport:
     def verdict(self) -> str:
         """One line: faithful, or the first op wrong on its own and its cause."""
         if self.faithful:
+            noise = "quantization" if self.framework == "tflite" else "float32"
             return (
-                f"faithful: all {len(self.rows)} matched ops agree with npmnv2's to float32 rounding, each on its own "
-                "inputs."
+                f"faithful: all {len(self.rows)} matched ops agree with npmnv2's within {noise} rounding, each on its "
+                "own inputs."
             )
         cause = f"; cause: {self.cause}" if self.cause else "; no catalogued cause reproduces it"
         return f"DIVERGES: {self.first_local_divergence} is wrong on its own{cause}."

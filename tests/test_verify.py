@@ -1,0 +1,161 @@
+"""npmnv2.verify.check on real third-party implementations: faithful ports give no divergence; every
+catalogued bug planted in a port is located at its op and named."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+os.environ.setdefault("KERAS_BACKEND", "torch")  # Keras 3 on the torch backend installed with the tests
+
+import numpy as np
+import pytest
+import torch
+from torchvision_port import Port, randomize
+
+import npmnv2
+from npmnv2 import verify
+
+IMAGES = ["cat.bmp", "dragonfly.bmp"]
+
+
+@pytest.fixture(scope="module")
+def cat(coral_dir):
+    return coral_dir / "cat.bmp"
+
+
+# ============================================================================ faithful ports
+
+
+@pytest.mark.parametrize("image", IMAGES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_faithful_torchvision_style_port_gives_no_divergence(coral_dir, image, seed):
+    report = verify.check(randomize(Port(), seed=seed), coral_dir / image, config="torchvision")
+    assert report.faithful and report.cause is None, report.explain()
+    assert len(report.rows) > 90 and not report.unmatched_peer
+
+
+def test_transformers_with_verification_grade_and_with_real_weights_is_faithful(cat):
+    coral = npmnv2.MobileNetV2ForImageClassification.from_pretrained("npmnv2/default")
+    for model in (verify.random_weights("transformers", seed=3), coral):
+        report = verify.check(verify.transformers_twin(model), cat, config="transformers")
+        assert report.faithful, report.explain()
+        assert len(report.rows) == 151  # every leaf module and block output of transformers' model
+
+
+def _keras_with(reference):
+    import keras
+
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
+    specs = iter(reference.specs)
+    for layer in model.layers:  # random weights, set through Keras
+        cls = type(layer).__name__
+        if cls in ("Conv2D", "DepthwiseConv2D", "Dense"):
+            p = reference.params[next(specs).name]
+            kernel = p["kernel"][:, :, :, None] if cls == "DepthwiseConv2D" else p["kernel"]
+            layer.set_weights([kernel] + ([p["bias"]] if layer.use_bias else []))
+            last = p
+        elif cls == "BatchNormalization":
+            layer.set_weights([last["gamma"], last["beta"], last["mean"], last["var"]])
+    return model
+
+
+def test_keras_applications_mobilenetv2_needs_no_glue_and_is_faithful(cat):
+    keras_model = _keras_with(verify.random_weights("keras", seed=0))
+    report = verify.check(keras_model, cat, config="keras")  # the whole glue a Keras user writes
+    assert report.faithful, report.explain()
+    assert report.framework == "keras" and {r.layout for r in report.rows} >= {"NHWC"}
+    assert report.rows[-1].name == "classifier" and report.rows[-1].peer_name == "predictions"  # softmax inside
+
+
+def test_an_onnx_export_run_by_onnx_runtime_is_faithful(cat, tmp_path):
+    twin = verify.transformers_twin(verify.random_weights("transformers", seed=1))
+    path = tmp_path / "mobilenet_v2.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(twin, (torch.zeros(1, 3, 224, 224),), str(path), dynamo=False)
+    report = verify.check(path, cat, config="transformers")
+    assert report.faithful, report.explain()
+    assert report.framework == "onnx" and len(report.rows) > 90  # batch norm folded by the exporter
+
+
+@pytest.mark.parametrize(
+    "name,image",
+    [("mobilenet_v2_1.0_224_quant.tflite", "cat.bmp"), ("tf2_mobilenet_v2_1.0_224_ptq.tflite", "bird.bmp"),
+     ("deeplabv3_mnv2_dm05_pascal_quant.tflite", "bird_segmentation.bmp")],
+)  # fmt: skip
+def test_the_tflite_interpreter_is_faithful_within_quantization_noise(coral_dir, name, image):
+    report = verify.check(coral_dir / name, coral_dir / image)
+    assert report.faithful, report.explain()
+    assert "quantization" in report.verdict()
+
+
+# ============================================================================ planted bugs
+
+
+PLANTED = [
+    ({"eps": 1e-4}, "conv_stem.first_conv.normalization", "batch_norm.eps"),
+    ({"padding": "tf_same"}, "conv_stem.first_conv.convolution", "padding.tf_same"),
+    ({"relu": 5}, "layer.4.expand_1x1.activation", "activation.relu"),
+    ({"no_activation": 3}, "layer.2.conv_3x3.activation", "activation.missing"),
+    ({"activation_on_projection": 2}, "layer.1.reduce_1x1.normalization", "activation.on_projection"),
+    ({"no_residual": 4}, "layer.3", "residual.missing"),
+    ({"transposed": 6}, "layer.5.conv_3x3.convolution", "kernel.transposed"),
+    ({"flipped": 9}, "layer.8.conv_3x3.convolution", "kernel.flipped"),
+    ({"stride_on_expand": 6}, "layer.5.conv_3x3.convolution", "stride.misplaced"),
+    ({"dilation": (8, 2)}, "layer.7.conv_3x3.convolution", "dilation.wrong"),
+    ({"bgr": True}, "pixel_values", "input.channel_order"),
+    ({"unit_range": True}, "pixel_values", "input.normalization"),
+]
+
+
+@pytest.mark.parametrize("bugs,where,cause", PLANTED, ids=[c for _, _, c in PLANTED])
+def test_a_planted_bug_is_located_at_its_op_and_named(cat, bugs, where, cause):
+    report = verify.check(randomize(Port(bugs=bugs), seed=4), cat, config="torchvision")
+    assert report.first_local_divergence == where and report.cause == cause, report.explain()
+    assert report.causes[0].residual < 0.05 * report.causes[0].original
+    assert cause in report.explain() and where in report.explain()
+
+
+def test_symmetric_padding_in_a_tf_same_spec_is_named(cat):
+    port = randomize(Port(), seed=5)  # torchvision's symmetric padding, judged against transformers' spec
+    spec = verify.spec_config("torchvision", tf_padding=True)
+    report = verify.check(port, cat, config=spec)
+    assert report.first_local_divergence == "conv_stem.first_conv.convolution"
+    assert report.cause == "padding.symmetric"
+
+
+# ============================================================================ weights, warnings, report
+
+
+def test_verification_grade_random_weights_give_realistic_activations():
+    model = verify.random_weights("transformers", seed=0)
+    trace = model.trace(verify.spec.calibration_image(model.config, np.random.default_rng(7)).astype(np.float32))
+    blocks = [s for s in trace.steps if s.kind in ("residual_add", "block_output")]
+    assert all(0.1 < np.abs(s.output).max() < 100 for s in blocks)
+    acts = [s for s in trace.steps if s.kind == "activation" and s.attrs["function"] == "relu6"]
+    assert 0.05 < np.mean([np.mean(s.output == 0) for s in acts]) < 0.8  # ReLU6 clips a fair share
+
+
+def test_a_reference_whose_activations_vanish_is_flagged(cat):
+    tiny = npmnv2.MobileNetV2ForImageClassification(npmnv2.MobileNetV2Config(num_labels=1000, layer_norm_eps=1e-5))
+    report = verify.check(verify.transformers_twin(tiny), cat, config="torchvision", model=tiny)
+    assert any("vanish" in w for w in report.warnings)
+
+
+def test_the_report_explains_draws_and_writes_a_model_explorer_overlay(cat, tmp_path):
+    report = verify.check(randomize(Port(bugs={"relu": 5}), seed=4), cat, config="torchvision")
+    assert "ReLU (no cap at 6)" in report.explain() and "WRONG ON ITS OWN" in repr(report)
+    overlay = json.loads(report.to_model_explorer(tmp_path / "overlay.json").read_text())
+    assert set(overlay) == {"results", "gradient"} and all("value" in r for r in overlay["results"].values())
+    wrong = [k for k, r in overlay["results"].items() if r.get("bgColor")]
+    assert wrong and all(isinstance(r["value"], float) for r in overlay["results"].values())
+    figure = report.figure()
+    assert len(figure.axes) >= 1
+
+
+def test_a_peer_with_fewer_layers_than_the_spec_is_refused_clearly(cat):
+    with pytest.raises(ValueError, match="does not fit"):
+        half = verify.spec_config("torchvision", depth_multiplier=0.5)
+        verify.check(randomize(Port(num_classes=1000)), cat, config=half)
