@@ -16,7 +16,7 @@ then the requantization and the fused activation's clamp), so its source holds a
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -265,6 +265,12 @@ class QuantizedMobileNetV2:
                 shift=shift,
             )
         return params
+
+    def run_op(self, index: int, tensors: Mapping[int, np.ndarray]) -> np.ndarray:
+        """Op `index` alone, on given input tensors (TFLite tensor index -> integers, NHWC): what
+        `npmnv2.verify.check_integer` runs on another implementation's tensors."""
+        run, _ = self._kernel(self.graph.ops[index])
+        return run(self.graph.ops[index], dict(tensors))
 
     # ---------------------------------------------------------------- tracing: the float model's machinery
     def step_names(self) -> list[str]:

@@ -140,7 +140,8 @@ def test_verification_grade_random_weights_give_realistic_activations():
 
 def test_a_reference_whose_activations_vanish_is_flagged(cat):
     tiny = npmnv2.MobileNetV2ForImageClassification(npmnv2.MobileNetV2Config(num_labels=1000, layer_norm_eps=1e-5))
-    report = verify.check(verify.transformers_twin(tiny), cat, config="torchvision", model=tiny)
+    with pytest.warns(npmnv2.NpMnV2Warning, match="vanish"):
+        report = verify.check(verify.transformers_twin(tiny), cat, config="torchvision", model=tiny)
     assert any("vanish" in w for w in report.warnings)
 
 
@@ -159,3 +160,93 @@ def test_a_peer_with_fewer_layers_than_the_spec_is_refused_clearly(cat):
     with pytest.raises(ValueError, match="does not fit"):
         half = verify.spec_config("torchvision", depth_multiplier=0.5)
         verify.check(randomize(Port(num_classes=1000)), cat, config=half)
+
+
+# ============================================================================ integer implementations
+
+
+def _integer_setup(coral_dir):
+    path = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    model = npmnv2.QuantizedMobileNetV2.from_pretrained(path)
+    pixels, _ = verify.tflite_input(path, coral_dir / "cat.bmp")
+    return path, model, pixels
+
+
+def _planted_integer_port(model, pixels, index, change):
+    """The integer model's tensors with op `index` computed the port's way, its effect carried on."""
+    tensors = {model.input_index: pixels.astype(np.int64)}
+    out = {}
+    for i, op in enumerate(model.graph.ops):
+        value = change(i, op, tensors) if i == index else model.run_op(i, tensors)
+        tensors[op["outputs"][0]] = value
+        out[model.step_name(i)] = value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
+    return out
+
+
+def test_the_interpreters_reference_kernels_equal_the_integer_model_exactly(coral_dir):
+    path, model, pixels = _integer_setup(coral_dir)
+    peer = verify.tflite_integer_tensors(path, pixels, reference_kernels=True)
+    report = verify.check_integer(peer, model, pixels.transpose(0, 3, 1, 2))
+    assert report.faithful and len(report.rows) == 66, report.explain()
+
+
+def test_single_rounding_in_a_port_is_located_and_named(coral_dir):
+    path, model, pixels = _integer_setup(coral_dir)
+    index = model.step_names().index("layer.4.expand_1x1.convolution")
+    p = model.op_parameters(index)
+
+    def single_rounding(i, op, tensors):  # the port's requantization, written out with Python ints
+        acc = npmnv2.ops.conv.conv2d_int(tensors[op["inputs"][0]], p["input_zero_point"], p["weights"],
+                                         p["weight_zero_point"], p["bias"], stride=1, dilation=1,
+                                         padding=npmnv2.ops.Pad2D(0, 0, 0, 0))  # fmt: skip
+        shift = 31 - p["shift"]
+        scaled = np.vectorize(lambda a: (int(a) * p["m0"] + (1 << (shift - 1))) >> shift)(acc)
+        return np.clip(scaled + p["output_zero_point"], *p["output_range"])
+
+    peer = _planted_integer_port(model, pixels, index, single_rounding)
+    report = verify.check_integer(peer, model, pixels.transpose(0, 3, 1, 2))
+    assert report.first_local_divergence == "layer.4.expand_1x1.convolution" and report.cause == "rounding.single"
+
+
+def test_an_input_zero_point_off_by_one_is_located_and_named(coral_dir):
+    path, model, pixels = _integer_setup(coral_dir)
+    index = model.step_names().index("layer.6.conv_3x3.convolution")
+    p = model.op_parameters(index)
+    step = model.trace(pixels.transpose(0, 3, 1, 2), stop_at="layer.6.conv_3x3.convolution").steps[-1]
+
+    def off_by_one(i, op, tensors):
+        acc = npmnv2.ops.depthwise.depthwise_conv2d_int(
+            tensors[op["inputs"][0]],
+            p["input_zero_point"] + 1,
+            p["weights"],
+            p["weight_zero_point"],
+            p["bias"],
+            stride=step.attrs["stride"],
+            dilation=1,
+            padding=npmnv2.ops.Pad2D(*step.attrs["padding"]),
+        )
+        scaled = npmnv2.ops.quantization.multiply_by_quantized_multiplier(acc, p["m0"], p["shift"])
+        return np.clip(scaled + p["output_zero_point"], *p["output_range"])
+
+    peer = _planted_integer_port(model, pixels, index, off_by_one)
+    report = verify.check_integer(peer, model, pixels.transpose(0, 3, 1, 2))
+    assert report.first_local_divergence == "layer.6.conv_3x3.convolution"
+    assert report.cause == "zero_point.off_by_one", report.explain()
+
+
+def test_an_upsampling_with_the_other_corner_convention_is_named(coral_dir):
+    spec = verify.spec_config("transformers", num_labels=21, output_stride=16, image_size=129)
+    twin = verify.transformers_twin(verify.random_weights(spec, seed=0, task="segmentation"))
+
+    class WithUpsample(torch.nn.Module):  # a port whose model ends with the resize to the input size
+        def __init__(self, align):
+            super().__init__()
+            self.net, self.up = twin, torch.nn.Upsample(size=(129, 129), mode="bilinear", align_corners=align)
+
+        def forward(self, x):
+            return self.up(self.net(x).logits)
+
+    image = coral_dir / "bird_segmentation.bmp"
+    assert verify.check(WithUpsample(False), image, config=spec, task="segmentation").faithful
+    report = verify.check(WithUpsample(True), image, config=spec, task="segmentation")
+    assert report.first_local_divergence == "segmentation_head.upsample" and report.cause == "upsample.align_corners"

@@ -23,6 +23,7 @@ import numpy as np
 from ..configuration_mobilenet_v2 import MobileNetV2Config
 from .causes import CATALOGUE, Proposal, hypothesis
 from .check import LOCAL_NOISE, run_check
+from .integer import INTEGER_CATALOGUE, check_integer
 from .peers import PeerLayer, PeerRun, PeerTensor, keras_peer, onnx_peer, saved_peer, torch_peer
 from .report import CauseEvidence, Row, VerifyReport
 from .spec import PRESETS, model_from_peer, random_weights, spec_config
@@ -37,6 +38,7 @@ from .tensors import (
 
 __all__ = [
     "CATALOGUE",
+    "INTEGER_CATALOGUE",
     "LOCAL_NOISE",
     "PRESETS",
     "CauseEvidence",
@@ -48,6 +50,7 @@ __all__ = [
     "Row",
     "VerifyReport",
     "check",
+    "check_integer",
     "hypothesis",
     "keras_peer",
     "model_from_peer",

@@ -27,6 +27,7 @@ COMPATIBLE = {
     "pool": {"pooling"},
     "linear": {"linear"},
     "softmax": {"linear"},
+    "resize": {"resize"},
 }
 MIN_SCORE = 0.3  # a pair whose correlation (+ kind bonus) is below this is never matched
 SAMPLE = 4096

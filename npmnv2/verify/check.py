@@ -137,6 +137,8 @@ def run_check(
         warnings.simplefilter("ignore", NpMnV2Warning)
         trace = model.trace(np.asarray(pixel_values, np.float64))
     steps = trace.steps
+    if getattr(model, "task", None) == "segmentation":
+        steps = [*steps, _upsample_step(steps[-1], np.asarray(pixel_values).shape[2:])]
     report_warnings = _vanishing(trace)
     matches, unmatched = align(steps, run)
     matched = {m.step.name for m in matches}
@@ -205,6 +207,31 @@ def run_check(
     return report
 
 
+UPSAMPLE = "segmentation_head.upsample"
+
+
+def _upsample_step(logits: Step, size: tuple[int, int]) -> Step:
+    """transformers' post-processing as a step: the logits resized bilinearly to the input size
+    (align_corners=False), for ports whose model ends with that resize."""
+    from ..ops import resize_bilinear
+
+    internal = _internal(logits.output)
+    up = resize_bilinear(internal, tuple(size), align_corners=False)
+    public = up.transpose(0, 3, 1, 2)
+    return Step(
+        name=UPSAMPLE,
+        kind="resize",
+        op=resize_bilinear,
+        output_shape=tuple(public.shape),
+        output=public,
+        input_shapes=(logits.output_shape,),
+        inputs=(logits.output,),
+        attrs={"align_corners": False},
+        sources=(logits.name,),
+        index=logits.index + 1,
+    )
+
+
 def _total_tolerance(row: Row) -> float:
     """Total error is informational: it flags where differences become visible (1e-4 relative RMS
     for float, a few rounding steps' worth)."""
@@ -219,6 +246,7 @@ def _vanishing(trace: Any) -> list[str]:
                 f"the reference's activations vanish at {s.name} (max |x| = {np.abs(s.output).max():.2g} < "
                 f"{VANISHING:g}): no bug can show there. Use npmnv2.verify.random_weights or trained weights."
             )
+            warnings.warn(notes[-1], NpMnV2Warning, stacklevel=3)
             break
     return notes
 

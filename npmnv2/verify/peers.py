@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-PeerKind = str  # "conv" | "depthwise" | "batch_norm" | "activation" | "add" | "pool" | "linear" | "softmax" | "other"
+PeerKind = str  # conv | depthwise | batch_norm | activation | add | pool | linear | softmax | resize | other
 
 
 @dataclass
@@ -183,6 +183,7 @@ _KERAS_KINDS = {
     "AveragePooling2D": "pool",
     "Dense": "linear",
     "Softmax": "softmax",
+    "Resize": "resize",
 }
 _KERAS_SKIP = ("InputLayer", "ZeroPadding2D", "Dropout", "Reshape", "Flatten")
 
@@ -257,6 +258,7 @@ _ONNX_KINDS = {
     "Gemm": "linear",
     "MatMul": "linear",
     "Softmax": "softmax",
+    "Resize": "resize",
 }
 
 

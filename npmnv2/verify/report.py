@@ -88,6 +88,8 @@ class VerifyReport:
 
     def verdict(self) -> str:
         """One line: faithful, or the first op wrong on its own and its cause."""
+        if self.faithful and self.framework == "integer":
+            return f"faithful: all {len(self.rows)} ops equal npmnv2's integer model exactly, each on its own inputs."
         if self.faithful:
             noise = "quantization" if self.framework == "tflite" else "float32"
             return (

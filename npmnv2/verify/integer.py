@@ -1,0 +1,164 @@
+"""Verify an integer implementation (a C++ runtime, a microcontroller, an NPU) against npmnv2's
+integer model, which is bit-exact with TFLite's reference kernels.
+
+`check_integer(peer, model, pixels)`: the peer's integer tensors, under the integer model's step
+names (`tflite_integer_tensors` gives the interpreter's this way); every op is re-run by npmnv2 on
+the peer's own integer inputs and must give the peer's output exactly. At the first op that does
+not, the integer hypotheses of the catalogue are tried:
+    rounding.single        the requantization rounded once where the reference kernels round twice
+    zero_point.off_by_one  the input's zero point off by one in the sums
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..ops import Pad2D
+from ..ops.conv import conv2d_int
+from ..ops.depthwise import depthwise_conv2d_int
+from ..ops.quantization import multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_single_rounding
+from .report import CauseEvidence, Row, VerifyReport
+
+IntegerHypothesis = Callable[[Any, int, np.ndarray, Any], list[tuple[str, np.ndarray]]]
+INTEGER_CATALOGUE: dict[str, IntegerHypothesis] = {}
+
+
+def integer_hypothesis(cause_id: str) -> Callable[[IntegerHypothesis], IntegerHypothesis]:
+    def register(function: IntegerHypothesis) -> IntegerHypothesis:
+        INTEGER_CATALOGUE[cause_id] = function
+        return function
+
+    return register
+
+
+def _sums(model: Any, index: int, x: np.ndarray, step: Any, x_zero_point: int) -> np.ndarray | None:
+    """The int32 sums of a CONV_2D / DEPTHWISE_CONV_2D op from input x (NHWC)."""
+    op = model.graph.ops[index]
+    if op["type"] not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        return None
+    p = model.op_parameters(index)
+    sums = depthwise_conv2d_int if op["type"] == "DEPTHWISE_CONV_2D" else conv2d_int
+    a = step.attrs
+    return sums(
+        x,
+        x_zero_point,
+        p["weights"],
+        p["weight_zero_point"],
+        p["bias"],
+        stride=a["stride"],
+        dilation=a["dilation"],
+        padding=Pad2D(*a["padding"]),
+    )
+
+
+@integer_hypothesis("rounding.single")
+def rounding_single(model: Any, index: int, x: np.ndarray, step: Any) -> list[tuple[str, np.ndarray]]:
+    p = model.op_parameters(index)
+    acc = _sums(model, index, x, step, p.get("input_zero_point", 0))
+    if acc is None:
+        return []
+    scaled = multiply_by_quantized_multiplier_single_rounding(acc, np.asarray(p["m0"]), np.asarray(p["shift"]))
+    out = np.clip(scaled + p["output_zero_point"], *p["output_range"])
+    return [
+        (
+            f"{step.name}: the requantization rounded once ((acc * M0 + 2^(30 - shift)) >> (31 - shift)) where "
+            "the reference kernels round twice",
+            out,
+        )
+    ]
+
+
+@integer_hypothesis("zero_point.off_by_one")
+def zero_point_off_by_one(model: Any, index: int, x: np.ndarray, step: Any) -> list[tuple[str, np.ndarray]]:
+    p = model.op_parameters(index)
+    out = []
+    for delta in (-1, 1):
+        zp = p.get("input_zero_point", 0) + delta
+        acc = _sums(model, index, x, step, zp)
+        if acc is None:
+            return []
+        scaled = multiply_by_quantized_multiplier(acc, np.asarray(p["m0"]), np.asarray(p["shift"]))
+        candidate = np.clip(scaled + p["output_zero_point"], *p["output_range"])
+        out.append((f"{step.name}: the input zero point {zp} where the file says {zp - delta}", candidate))
+    return out
+
+
+def _internal(value: np.ndarray) -> np.ndarray:
+    return np.asarray(value).transpose(0, 2, 3, 1).astype(np.int64) if np.ndim(value) == 4 else np.asarray(value)
+
+
+def check_integer(peer: Mapping[str, np.ndarray], model: Any, pixels: np.ndarray) -> VerifyReport:
+    """Every op of `model` (a `QuantizedMobileNetV2`) re-run on the peer's integer inputs against the
+    peer's integer output, exactly; the first op that differs, and the integer cause that reproduces it.
+
+    peer: step name -> the peer's integer tensor (NCHW when 4-D), as `tflite_integer_tensors` gives.
+    pixels: the quantized input both ran on (N, C, H, W).
+    """
+    trace = model.trace(pixels)
+    graph = model.graph
+    producer = {t: i for i, op in enumerate(graph.ops) for t in op["outputs"]}
+    rows, first, explained = [], None, None
+    for index, op in enumerate(graph.ops):
+        step = trace.steps[index]
+        theirs = peer.get(step.name)
+        if theirs is None:
+            continue
+        tensors, complete = {}, True
+        for t in op["inputs"]:
+            if t == model.input_index:
+                tensors[t] = _internal(pixels)
+            elif t in producer:
+                source = peer.get(model.step_name(producer[t]))
+                if source is None:
+                    complete = False
+                    break
+                tensors[t] = _internal(source)
+        if not complete:
+            continue
+        local = model.run_op(index, tensors)
+        want = _internal(theirs)
+        ours = _internal(step.output)
+        differ = int(np.count_nonzero(local != want)) if local.shape == want.shape else want.size
+        total = int(np.count_nonzero(ours != want)) if ours.shape == want.shape else want.size
+        rows.append(
+            Row(
+                step.name,
+                step.name,
+                step.kind,
+                step.attrs.get("tflite_op"),
+                "NCHW",
+                tuple(np.shape(theirs)),
+                total / want.size,
+                differ / want.size,
+                0.0,
+                differ == 0,
+                [],
+            )
+        )
+        if differ and first is None:
+            first, explained = (index, tensors, want), step
+    names = model.step_names()
+    report = VerifyReport(
+        rows=rows,
+        unmatched_peer=sorted(set(peer) - set(names)),
+        unmatched_ours=[n for n in names if n not in peer],
+        framework="integer",
+    )
+    report.first_divergence = next((r.name for r in rows if r.total > 0), None)
+    if first is not None:
+        index, tensors, want = first
+        report.first_local_divergence = explained.name
+        report.explained_step = explained
+        x = tensors[graph.ops[index]["inputs"][0]]
+        base = float(np.count_nonzero(model.run_op(index, tensors) != want)) / want.size
+        found = []
+        for cause, hypothesis in INTEGER_CATALOGUE.items():
+            for detail, candidate in hypothesis(model, index, x, explained):
+                residual = float(np.count_nonzero(candidate != want)) / want.size
+                found.append(CauseEvidence(cause, detail, residual, base, explained.name))
+        report.causes = sorted((e for e in found if e.residual == 0), key=lambda e: e.cause)
+        report.cause = report.causes[0].cause if report.causes else None
+    return report
