@@ -133,6 +133,45 @@ def fresh_memory_ms(shapes: list[tuple[int, ...]], repeats: int) -> float:
     return median_ms(fill, repeats)
 
 
+def verify_report() -> None:
+    """`npmnv2 verify` of Keras's MobileNetV2 at 224, end to end in a fresh process: building the
+    Keras model, reading its weights by structure, matching, judging every op, and diagnosing a
+    planted ReLU-for-ReLU6 bug. The target is under 30 s on 2 cores."""
+    import subprocess
+
+    script = (
+        "import os, time; t0 = time.perf_counter(); os.environ.setdefault('KERAS_BACKEND', 'torch')\n"
+        "import keras, numpy as np, npmnv2\nfrom npmnv2 import verify\n"
+        "t1 = time.perf_counter()\n"
+        "port = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))\n"
+        "ref = verify.random_weights('keras', seed=0); specs = iter(ref.specs)\n"
+        "for layer in port.layers:\n"
+        "    k = type(layer).__name__\n"
+        "    if k in ('Conv2D', 'DepthwiseConv2D', 'Dense'):\n"
+        "        p = ref.params[next(specs).name]\n"
+        "        w = p['kernel'][:, :, :, None] if k == 'DepthwiseConv2D' else p['kernel']\n"
+        "        layer.set_weights([w] + ([p['bias']] if layer.use_bias else []))\n"
+        "    elif k == 'BatchNormalization': layer.set_weights([p['gamma'], p['beta'], p['mean'], p['var']])\n"
+        "def bug(layer):\n"
+        "    if layer.name == 'block_5_expand_relu':\n"
+        "        return keras.layers.ReLU(name=layer.name)\n"
+        "    return layer.__class__.from_config(layer.get_config())\n"
+        "buggy = keras.models.clone_model(port, clone_function=bug); buggy.set_weights(port.get_weights())\n"
+        "t2 = time.perf_counter()\n"
+        "r = verify.check(buggy, npmnv2.data_files.sample_image('cat'), config='keras')\n"
+        "t3 = time.perf_counter()\n"
+        "print(f'{t3 - t0:.1f} {t1 - t0:.1f} {t2 - t1:.1f} {t3 - t2:.1f} {r.cause}')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    total, imports, build, check = (float(v) for v in out[:4])
+    print("| npmnv2 verify of Keras's MobileNetV2, 224, a planted bug | seconds |")
+    print("| --- | ---: |")
+    print(f"| whole run, fresh process (target < 30 s) | {total:.1f} |")
+    print(f"| importing Keras (torch backend) and npmnv2 | {imports:.1f} |")
+    print(f"| building the Keras port and setting its weights | {build:.1f} |")
+    print(f"| `verify.check`: run, read weights, match, judge every op, diagnose ({out[4]}) | {check:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=20)
@@ -140,6 +179,7 @@ def main() -> None:
     parser.add_argument("--trace-only", action="store_true", help="only the trace table (run in a fresh process)")
     parser.add_argument("--integer-only", action="store_true", help="only the integer model against the interpreter")
     parser.add_argument("--backward-only", action="store_true", help="only forward + backward against PyTorch autograd")
+    parser.add_argument("--verify-only", action="store_true", help="only npmnv2 verify of Keras's MobileNetV2")
     args = parser.parse_args()
     repeats = 5 if args.quick else args.repeats
     if args.trace_only:
@@ -150,6 +190,9 @@ def main() -> None:
         return
     if args.backward_only:
         backward_report(repeats)
+        return
+    if args.verify_only:
+        verify_report()
         return
     rng = np.random.default_rng(0)
     Cls, Seg = npmnv2.MobileNetV2ForImageClassification, npmnv2.MobileNetV2ForSemanticSegmentation

@@ -55,9 +55,60 @@ def main(out: Path = HERE / "figures") -> None:
     figures["segmentation_side_by_side.png"] = viz.segmentation_side_by_side(
         image, class_map, mask, seg.config.id2label
     )
+    figures.update(porting_bug_figures(DATA))
     for name, fig in figures.items():
         fig.savefig(out / name, dpi=80)
     print(f"wrote {len(figures)} figures to {out}")
+
+
+# the planted bugs of docs/concepts/porting_bugs.md: (cause, the port's bug, the spec)
+PORTING_BUGS = [
+    ("input.channel_order", {"bgr": True}, "torchvision"),
+    ("input.normalization", {"unit_range": True}, "torchvision"),
+    ("padding.tf_same", {"padding": "tf_same"}, "torchvision"),
+    ("padding.symmetric", {}, "tf_same_spec"),
+    ("batch_norm.eps", {"eps": 1e-4}, "torchvision"),
+    ("activation.relu", {"relu": 5}, "torchvision"),
+    ("activation.missing", {"no_activation": 3}, "torchvision"),
+    ("activation.on_projection", {"activation_on_projection": 2}, "torchvision"),
+    ("residual.missing", {"no_residual": 4}, "torchvision"),
+    ("kernel.transposed", {"transposed": 6}, "torchvision"),
+    ("kernel.flipped", {"flipped": 9}, "torchvision"),
+    ("stride.misplaced", {"stride_on_expand": 6}, "torchvision"),
+    ("dilation.wrong", {"dilation": (8, 2)}, "torchvision"),
+]
+
+
+def porting_bug_figures(data: Path) -> dict:
+    """One figure per catalogued float bug: the local error of every op for the port with the bug
+    (before) and without it (after), on the cat photo, with the criterion."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from torchvision_port import Port, randomize  # the tests' torchvision-style port
+
+    from npmnv2 import verify
+    from npmnv2.verify.check import LOCAL_NOISE
+
+    photo = data / "cat.bmp"
+    figures = {}
+    after = verify.check(randomize(Port(), seed=4), photo, config="torchvision")  # the fixed port, faithful
+    for cause, bugs, spec in PORTING_BUGS:
+        config = verify.spec_config("torchvision", tf_padding=True) if spec == "tf_same_spec" else spec
+        before = verify.check(randomize(Port(bugs=bugs), seed=4), photo, config=config)
+        fig = viz.figure(figsize=(10, 3.2), layout="constrained")
+        ax = fig.add_subplot()
+        floor = 1e-12
+        for report, color, label in ((before, "tab:red", "with the bug"), (after, "tab:blue", "fixed")):
+            ax.semilogy([max(r.local, floor) for r in report.rows], ".-", color=color, lw=1, ms=3, label=label)
+        ax.semilogy([LOCAL_NOISE * r.noise for r in before.rows], "--", color="tab:orange", lw=1, label="criterion")
+        evidence = before.causes[0] if before.causes else None
+        where = before.first_local_divergence
+        what = f"{evidence.residual:.1g} under the hypothesis vs {evidence.original:.2g}" if evidence else "no cause"
+        ax.set_title(f"{cause}: first wrong op {where}; residual {what}", fontsize=9)
+        ax.set_ylabel("local relative error")
+        ax.set_xlabel("matched ops, in execution order")
+        ax.legend(fontsize=8, loc="upper right")
+        figures[f"porting_{cause.replace('.', '_')}.png"] = fig
+    return figures
 
 
 if __name__ == "__main__":
