@@ -108,6 +108,81 @@ def porting_bug_figures(data: Path) -> dict:
         ax.set_xlabel("matched ops, in execution order")
         ax.legend(fontsize=8, loc="upper right")
         figures[f"porting_{cause.replace('.', '_')}.png"] = fig
+    figures["porting_upsample_align_corners.png"] = _align_corners_figure(data, verify, LOCAL_NOISE)
+    figures.update(_integer_figures(data, verify))
+    return figures
+
+
+def _before_after(title: str, before: list[float], after: list[float], criterion: list[float] | None, ylabel: str):
+    fig = viz.figure(figsize=(10, 3.2), layout="constrained")
+    ax = fig.add_subplot()
+    floor = 1e-12
+    ax.semilogy([max(v, floor) for v in before], ".-", color="tab:red", lw=1, ms=3, label="with the bug")
+    ax.semilogy([max(v, floor) for v in after], ".-", color="tab:blue", lw=1, ms=3, label="fixed")
+    if criterion is not None:
+        ax.semilogy(criterion, "--", color="tab:orange", lw=1, label="criterion")
+    ax.set_title(title, fontsize=9)
+    ax.set_ylabel(ylabel)
+    ax.set_xlabel("matched ops, in execution order")
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def _align_corners_figure(data: Path, verify, criterion: float):
+    """A DeepLab port whose model ends by resizing its logits with align_corners=True."""
+    import torch
+
+    spec = verify.spec_config("transformers", num_labels=21, output_stride=16, image_size=129)
+    twin = verify.transformers_twin(verify.random_weights(spec, seed=0, task="segmentation"))
+
+    class WithUpsample(torch.nn.Module):
+        def __init__(self, align: bool) -> None:
+            super().__init__()
+            self.net, self.up = twin, torch.nn.Upsample(size=(129, 129), mode="bilinear", align_corners=align)
+
+        def forward(self, x):
+            return self.up(self.net(x).logits)
+
+    image = data / "bird_segmentation.bmp"
+    before = verify.check(WithUpsample(True), image, config=spec, task="segmentation")
+    after = verify.check(WithUpsample(False), image, config=spec, task="segmentation")
+    e = before.causes[0]
+    title = (f"upsample.align_corners: first wrong op {before.first_local_divergence}; residual "
+             f"{e.residual:.1g} under the hypothesis vs {e.original:.2g}")  # fmt: skip
+    return _before_after(title, [r.local for r in before.rows], [r.local for r in after.rows],
+                         [criterion * r.noise for r in before.rows], "local relative error")  # fmt: skip
+
+
+def _integer_figures(data: Path, verify) -> dict:
+    """An integer port with one op rounding once, and one with an input zero point off by one:
+    the share of each op's integers that differ on the port's own inputs."""
+    import npmnv2
+
+    path = data / "mobilenet_v2_1.0_224_quant.tflite"
+    model = npmnv2.QuantizedMobileNetV2.from_pretrained(path)
+    pixels, _ = verify.tflite_input(path, data / "cat.bmp")
+    faithful = verify.tflite_integer_tensors(path, pixels, reference_kernels=True)
+    after = verify.check_integer(faithful, model, pixels.transpose(0, 3, 1, 2))
+    figures = {}
+    for cause, name in (("rounding.single", "layer.4.expand_1x1.convolution"),
+                        ("zero_point.off_by_one", "layer.6.conv_3x3.convolution")):  # fmt: skip
+        index = model.step_names().index(name)
+        step = model.trace(pixels.transpose(0, 3, 1, 2), stop_at=name).steps[-1]
+        tensors, port = {model.input_index: pixels.astype(np.int64)}, {}
+        for i, op in enumerate(model.graph.ops):
+            out = model.run_op(i, tensors)
+            if i == index:
+                x = tensors[op["inputs"][0]]
+                hyp = verify.INTEGER_CATALOGUE[cause](model, i, x, step)
+                out = hyp[-1][1]  # the port's way (zero point + 1, or one rounding)
+            tensors[op["outputs"][0]] = out
+            port[model.step_name(i)] = out.transpose(0, 3, 1, 2) if out.ndim == 4 else out
+        before = verify.check_integer(port, model, pixels.transpose(0, 3, 1, 2))
+        title = f"{cause}: first wrong op {before.first_local_divergence} (cause named: {before.cause})"
+        figures[f"porting_{cause.replace('.', '_')}.png"] = _before_after(
+            title, [r.local for r in before.rows], [r.local for r in after.rows], None,
+            "share of integers that differ",
+        )  # fmt: skip
     return figures
 
 

@@ -472,16 +472,15 @@ def error_per_layer_figure(report: Any) -> Figure:
     rows = report.rows
     if not rows:
         raise ValueError("error_per_layer_figure: the report has no matched ops.")
-    from .verify.check import LOCAL_NOISE
-
+    criterion = report.criterion  # the multiple of the rounding noise an op may reach
     floor = 1e-12  # exact agreement drawn here
     x = np.arange(len(rows))
     fig = Figure(figsize=(12, 4.2), layout="constrained")
     ax = fig.add_subplot()
     ax.semilogy(x, [max(r.total, floor) for r in rows], ".-", color="tab:gray", label="total error")
     ax.semilogy(x, [max(r.local, floor) for r in rows], ".-", color="tab:blue", label="local error (own inputs)")
-    ax.semilogy(x, [max(LOCAL_NOISE * r.noise, floor) for r in rows], "--", color="tab:orange", lw=1,
-                label=f"criterion: {LOCAL_NOISE:g} x rounding noise")  # fmt: skip
+    ax.semilogy(x, [max(criterion * r.noise, floor) for r in rows], "--", color="tab:orange", lw=1,
+                label=f"criterion: {criterion:g} x rounding noise")  # fmt: skip
     wrong = [i for i, r in enumerate(rows) if not r.local_ok]
     if wrong:
         ax.semilogy(wrong, [max(rows[i].local, floor) for i in wrong], "o", color="tab:red", label="wrong on its own")

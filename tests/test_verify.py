@@ -250,3 +250,24 @@ def test_an_upsampling_with_the_other_corner_convention_is_named(coral_dir):
     assert verify.check(WithUpsample(False), image, config=spec, task="segmentation").faithful
     report = verify.check(WithUpsample(True), image, config=spec, task="segmentation")
     assert report.first_local_divergence == "segmentation_head.upsample" and report.cause == "upsample.align_corners"
+
+
+def test_saved_tensors_with_the_ports_own_names_are_matched_by_shape_and_value(cat, tmp_path):
+    model = verify.random_weights("transformers", seed=2)
+    pixels = verify.pixels_for(cat, model.config).astype(np.float32)
+    theirs = verify.torch_activations(verify.transformers_twin(model), pixels)
+    renamed = {f"t{i:03d}_{name.replace('.', '_')}": value for i, name in enumerate(theirs) for value in [theirs[name]]}
+    np.savez(tmp_path / "port.npz", **renamed)
+    report = verify.check(tmp_path / "port.npz", pixels, config="transformers", model=model)
+    assert report.faithful and len(report.rows) > 140, report.explain()
+    broken = dict(renamed)
+    key = next(k for k in renamed if k.endswith("layer_6_conv_3x3_activation"))
+    broken[key] = np.minimum(renamed[key] * 1.5, 6)  # the port's layer.6 depthwise output scaled
+    np.savez(tmp_path / "broken.npz", **broken)
+    report = verify.check(tmp_path / "broken.npz", pixels, config="transformers", model=model)
+    assert report.first_local_divergence == "layer.6.conv_3x3.activation"
+
+
+def test_a_peer_without_weights_needs_model(cat):
+    with pytest.raises(ValueError, match="exposes no weights; pass model="):
+        verify.check({"x": np.zeros((1, 3, 224, 224))}, cat)

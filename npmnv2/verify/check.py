@@ -190,6 +190,7 @@ def run_check(
         framework=run.framework,
         warnings=report_warnings,
         config=config,
+        criterion=LOCAL_NOISE,
     )
     report.first_divergence = next((r.name for r in rows if r.total > _total_tolerance(r)), None)
     if input_row is not None and not input_row.local_ok:

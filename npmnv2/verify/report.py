@@ -64,6 +64,7 @@ class VerifyReport:
     cause: str | None = None
     causes: list[CauseEvidence] = field(default_factory=list)
     explained_step: Step | None = None
+    criterion: float = 16.0  # an op is wrong on its own above this many times its rounding noise
 
     @property
     def faithful(self) -> bool:
