@@ -848,6 +848,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("npmnv2: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `npmnv2 ... | head`: the reader has what it wanted
+        sys.stderr.close()
+        return 0
     except Exception as err:  # every failure becomes one line, unless --debug
         if args.debug:
             raise
