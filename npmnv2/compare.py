@@ -52,6 +52,7 @@ class LayerComparison:
     ok: bool
     step: float | None = None  # the reference tensor's quantization step (scale), when it has one
     relative_rms: float = 0.0  # rms(ours - theirs) / rms(theirs)
+    nonfinite: int = 0  # NaN or inf values in ours or theirs (or a non-finite quantization step)
 
     @property
     def max_steps(self) -> float | None:
@@ -101,7 +102,7 @@ class Comparison:
                     *steps,
                     f"{r.relative_rms:.3g}",
                     f"{r.cosine:.6f}",
-                    "ok" if r.ok else "DIVERGES",
+                    "ok" if r.ok else (f"DIVERGES ({r.nonfinite:,} non-finite)" if r.nonfinite else "DIVERGES"),
                 ]
             )
         return lines
@@ -177,6 +178,15 @@ def compare(trace: Trace, reference: Mapping[str, Any], tolerance: float | None 
         an explicit tolerance judges it like a float one.
     A conv step with folded batch norm is matched to the reference's `<layer>.normalization`.
     """
+    if tolerance is not None and (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, (int, float, np.floating, np.integer))
+        or not np.isfinite(tolerance)
+        or tolerance < 0
+    ):
+        raise ValueError(f"compare: tolerance must be a finite number >= 0 such as 1e-4, got {tolerance!r}.")
+    if not len(reference):
+        raise ValueError("compare: the reference holds no tensors, so there is nothing to compare; give name -> array.")
     scales = {k.removeprefix("mobilenet_v2."): float(v) for k, v in (getattr(reference, "scales", None) or {}).items()}
     if tolerance is None and not scales:
         tolerance = 1e-4
@@ -216,7 +226,12 @@ def compare(trace: Trace, reference: Mapping[str, Any], tolerance: float | None 
         rms_theirs = float(np.sqrt(np.mean(aligned**2))) if ours.size else 0.0
         relative_rms = rms_diff / rms_theirs if rms_theirs > 0 else (0.0 if rms_diff == 0 else np.inf)
         step_size = scales.get(ref_name)
-        if tolerance is not None:
+        nonfinite = int(np.count_nonzero(~np.isfinite(aligned)) + np.count_nonzero(~np.isfinite(ours)))
+        if step_size is not None and not (np.isfinite(step_size) and step_size > 0):
+            nonfinite += 1  # a quantization step that is no step: nothing can be judged against it
+        if nonfinite:  # NaN or inf anywhere is a divergence, never agreement
+            ok = False
+        elif tolerance is not None:
             ok = diff <= tolerance * max(1.0, scale)
         else:  # a quantized model's tensor: judged against quantization noise
             group = NOISE_GROUP.get(step.kind, "other")
@@ -238,6 +253,7 @@ def compare(trace: Trace, reference: Mapping[str, Any], tolerance: float | None 
                 step=step_size,
                 relative_rms=relative_rms,
                 rms_diff=rms_diff,
+                nonfinite=nonfinite,
             )
         )
     first = next((r.name for r in rows if not r.ok), None)
