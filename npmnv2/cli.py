@@ -6,6 +6,7 @@ Every error is one line on stderr and a non-zero exit code; `--debug` shows the 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -144,6 +145,29 @@ def _check_output(name: str, suffixes: set[str], option: str, *, inputs: Sequenc
     return path
 
 
+def _write_output(path: str, render: Callable[[io.BytesIO], None]) -> None:
+    """Write an output file the safe way: rendered in memory, then written to a fresh temporary file
+    beside it and renamed into place (`formats.atomic`): a link planted at the path is replaced, never
+    written through, and a failed write leaves the old file as it was."""
+    from .formats.atomic import write_file_atomically
+
+    buffer = io.BytesIO()
+    render(buffer)
+    write_file_atomically(Path(path), buffer.getvalue())
+
+
+def _distinct_outputs(*named: tuple[str, str | None]) -> None:
+    """Two outputs of one command may not be the same file (the second would overwrite the first)."""
+    seen: dict[Path, str] = {}
+    for option, name in named:
+        if name is None:
+            continue
+        key = Path(name).parent.resolve() / Path(name).name  # the link itself, not where it points: never followed
+        if key in seen:
+            raise CLIError(f"{option} {name!r} is the same file as {seen[key]}; give each output its own name.")
+        seen[key] = f"{option} {name!r}"
+
+
 def _integer_model(source: str | None) -> Any:
     """The integer model of a quantized .tflite file (the only source it takes; default: the embedded one)."""
     from .checkpoints import resolve_checkpoint
@@ -230,7 +254,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
     path = _image_paths([args.image])[0]
     _check_output(args.output, {".png", ".jpg", ".jpeg", ".pdf", ".svg"}, "-o", inputs=[path])
     if args.mask:
-        _check_output(args.mask, {".png"}, "--mask", inputs=[path, Path(args.output)])
+        _distinct_outputs(("-o", args.output), ("--mask", args.mask))
+        _check_output(args.mask, {".png"}, "--mask", inputs=[path])
     try:
         processor = MobileNetV2ImageProcessor.from_pretrained(args.weights)
     except Exception as err:
@@ -260,7 +285,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         class_map = processor.post_process_semantic_segmentation(outputs, target_sizes=[work])[0]
     shown = image if scale == 1.0 else image.resize((work[1], work[0]), Image.Resampling.BILINEAR)
     fig = segmentation_overlay(np.asarray(shown), class_map, id2label, title=f"{path.name}")
-    fig.savefig(args.output, dpi=100)
+    _write_output(args.output, lambda f: fig.savefig(f, dpi=100, format=Path(args.output).suffix[1:]))
     present = ", ".join(f"{k} {id2label.get(int(k), '')}".strip() for k in np.unique(class_map))
     print(f"wrote {args.output} (classes present: {present})")
     if args.mask:
@@ -268,7 +293,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
         if scale != 1.0:  # class ids are labels, not intensities: nearest neighbour only
             mask = mask.resize((image.width, image.height), Image.Resampling.NEAREST)
         mask.putpalette(pascal_voc_palette().ravel().tolist())
-        mask.save(args.mask)
+        _write_output(args.mask, lambda f: mask.save(f, format="PNG"))
         print(f"wrote {args.mask} (class ids as a palette PNG)")
     return 0
 
@@ -303,7 +328,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
         fig = viz.grad_cam(model, image, args.target, layer=args.layer, processor=processor)
     else:
         fig = viz.saliency(model, image, args.target, processor=processor)
-    fig.savefig(args.output, dpi=100)
+    _write_output(args.output, lambda f: fig.savefig(f, dpi=100, format=Path(args.output).suffix[1:]))
     print(f"wrote {args.output} ({fig.get_suptitle()})")
     return 0
 
@@ -402,7 +427,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
     trace = model.trace(_pixels_for(args), layers=args.layers or None, stop_at=args.stop_at)
     print(trace.format(kept_only=bool(args.layers)))
     if args.save:
-        np.savez(args.save, **{name: trace[name] for name in trace})
+        _write_output(args.save, lambda f: np.savez(f, **{name: trace[name] for name in trace}))
         print(f"wrote {len(trace)} tensors (NCHW) to {args.save}")
     return 0
 
@@ -463,7 +488,7 @@ def _trace_integer(args: argparse.Namespace) -> int:
     print(format_table(rows))
     print(f"{len(trace.steps)} integer steps; at min / at max: the share of values on the edges of the output range")
     if args.save:
-        np.savez(args.save, **{name: trace[name] for name in trace})
+        _write_output(args.save, lambda f: np.savez(f, **{name: trace[name] for name in trace}))
         print(f"wrote {len(trace)} integer tensors (NCHW) to {args.save}")
     return 0
 
@@ -562,7 +587,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     report = verify.check(peer, image, config=args.config, model=model)
     print(repr(report))
     if args.figure:
-        report.figure().savefig(args.figure, dpi=100)
+        figure = report.figure()
+        _write_output(args.figure, lambda f: figure.savefig(f, dpi=100, format=Path(args.figure).suffix[1:] or "png"))
         print(f"wrote {args.figure}")
     if args.model_explorer:
         report.to_model_explorer(args.model_explorer)

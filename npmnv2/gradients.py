@@ -22,7 +22,13 @@ import numpy as np
 
 from . import fast_gradients, ops
 from .architecture import classifier_spec
-from .model_inputs import classification_loss, classification_problem, segmentation_loss
+from .model_inputs import (
+    check_pixel_values,
+    check_segmentation_labels,
+    classification_loss,
+    classification_problem,
+    segmentation_loss,
+)
 from .ops import nchw_to_nhwc, nhwc_to_nchw
 from .ops.losses import bce_with_logits_backward, cross_entropy_backward, mse_loss_backward
 from .ops.resize import resize_bilinear_backward
@@ -127,6 +133,11 @@ def grad(
     if (labels is None) == (target is None):
         raise ValueError("grad: give labels= (differentiate the model's loss) or target= (a class's score), not both.")
     patterns = layer_patterns(model, layers) or []  # None: no traced tensor
+    # exactly the forward's checks, before anything is converted (a list, uint8, bool, NaN or an 8x8
+    # image is refused here as model(pixel_values) refuses it), and the labels' own checks
+    check_pixel_values(pixel_values, model.config, f"{type(model).__name__}.grad")
+    if labels is not None and model.task == "segmentation":
+        labels = check_segmentation_labels(labels, pixel_values.shape[0], model.config)
     pixel_values = np.ascontiguousarray(pixel_values, dtype=model.dtype)
     if not patterns and not keep_steps and fast_path_applies(model, pixel_values.shape):
         loss, params, g_x = fast_gradients.classifier_gradients(
