@@ -27,6 +27,12 @@ MIN_IMAGE_SIZE = 1
 # The most pixels a resize may produce (transformers has no limit; 64 Mpx of float32 RGB is 768 MiB).
 # Raise it for real, huge images: npmnv2.image_processing_mobilenet_v2.MAX_OUTPUT_PIXELS = ...
 MAX_OUTPUT_PIXELS = 64 * 2**20
+# The image formats a file may be in: decoders that run no external program (EPS would run
+# Ghostscript). Anything else is refused before a decoder is picked.
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
+# The most pixels a file's header may announce: checked before anything is decoded (a 600-byte
+# JPEG can claim 9400x9400). Raise it for real, huge photos.
+MAX_IMAGE_PIXELS = 64 * 2**20
 
 
 class ImageLoadError(ValueError):
@@ -48,15 +54,29 @@ def load_image(image: Any) -> Image.Image:
         if not path.is_file():
             raise ImageLoadError(f"image {str(path)!r} does not exist or is not a file.")
         try:
-            with Image.open(path) as opened:
+            with Image.open(path, formats=IMAGE_FORMATS) as opened:
+                w, h = opened.size  # from the header: nothing decoded yet
+                if w * h > MAX_IMAGE_PIXELS:
+                    raise ImageLoadError(
+                        f"{str(path)!r} announces {w}x{h} = {w * h:,} pixels, over the limit of {MAX_IMAGE_PIXELS:,} "
+                        "(npmnv2.image_processing_mobilenet_v2.MAX_IMAGE_PIXELS); it was not decoded. Raise the "
+                        "limit if you trust the file."
+                    )
                 opened.load()
                 image = ImageOps.exif_transpose(opened)
+        except ImageLoadError:
+            raise
         except Image.DecompressionBombError as err:
             raise ImageLoadError(
                 f"{str(path)!r} is too large to open safely ({err}); if you trust the file, raise "
                 "PIL.Image.MAX_IMAGE_PIXELS first."
             ) from None
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        except UnidentifiedImageError:
+            raise ImageLoadError(
+                f"{str(path)!r} is not a readable image in one of the formats npmnv2 opens "
+                f"({', '.join(IMAGE_FORMATS)}); convert it to PNG or JPEG."
+            ) from None
+        except Exception as err:  # every decoder failure (OSError, SyntaxError, RuntimeError, ...) is the file's
             raise ImageLoadError(f"{str(path)!r} is not a readable image ({type(err).__name__}: {err}).") from None
     elif isinstance(image, np.ndarray):
         image = Image.fromarray(_array_to_uint8(image))
