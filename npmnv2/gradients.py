@@ -33,7 +33,16 @@ from .ops import nchw_to_nhwc, nhwc_to_nchw
 from .ops.losses import bce_with_logits_backward, cross_entropy_backward, mse_loss_backward
 from .ops.resize import resize_bilinear_backward
 from .state_dict import hf_name, kernel_to_torch
-from .trace import Step, Trace, check_step_name, layer_patterns, public_layout, step_names, trace_forward
+from .trace import (
+    Step,
+    Trace,
+    check_step_name,
+    internal_layout,
+    layer_patterns,
+    public_layout,
+    step_names,
+    trace_forward,
+)
 
 
 @dataclass
@@ -53,11 +62,6 @@ class GradientResult:
     gradients: dict[str, np.ndarray]
     trace: Trace | None
     backward_steps: list[Step] = field(default_factory=list)
-
-
-def _internal(a: np.ndarray) -> np.ndarray:
-    """A step's public tensor (NCHW, or (N, L) logits) back in the forward's NHWC layout."""
-    return nchw_to_nhwc(a) if a.ndim == 4 else a[:, None, None, :]
 
 
 def loss_gradient(model: Any, logits_nhwc: np.ndarray, labels: Any, target: Any) -> tuple[float, np.ndarray]:
@@ -154,7 +158,7 @@ def grad(
         return GradientResult(loss, gradients, None, [])
     trace = trace_forward(model, pixel_values)  # every tensor kept
     logits_step = trace.steps[-1]
-    loss, g = loss_gradient(model, _internal(logits_step.output), labels, target)
+    loss, g = loss_gradient(model, internal_layout(logits_step.output), labels, target)
     grads: dict[str, np.ndarray] = {logits_step.name: g}  # step name -> gradient of its output (NHWC)
     params: dict[str, dict[str, np.ndarray]] = {}
     wanted: dict[str, np.ndarray] = {}
@@ -165,7 +169,7 @@ def grad(
             continue  # nothing downstream of this step reaches the loss
         if any(fnmatch.fnmatchcase(step.name, p) for p in patterns):
             wanted[step.name] = public_layout(step.kind, g).copy()  # the traced tensor's layout
-        inputs = [_internal(x) for x in step.inputs]
+        inputs = [internal_layout(x) for x in step.inputs]
         input_grads = _step_backward(step, inputs, g, params)
         for source, gx in zip(step.sources, input_grads, strict=True):  # follow the names back
             grads[source] = gx if source not in grads else grads[source] + gx
@@ -184,7 +188,7 @@ def grad(
             )
     first = trace.steps[0].inputs[0]
     gradients = _to_state_dict(model, params)
-    gradients["pixel_values"] = nhwc_to_nchw(grads.get("pixel_values", np.zeros_like(_internal(first))))
+    gradients["pixel_values"] = nhwc_to_nchw(grads.get("pixel_values", np.zeros_like(internal_layout(first))))
     gradients.update(wanted)
     return GradientResult(loss, gradients, trace, backward_steps)
 
@@ -224,7 +228,7 @@ def _step_backward(step: Step, inputs: list[np.ndarray], g: np.ndarray, params: 
     if param_grads:
         _accumulate(params, step.attrs["layer"], **param_grads)
     if step.attrs.get("folded_bn"):  # the identity batch norm transformers' layout gives a folded layer
-        y = _internal(step.output) - step.params["bias"]
+        y = internal_layout(step.output) - step.params["bias"]
         _accumulate(params, step.attrs["layer"], gamma=(g * y).sum(axis=(0, 1, 2)))
     return input_grads
 

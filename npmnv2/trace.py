@@ -237,6 +237,12 @@ def public_layout(kind: StepKind, output: np.ndarray) -> np.ndarray:
     return nhwc_to_nchw(output) if output.ndim == 4 else output
 
 
+def internal_layout(tensor: np.ndarray) -> np.ndarray:
+    """The inverse of `public_layout`: a step's public tensor (NCHW, or (N, L) logits) back in the
+    forward's NHWC layout, (N, L) as (N, 1, 1, L)."""
+    return nchw_to_nhwc(tensor) if tensor.ndim == 4 else tensor[:, None, None, :]
+
+
 class Trace(Mapping):
     """name -> kept NCHW array, plus `steps` (every step that ran, kept or not).
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ops import Pad2D, relu, relu6, symmetric_padding, tf_same_padding
+from ..ops import Pad2D, conv_padding, relu, relu6
 from ..trace import Step
 
 
@@ -130,8 +130,7 @@ def padding_symmetric(group: list[Step], ctx: Context) -> list[Proposal]:
     out = []
     for s in _convs(group):
         a = s.attrs
-        pad = symmetric_padding(kernel_size=a["kernel_size"], dilation=a["dilation"])
-        new = (pad[0], pad[1], pad[0], pad[1])
+        new = _padding(*_input_hw(s), a["kernel_size"], a["stride"], a["dilation"], tf_same=False)
         if a["kernel_size"] > 1 and tuple(a["padding"]) != new:
             out.append(
                 Proposal(
@@ -151,9 +150,7 @@ def padding_tf_same(group: list[Step], ctx: Context) -> list[Proposal]:
         k, st, d = a["kernel_size"], a["stride"], a["dilation"]
         if st > 1 and d > 1:
             continue
-        top, bottom = tf_same_padding(h, kernel_size=k, stride=st, dilation=d)
-        left, right = tf_same_padding(w, kernel_size=k, stride=st, dilation=d)
-        new = (top, bottom, left, right)
+        new = _padding(h, w, k, st, d, tf_same=True)
         if k > 1 and tuple(a["padding"]) != new:
             out.append(
                 Proposal(
@@ -286,9 +283,9 @@ def stride_misplaced(group: list[Step], ctx: Context) -> list[Proposal]:
             where = "expansion" if "expand" in other.name else "projection"
             # the 1x1 conv strided (it keeps every other pixel), the depthwise conv at stride 1
             if where == "expansion":
-                pad = _padding((h + 1) // 2, (w + 1) // 2, k, 1, d, same)
+                pad = _padding((h + 1) // 2, (w + 1) // 2, k, 1, d, tf_same=same)
             else:
-                pad = _padding(h, w, k, 1, d, same)
+                pad = _padding(h, w, k, 1, d, tf_same=same)
             changes = {s.name: _with(s, attrs={**a, "stride": 1, "padding": pad}), other.name: ("strided", 2)}
             out.append(
                 Proposal(
@@ -302,13 +299,8 @@ def stride_misplaced(group: list[Step], ctx: Context) -> list[Proposal]:
 
 
 def _padding(h: int, w: int, k: int, stride: int, dilation: int, tf_same: bool) -> tuple[int, int, int, int]:
-    if tf_same:
-        return (
-            *tf_same_padding(h, kernel_size=k, stride=stride, dilation=dilation),
-            *tf_same_padding(w, kernel_size=k, stride=stride, dilation=dilation),
-        )
-    p = symmetric_padding(kernel_size=k, dilation=dilation)
-    return (p[0], p[1], p[0], p[1])
+    """The padding a conv of this geometry gets (`ops.conv_padding`), as the plain tuple steps record."""
+    return tuple(conv_padding(h, w, kernel_size=k, stride=stride, dilation=dilation, tf_padding=tf_same))
 
 
 @hypothesis("dilation.wrong")
@@ -321,7 +313,7 @@ def dilation_wrong(group: list[Step], ctx: Context) -> list[Proposal]:
         h, w = _input_hw(s)
         for d in (1, 2, 4):
             if d != a["dilation"]:
-                pad = _padding(h, w, a["kernel_size"], 1, d, a["tf_padding"])
+                pad = _padding(h, w, a["kernel_size"], 1, d, tf_same=a["tf_padding"])
                 out.append(
                     Proposal(
                         f"{s.name}: dilation {d} where the spec has {a['dilation']}",

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import ops
 from ..ops import nchw_to_nhwc, softmax
-from ..trace import Step
+from ..trace import Step, internal_layout
 from ..warnings import NpMnV2Warning
 from .align import Match, align
 from .causes import CATALOGUE, Context, Proposal
@@ -40,11 +40,6 @@ LOCAL_NOISE = 16.0
 CAUSE_SHARE = 0.05
 QUANT_LOCAL = 1.5  # a quantized peer's op is wrong on its own when rms(local error) > 1.5 quantization steps
 VANISHING = 1e-3  # a reference whose block outputs stay below this in magnitude cannot show a bug
-
-
-def _internal(a: np.ndarray) -> np.ndarray:
-    """A public tensor (NCHW, or (N, L)) in the forward's NHWC layout."""
-    return nchw_to_nhwc(a) if a.ndim == 4 else a[:, None, None, :]
 
 
 def _public(step: Step, a: np.ndarray) -> np.ndarray:
@@ -142,7 +137,7 @@ def run_check(
     report_warnings = _vanishing(trace)
     matches, unmatched = align(steps, run)
     matched = {m.step.name for m in matches}
-    peer_values = {m.step.name: _internal(m.value) if not m.softmax else None for m in matches}
+    peer_values = {m.step.name: internal_layout(m.value) if not m.softmax else None for m in matches}
     pixels = nchw_to_nhwc(np.asarray(pixel_values, np.float64))
     replay = _Replay(steps)
     rows: list[Row] = []
@@ -216,7 +211,7 @@ def _upsample_step(logits: Step, size: tuple[int, int]) -> Step:
     (align_corners=False), for ports whose model ends with that resize."""
     from ..ops import resize_bilinear
 
-    internal = _internal(logits.output)
+    internal = internal_layout(logits.output)
     up = resize_bilinear(internal, tuple(size), align_corners=False)
     public = up.transpose(0, 3, 1, 2)
     return Step(
@@ -308,7 +303,9 @@ def _diagnose(
         baseline = softmax(baseline)
     scale = _rms(target) or 1.0
     base = _rms(baseline - target) / scale
-    ctx = Context(config, "pixel_values" in frontier, seen, _internal(target) if not m.softmax else target, m.step.name)
+    ctx = Context(
+        config, "pixel_values" in frontier, seen, internal_layout(target) if not m.softmax else target, m.step.name
+    )
     found = []
     for cause_id, hypothesis in CATALOGUE.items():
         for proposal in hypothesis(group, ctx):
