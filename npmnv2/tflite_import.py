@@ -26,6 +26,8 @@ import numpy as np
 from .architecture import HEAD_EPS, backbone_spec
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .formats.errors import WeightFileError, regular_file
+from .formats.tflite_structure import check_structure, options_vector_ok
+from .formats.tflite_validate import OPTIONS_TYPE, validate
 from .ops.quantization import QuantParams
 from .state_dict import identity_batch_norm, infer_config
 
@@ -78,18 +80,27 @@ _BUILTIN_NAMES: dict[int, str] = {}
 
 
 class TFLiteGraph:
-    """The parts of a TFLite flatbuffer the import needs, as plain Python values."""
+    """The parts of a TFLite flatbuffer the import needs, as plain Python values.
+
+    Reading it checks it first: `check_structure` (every table, vector and string inside the
+    file) before any field is read, then `validate` (indices, types, options, quantization,
+    shapes and int32 bounds; see `npmnv2.formats.tflite_validate`) before anything computes on it
+    or hands it to the TFLite interpreter.
+    """
 
     def __init__(self, path: Path) -> None:
         tflite = _import_tflite()
-        self.path, self.buf = regular_file(path, "TFLite file"), path.read_bytes()
+        self.path = regular_file(path, "TFLite file")
         self.where = f"TFLite file {str(path)!r}"
+        self.buf = _read_bounded(self.path, self.where)
+        check_structure(self.buf, self.where)
         try:
-            if len(self.buf) < 8 or self.buf[4:8] != b"TFL3":
-                raise ValueError("missing the TFL3 identifier")
             self.model = tflite.Model.GetRootAsModel(self.buf, 0)
+            if self.model.SubgraphsLength() < 1:
+                raise WeightFileError(f"{self.where} has no subgraph: it holds no model.")
             self.graph = self.model.Subgraphs(0)
             self.ops = [self._op(i) for i in range(self.graph.OperatorsLength())]
+            validate(self)
         except WeightFileError:
             raise
         except Exception as err:  # flatbuffers raise assorted errors on garbage
@@ -98,32 +109,55 @@ class TFLiteGraph:
             ) from None
 
     def _op(self, i: int) -> dict[str, Any]:
+        """Op i as a record: its type, tensor indices, options type and the options it carries
+        (TFLite's defaults when it carries none)."""
         tflite = _import_tflite()
         op = self.graph.Operators(i)
+        n_codes = self.model.OperatorCodesLength()
+        if not 0 <= op.OpcodeIndex() < n_codes:
+            raise WeightFileError(
+                f"{self.where}: op {i} has opcode_index {op.OpcodeIndex()}, outside the file's {n_codes} operator "
+                "codes."
+            )
         code = self.model.OperatorCodes(op.OpcodeIndex())
         builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        inputs = [op.Inputs(j) for j in range(op.InputsLength())]
-        record = {
-            "type": _builtin_names(tflite).get(builtin, str(builtin)),
-            "inputs": inputs,
-            "outputs": [op.Outputs(j) for j in range(op.OutputsLength())],
+        kind = _builtin_names(tflite).get(builtin, f"builtin op {builtin}")
+        record: dict[str, Any] = {
+            "type": kind,
+            "inputs": [int(v) for v in op.InputsAsNumpy()] if op.InputsLength() else [],
+            "outputs": [int(v) for v in op.OutputsAsNumpy()] if op.OutputsLength() else [],
+            "options_type": op.BuiltinOptionsType(),
         }
+        allowed = OPTIONS_TYPE.get(kind)
+        if allowed is not None and record["options_type"] not in allowed:
+            raise WeightFileError(
+                f"{self.where}: op {i} {kind}: builtin_options_type is {record['options_type']}; a {kind} carries "
+                f"options type {' or '.join(map(str, allowed))}."
+            )
         table = op.BuiltinOptions()
 
         def options_of(cls: Any) -> Any:
             options = cls()
-            options.Init(table.Bytes, table.Pos)
+            if table is not None:
+                options.Init(table.Bytes, table.Pos)
             return options
 
-        kind = record["type"]
-        if kind == "FULLY_CONNECTED":
-            record.update(activation=options_of(tflite.FullyConnectedOptions).FusedActivationFunction())
-        elif kind == "ADD" and table is not None:
+        if kind == "FULLY_CONNECTED" and table is not None:
+            o = options_of(tflite.FullyConnectedOptions)
+            record.update(
+                activation=o.FusedActivationFunction(),
+                keep_num_dims=bool(o.KeepNumDims()),
+                weights_format=o.WeightsFormat(),
+                asymmetric=bool(o.AsymmetricQuantizeInputs()),
+            )
+        elif kind in ("FULLY_CONNECTED", "ADD") and table is None:
+            record.update(activation=0)
+        elif kind == "ADD":
             record.update(activation=options_of(tflite.AddOptions).FusedActivationFunction())
         elif kind == "AVERAGE_POOL_2D":
             o = options_of(tflite.Pool2DOptions)
             record.update(
-                padding=_PADDING.get(o.Padding()),
+                padding=_PADDING.get(o.Padding(), o.Padding()),
                 stride=(o.StrideH(), o.StrideW()),
                 filter=(o.FilterHeight(), o.FilterWidth()),
                 activation=o.FusedActivationFunction(),
@@ -138,21 +172,26 @@ class TFLiteGraph:
             record.update(axis=o.Axis(), activation=o.FusedActivationFunction())
         elif kind == "MEAN":
             record.update(keep_dims=bool(options_of(tflite.ReducerOptions).KeepDims()))
-        if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            cls = tflite.Conv2DOptions if record["type"] == "CONV_2D" else tflite.DepthwiseConv2DOptions
-            options = cls()
-            table = op.BuiltinOptions()
-            options.Init(table.Bytes, table.Pos)
+        elif kind == "RESHAPE" and table is not None:
+            options_vector_ok(self.buf, self.where, table.Pos, 0, 4)
+            o = options_of(tflite.ReshapeOptions)
+            record.update(new_shape=[int(v) for v in o.NewShapeAsNumpy()] if o.NewShapeLength() else [])
+        elif kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            o = options_of(tflite.Conv2DOptions if kind == "CONV_2D" else tflite.DepthwiseConv2DOptions)
             record.update(
-                padding=_PADDING.get(options.Padding()),
-                stride=(options.StrideH(), options.StrideW()),
-                dilation=(options.DilationHFactor(), options.DilationWFactor()),
-                activation=options.FusedActivationFunction(),
+                padding=_PADDING.get(o.Padding(), o.Padding()),
+                stride=(o.StrideH(), o.StrideW()),
+                dilation=(o.DilationHFactor(), o.DilationWFactor()),
+                activation=o.FusedActivationFunction(),
             )
+            if kind == "DEPTHWISE_CONV_2D":
+                record.update(depth_multiplier=o.DepthMultiplier())
         return record
 
     def name(self, t: int) -> str:
-        return self.graph.Tensors(t).Name().decode()
+        """Tensor t's name (bytes that are not UTF-8 are replaced, never an error)."""
+        name = self.graph.Tensors(t).Name()
+        return "" if name is None else name.decode("utf-8", "replace")
 
     def shape(self, t: int) -> tuple[int, ...]:
         return (
@@ -193,21 +232,56 @@ class TFLiteGraph:
 
     def labels(self) -> list[str] | None:
         """Label names from the TFLite metadata: a zip appended to the flatbuffer. None when the file
-        has no such zip; an error when its metadata says it has one that cannot be read (truncated)."""
+        has no such zip; an error when its metadata says it has one that cannot be read (truncated),
+        or one larger than MAX_LABEL_BYTES once decompressed, or with more than MAX_LABELS lines."""
         names = [self.model.Metadata(i).Name() for i in range(self.model.MetadataLength())]
         if b"TFLITE_METADATA" not in names or b"PK\x03\x04" not in self.buf:
             return None
         try:
             with zipfile.ZipFile(io.BytesIO(self.buf)) as archive:
-                texts = [n for n in archive.namelist() if n.endswith(".txt")]
-                if texts:
-                    return archive.read(texts[0]).decode("utf-8").splitlines()
-        except (zipfile.BadZipFile, EOFError, UnicodeDecodeError, ValueError) as err:
+                texts = [info for info in archive.infolist() if info.filename.endswith(".txt")]
+                if not texts:
+                    return None
+                info = texts[0]
+                if info.file_size > MAX_LABEL_BYTES:
+                    raise WeightFileError(
+                        f"{self.where}: its label file {info.filename!r} declares {info.file_size:,} bytes; npmnv2 "
+                        f"reads label files of at most {MAX_LABEL_BYTES:,} bytes."
+                    )
+                with archive.open(info) as member:
+                    data = member.read(info.file_size + 1)
+                if len(data) > info.file_size:
+                    raise WeightFileError(f"{self.where}: its label file {info.filename!r} is larger than it declares.")
+                lines = data.decode("utf-8").splitlines()
+        except (zipfile.BadZipFile, EOFError, UnicodeDecodeError, ValueError, NotImplementedError) as err:
+            if isinstance(err, WeightFileError):
+                raise
             raise WeightFileError(
                 f"{self.where} carries label metadata (a zip after the model) that cannot be read ({err}); the "
                 "file is truncated or corrupt. Download it again."
             ) from None
-        return None
+        if len(lines) > MAX_LABELS:
+            raise WeightFileError(f"{self.where}: its label file has {len(lines):,} lines; at most {MAX_LABELS:,}.")
+        return lines
+
+
+MAX_TFLITE_BYTES = 1 << 28  # 256 MiB: a MobileNetV2 is 2-14 MB
+MAX_LABEL_BYTES = 1 << 22  # 4 MiB of labels, decompressed
+MAX_LABELS = 100_000
+
+
+def _read_bounded(path: Path, where: str) -> bytes:
+    """The file's bytes, refused when it is larger than MAX_TFLITE_BYTES."""
+    size = path.stat().st_size
+    if size > MAX_TFLITE_BYTES:
+        raise WeightFileError(
+            f"{where} is {size:,} bytes; npmnv2 reads TFLite MobileNetV2 files of at most {MAX_TFLITE_BYTES:,} bytes."
+        )
+    with path.open("rb") as f:
+        data = f.read(size + 1)  # read(n) reserves n bytes first: ask for what the file holds
+    if len(data) > size:
+        raise WeightFileError(f"{where} grew while it was read; give a finished file.")
+    return data
 
 
 def _conv_tensors(graph: TFLiteGraph, op: dict[str, Any], hf: str, kind: str) -> dict[str, np.ndarray]:

@@ -111,7 +111,7 @@ def test_convert_tflite_to_a_transformers_folder(tmp_path, coral_dir):
         ),
         (["classify", "{cat}", "--weights", "{notimage}"], "unknown weight file type"),
         (["segment", "{cat}", "--weights", "{tflite}", "-o", "{out}"], "have no segmentation head"),
-        (["convert", "{broken}", "{out}"], "is not a readable TFLite model"),
+        (["convert", "{broken}", "{out}"], "is not a valid TFLite flatbuffer"),
     ],
 )
 def test_errors_are_one_line_without_traceback(tmp_path, coral_dir, tflite, args, message):

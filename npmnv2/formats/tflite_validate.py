@@ -1,0 +1,678 @@
+"""One validator for every TFLite graph npmnv2 reads, run before any computation and before any
+call into the TFLite interpreter.
+
+The rule: whatever the interpreter refuses, npmnv2 refuses, with a message naming the op, the
+tensor and the field; whatever npmnv2 accepts, its integer model computes exactly as the
+interpreter's reference kernels do. Where the interpreter's int32 arithmetic could overflow
+(an accumulator, a left shift before a requantization), the file is refused: the checks below
+bound every such value from the stored weights and the input's integer range.
+
+`validate(graph)` checks, in order:
+1. the model: schema version 3, one subgraph, one input, its lists (indices in range);
+2. the op codes: builtin ops npmnv2 implements, no custom ops;
+3. every tensor: a type npmnv2 reads, a positive shape under MAX_ELEMENTS, constant data of
+   exactly the declared size or none, not both constant and variable, and its quantization
+   (scales finite and > 0, zero points in the type's range, per-channel arrays as long as the
+   quantized dimension, one scale on activations, no quantization on float tensors);
+4. the graph: op indices in range, one writer per tensor, no op writing a constant or the
+   input, every op reading only constants, the input or outputs of earlier ops (no cycles);
+5. each op: its options table of the right type, its inputs' and output's types per role,
+   strides and dilations in 1..MAX_STRIDE and equal in both directions, the output shape it
+   would compute equal to the declared one, bias scale = input scale x weight scale, the
+   requantization multipliers within what TFLite's integer kernels compute without overflow,
+   resize sizes bounded.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .errors import WeightFileError
+
+SCHEMA_VERSION = 3
+MAX_ELEMENTS = 1 << 25  # elements of any one tensor (33.5M; DeepLabV3 at 513 needs 5.5M)
+MAX_STRIDE = 16  # strides, dilations and pooling windows: MobileNetV2 uses 1, 2 and dilations up to 4
+MAX_RESIZE = 4096  # a RESIZE_BILINEAR output side
+MAX_REQUANTIZED = 2**31 - 1  # |value| a requantization may see, after TFLite's left shift
+# TFLite's bias-scale check (kernel_util.cc, GetQuantizedConvolutionMultipler): |input scale x
+# weight scale - bias scale| / output scale <= 0.02. npmnv2 also asks the two to agree to 1e-5 of
+# their size (real files agree to 1e-7): a bias on another scale is a broken file either way.
+BIAS_SCALE_TOLERANCE = 0.02
+BIAS_SCALE_RELATIVE = 1e-5
+
+QUANTIZED_TYPES = (np.dtype(np.uint8), np.dtype(np.int8))
+ZERO_POINT_RANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
+FUSED = {0: None, 1: "relu", 3: "relu6"}  # fused activations npmnv2 computes (TFLite's enum)
+# Builtin options type each op must carry (schema.fbs BuiltinOptions); None: the op may also have
+# none, and TFLite's defaults apply.
+OPTIONS_TYPE = {
+    "CONV_2D": (1,),
+    "DEPTHWISE_CONV_2D": (2,),
+    "AVERAGE_POOL_2D": (5,),
+    "FULLY_CONNECTED": (8, 0),
+    "SOFTMAX": (9,),
+    "CONCATENATION": (10,),
+    "ADD": (11, 0),
+    "RESIZE_BILINEAR": (15,),
+    "RESHAPE": (17, 0),
+    "MEAN": (27,),
+    "ARG_MAX": (40, 0),
+    "QUANTIZE": (0,),
+}
+INPUT_COUNTS = {
+    "CONV_2D": (3,),
+    "DEPTHWISE_CONV_2D": (3,),
+    "FULLY_CONNECTED": (3,),
+    "ADD": (2,),
+    "AVERAGE_POOL_2D": (1,),
+    "MEAN": (2,),
+    "RESHAPE": (1, 2),
+    "SOFTMAX": (1,),
+    "RESIZE_BILINEAR": (2,),
+    "CONCATENATION": tuple(range(2, 9)),
+    "QUANTIZE": (1,),
+    "ARG_MAX": (2,),
+}
+
+
+class _Op:
+    """One op being checked: its record, and how to name it in a message."""
+
+    def __init__(self, graph: Any, index: int) -> None:
+        self.graph, self.index, self.record = graph, index, graph.ops[index]
+        self.type = self.record["type"]
+        self.inputs, self.outputs = self.record["inputs"], self.record["outputs"]
+        # A float op (float32 activations, as in a float .tflite the float importer reads) is checked
+        # for types, options and shapes; the integer checks apply to quantized ops only.
+        first = self.inputs[0] if self.type == "ARG_MAX" else self.outputs[0]
+        self.float = graph.type_of(first) == np.dtype(np.float32)
+
+    def fail(self, message: str, tensor: int | None = None) -> None:
+        out = self.outputs[0] if tensor is None and self.outputs else tensor
+        named = f" (tensor {self.graph.name(out)!r})" if out is not None and out >= 0 else ""
+        raise WeightFileError(f"{self.graph.where}: op {self.index} {self.type}{named}: {message}.")
+
+
+def validate(graph: Any) -> None:
+    """Refuse `graph` (a `TFLiteGraph`) with a WeightFileError naming the op, tensor and field of
+    the first problem; see the module docstring for what is checked."""
+    _check_model(graph)
+    constants = _check_tensors(graph)
+    _check_wiring(graph, constants)
+    for index in range(len(graph.ops)):
+        op = _Op(graph, index)
+        _check_options_and_types(op)
+        CHECKS[op.type](op)
+
+
+def _fail(graph: Any, message: str) -> None:
+    raise WeightFileError(f"{graph.where}: {message}.")
+
+
+def _check_model(graph: Any) -> None:
+    model = graph.model
+    if model.Version() != SCHEMA_VERSION:
+        _fail(graph, f"schema version {model.Version()}; TFLite reads version {SCHEMA_VERSION} only")
+    if model.SubgraphsLength() != 1:
+        _fail(graph, f"{model.SubgraphsLength()} subgraphs; a MobileNetV2 file has exactly one")
+    sub = graph.graph
+    n = sub.TensorsLength()
+    if sub.InputsLength() != 1:
+        _fail(graph, f"{sub.InputsLength()} graph inputs; npmnv2 runs models with one input (the image)")
+    if sub.OutputsLength() < 1:
+        _fail(graph, "no graph outputs")
+    for kind, count, get in (("input", sub.InputsLength(), sub.Inputs), ("output", sub.OutputsLength(), sub.Outputs)):
+        for i in range(count):
+            if not 0 <= get(i) < n:
+                _fail(graph, f"graph {kind} {i} is tensor index {get(i)}, outside the {n} tensors")
+    for i in range(model.OperatorCodesLength()):
+        code = model.OperatorCodes(i)
+        if code.CustomCode() is not None:
+            name = code.CustomCode().decode("utf-8", "replace")
+            _fail(graph, f"operator code {i} is the custom op {name!r}; npmnv2 runs builtin ops only")
+
+
+def _check_tensors(graph: Any) -> set[int]:
+    """Check every tensor on its own; returns the indices of the constant ones."""
+    constants = set()
+    n_buffers = graph.model.BuffersLength()
+    for t in range(graph.graph.TensorsLength()):
+        tensor = graph.graph.Tensors(t)
+        name = graph.name(t)
+        where = f"tensor {t} {name!r}"
+        dtype = graph.type_of(t)
+        if dtype is None:
+            _fail(
+                graph,
+                f"{where} has type code {tensor.Type()}, which npmnv2 does not read (it reads "
+                "float32, float16, int32, int64, uint8 and int8)",
+            )
+        shape = tuple(int(s) for s in tensor.ShapeAsNumpy()) if tensor.ShapeLength() else ()
+        if any(s < 1 for s in shape):
+            _fail(graph, f"{where} has shape {shape}; every dimension must be at least 1")
+        if math.prod(shape) > MAX_ELEMENTS:
+            _fail(
+                graph,
+                f"{where} has shape {shape}, {math.prod(shape):,} elements; npmnv2 reads at most "
+                f"{MAX_ELEMENTS:,} per tensor",
+            )
+        if not 0 <= tensor.Buffer() < n_buffers:
+            _fail(graph, f"{where} uses buffer {tensor.Buffer()}, outside the file's {n_buffers} buffers")
+        size = graph.model.Buffers(tensor.Buffer()).DataLength()
+        if size:
+            if size != math.prod(shape) * dtype.itemsize:
+                _fail(
+                    graph,
+                    f"{where} holds {size} bytes of data; shape {shape} of {dtype} needs "
+                    f"{math.prod(shape) * dtype.itemsize}",
+                )
+            if tensor.IsVariable():
+                _fail(graph, f"{where} is both constant (it holds data) and variable")
+            constants.add(t)
+        _check_quantization(graph, t, where, dtype, shape)
+    return constants
+
+
+def _check_quantization(graph: Any, t: int, where: str, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    q = graph.graph.Tensors(t).Quantization()
+    if q is None or q.ScaleLength() == 0:
+        if q is not None and q.ZeroPointLength():
+            _fail(graph, f"{where} has {q.ZeroPointLength()} zero points but no scale")
+        return
+    if dtype.kind == "f":
+        _fail(
+            graph,
+            f"{where} is {dtype} but carries quantization parameters; a float tensor has none "
+            "(npmnv2 does not guess whether its values are real numbers or integers)",
+        )
+    scale, zero_point = q.ScaleAsNumpy(), q.ZeroPointAsNumpy() if q.ZeroPointLength() else np.zeros(0, np.int64)
+    if len(zero_point) != len(scale):
+        _fail(graph, f"{where} has {len(scale)} scales and {len(zero_point)} zero points; the counts must match")
+    bad = ~(np.isfinite(scale) & (scale > 0))
+    if bad.any():
+        _fail(graph, f"{where} has scale {scale[bad][0]!r}; every scale must be finite and > 0")
+    low, high = ZERO_POINT_RANGE.get(dtype, (0, 0))  # int32 (bias), int64: zero point 0
+    out = (zero_point < low) | (zero_point > high)
+    if out.any():
+        _fail(graph, f"{where} ({dtype}) has zero point {int(zero_point[out][0])}; it must lie in [{low}, {high}]")
+    if len(scale) > 1:
+        axis = q.QuantizedDimension()
+        if not 0 <= axis < len(shape) or shape[axis] != len(scale):
+            _fail(
+                graph,
+                f"{where} has {len(scale)} per-channel scales on dimension {axis} of shape {shape}; "
+                "there must be one per entry of that dimension",
+            )
+
+
+def _check_wiring(graph: Any, constants: set[int]) -> None:
+    """Indices in range; one writer per tensor; each op reads constants, the graph input or
+    outputs of earlier ops (so there is no cycle and no op reads its own output)."""
+    n = graph.graph.TensorsLength()
+    n_codes = graph.model.OperatorCodesLength()
+    graph_input = graph.graph.Inputs(0)
+    if graph_input in constants:
+        _fail(graph, f"the graph input, tensor {graph.name(graph_input)!r}, holds constant data")
+    available = set(constants) | {graph_input}
+    written: dict[int, int] = {}
+    for index in range(len(graph.ops)):
+        op = _Op(graph, index)
+        code = graph.graph.Operators(index).OpcodeIndex()
+        if not 0 <= code < n_codes:
+            op.fail(f"opcode_index {code} is outside the file's {n_codes} operator codes", tensor=-1)
+        if op.type not in CHECKS:
+            op.fail(f"npmnv2 does not implement this op; it runs {', '.join(CHECKS)}", tensor=-1)
+        optional = {2} if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") else set()
+        for position, t in enumerate(op.inputs):
+            if t == -1 and position in optional:
+                continue
+            if not 0 <= t < n:
+                op.fail(f"input {position} is tensor index {t}, outside the {n} tensors", tensor=-1)
+            if t not in available:
+                op.fail(
+                    f"input {position}, tensor {graph.name(t)!r}, is neither a constant, the graph input nor "
+                    "the output of an earlier op (a cycle, or ops out of order)",
+                    tensor=-1,
+                )
+        if len(op.outputs) != 1:
+            op.fail(f"{len(op.outputs)} outputs; it has exactly one", tensor=-1)
+        out = op.outputs[0]
+        if not 0 <= out < n:
+            op.fail(f"output is tensor index {out}, outside the {n} tensors", tensor=-1)
+        if out in constants or out == graph_input:
+            op.fail("writes a tensor that is a constant or the graph input")
+        if out in written:
+            op.fail(f"writes the same tensor as op {written[out]}; each tensor has one writer")
+        written[out] = index
+        available.add(out)
+    for i in range(graph.graph.OutputsLength()):
+        t = graph.graph.Outputs(i)
+        if t not in written:
+            _fail(graph, f"graph output {i}, tensor {graph.name(t)!r}, is written by no op")
+
+
+def _check_options_and_types(op: _Op) -> None:
+    options_type = op.record["options_type"]
+    if options_type not in OPTIONS_TYPE[op.type]:
+        op.fail(
+            f"builtin_options_type is {options_type}; a {op.type} carries options type "
+            f"{' or '.join(map(str, OPTIONS_TYPE[op.type]))}"
+        )
+    if len(op.inputs) not in INPUT_COUNTS[op.type]:
+        op.fail(f"{len(op.inputs)} inputs; a {op.type} has {' or '.join(map(str, INPUT_COUNTS[op.type]))}")
+    activation = op.record.get("activation", 0)
+    if activation not in FUSED:
+        op.fail(f"fused activation code {activation}; npmnv2 computes NONE (0), RELU (1) and RELU6 (3)")
+
+
+# ============================================================================ per-op checks
+
+
+def _type(op: _Op, t: int) -> np.dtype:
+    return op.graph.type_of(t)
+
+
+def _shape(op: _Op, t: int) -> tuple[int, ...]:
+    return op.graph.shape(t)
+
+
+def _quantized_activation(op: _Op, t: int, role: str) -> Any:
+    """The per-tensor quantization of an activation tensor, checked: uint8 or int8, one scale
+    (None for a float op's float32 tensor)."""
+    if op.float:
+        if _type(op, t) != np.dtype(np.float32):
+            op.fail(f"its {role} is {_type(op, t)} in a float op; a float op reads and writes float32", tensor=t)
+        return None
+    if _type(op, t) not in QUANTIZED_TYPES:
+        op.fail(f"its {role} is {_type(op, t)}; npmnv2 runs uint8 and int8 activations", tensor=t)
+    q = op.graph.quantization(t)
+    if q is None:
+        op.fail(f"its {role} is not quantized", tensor=t)
+    if q.scale.size != 1:
+        op.fail(f"its {role} carries {q.scale.size} scales; an activation has one", tensor=t)
+    return q
+
+
+def _constant(op: _Op, t: int, role: str) -> np.ndarray:
+    if op.graph.model.Buffers(op.graph.graph.Tensors(t).Buffer()).DataLength() == 0:
+        op.fail(f"its {role} is not a constant", tensor=t)
+    return op.graph.raw(t)
+
+
+def _same_type_in_out(op: _Op, x: int, out: int) -> None:
+    if _type(op, x) != _type(op, out):
+        op.fail(f"reads {_type(op, x)} and writes {_type(op, out)}; the types must be the same")
+
+
+def _expect_shape(op: _Op, computed: tuple[int, ...]) -> None:
+    declared = _shape(op, op.outputs[0])
+    if tuple(declared) != tuple(computed):
+        op.fail(f"its output is declared {tuple(declared)} but the op computes {tuple(computed)}")
+
+
+def _window(op: _Op, field: str) -> int:
+    h, w = op.record[field]
+    if h != w:
+        op.fail(f"{field} is ({h}, {w}); npmnv2 runs equal {field}s in both directions")
+    if not 1 <= h <= MAX_STRIDE:
+        op.fail(f"{field} is {h}; it must be between 1 and {MAX_STRIDE}")
+    return h
+
+
+def _spatial(op: _Op, size: int, kernel: int, stride: int, dilation: int) -> int:
+    effective = (kernel - 1) * dilation + 1
+    if op.record["padding"] == "SAME":
+        return -(-size // stride)
+    if op.record["padding"] != "VALID":
+        op.fail(f"padding code {op.record['padding']!r}; TFLite knows SAME (0) and VALID (1)")
+    if effective > size:
+        op.fail(f"a VALID window of {effective} does not fit its input of {size}")
+    return (size - effective) // stride + 1
+
+
+def _input_bound(op: _Op, t: int) -> int:
+    """The largest |q - zero_point| an activation tensor can hold."""
+    low, high = ZERO_POINT_RANGE[_type(op, t)]
+    zp = op.graph.quantization(t).tensor_zero_point
+    return max(zp - low, high - zp)
+
+
+def _check_weighted(op: _Op) -> None:
+    """CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED: roles, shapes, scales, and int32 bounds."""
+    x, w, b, out = op.inputs[0], op.inputs[1], op.inputs[2], op.outputs[0]
+    xq, oq = _quantized_activation(op, x, "input"), _quantized_activation(op, out, "output")
+    _same_type_in_out(op, x, out)
+    weights = _constant(op, w, "weight tensor")
+    if op.float:
+        _check_float_weighted(op, weights)
+        return
+    if weights.dtype != _type(op, x):
+        op.fail(
+            f"its weights are {weights.dtype} and its input {_type(op, x)}; TFLite's quantized kernels take "
+            "weights of the input's type",
+            tensor=w,
+        )
+    wq = op.graph.quantization(w)
+    if wq is None:
+        op.fail("its weights are not quantized", tensor=w)
+    channel_axis = {"DEPTHWISE_CONV_2D": 3}.get(op.type, 0)
+    n_out = weights.shape[channel_axis] if weights.ndim > channel_axis else 0
+    if wq.scale.size > 1:
+        if weights.dtype != np.int8:
+            op.fail("its weights are per-channel uint8; TFLite quantizes per channel in int8 only", tensor=w)
+        if wq.axis != channel_axis:
+            op.fail(
+                f"its weights are quantized along dimension {wq.axis}; a {op.type} quantizes along its output "
+                f"channels, dimension {channel_axis}",
+                tensor=w,
+            )
+    if weights.dtype == np.int8 and np.any(wq.zero_point != 0):
+        op.fail("its int8 weights have a nonzero zero point; TFLite's int8 kernels need 0", tensor=w)
+    shape_x = _shape(op, x)
+    if op.type == "FULLY_CONNECTED":
+        if weights.ndim != 2:
+            op.fail(f"its weights have shape {weights.shape}; a FULLY_CONNECTED takes (outputs, inputs)", tensor=w)
+        if op.record.get("keep_num_dims") or op.record.get("weights_format") or op.record.get("asymmetric"):
+            op.fail(
+                "keep_num_dims, weights_format or asymmetric_quantize_inputs is set; npmnv2 runs the default "
+                "FULLY_CONNECTED"
+            )
+        size = math.prod(shape_x)
+        if size % weights.shape[1]:
+            op.fail(f"its input of {size} values is not a multiple of the weights' {weights.shape[1]} inputs")
+        _expect_shape(op, (size // weights.shape[1], weights.shape[0]))
+        fan_in = weights.reshape(weights.shape[0], -1)
+    else:
+        if len(shape_x) != 4 or weights.ndim != 4:
+            op.fail(f"input {shape_x} and weights {weights.shape} must both be 4-D (NHWC, and OHWI or 1HWC)")
+        stride, dilation = _window(op, "stride"), _window(op, "dilation")
+        _, kh, kw, _ = weights.shape
+        if kh != kw:
+            op.fail(f"its kernel is {kh}x{kw}; npmnv2 runs square kernels", tensor=w)
+        n, h, wd, c = shape_x
+        if op.type == "CONV_2D":
+            if weights.shape[3] != c:
+                op.fail(f"its weights take {weights.shape[3]} input channels but its input has {c}", tensor=w)
+            fan_in = weights.reshape(weights.shape[0], -1)
+        else:
+            if weights.shape[0] != 1 or weights.shape[3] != c or op.record.get("depth_multiplier") not in (0, 1):
+                op.fail(
+                    f"weights {weights.shape} and depth_multiplier {op.record.get('depth_multiplier')} on an "
+                    f"input of {c} channels; npmnv2 runs depth multiplier 1 (weights (1, KH, KW, {c}))",
+                    tensor=w,
+                )
+            fan_in = weights.reshape(-1, c).T
+        _expect_shape(op, (n, _spatial(op, h, kh, stride, dilation), _spatial(op, wd, kw, stride, dilation), n_out))
+    if wq.scale.size not in (1, n_out):
+        op.fail(f"its weights have {wq.scale.size} scales for {n_out} output channels", tensor=w)
+    bias = None
+    if b >= 0:
+        bias = _constant(op, b, "bias")
+        bq = op.graph.quantization(b)
+        if bias.dtype != np.int32 or bias.shape != (n_out,):
+            op.fail(f"its bias is {bias.dtype} {bias.shape}; it must be int32 ({n_out},)", tensor=b)
+        if bq is None or bq.scale.size != wq.scale.size:
+            op.fail(f"its bias must carry {wq.scale.size} scale(s), one per weight scale", tensor=b)
+        product = xq.tensor_scale * wq.scale
+        diff = np.abs(product - bq.scale)
+        if np.any(diff / oq.tensor_scale > BIAS_SCALE_TOLERANCE) or np.any(diff > BIAS_SCALE_RELATIVE * product):
+            i = int(np.argmax(diff / product))
+            op.fail(f"its bias scale {bq.scale[i]:.6g} is not input scale x weight scale = {product[i]:.6g}", tensor=b)
+    # int32 bounds: the accumulator sum((x - zx)(w - zw)) + bias, then TFLite's left shift.
+    zw = wq.zero_point.reshape(-1, 1) if wq.scale.size > 1 else wq.zero_point[0]
+    weight_sums = np.abs(fan_in.astype(np.int64) - zw).sum(axis=1)
+    bound = weight_sums * _input_bound(op, x) + (np.abs(bias.astype(np.int64)) if bias is not None else 0)
+    if np.any(bound > MAX_REQUANTIZED):
+        channel = int(np.argmax(bound))
+        op.fail(
+            f"output channel {channel} can accumulate {int(bound[channel]):,}, beyond int32; TFLite's int32 "
+            "accumulator would wrap, so npmnv2 refuses the file"
+        )
+    multiplier = xq.tensor_scale * wq.scale / oq.tensor_scale
+    _check_requantization(op, bound, multiplier)
+
+
+def _check_float_weighted(op: _Op, weights: np.ndarray) -> None:
+    """A float conv or FC: float32 weights and bias, finite, and the output shape."""
+    w, b = op.inputs[1], op.inputs[2]
+    if weights.dtype != np.float32 or not np.all(np.isfinite(weights)):
+        op.fail(f"a float op needs finite float32 weights; they are {weights.dtype}", tensor=w)
+    n_out = weights.shape[3 if op.type == "DEPTHWISE_CONV_2D" else 0]
+    if b >= 0:
+        bias = _constant(op, b, "bias")
+        if bias.dtype != np.float32 or bias.shape != (n_out,) or not np.all(np.isfinite(bias)):
+            op.fail(f"its bias is {bias.dtype} {bias.shape}; a float op needs finite float32 ({n_out},)", tensor=b)
+    shape_x = _shape(op, op.inputs[0])
+    if op.type == "FULLY_CONNECTED":
+        size = math.prod(shape_x)
+        if weights.ndim != 2 or size % weights.shape[1]:
+            op.fail(f"weights {weights.shape} do not fit an input of {size} values", tensor=w)
+        _expect_shape(op, (size // weights.shape[1], weights.shape[0]))
+        return
+    if len(shape_x) != 4 or weights.ndim != 4:
+        op.fail(f"input {shape_x} and weights {weights.shape} must both be 4-D (NHWC, and OHWI or 1HWC)")
+    stride, dilation = _window(op, "stride"), _window(op, "dilation")
+    n, h, wd, c = shape_x
+    kh = weights.shape[1]
+    if weights.shape[3] != c or (op.type == "DEPTHWISE_CONV_2D" and weights.shape[0] != 1):
+        op.fail(f"weights {weights.shape} do not fit an input of {c} channels", tensor=w)
+    _expect_shape(
+        op, (n, _spatial(op, h, kh, stride, dilation), _spatial(op, wd, weights.shape[2], stride, dilation), n_out)
+    )
+
+
+def _check_requantization(op: _Op, bound: Any, multiplier: Any) -> None:
+    """TFLite multiplies by a real multiplier M as (M0, shift) with M0 in [2^30, 2^31); for M >= 1
+    it first shifts the int32 value left by `shift`, which overflows unless bound * 2^shift < 2^31."""
+    multiplier = np.asarray(multiplier, np.float64)
+    if not np.all(np.isfinite(multiplier)):
+        op.fail("its requantization multiplier is not finite (an output scale of 0 or a huge input scale)")
+    shift = np.maximum(np.frexp(multiplier)[1], 0)
+    if np.any(np.asarray(bound, np.float64) * np.exp2(shift) > MAX_REQUANTIZED):
+        op.fail(
+            f"its requantization multiplier {float(np.max(multiplier)):.6g} (input scale / output scale) is so "
+            "large that TFLite's int32 shift would overflow; the output scale is too small"
+        )
+
+
+def _check_add(op: _Op) -> None:
+    a, b, out = op.inputs[0], op.inputs[1], op.outputs[0]
+    qa, qb, qo = (
+        _quantized_activation(op, t, role) for t, role in ((a, "first input"), (b, "second input"), (out, "output"))
+    )
+    _same_type_in_out(op, a, out)
+    _same_type_in_out(op, b, out)
+    if _shape(op, a) != _shape(op, b):
+        op.fail(f"adds shapes {_shape(op, a)} and {_shape(op, b)}; npmnv2 adds equal shapes (no broadcasting)")
+    _expect_shape(op, _shape(op, a))
+    if op.float:
+        return
+    # TFLite (add.cc): inputs shifted left by 20, scaled by s / (2 max(sa, sb)); the output
+    # multiplier 2 max(sa, sb) / (2^20 so) must lie in (0, 1) (QuantizeMultiplierSmallerThanOneExp).
+    twice_max = 2 * max(qa.tensor_scale, qb.tensor_scale)
+    output_multiplier = twice_max / (2**20 * qo.tensor_scale)
+    if not 0 < output_multiplier < 1:
+        op.fail(
+            f"its output scale {qo.tensor_scale:.6g} is below 2 x max(input scales) / 2^20 = {twice_max / 2**20:.6g}; "
+            "TFLite's ADD aborts on such a scale"
+        )
+
+
+def _check_average_pool(op: _Op) -> None:
+    x, out = op.inputs[0], op.outputs[0]
+    xq, oq = _quantized_activation(op, x, "input"), _quantized_activation(op, out, "output")
+    _same_type_in_out(op, x, out)
+    if xq is not None and (xq.tensor_scale, xq.tensor_zero_point) != (oq.tensor_scale, oq.tensor_zero_point):
+        op.fail("its input and output quantization differ; TFLite's quantized AVERAGE_POOL_2D needs them equal")
+    shape = _shape(op, x)
+    if len(shape) != 4:
+        op.fail(f"its input has shape {shape}; it takes NHWC")
+    stride, size = _window(op, "stride"), op.record["filter"]
+    if size[0] < 1 or size[1] < 1:
+        op.fail(f"its window is {size}; it must be at least 1x1")
+    if op.record["padding"] != "VALID" or tuple(size) != tuple(shape[1:3]):
+        op.fail(
+            f"a {size} window with {op.record['padding']} padding on a {shape[1:3]} input: npmnv2 implements "
+            "AVERAGE_POOL_2D only as a VALID pool over the whole feature map"
+        )
+    _expect_shape(op, (shape[0], 1, 1, shape[3]))
+    del stride
+
+
+def _check_mean(op: _Op) -> None:
+    x, out = op.inputs[0], op.outputs[0]
+    xq, oq = _quantized_activation(op, x, "input"), _quantized_activation(op, out, "output")
+    _same_type_in_out(op, x, out)
+    axes = _constant(op, op.inputs[1], "axis tensor")
+    shape = _shape(op, x)
+    if axes.dtype != np.int32 or sorted(int(a) % 4 for a in axes.ravel()) != [1, 2] or len(shape) != 4:
+        op.fail(
+            f"reduces axes {axes.ravel().tolist()} of a {shape} input; npmnv2 implements MEAN over H and W "
+            "(axes [1, 2]) of NHWC"
+        )
+    if not op.record["keep_dims"]:
+        op.fail("keep_dims is false; npmnv2 implements the global average pool, which keeps the dimensions")
+    _expect_shape(op, (shape[0], 1, 1, shape[3]))
+    if xq is not None:
+        _check_requantization(op, _input_bound(op, x) * shape[1] * shape[2], xq.tensor_scale / oq.tensor_scale)
+
+
+def _check_reshape(op: _Op) -> None:
+    x, out = op.inputs[0], op.outputs[0]
+    xq, oq = _quantized_activation(op, x, "input"), _quantized_activation(op, out, "output")
+    _same_type_in_out(op, x, out)
+    if xq is not None and (xq.tensor_scale, xq.tensor_zero_point) != (oq.tensor_scale, oq.tensor_zero_point):
+        op.fail("its input and output quantization differ; a RESHAPE moves integers unchanged")
+    if len(op.inputs) == 2:
+        new_shape = _constant(op, op.inputs[1], "shape tensor")
+        if new_shape.dtype != np.int32 or new_shape.ndim != 1:
+            op.fail(f"its shape tensor is {new_shape.dtype} {new_shape.shape}; it must be a 1-D int32 constant")
+        wanted = tuple(int(v) for v in new_shape)
+    else:
+        wanted = tuple(op.record.get("new_shape") or ())
+    if not wanted:
+        op.fail("its new shape is empty; give the output shape")
+    size = math.prod(_shape(op, x))
+    if wanted.count(-1) == 1 and all(v > 0 or v == -1 for v in wanted):
+        known = -math.prod(wanted)
+        wanted = tuple(size // known if v == -1 else v for v in wanted) if size % known == 0 else wanted
+    if any(v < 1 for v in wanted) or math.prod(wanted) != size:
+        op.fail(f"new shape {wanted} does not hold the input's {size} values")
+    _expect_shape(op, wanted)
+
+
+def _check_softmax(op: _Op) -> None:
+    x, out = op.inputs[0], op.outputs[0]
+    xq, oq = _quantized_activation(op, x, "input"), _quantized_activation(op, out, "output")
+    _same_type_in_out(op, x, out)
+    beta = op.record["beta"]
+    if not math.isfinite(beta) or beta <= 0:
+        op.fail(f"beta is {beta!r}; it must be finite and > 0")
+    shape = _shape(op, x)
+    if op.float:
+        _expect_shape(op, shape)
+        return
+    # TFLite (PreprocessSoftmaxScaling): beta x input scale x 2^26 must exceed 1 and stay finite.
+    if not 1 < beta * xq.tensor_scale * 2**26 < 2**31:
+        op.fail(
+            f"beta x input scale = {beta * xq.tensor_scale:.6g} is outside what TFLite's integer softmax takes "
+            "(2^-26 .. 2^5)"
+        )
+    low = ZERO_POINT_RANGE[_type(op, out)][0]
+    if oq.tensor_scale != 1 / 256 or oq.tensor_zero_point != low:
+        op.fail(
+            f"its output has scale {oq.tensor_scale:.6g} and zero point {oq.tensor_zero_point}; TFLite's quantized "
+            f"softmax writes scale 1/256 and zero point {low}"
+        )
+    shape = _shape(op, x)
+    if len(shape) not in (2, 4):
+        op.fail(f"its input has shape {shape}; npmnv2 runs softmax on 2-D or 4-D tensors")
+    _expect_shape(op, shape)
+
+
+def _check_resize(op: _Op) -> None:
+    x, out = op.inputs[0], op.outputs[0]
+    xq, oq = _quantized_activation(op, x, "input"), _quantized_activation(op, out, "output")
+    _same_type_in_out(op, x, out)
+    if xq is not None and (xq.tensor_scale, xq.tensor_zero_point) != (oq.tensor_scale, oq.tensor_zero_point):
+        op.fail("its input and output quantization differ; TFLite's RESIZE_BILINEAR moves integers unchanged")
+    size = _constant(op, op.inputs[1], "size tensor")
+    if size.dtype != np.int32 or size.shape != (2,):
+        op.fail(f"its size tensor is {size.dtype} {size.shape}; it must be an int32 constant of 2 values")
+    h, w = (int(v) for v in size)
+    if not (1 <= h <= MAX_RESIZE and 1 <= w <= MAX_RESIZE):
+        op.fail(f"resizes to {h}x{w}; each side must be between 1 and {MAX_RESIZE}")
+    if op.record["align_corners"] and op.record["half_pixel_centers"]:
+        op.fail("align_corners and half_pixel_centers are both set; TFLite allows at most one")
+    shape = _shape(op, x)
+    if len(shape) != 4:
+        op.fail(f"its input has shape {shape}; it takes NHWC")
+    _expect_shape(op, (shape[0], h, w, shape[3]))
+
+
+def _check_concat(op: _Op) -> None:
+    out = op.outputs[0]
+    _quantized_activation(op, out, "output")
+    shapes = []
+    for i, t in enumerate(op.inputs):
+        _quantized_activation(op, t, f"input {i}")
+        _same_type_in_out(op, t, out)
+        shapes.append(_shape(op, t))
+    if op.record.get("activation"):
+        op.fail("it has a fused activation; a quantized CONCATENATION has none")
+    rank = len(shapes[0])
+    axis = op.record["axis"]
+    if not -rank <= axis < rank or axis % rank != rank - 1 or rank != 4:
+        op.fail(f"axis {axis} on {rank}-D inputs; npmnv2 concatenates NHWC tensors along channels (axis 3 or -1)")
+    if any(len(s) != 4 or s[:3] != shapes[0][:3] for s in shapes):
+        op.fail(f"concatenates shapes {shapes}; all but the channel dimension must be equal")
+    _expect_shape(op, (*shapes[0][:3], sum(s[3] for s in shapes)))
+    if op.float:
+        return
+    oq = op.graph.quantization(out)
+    for t in op.inputs:  # each input is requantized to the output's scale (int32 values up to 255)
+        _check_requantization(op, _input_bound(op, t), op.graph.quantization(t).tensor_scale / oq.tensor_scale)
+
+
+def _check_quantize(op: _Op) -> None:
+    x, out = op.inputs[0], op.outputs[0]
+    oq = _quantized_activation(op, out, "output")
+    _expect_shape(op, _shape(op, x))
+    if _type(op, x) == np.dtype(np.float32):  # real numbers in, integers out
+        return
+    xq = _quantized_activation(op, x, "input")
+    _check_requantization(op, _input_bound(op, x), xq.tensor_scale / oq.tensor_scale)
+
+
+def _check_argmax(op: _Op) -> None:
+    x, out = op.inputs[0], op.outputs[0]
+    _quantized_activation(op, x, "input")
+    axis = _constant(op, op.inputs[1], "axis tensor")
+    shape = _shape(op, x)
+    if axis.dtype not in (np.int32, np.int64) or axis.size != 1:
+        op.fail(f"its axis tensor is {axis.dtype} {axis.shape}; it must be one int32 or int64")
+    a = int(axis.ravel()[0])
+    if not -len(shape) <= a < len(shape):
+        op.fail(f"axis {a} of a {len(shape)}-D input")
+    if _type(op, out) not in (np.dtype(np.int32), np.dtype(np.int64)):
+        op.fail(f"writes {_type(op, out)}; ARG_MAX writes int32 or int64")
+    _expect_shape(op, tuple(s for i, s in enumerate(shape) if i != a % len(shape)))
+
+
+CHECKS = {
+    "CONV_2D": _check_weighted,
+    "DEPTHWISE_CONV_2D": _check_weighted,
+    "FULLY_CONNECTED": _check_weighted,
+    "ADD": _check_add,
+    "AVERAGE_POOL_2D": _check_average_pool,
+    "MEAN": _check_mean,
+    "RESHAPE": _check_reshape,
+    "SOFTMAX": _check_softmax,
+    "RESIZE_BILINEAR": _check_resize,
+    "CONCATENATION": _check_concat,
+    "QUANTIZE": _check_quantize,
+    "ARG_MAX": _check_argmax,
+}
