@@ -31,7 +31,7 @@ from .ops.pooling import avg_pool2d_int, global_average_pool_int
 from .ops.probability import softmax_int
 from .ops.quantization import DTYPE_RANGE, QuantParams, activation_range, quantize_multiplier, requantize
 from .ops.resize import resize_bilinear_int
-from .tflite_import import TFLiteGraph, integer_steps, read_tflite
+from .tflite_import import TFLiteGraph, integer_steps, read_tflite_graph
 from .trace import NO_TRACE, Recorder, Step, Trace, run_from, stream_steps, trace_forward
 from .weights import WeightFileError, resolve_checkpoint
 
@@ -87,7 +87,7 @@ class QuantizedMobileNetV2:
     def __init__(self, graph: TFLiteGraph) -> None:
         self.graph = graph
         self.where = graph.where
-        self.float_config = read_tflite(graph.path)[1]
+        self.float_config = read_tflite_graph(graph)[1]
         self.graph_steps = integer_steps(graph)  # (name, kind, float step) per op
         self.task = (
             "segmentation"
@@ -122,6 +122,12 @@ class QuantizedMobileNetV2:
     # ---------------------------------------------------------------- checks
     def _check_supported(self) -> None:
         g = self.graph
+        x = g.graph.Inputs(0)
+        if g.type_of(x) not in (np.dtype(np.uint8), np.dtype(np.int8)) or g.quantization(x) is None:
+            raise WeightFileError(
+                f"{self.where}: its input tensor {g.name(x)!r} is {g.type_of(x)}, not quantized uint8 or int8; the "
+                "integer model runs fully quantized files (load a float file with the float classes)."
+            )
         for index, op in enumerate(g.ops):
             out = op["outputs"][0]
             if op["type"] not in SUPPORTED_OPS:
@@ -430,7 +436,8 @@ class QuantizedMobileNetV2:
         return global_average_pool_int(tensors[x_t], x.tensor_zero_point, m0, shift, o.tensor_zero_point, out_range)
 
     def _reshape(self, op: dict, tensors: dict) -> np.ndarray:
-        return tensors[op["inputs"][0]].reshape(self.graph.shape(op["outputs"][0]))
+        # The file's shape, with the batch of the input that runs (the file declares batch 1).
+        return tensors[op["inputs"][0]].reshape((-1, *self.graph.shape(op["outputs"][0])[1:]))
 
     def _softmax(self, op: dict, tensors: dict) -> np.ndarray:
         x_t, out = op["inputs"][0], op["outputs"][0]

@@ -16,6 +16,7 @@ gamma = 1, beta = bias, running_mean = 0, running_var = 1 - eps, so that
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import zipfile
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .architecture import HEAD_EPS, backbone_spec
+from .architecture import HEAD_EPS, backbone_spec, layer_specs
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .formats.errors import WeightFileError, regular_file
 from .formats.tflite_structure import check_structure, options_vector_ok
@@ -312,10 +313,14 @@ def read_tflite(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]
     """(transformers-named float tensors, config dict, activation quantization) of a TFLite MobileNetV2.
 
     Raises WeightFileError when the graph is not a MobileNetV2 / DeepLabV3-MobileNetV2 this
-    import understands (unknown layers, missing layers, shapes that fit no config), or when the
-    flatbuffer is corrupt.
+    import understands (unknown layers, missing layers, shapes that fit no config, ops or options
+    the float model does not compute), or when the flatbuffer is corrupt.
     """
-    graph = TFLiteGraph(Path(path))
+    return read_tflite_graph(TFLiteGraph(Path(path)))
+
+
+def read_tflite_graph(graph: TFLiteGraph) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, tuple[float, int]]]:
+    """`read_tflite` of a graph already read (and validated)."""
     try:
         return _read_graph(graph)
     except WeightFileError:
@@ -501,7 +506,104 @@ def _read_graph(graph: TFLiteGraph) -> tuple[dict[str, np.ndarray], dict[str, An
     input_quant = graph.quantization(input_index)
     if input_quant is not None:
         quantization["pixel_values"] = (input_quant.tensor_scale, input_quant.tensor_zero_point)
-    return tensors, _infer_tflite_config(graph, tensors, strides, dilations, paddings, acts), quantization
+    config = _infer_tflite_config(graph, tensors, strides, dilations, paddings, acts)
+    _refuse_what_the_float_model_ignores(graph, names, config)
+    return tensors, config, quantization
+
+
+_ACTIVATION_CODES = {None: 0, "relu": 1, "relu6": 3}
+_ACTIVATION_NAMES = {0: "none", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT", 6: "SIGMOID"}
+
+
+def _refuse_what_the_float_model_ignores(graph: TFLiteGraph, names: dict[int, str], config: dict[str, Any]) -> None:
+    """Every op of the file must be something the float model computes, with the options it
+    computes: a fused activation where the layer has one and none where it is linear, the stride,
+    dilation and kernel of the layer, residual ADDs exactly where the block has a skip path, each
+    layer reading the previous one. Anything else (RELU6 fused into a projection, an ADD on a
+    block without a skip path, a stride the model would not apply, a layer wired elsewhere) is an
+    error naming the op: the float import never drops part of a graph."""
+    fields = {k: v for k, v in config.items() if k not in ("architectures", "id2label")}
+    cfg = MobileNetV2Config(**fields)
+    task = "segmentation" if "MobileNetV2ForSemanticSegmentation" in config["architectures"] else "classification"
+    specs = {spec.name: spec for spec in layer_specs(cfg, task)}
+    index_of = {hf: i for i, hf in names.items()}
+    producer = {op["outputs"][0]: i for i, op in enumerate(graph.ops)}
+    adds = residual_adds(graph, names)
+
+    def fail(index: int, message: str) -> None:
+        op = graph.ops[index]
+        layer = names.get(index) or adds.get(index)
+        label = f" ({layer})" if layer else ""
+        raise WeightFileError(
+            f"{graph.where}: op {index} {op['type']}{label}, tensor {graph.name(op['outputs'][0])!r}: {message}; the "
+            "float model does not compute that, so npmnv2 refuses the file rather than drop it."
+        )
+
+    for index, hf in names.items():
+        op, spec = graph.ops[index], specs.get(hf)
+        if spec is None:
+            continue
+        wanted = _ACTIVATION_CODES[spec.activation]
+        if op.get("activation", 0) != wanted:
+            fail(
+                index,
+                f"fused activation {_ACTIVATION_NAMES.get(op.get('activation'), op.get('activation'))} where "
+                f"the layer has {_ACTIVATION_NAMES[wanted]}",
+            )
+        if op["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            kernel = graph.shape(op["inputs"][1])[1]
+            if (op["stride"][0], op["dilation"][0], kernel) != (spec.stride, spec.dilation, spec.kernel_size):
+                fail(
+                    index,
+                    f"stride {op['stride'][0]}, dilation {op['dilation'][0]} and a {kernel}x{kernel} kernel "
+                    f"where the layer has stride {spec.stride}, dilation {spec.dilation}, {spec.kernel_size}x"
+                    f"{spec.kernel_size}",
+                )
+    residual = {block.name for block in backbone_spec(cfg).layers if block.residual}
+    for index, op in enumerate(graph.ops):
+        if op["type"] == "ADD" and (index not in adds or adds[index] not in residual):
+            fail(index, "an ADD that is not the residual connection of a block with a skip path")
+        if op["type"] == "ADD" and op.get("activation"):
+            fail(index, f"fused activation {_ACTIVATION_NAMES.get(op['activation'])} on a residual ADD")
+        if op["type"] in ("AVERAGE_POOL_2D",) and op.get("activation"):
+            fail(index, "a fused activation on the pooling")
+        if op["type"] == "SOFTMAX" and op["beta"] != 1.0:
+            fail(index, f"softmax beta {op['beta']!r} (the float model's probabilities use beta 1)")
+    missing = residual - set(adds.values())
+    if missing:
+        raise WeightFileError(
+            f"{graph.where}: blocks {sorted(missing)} have no residual ADD; MobileNetV2 adds their input."
+        )
+    # Wiring: each backbone layer reads the previous layer's output (or the previous block's sum).
+    order = [c.name for c in backbone_spec(cfg).convs() if c.name in index_of]
+    block_of = {c.name: b.name for b in backbone_spec(cfg).blocks for c in b.convs}
+    add_of = {block: i for i, block in adds.items()}
+    for previous, layer in itertools.pairwise(order):
+        source = producer.get(graph.ops[index_of[layer]]["inputs"][0], -1)
+        allowed = {index_of[previous], add_of.get(block_of.get(previous), -2)}
+        if source not in allowed:
+            fail(
+                index_of[layer],
+                f"it reads {graph.ops[source]['type'] if source >= 0 else 'a graph input'} instead "
+                f"of the output of {previous}",
+            )
+    for index, block in adds.items():
+        expand = index_of.get(f"{block}.expand_1x1")
+        block_input = graph.ops[expand]["inputs"][0] if expand is not None else None
+        projection = graph.ops[index_of[f"{block}.reduce_1x1"]]["outputs"][0]
+        if sorted(graph.ops[index]["inputs"]) != sorted([projection, block_input]):
+            fail(index, "it does not add the block's input to its projection")
+    if task == "classification":  # conv_1x1 -> pool -> (reshape) -> classifier
+        pools = [i for i, op in enumerate(graph.ops) if op["type"] in ("AVERAGE_POOL_2D", "MEAN")]
+        if len(pools) != 1 or producer.get(graph.ops[pools[0]]["inputs"][0]) != index_of.get("conv_1x1"):
+            raise WeightFileError(
+                f"{graph.where}: the classifier head is not conv_1x1 -> one pooling op -> classifier."
+            )
+        source = producer.get(graph.ops[index_of["classifier"]]["inputs"][0], -1)
+        if source >= 0 and graph.ops[source]["type"] == "RESHAPE":
+            source = producer.get(graph.ops[source]["inputs"][0], -1)
+        if source != pools[0]:
+            fail(index_of["classifier"], "the classifier does not read the pooled features")
 
 
 def _infer_tflite_config(graph, tensors, strides, dilations, paddings, acts) -> dict[str, Any]:

@@ -193,7 +193,7 @@ def _check_quantization(graph: Any, t: int, where: str, dtype: np.dtype, shape: 
         _fail(graph, f"{where} has {len(scale)} scales and {len(zero_point)} zero points; the counts must match")
     bad = ~(np.isfinite(scale) & (scale > 0))
     if bad.any():
-        _fail(graph, f"{where} has scale {scale[bad][0]!r}; every scale must be finite and > 0")
+        _fail(graph, f"{where} has scale {float(scale[bad][0]):.6g}; every scale must be finite and > 0")
     low, high = ZERO_POINT_RANGE.get(dtype, (0, 0))  # int32 (bias), int64: zero point 0
     out = (zero_point < low) | (zero_point > high)
     if out.any():

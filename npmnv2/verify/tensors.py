@@ -1,18 +1,13 @@
 """Collect another implementation's intermediate tensors under npmnv2's step names.
 
 torch_activations: transformers' PyTorch model, through forward hooks (needs torch + transformers).
-tflite_activations: the TFLite interpreter with every tensor preserved (needs ai-edge-litert or
-tensorflow), dequantized, keyed through the TF-slim scopes.
+tflite_activations: the TFLite interpreter with every tensor preserved (needs ai-edge-litert), run
+in a child process (`npmnv2.verify.interpreter`), dequantized, under npmnv2's step names.
 Both return name -> NCHW float array, ready for `npmnv2.compare`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..image_processing_mobilenet_v2 import load_image
+from .interpreter import interpreter_tensors
 
 _CONTAINERS = ("conv_stem",)  # non-leaf modules whose output is also a step
 
@@ -78,41 +74,6 @@ def transformers_twin(model: Any) -> Any:
     return twin
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence what native code writes to file descriptor 2 (the interpreter's "INFO: Created
-    TensorFlow Lite XNNPACK delegate" lines), and its Python warning about preserved tensors."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as devnull, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors.*")
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def _run_interpreter(path: Path, pixels: np.ndarray, reference_kernels: bool = False) -> Any:
-    """The TFLite interpreter, run on `pixels` with every tensor preserved; with reference_kernels,
-    its reference op resolver (`OpResolverType.BUILTIN_REF`), whose kernels npmnv2's integer model
-    reproduces exactly. Its log lines are silenced."""
-    try:
-        from ai_edge_litert import interpreter as litert
-    except ImportError:
-        raise ImportError(
-            "running the TFLite interpreter needs ai-edge-litert: pip install ai-edge-litert (or 'npmnv2[test]')"
-        ) from None
-    kwargs = {"experimental_op_resolver_type": litert.OpResolverType.BUILTIN_REF} if reference_kernels else {}
-    with _quiet_stderr():
-        interpreter = litert.Interpreter(model_path=str(path), experimental_preserve_all_tensors=True, **kwargs)
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(interpreter.get_input_details()[0]["index"], pixels)
-        interpreter.invoke()
-    return interpreter
-
-
 def tflite_integer_tensors(path: str | Path, pixels: np.ndarray, *, reference_kernels: bool = True) -> QuantizedTensors:
     """Every op output of the interpreter, as the integers it stores (NCHW when 4-D), under the step
     names of `npmnv2.integer_model` (the float model's names: `layer.3.conv_3x3.convolution`, ...),
@@ -124,11 +85,11 @@ def tflite_integer_tensors(path: str | Path, pixels: np.ndarray, *, reference_ke
 
     path = Path(path)
     graph = TFLiteGraph(path)
-    interpreter = _run_interpreter(path, pixels, reference_kernels)
+    computed = interpreter_tensors(path, pixels, reference_kernels=reference_kernels)  # in a child process
     tensors, scales = {}, {}
     for op, (name, _, _) in zip(graph.ops, integer_steps(graph), strict=True):
         out = op["outputs"][0]
-        value = interpreter.get_tensor(out)
+        value = computed[out]
         tensors[name] = value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
         quant = graph.quantization(out)
         if quant is not None:
@@ -186,12 +147,12 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
     path = Path(path)
     graph = TFLiteGraph(path)
     pixels, _ = tflite_input(path, image)
-    interpreter = _run_interpreter(path, pixels, reference_kernels)
+    computed = interpreter_tensors(path, pixels, reference_kernels=reference_kernels)  # in a child process
 
     scales: dict[str, float] = {}
 
     def read(index: int, name: str = "") -> np.ndarray:
-        raw = interpreter.get_tensor(index)
+        raw = computed[index]
         quant = graph.quantization(index)
         if quant is not None and name:
             scales[name] = quant.tensor_scale
