@@ -37,8 +37,11 @@ def coalesced(outputs: list) -> list:
     joined: list = []
     for output in outputs:
         previous = joined[-1] if joined else None
-        if output.output_type == "stream" and previous is not None and previous.output_type == "stream" and (
-            previous.name == output.name
+        if (
+            output.output_type == "stream"
+            and previous is not None
+            and previous.output_type == "stream"
+            and (previous.name == output.name)
         ):
             previous.text += output.text
         else:

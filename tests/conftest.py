@@ -34,6 +34,7 @@ def pytest_configure(config: pytest.Config) -> None:
         )
     os.environ["NPMNV2_DATA"] = str(FOUND)  # subprocesses (CLI, notebooks, docs) use the same folder
 
+
 # max |npmnv2 - torch| <= FLOAT32_RTOL * max(1, max |torch|)   (float32 runs)
 FLOAT32_RTOL = 1e-4
 # max |npmnv2 - torch| <= FLOAT64_RTOL * max(1, max |torch|)   (float64 runs)

@@ -19,7 +19,7 @@ PACKAGE = Path(npmnv2.__file__).parent
 
 
 def _module_name(path: Path) -> str:
-    """"cli", "ops.conv", "ops" (a package's __init__) for a file of the package."""
+    """ "cli", "ops.conv", "ops" (a package's __init__) for a file of the package."""
     parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 

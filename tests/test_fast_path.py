@@ -152,8 +152,10 @@ def test_fast_depthwise_einsums_equal_the_textbook_depthwise_conv(stride, dilati
     rng = np.random.default_rng(stride * 10 + dilation)
     x, kernel = rng.normal(size=(2, 11, 9, 5)), rng.normal(size=(3, 3, 5))
     expected = depthwise_conv2d(x, kernel, stride=stride, dilation=dilation)
-    fast = depthwise_rows(x, kernel, dilation=dilation) if stride == 1 else depthwise_windows(
-        x, kernel, stride=stride, dilation=dilation
+    fast = (
+        depthwise_rows(x, kernel, dilation=dilation)
+        if stride == 1
+        else depthwise_windows(x, kernel, stride=stride, dilation=dilation)
     )
     np.testing.assert_allclose(fast, expected, rtol=1e-12, atol=1e-12)
 

@@ -14,7 +14,6 @@ import pytest
 import tflite
 
 import npmnv2
-
 from npmnv2.integer_model import QuantizedMobileNetV2
 from npmnv2.tflite_import import TFLiteGraph, read_tflite
 from npmnv2.weights import WeightFileError
@@ -167,12 +166,12 @@ def test_a_reshape_with_an_empty_shape_is_refused(edit, tmp_path):
 
 def test_a_stride_of_2_by_1_is_refused(edit, tmp_path):
     e = edit(CLASSIFIER)
-    dw = next(i for i in e.ops_of("DEPTHWISE_CONV_2D") if TFLiteGraph_stride(e, i) == 2)
+    dw = next(i for i in e.ops_of("DEPTHWISE_CONV_2D") if depthwise_stride(e, i) == 2)
     e.set_options(dw, stride_w=1)
     refused(e.save(tmp_path / "m.tflite"), f"op {dw}", "stride is (2, 1)")
 
 
-def TFLiteGraph_stride(e: TFLiteEdit, i: int) -> int:
+def depthwise_stride(e: TFLiteEdit, i: int) -> int:
     table = e.graph.Operators(i).BuiltinOptions()
     options = tflite.DepthwiseConv2DOptions()
     options.Init(table.Bytes, table.Pos)
@@ -194,7 +193,7 @@ def test_schema_version_99_is_refused(edit, tmp_path):
 def test_weights_marked_variable_are_refused(coral_dir, monkeypatch):
     """The Coral files omit is_variable (false); here the reader reports every tensor variable."""
     monkeypatch.setattr(tflite.Tensor, "IsVariable", lambda self: True)
-    with pytest.raises(WeightFileError, match="is both constant .* and variable"):
+    with pytest.raises(WeightFileError, match=r"is both constant .* and variable"):
         TFLiteGraph(coral_dir / CLASSIFIER)
 
 

@@ -141,7 +141,7 @@ class TFLiteEdit:
         options = OPTIONS_CLASS[kind]()
         options.Init(table.Bytes, table.Pos)
         current = {}
-        for name, (vt, fmt) in FIELDS[kind].items():
+        for vt, fmt in FIELDS[kind].values():
             offset = options._tab.Offset(vt)
             if offset:
                 current[vt] = (fmt, struct.unpack_from(fmt, self.buf, options._tab.Pos + offset)[0])
