@@ -433,20 +433,22 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
 
 def _saved_tensors(name: str) -> dict[str, np.ndarray]:
-    """The tensors of an .npz file (never unpickled), or a clear error."""
-    import zipfile
+    """The tensors of an .npz file (never unpickled, read within a size budget), or a clear error."""
+    from .formats.errors import WeightFileError
+    from .formats.saved_arrays import read_npz
 
     path = Path(name)
     if not path.is_file():
         raise CLIError(f"--against {name!r}: expected 'torch', 'tflite' or an existing .npz file.")
+    if path.suffix == ".npy" or path.read_bytes()[:6] == b"\x93NUMPY":
+        raise CLIError(
+            f"--against {name!r} is a single unnamed .npy array; compare matches tensors by step name, so save them "
+            "with np.savez(file, **{step_name: array}) (see `npmnv2 trace --save`)."
+        )
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if not hasattr(data, "files"):
-                raise CLIError(f"--against {name!r} holds a single array; save named tensors with np.savez.")
-            tensors = {k: data[k] for k in data.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        why = "it holds Python objects, which are never unpickled" if "pickle" in str(err) else str(err)
-        raise CLIError(f"--against {name!r} is not an .npz file of tensors ({why}); write one with np.savez.") from None
+        tensors = read_npz(path, "--against file")
+    except WeightFileError as err:
+        raise CLIError(str(err)) from None
     if not tensors:
         raise CLIError(f"--against {name!r} holds no tensors, so there is nothing to compare.")
     return tensors
@@ -866,6 +868,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
+# Errors that mean npmnv2 itself failed, not that the input was refused with a sentence.
+_INTERNAL = (KeyError, IndexError, AttributeError, ZeroDivisionError, OverflowError, AssertionError)
+
+
+def _one_line(err: Exception) -> str:
+    """The error as one line. An input refused with a sentence keeps it; running out of memory
+    says so; an internal error names itself and asks for a report."""
+    if isinstance(err, MemoryError):
+        detail = f" ({err})" if str(err) else ""
+        return (
+            f"ran out of memory{detail}: the input asks for more memory than this machine has; use a smaller "
+            "image, model or batch."
+        )
+    sentence = isinstance(err, KeyError) and err.args and isinstance(err.args[0], str) and " " in err.args[0]
+    text = " ".join((err.args[0] if sentence else str(err)).split())  # npmnv2's KeyErrors are sentences
+    if (isinstance(err, _INTERNAL) and not sentence) or not text:
+        return (
+            f"npmnv2 failed unexpectedly ({type(err).__name__}: {text or 'no message'}); this is a bug, not your "
+            "input's fault alone: please report it with the command and --debug's traceback."
+        )
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -880,8 +905,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # every failure becomes one line, unless --debug
         if args.debug:
             raise
-        text = err.args[0] if isinstance(err, KeyError) and err.args and isinstance(err.args[0], str) else str(err)
-        message = " ".join(text.split()) or type(err).__name__
+        message = _one_line(err)
         print(f"npmnv2 {args.command}: error: {message}", file=sys.stderr)
         return 1
 

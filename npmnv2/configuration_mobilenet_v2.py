@@ -14,6 +14,12 @@ from typing import Any
 from .ops import ACTIVATIONS
 from .weights import read_json_object
 
+# Caps on the sizes a config.json can set, checked before anything is allocated.
+MAX_IMAGE_SIDE = 4096
+MAX_NUM_LABELS = 100_000  # ImageNet-21k has 21,843; the classifier at the cap is 512 MB
+MAX_DEPTH_MULTIPLIER = 4.0  # published: 0.35 .. 1.4
+MAX_EXPAND_RATIO = 16.0
+MAX_ACTIVATION_ELEMENTS = 1 << 28  # the widest activation (1 GiB in float32)
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 
@@ -124,18 +130,34 @@ class MobileNetV2Config:
         size = self.image_size if isinstance(self.image_size, tuple) else (self.image_size,)
         if len(size) not in (1, 2) or any(isinstance(s, bool) or not isinstance(s, int) or s < 32 for s in size):
             self._fail("image_size", "expected an int >= 32 or a pair (height, width) of ints >= 32")
+        if any(s > MAX_IMAGE_SIDE for s in size):
+            self._fail("image_size", f"each side must be at most {MAX_IMAGE_SIDE} (MAX_IMAGE_SIDE)")
 
     def _check_ranges(self) -> None:
         if self.num_channels < 1:
             self._fail("num_channels", "must be >= 1")
-        if self.depth_multiplier <= 0:
-            self._fail("depth_multiplier", "must be > 0 (e.g. 0.35, 0.5, 0.75, 1.0, 1.4)")
-        if self.depth_divisible_by < 1:
-            self._fail("depth_divisible_by", "must be >= 1")
-        if self.min_depth < 1:
-            self._fail("min_depth", "must be >= 1")
-        if self.expand_ratio <= 0:
-            self._fail("expand_ratio", "must be > 0")
+        if not 0 < self.depth_multiplier <= MAX_DEPTH_MULTIPLIER:
+            self._fail(
+                "depth_multiplier", f"must be > 0 and at most {MAX_DEPTH_MULTIPLIER} (e.g. 0.35, 0.5, 0.75, 1.0, 1.4)"
+            )
+        if not 1 <= self.num_channels <= 16:
+            self._fail("num_channels", "must be between 1 and 16 (3 for RGB)")
+        if not 1 <= self.depth_divisible_by <= 1024:
+            self._fail("depth_divisible_by", "must be between 1 and 1024 (8 in the paper)")
+        if not 1 <= self.min_depth <= 1024:
+            self._fail("min_depth", "must be between 1 and 1024 (8 in the paper)")
+        if not 0 < self.expand_ratio <= MAX_EXPAND_RATIO:
+            self._fail("expand_ratio", f"must be > 0 and at most {MAX_EXPAND_RATIO} (6 in the paper)")
+        # The widest activation grows with depth_multiplier x expand_ratio x image area: cap it, so
+        # that a config cannot ask for gigabytes before any weight is checked.
+        h, w = self.image_hw
+        widest = max(self.depth_multiplier, 1.0) * self.expand_ratio * 16 * (h // 2) * (w // 2)
+        if widest > MAX_ACTIVATION_ELEMENTS:
+            raise ValueError(
+                f"MobileNetV2Config: depth_multiplier={self.depth_multiplier} x expand_ratio={self.expand_ratio} at "
+                f"image_size={self.image_size} makes activations of {widest:,.0f} values, over the limit of "
+                f"{MAX_ACTIVATION_ELEMENTS:,} (MAX_ACTIVATION_ELEMENTS); use a smaller image_size or multiplier."
+            )
         if self.output_stride not in (8, 16, 32):
             self._fail("output_stride", "allowed values are 8, 16 and 32")
         if self.hidden_act not in ACTIVATIONS:
@@ -160,6 +182,8 @@ class MobileNetV2Config:
                 self._fail("id2label", "expected a mapping of int class ids to label names")
             if sorted(self.id2label) != list(range(len(self.id2label))):
                 self._fail("id2label", f"class ids must be 0..{len(self.id2label) - 1} without gaps")
+            if len(self.id2label) > MAX_NUM_LABELS:
+                self._fail("id2label", f"at most {MAX_NUM_LABELS:,} labels (MAX_NUM_LABELS)")
             if self.num_labels is not None and self.num_labels != len(self.id2label):
                 raise ValueError(
                     f"MobileNetV2Config: num_labels={self.num_labels} but id2label has {len(self.id2label)} "
@@ -167,8 +191,8 @@ class MobileNetV2Config:
                 )
         else:
             num = 2 if self.num_labels is None else self.num_labels
-            if isinstance(num, bool) or not isinstance(num, int) or num < 0:
-                self._fail("num_labels", "expected an int >= 0")
+            if isinstance(num, bool) or not isinstance(num, int) or not 0 <= num <= MAX_NUM_LABELS:
+                self._fail("num_labels", f"expected an int between 0 and {MAX_NUM_LABELS:,} (MAX_NUM_LABELS)")
             self.id2label = {i: f"LABEL_{i}" for i in range(num)}
         self.num_labels = len(self.id2label)
         if self.label2id is None:

@@ -9,7 +9,6 @@ no rescaling and no normalisation, and come back as int64 `labels`.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -27,6 +26,7 @@ MIN_IMAGE_SIZE = 1
 # The most pixels a resize may produce (transformers has no limit; 64 Mpx of float32 RGB is 768 MiB).
 # Raise it for real, huge images: npmnv2.image_processing_mobilenet_v2.MAX_OUTPUT_PIXELS = ...
 MAX_OUTPUT_PIXELS = 64 * 2**20
+MAX_SIDE = 16384  # any one side a processor resizes or crops to
 # The image formats a file may be in: decoders that run no external program (EPS would run
 # Ghostscript). Anything else is refused before a decoder is picked.
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "WEBP", "TIFF")
@@ -196,6 +196,19 @@ class MobileNetV2ImageProcessor:
             )
         if set(self.crop_size) != {"height", "width"}:
             raise ValueError(f"MobileNetV2ImageProcessor.crop_size={self.crop_size} needs 'height' and 'width'.")
+        for name, sizes in (("size", self.size), ("crop_size", self.crop_size)):
+            for key, value in sizes.items():
+                if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIDE:
+                    raise ValueError(
+                        f"MobileNetV2ImageProcessor.{name}[{key!r}]={value!r} is invalid: expected an int between 1 "
+                        f"and {MAX_SIDE} (MAX_SIDE)."
+                    )
+        crop_pixels = self.crop_size["height"] * self.crop_size["width"]
+        if crop_pixels > MAX_OUTPUT_PIXELS:
+            raise ValueError(
+                f"MobileNetV2ImageProcessor.crop_size={self.crop_size} is {crop_pixels:,} pixels, over the limit of "
+                f"{MAX_OUTPUT_PIXELS:,} (MAX_OUTPUT_PIXELS)."
+            )
         if len(self.image_mean) != 3 or len(self.image_std) != 3 or min(self.image_std) <= 0:
             raise ValueError("MobileNetV2ImageProcessor: image_mean and image_std need 3 values (RGB), std > 0.")
         if int(self.resample) not in RESAMPLE_NAMES:
@@ -380,7 +393,7 @@ class MobileNetV2ImageProcessor:
         with scale 1/128, zero point 128, i.e. the same [-1, 1] range); otherwise a preset from the
         model's config.json (224: transformers' defaults; other sizes: shortest edge = crop = size)."""
         from .checkpoints import resolve_checkpoint
-        from .weights import CONFIG_NAME
+        from .weights import CONFIG_NAME, WeightFileError, read_json_object
 
         path = resolve_checkpoint(source)
         if path.suffix == ".tflite":
@@ -390,10 +403,15 @@ class MobileNetV2ImageProcessor:
             return cls(size={"height": h, "width": w}, do_center_crop=False)
         folder = path if path.is_dir() else path.parent
         if (folder / PREPROCESSOR_NAME).is_file():
-            return cls.from_dict(json.loads((folder / PREPROCESSOR_NAME).read_text()))
+            return cls.from_dict(read_json_object(folder / PREPROCESSOR_NAME, "preprocessor config"))
         if (folder / CONFIG_NAME).is_file():
-            size = json.loads((folder / CONFIG_NAME).read_text()).get("image_size", 224)
-            h, w = (size, size) if isinstance(size, int) else size
+            from .configuration_mobilenet_v2 import MobileNetV2Config
+
+            config = read_json_object(folder / CONFIG_NAME, "config")
+            try:  # the config's own checks (image_size: ints from 32 to MAX_IMAGE_SIDE)
+                h, w = MobileNetV2Config(image_size=config.get("image_size", 224)).image_hw
+            except ValueError as err:
+                raise WeightFileError(f"config file {str(folder / CONFIG_NAME)!r}: {err}") from None
             if (h, w) != (224, 224):
                 return cls(size={"shortest_edge": min(h, w)}, crop_size={"height": h, "width": w})
         return cls()

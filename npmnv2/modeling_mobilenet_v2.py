@@ -391,7 +391,7 @@ class MobileNetV2PreTrainedModel:
                 f"'mobilenet_v2.conv_1x1.convolution.weight', got {bad_keys[:5]!r}."
             )
         arrays = {k: np.asarray(v) for k, v in state_dict.items()}
-        check_state_dict(arrays, config, cls.task, f"{cls.__name__}.from_state_dict")
+        check_state_dict(arrays, config, cls.task, f"{cls.__name__}.from_state_dict", dtype=model.dtype)
         for spec in model.specs:
             name = hf_name(spec, cls.task)
             tensors = {s: arrays[f"{name}.{s}"] for s in hf_tensor_shapes(spec)}

@@ -158,9 +158,12 @@ def params_to_torch(spec: ConvSpec, params: Mapping[str, np.ndarray]) -> dict[st
 # ============================================================================ checking and guessing
 
 
-def check_state_dict(arrays: Mapping[str, np.ndarray], config: MobileNetV2Config, task: Task, who: str) -> None:
-    """Raise ValueError naming every missing, unexpected and mis-shaped tensor, or TypeError for a
-    tensor that is not numbers."""
+def check_state_dict(
+    arrays: Mapping[str, np.ndarray], config: MobileNetV2Config, task: Task, who: str, dtype: Any = None
+) -> None:
+    """Raise ValueError naming every missing, unexpected and mis-shaped tensor, a tensor with NaN or
+    infinite values, or one that becomes infinite in `dtype` (float64 weights beyond float32's
+    range); TypeError for a tensor that is not numbers."""
     expected = expected_shapes(config, task)
     missing = sorted(k for k in expected if k not in arrays)
     unexpected = sorted(k for k in arrays if k not in expected and not k.endswith("num_batches_tracked"))
@@ -177,6 +180,14 @@ def check_state_dict(arrays: Mapping[str, np.ndarray], config: MobileNetV2Config
                 f"{who}: {k} holds {int(np.count_nonzero(~np.isfinite(v)))} NaN or infinite values; every output "
                 "would be NaN. The weights are corrupt or came from a diverged training run."
             )
+        if dtype is not None and np.issubdtype(v.dtype, np.number) and v.size:
+            limit = float(np.finfo(dtype).max)
+            if float(np.max(np.abs(v.astype(np.float64)))) > limit:
+                raise ValueError(
+                    f"{who}: {k} holds values up to {float(np.max(np.abs(v.astype(np.float64)))):.3g}, beyond "
+                    f"{np.dtype(dtype).name}'s largest number {limit:.3g}; in {np.dtype(dtype).name} they would be "
+                    "infinite. Load with dtype=np.float64, or fix the weights."
+                )
         if k.endswith("running_var") and (v < 0).any():
             raise ValueError(
                 f"{who}: {k} has negative variances (min {float(v.min()):.3g}); a batch-norm running_var is >= 0, "

@@ -58,7 +58,7 @@ def test_num_labels_and_id2label_agree():
         ("classifier_dropout_prob", 1.5, r"classifier_dropout_prob=1.5 is invalid: must be in \[0, 1\]"),
         ("expand_ratio", float("nan"), r"expand_ratio=nan is invalid: expected a finite number"),
         ("problem_type", "ranking", r"problem_type='ranking' is invalid"),
-        ("num_labels", -1, r"num_labels=-1 is invalid: expected an int >= 0"),
+        ("num_labels", -1, r"num_labels=-1 is invalid: expected an int between 0 and 100,000"),
     ],
 )
 def test_invalid_values_name_field_value_and_allowed(field, value, message):

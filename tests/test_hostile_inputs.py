@@ -263,9 +263,8 @@ def test_a_thin_image_is_refused_before_resizing(tmp_path):
 
 def test_a_huge_image_size_in_config_json_is_refused_clearly(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"image_size": 100000}))
-    processor = MobileNetV2ImageProcessor.from_pretrained(tmp_path)
-    with pytest.raises(ImageLoadError, match="over the limit"):
-        processor(np.zeros((40, 40, 3), np.uint8))
+    with pytest.raises(WeightFileError, match=r"config.json.*image_size=100000 is invalid: each side must be at most"):
+        MobileNetV2ImageProcessor.from_pretrained(tmp_path)
 
 
 def test_a_decompression_bomb_is_an_image_error(tmp_path):
@@ -330,11 +329,13 @@ def test_compare_refuses_empty_pickled_or_foreign_references_and_bad_tolerances(
     np.savez(tmp_path / "empty.npz")
     np.savez(tmp_path / "other.npz", foo=np.zeros(3))
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    np.savez(tmp_path / "objects.npz", a=np.array([{"a": 1}], dtype=object))
     (tmp_path / "notes.txt").write_text("not tensors")
     for against, message in [
         ("empty.npz", "holds no tensors"),
         ("other.npz", "nothing was compared"),
-        ("objects.npy", "never unpickled"),
+        ("objects.npz", "never unpickled"),
+        ("objects.npy", "single unnamed .npy array"),
         ("notes.txt", "not an .npz file"),
     ]:
         result = run_cli("compare", image, "--weights", weights, "--against", str(tmp_path / against))

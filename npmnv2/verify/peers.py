@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..formats.saved_arrays import BUDGET, read_npy, read_npz
+
 PeerKind = str  # conv | depthwise | batch_norm | activation | add | pool | linear | softmax | resize | other
 
 
@@ -330,10 +332,12 @@ def saved_peer(source: Any) -> PeerRun:
             files = sorted(path.glob("*.npy"))
             if not files:
                 raise ValueError(f"verify: folder {str(path)!r} holds no .npy files.")
-            arrays = {f.stem: np.load(f, allow_pickle=False) for f in files}
+            arrays, left = {}, BUDGET
+            for f in files:  # the budget holds for the folder as a whole
+                arrays[f.stem] = read_npy(f, "verify: .npy file", budget=left)
+                left -= arrays[f.stem].nbytes
         elif path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
+            arrays = read_npz(path, "verify: .npz file")
         else:
             raise ValueError(f"verify: {str(path)!r} is not an .npz file or a folder of .npy files.")
     else:
