@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from .data_files import BASE_URL, DEFAULT_MODEL
-from .tables import format_table
+from .tables import format_table, printable
 
 DEFAULT_CLASSIFIER = DEFAULT_MODEL  # the Coral uint8 classifier shipped inside the package
 DEFAULT_SEGMENTER = "google/deeplabv3_mobilenet_v2_1.0_513"
@@ -238,7 +238,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         for result in results:
             print(result["image"])
             for pred in result["predictions"]:
-                print(f"  {pred['probability']:.3f}  {pred['id']:>4}  {pred['label']}")
+                print(f"  {pred['probability']:.3f}  {pred['id']:>4}  {printable(pred['label'])}")
     return 0
 
 
@@ -286,7 +286,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     shown = image if scale == 1.0 else image.resize((work[1], work[0]), Image.Resampling.BILINEAR)
     fig = segmentation_overlay(np.asarray(shown), class_map, id2label, title=f"{path.name}")
     _write_output(args.output, lambda f: fig.savefig(f, dpi=100, format=Path(args.output).suffix[1:]))
-    present = ", ".join(f"{k} {id2label.get(int(k), '')}".strip() for k in np.unique(class_map))
+    present = ", ".join(f"{k} {printable(id2label.get(int(k), ''))}".strip() for k in np.unique(class_map))
     print(f"wrote {args.output} (classes present: {present})")
     if args.mask:
         mask = Image.fromarray(class_map.astype(np.uint8), mode="P")
@@ -905,7 +905,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:  # every failure becomes one line, unless --debug
         if args.debug:
             raise
-        message = _one_line(err)
+        message = printable(_one_line(err))
         print(f"npmnv2 {args.command}: error: {message}", file=sys.stderr)
         return 1
 

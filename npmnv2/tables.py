@@ -5,6 +5,19 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 
+# C0 and C1 control characters except tab and newline: a label or tensor name read from a file
+# may hold ANSI escape sequences, which a terminal would obey.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(32), *range(127, 160)) if c not in (9, 10)}
+
+
+def printable(text: str) -> str:
+    r"""`text` with its control characters written as \xNN escapes, safe to print on a terminal.
+
+    >>> printable("cat\x1b[31m")
+    'cat\\x1b[31m'
+    """
+    return str(text).translate(_CONTROLS)
+
 
 def format_table(rows: Sequence[Sequence[str]]) -> str:
     """Rows of strings (the first is the header) as left-aligned columns, two spaces apart.
@@ -13,6 +26,7 @@ def format_table(rows: Sequence[Sequence[str]]) -> str:
     name  MACs
     stem  10.8M
     """
+    rows = [[printable(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
