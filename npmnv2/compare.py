@@ -217,14 +217,15 @@ def compare(trace: Trace, reference: Mapping[str, Any], tolerance: float | None 
             )
             continue
         aligned = aligned.astype(np.float64)
-        delta = ours - aligned
-        diff = float(np.abs(delta).max()) if ours.size else 0.0
-        scale = float(np.abs(aligned).max()) if aligned.size else 0.0
-        norm = float(np.linalg.norm(ours) * np.linalg.norm(aligned))
-        cosine = float((ours * aligned).sum() / norm) if norm > 0 else (1.0 if diff == 0 else 0.0)
-        rms_diff = float(np.sqrt(np.mean(delta**2))) if ours.size else 0.0
-        rms_theirs = float(np.sqrt(np.mean(aligned**2))) if ours.size else 0.0
-        relative_rms = rms_diff / rms_theirs if rms_theirs > 0 else (0.0 if rms_diff == 0 else np.inf)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):  # NaN/inf are counted below
+            delta = ours - aligned
+            diff = float(np.abs(delta).max()) if ours.size else 0.0
+            scale = float(np.abs(aligned).max()) if aligned.size else 0.0
+            norm = float(np.linalg.norm(ours) * np.linalg.norm(aligned))
+            cosine = float((ours * aligned).sum() / norm) if norm > 0 else (1.0 if diff == 0 else 0.0)
+            rms_diff = float(np.sqrt(np.mean(delta**2))) if ours.size else 0.0
+            rms_theirs = float(np.sqrt(np.mean(aligned**2))) if ours.size else 0.0
+            relative_rms = rms_diff / rms_theirs if rms_theirs > 0 else (0.0 if rms_diff == 0 else np.inf)
         step_size = scales.get(ref_name)
         nonfinite = int(np.count_nonzero(~np.isfinite(aligned)) + np.count_nonzero(~np.isfinite(ours)))
         if step_size is not None and not (np.isfinite(step_size) and step_size > 0):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import npmnv2
 from npmnv2.verify import QuantizedTensors
@@ -54,3 +56,29 @@ def test_the_api_refuses_a_tolerance_the_command_line_refuses(trace, tolerance):
 def test_an_empty_reference_is_refused(trace):
     with pytest.raises(ValueError, match="holds no tensors"):
         npmnv2.compare(trace, {})
+
+
+# ======================================== the standing fuzz suite: references with NaN and inf
+
+FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(
+    step=st.integers(0, 10**6),
+    poison=st.sampled_from([np.nan, np.inf, -np.inf]),
+    count=st.integers(1, 5),
+    seed=st.integers(0, 2**16),
+    quantized=st.booleans(),
+)
+def test_fuzzed_references_with_nan_or_inf_always_diverge_where_poisoned(trace, step, poison, count, seed, quantized):
+    names = list(trace)
+    name = names[step % len(names)]
+    tensors = {n: trace[n].copy() for n in names}
+    rng = np.random.default_rng(seed)
+    tensors[name].flat[rng.integers(0, tensors[name].size, count)] = poison
+    reference = QuantizedTensors(tensors, dict.fromkeys(names, 0.01)) if quantized else tensors
+    result = npmnv2.compare(trace, reference)
+    row = next(r for r in result.rows if r.name == name)
+    assert row.nonfinite >= 1 and not row.ok
+    assert result.first_divergence is not None

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import npmnv2
 from npmnv2 import gradients
@@ -72,3 +74,44 @@ def test_good_inputs_still_give_gradients(classifier, segmenter):
     assert np.isfinite(classifier.grad(GOOD, labels=np.array([2])).gradients["pixel_values"]).all()
     result = segmenter.grad(GOOD, labels=np.full((1, 64, 64), 255, np.int64))  # every pixel ignored
     assert result.gradients["pixel_values"].shape == GOOD.shape
+
+
+# ============================================================================ the standing fuzz suite: grad inputs
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(
+    dtype=st.sampled_from([np.float32, np.float64, np.float16, np.uint8, np.int32, np.bool_, np.complex64]),
+    size=st.sampled_from([8, 31, 32, 64]),
+    poison=st.sampled_from([None, np.nan, np.inf, -np.inf]),
+    where=st.integers(0, 10**6),
+)
+def test_fuzzed_grad_inputs_are_refused_like_the_forward_or_give_finite_gradients(
+    classifier, dtype, size, poison, where
+):
+    """Whatever the forward refuses, grad refuses with the same error; whatever it accepts gives finite gradients."""
+    x = GOOD[:, :, :size, :size].astype(dtype)
+    if poison is not None and np.issubdtype(x.dtype, np.floating):
+        x.flat[where % x.size] = poison
+    try:
+        classifier(x)
+    except (TypeError, ValueError) as forward_error:
+        with pytest.raises(type(forward_error)):
+            classifier.grad(x, labels=np.array([1]))
+        return
+    grads = classifier.grad(x, labels=np.array([1])).gradients["pixel_values"]
+    assert np.isfinite(grads).all()
+
+
+@FUZZ
+@given(labels=st.lists(st.integers(-300, 300) | st.floats(allow_nan=True), min_size=1, max_size=4))
+def test_fuzzed_segmentation_labels_are_refused_or_valid(segmenter, labels):
+    values = np.resize(np.asarray(labels), (1, 64, 64))
+    valid = values.dtype.kind in "iu" and bool(np.all(((values >= 0) & (values < 4)) | (values == 255)))
+    if valid:
+        assert np.isfinite(segmenter.grad(GOOD, labels=values).gradients["pixel_values"]).all()
+    else:
+        with pytest.raises(ValueError):
+            segmenter.grad(GOOD, labels=values)
