@@ -191,6 +191,8 @@ class TFLiteGraph:
 
     def name(self, t: int) -> str:
         """Tensor t's name (bytes that are not UTF-8 are replaced, never an error)."""
+        if not 0 <= t < self.graph.TensorsLength():
+            return f"<no tensor {t}>"
         name = self.graph.Tensors(t).Name()
         return "" if name is None else name.decode("utf-8", "replace")
 

@@ -92,7 +92,8 @@ class _Op:
 
     def fail(self, message: str, tensor: int | None = None) -> None:
         out = self.outputs[0] if tensor is None and self.outputs else tensor
-        named = f" (tensor {self.graph.name(out)!r})" if out is not None and out >= 0 else ""
+        in_range = out is not None and 0 <= out < self.graph.graph.TensorsLength()
+        named = f" (tensor {self.graph.name(out)!r})" if in_range else ""
         raise WeightFileError(f"{self.graph.where}: op {self.index} {self.type}{named}: {message}.")
 
 
@@ -225,11 +226,8 @@ def _check_wiring(graph: Any, constants: set[int]) -> None:
             op.fail(f"opcode_index {code} is outside the file's {n_codes} operator codes", tensor=-1)
         if op.type not in CHECKS:
             op.fail(f"npmnv2 does not implement this op; it runs {', '.join(CHECKS)}", tensor=-1)
-        optional = {2} if op.type in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") else set()
-        for position, t in enumerate(op.inputs):
-            if t == -1 and position in optional:
-                continue
-            if not 0 <= t < n:
+        for position, t in enumerate(op.inputs):  # a bias of -1 (none) is refused: the interpreter's
+            if not 0 <= t < n:  # reference conv kernels expect one
                 op.fail(f"input {position} is tensor index {t}, outside the {n} tensors", tensor=-1)
             if t not in available:
                 op.fail(
