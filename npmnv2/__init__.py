@@ -26,6 +26,14 @@ from .outputs import (
 from .trace import Step, Summary, Trace
 from .warnings import NpMnV2Warning
 
+
+def explore(model, image, *, other=None):
+    """The interactive explorer of `model` on `image` in Jupyter; see `npmnv2.explorer.explore`."""
+    from .explorer import explore as _explore
+
+    return _explore(model, image, other=other)
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -53,6 +61,7 @@ __all__ = [
     "backward",
     "compare",
     "data_files",
+    "explore",
     "integer_ops",
     "ops",
     "reference",

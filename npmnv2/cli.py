@@ -333,6 +333,29 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+# ============================================================================ explore
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    from .explorer import session_for, write_page
+
+    path = _image_paths([args.image])[0]
+    _check_output(args.output, {".html", ".htm"}, "-o", inputs=[path])
+    _say_default(args.weights)
+    model = _integer_model(args.weights) if args.integer else _load_model(args.weights, "auto")
+    started = time.perf_counter()
+    session = session_for(model, path)
+    kind = "integer model" if args.integer else type(model).__name__
+    title = f"npmnv2 explorer: {path.name} through {args.weights} ({kind})"
+    write_page(session, args.output, title=title)
+    size, seconds = Path(args.output).stat().st_size / 2**20, time.perf_counter() - started
+    print(
+        f"wrote {args.output} ({len(session.steps)} steps, {size:.1f} MiB, {seconds:.1f} s): open it in a browser; "
+        "it needs no server and no network"
+    )
+    return 0
+
+
 # ============================================================================ convert
 
 
@@ -683,6 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
         _classify_parser,
         _segment_parser,
         _explain_parser,
+        _explore_parser,
         _convert_parser,
         _summary_parser,
         _trace_parser,
@@ -760,6 +784,19 @@ def _explain_parser(add: AddParser) -> None:
     p.add_argument("--method", choices=["gradcam", "saliency"], default="gradcam", help="default gradcam")
     p.add_argument("--layer", metavar="NAME", help="Grad-CAM's feature map (default: the last one before the head)")
     p.set_defaults(func=cmd_explain)
+
+
+def _explore_parser(add: AddParser) -> None:
+    p = add(
+        "explore",
+        "write the interactive explorer of one image as a self-contained HTML page (no server, no network)",
+        "npmnv2 explore cat.bmp --weights mobilenet_v2_1.0_224_quant.tflite -o cat.html",
+    )
+    p.add_argument("image", metavar="IMAGE", help="the image file")
+    p.add_argument("--weights", default=DEFAULT_MODEL, help=f"{WEIGHTS_HELP} (default: the embedded model)")
+    p.add_argument("--integer", action="store_true", help="explore the integer model of a quantized .tflite file")
+    p.add_argument("-o", "--output", required=True, help="the .html page to write")
+    p.set_defaults(func=cmd_explore)
 
 
 def _convert_parser(add: AddParser) -> None:

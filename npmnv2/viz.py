@@ -381,6 +381,32 @@ def inverted_residual_diagram(model: Any, block: str = "layer.3", image_size: in
     return fig
 
 
+def receptive_field_table(model_or_config: Any, image_size: int = 224) -> dict[str, tuple[int, int, int]]:
+    """{conv layer name: (receptive field, cumulative stride, feature map size)} of the backbone,
+    in execution order: how many input pixels one output pixel of the layer sees, how far apart
+    in the input two neighbouring output pixels are, and the layer's output side.
+
+    Math: jump_l = jump_{l-1} * s_l;  rf_l = rf_{l-1} + (K_eff,l - 1) * jump_{l-1},  K_eff = d (K - 1) + 1.
+
+    >>> from npmnv2 import MobileNetV2Config
+    >>> receptive_field_table(MobileNetV2Config())["layer.0.conv_3x3"]
+    (11, 4, 56)
+    """
+    from .architecture import backbone_spec
+    from .configuration_mobilenet_v2 import MobileNetV2Config
+
+    config = model_or_config if isinstance(model_or_config, MobileNetV2Config) else model_or_config.config
+    arch = backbone_spec(config)
+    table, rf, jump, size = {}, 1, 1, image_size
+    for conv in [c for b in arch.blocks for c in b.convs] + [arch.conv_1x1]:
+        k_eff = conv.dilation * (conv.kernel_size - 1) + 1
+        rf += (k_eff - 1) * jump
+        jump *= conv.stride
+        size = -(-size // conv.stride)
+        table[conv.name] = (rf, jump, size)
+    return table
+
+
 def receptive_fields(
     model_or_config: Any, image_size: int = 224, output_strides: tuple[int, ...] = (8, 16, 32)
 ) -> Figure:
@@ -389,7 +415,6 @@ def receptive_fields(
 
     Math: jump_l = jump_{l-1} * s_l;  rf_l = rf_{l-1} + (K_eff,l - 1) * jump_{l-1},  K_eff = d (K - 1) + 1.
     """
-    from .architecture import backbone_spec
     from .configuration_mobilenet_v2 import MobileNetV2Config
 
     config = model_or_config if isinstance(model_or_config, MobileNetV2Config) else model_or_config.config
@@ -404,17 +429,9 @@ def receptive_fields(
     ]
     for i, os_ in enumerate(output_strides):
         style = styles[i % len(styles)]
-        arch = backbone_spec(_with_output_stride(config, os_))
-        convs = [c for b in (arch.stem, *arch.layers) for c in b.convs] + [arch.conv_1x1]
-        rf, jump, size, rfs, jumps, sizes = 1, 1, image_size, [], [], []
-        for conv in convs:
-            k_eff = conv.dilation * (conv.kernel_size - 1) + 1
-            rf += (k_eff - 1) * jump
-            jump *= conv.stride
-            size = -(-size // conv.stride)
-            rfs.append(rf)
-            jumps.append(jump)
-            sizes.append(size)
+        table = receptive_field_table(_with_output_stride(config, os_), image_size)
+        convs = list(table)
+        rfs, jumps, sizes = ([row[k] for row in table.values()] for k in range(3))
         ax_rf.plot(rfs, label=f"output stride {os_}", **style)
         ax_stride.plot(jumps, label=f"output stride {os_}", **style)
         ax_res.plot(sizes, label=f"output stride {os_}", **style)
