@@ -111,8 +111,8 @@ def test_a_clicked_pixel_shows_its_receptive_field_of_the_right_size(browser, pa
     big = browser.find_element(By.CSS_SELECTOR, ".npx-big")
     browser.execute_script(
         "const r = arguments[0].getBoundingClientRect();"
-        "arguments[0].dispatchEvent(new MouseEvent('click', {clientX: r.left + r.width / 2, clientY: r.top + r.height / 2,"
-        " bubbles: true}));",
+        "arguments[0].dispatchEvent(new MouseEvent('click',"
+        " {clientX: r.left + r.width / 2, clientY: r.top + r.height / 2, bubbles: true}));",
         big,
     )
     box = browser.find_element(By.CSS_SELECTOR, ".npx-rf")
