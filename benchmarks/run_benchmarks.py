@@ -180,6 +180,7 @@ def main() -> None:
     parser.add_argument("--integer-only", action="store_true", help="only the integer model against the interpreter")
     parser.add_argument("--backward-only", action="store_true", help="only forward + backward against PyTorch autograd")
     parser.add_argument("--verify-only", action="store_true", help="only npmnv2 verify of Keras's MobileNetV2")
+    parser.add_argument("--explorer-only", action="store_true", help="only the explorer widget's answer times")
     args = parser.parse_args()
     repeats = 5 if args.quick else args.repeats
     if args.trace_only:
@@ -193,6 +194,9 @@ def main() -> None:
         return
     if args.verify_only:
         verify_report()
+        return
+    if args.explorer_only:
+        explorer_report()
         return
     rng = np.random.default_rng(0)
     Cls, Seg = npmnv2.MobileNetV2ForImageClassification, npmnv2.MobileNetV2ForSemanticSegmentation
@@ -260,6 +264,8 @@ def main() -> None:
     integer_report(repeats)
     print()
     backward_report(repeats)
+    print()
+    explorer_report()
     print()
     model, _ = pair(Cls, npmnv2.MobileNetV2Config(num_labels=1001))
     x = rng.uniform(-1, 1, size=(1, 3, 224, 224)).astype(np.float32)
@@ -381,6 +387,44 @@ def trace_report(repeats: int) -> None:
     ]:
         print(f"{label:46} {ms:10.1f} {ms / plain:10.2f}", flush=True)
     print(f"{'  (stop_at layer.3 / trace keeping no tensor)':46} {'':10} {early / keep_none:10.2f}", flush=True)
+
+
+def explorer_report() -> None:
+    """The explorer widget's answers on the real 224 classifier, trace cached: every step's first
+    visit (the payload computed from the cached trace: tiles, kernel, source), a channel at full
+    resolution, and an intervention (the network re-run from one step). Target: a step change in
+    under 300 ms on 2 cores."""
+    import time
+
+    from npmnv2.data_files import sample_image
+
+    model = npmnv2.MobileNetV2ForImageClassification.from_pretrained("npmnv2/default")
+    started = time.perf_counter()
+    widget = npmnv2.explore(model, sample_image("cat"))
+    opened = (time.perf_counter() - started) * 1000
+
+    def timed(request: dict) -> float:
+        start = time.perf_counter()
+        answer = widget.handle(request)
+        assert answer["type"] != "error", answer
+        return (time.perf_counter() - start) * 1000
+
+    steps = [timed({"type": "step", "name": name}) for name in widget.overview["steps"]]
+    again = [timed({"type": "step", "name": name}) for name in widget.overview["steps"]]
+    channel = timed({"type": "channel", "name": "conv_stem.first_conv.activation", "channel": 3})
+    intervene = timed(
+        {"type": "intervene", "name": "layer.6.reduce_1x1.normalization", "kind": "relu6_after_bottleneck"}
+    )
+    print(f"{'explorer widget, 224 classifier (trace cached)':46} {'ms':>10}")
+    for label, ms in [
+        ("open: trace + prediction + overview", opened),
+        (f"step change, first visit: median of {len(steps)}", float(np.median(steps))),
+        ("step change, first visit: slowest step", max(steps)),
+        ("step change, visited before: median", float(np.median(again))),
+        ("one channel at full resolution", channel),
+        ("intervention (run_from layer.6)", intervene),
+    ]:
+        print(f"{label:46} {ms:10.1f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -127,7 +127,12 @@ def _requirements(extra: str | None) -> set[str]:
 
 
 # what a notebook needs beyond its imports, when it calls these
-IMPLIED = {"tflite_activations": "ai-edge-litert", "tflite_integer_tensors": "ai-edge-litert", ".tflite": "tflite"}
+IMPLIED = {
+    "explore(": "anywidget",
+    "tflite_activations": "ai-edge-litert",
+    "tflite_integer_tensors": "ai-edge-litert",
+    ".tflite": "tflite",
+}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

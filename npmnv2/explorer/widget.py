@@ -61,6 +61,13 @@ class ExplorerWidget(anywidget.AnyWidget):
             message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
             return {"type": "error", "message": str(message)}
 
+    def __repr__(self) -> str:
+        top = self.session.top5[0]
+        return (
+            f"ExplorerWidget({type(self.session.model).__name__}, {len(self.session.steps)} steps; "
+            f"prediction {top[2]!r} {top[1]:.3f})"
+        )
+
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """The widget where widgets render; a static picture (HTML with PNGs) everywhere else."""
         bundle = super()._repr_mimebundle_(**kwargs)
