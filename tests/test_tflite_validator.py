@@ -355,3 +355,16 @@ def test_the_real_files_pass_the_validator(coral_dir):
         graph = TFLiteGraph(path)
         assert len(graph.ops) > 60
         assert math.isfinite(read_tflite(path)[2]["pixel_values"][0])
+
+
+def test_a_softmax_the_reference_kernel_aborts_on_is_refused_while_running(edit, tmp_path):
+    """Found by the differential fuzz run: the classifier's weight zero point 113 -> 241 makes
+    every logit saturate at 0; the reference SOFTMAX then sums 1001 equal exponentials, its final
+    shift exceeds 31 and the interpreter aborts (SIGABRT). npmnv2 refuses that input by name."""
+    from npmnv2.ops.probability import KernelAbortError
+
+    e = edit(CLASSIFIER)
+    e.set_zero_point(e.op_input(e.ops_of("CONV_2D")[-1], 1), 241)
+    model = QuantizedMobileNetV2.from_pretrained(e.save(tmp_path / "m.tflite"))
+    with pytest.raises(KernelAbortError, match="TFLite's reference SOFTMAX aborts"):
+        model(np.zeros((1, 3, 224, 224), np.uint8))

@@ -87,8 +87,9 @@ class _Op:
         self.inputs, self.outputs = self.record["inputs"], self.record["outputs"]
         # A float op (float32 activations, as in a float .tflite the float importer reads) is checked
         # for types, options and shapes; the integer checks apply to quantized ops only.
-        first = self.inputs[0] if self.type == "ARG_MAX" else self.outputs[0]
-        self.float = graph.type_of(first) == np.dtype(np.float32)
+        first = (self.inputs or [-1])[0] if self.type == "ARG_MAX" else (self.outputs or [-1])[0]
+        in_range = 0 <= first < graph.graph.TensorsLength()  # the wiring check names a bad index
+        self.float = in_range and graph.type_of(first) == np.dtype(np.float32)
 
     def fail(self, message: str, tensor: int | None = None) -> None:
         out = self.outputs[0] if tensor is None and self.outputs else tensor

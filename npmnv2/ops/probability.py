@@ -134,12 +134,19 @@ def _one_over_one_plus_x(a: np.ndarray) -> np.ndarray:
     return _saturating_shift_left(x, 1)  # ExactMulByPot<-1> then Rescale<0>
 
 
+class KernelAbortError(ValueError):
+    """An input on which TFLite's reference kernel aborts (a failed assertion), so there is no
+    result to reproduce bit for bit: the integer model refuses it by name instead."""
+
+
 def softmax_int(x: np.ndarray, x_scale: float, *, beta: float = 1.0, out_range: tuple[int, int]) -> np.ndarray:
     """TFLite's reference quantized SOFTMAX over the last axis (uint8/int8 in and out, output scale 1/256).
 
     Math: d = x - max(x) (integers); d' = d * beta * s_in in Q5.26 (a fixed-point multiplier);
     e = exp(d') in Q0.31 (`exp_on_negative_values`), 0 where d is below the input radius;
     sum = sum of e in Q12.19; out = e * (1 / sum) rounded to 8 bits, plus the output's minimum.
+    When the sum reaches 256 (hundreds of classes tie for the maximum) the reference kernel's final
+    shift exceeds 31 and the interpreter aborts; so does this function (`KernelAbortError`).
     Shapes: x (..., L) -> (..., L) int64.
     """
     integer_bits, accumulation_bits = 5, 12
@@ -158,6 +165,13 @@ def softmax_int(x: np.ndarray, x_scale: float, *, beta: float = 1.0, out_range: 
     shifted_sum_minus_one = _wrap32((sum_of_exps << headroom_plus_one) - (1 << 31))
     shifted_scale = _one_over_one_plus_x(shifted_sum_minus_one)
     exponent = num_bits_over_unit + 31 - 8
+    if np.any(exponent > 31):  # gemmlowp's RoundingDivideByPOT asserts exponent <= 31: the interpreter aborts
+        total = float(np.max(sum_of_exps)) / 2**19
+        raise KernelAbortError(
+            f"softmax_int: the exponentials of a row add up to {total:.0f} (at least 256: hundreds of classes tie "
+            "for the maximum), where TFLite's reference SOFTMAX aborts (gemmlowp asserts a shift of at most 31); "
+            "npmnv2 refuses to invent the result the interpreter cannot give."
+        )
     out = rounding_divide_by_pot(_fixed_mul(shifted_scale, exps), exponent) + out_range[0]
     return np.where(keep, np.clip(out, *out_range), out_range[0])
 
@@ -224,6 +238,8 @@ def softmax_int_loops(x, x_scale, *, beta=1.0, out_range):
         headroom = 32 - total.bit_length()
         scale = one_over_one_plus_x(wrap((total << headroom) - (1 << 31)))
         exponent = 12 - headroom + 31 - 8
+        if exponent > 31:
+            raise KernelAbortError("softmax_int_loops: the exponentials add up to 256 or more; TFLite's kernel aborts.")
         out[index] = [
             out_range[0]
             if e is None
