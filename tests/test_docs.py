@@ -45,3 +45,13 @@ def test_the_site_builds_strictly_from_the_committed_files(tmp_path, coral_dir):
     assert "stylesheets/extra.css" in notebook  # wide printed tables scroll instead of wrapping mid-column
     css = (tmp_path / "site" / "stylesheets" / "extra.css").read_text()
     assert "white-space: pre !important" in css and "overflow-x: auto" in css
+
+
+def test_the_docs_embed_a_generated_explorer_page():
+    page = PROJECT_ROOT / "docs" / "explorer" / "grace_hopper.html"
+    text = page.read_text()
+    assert "default-src 'none'" in text and text.count('"kind":') >= 158 and page.stat().st_size < 15 * 2**20
+    assert 'src="../explorer/grace_hopper.html"' in (PROJECT_ROOT / "docs" / "explore.md").read_text()
+    tracked = subprocess.run(["git", "ls-files", "docs/explorer"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if tracked.returncode == 0:
+        assert "docs/explorer/grace_hopper.html" in tracked.stdout.split()

@@ -158,3 +158,10 @@ def test_the_integer_model_explores_too(integer_model, coral_dir):
         and payload["receptive_field"]["size"]
         == [viz.receptive_field_table(npmnv2.MobileNetV2Config(), 224)["layer.3.conv_3x3"][0]] * 2
     )
+
+
+def test_a_tiles_message_gives_a_steps_or_the_inputs_channels(widget):
+    answer = widget.handle({"type": "tiles", "name": "pixel_values"})
+    assert answer["type"] == "tiles" and answer["tiles"]["channels"] == 3 and answer["tiles"]["map"] == [224, 224]
+    answer = widget.handle({"type": "tiles", "name": "layer.5.expand_1x1.activation"})
+    assert answer["tiles"]["channels"] == 192

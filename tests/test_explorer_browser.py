@@ -122,6 +122,8 @@ def test_a_clicked_pixel_shows_its_receptive_field_of_the_right_size(browser, pa
     assert y1 - y0 == min(rf, 224) or y0 == 0 or y1 == 224  # clipped only at the image border
     scale = int(browser.find_element(By.CSS_SELECTOR, ".npx-image").get_attribute("data-scale"))
     assert abs(box.rect["width"] - (x1 - x0) * scale) <= 1
+    window = browser.find_element(By.CSS_SELECTOR, ".npx-window").text  # ... and at the previous step
+    assert window.startswith("the window that produced pixel") and "rows" in window
     if layer == "layer.3.conv_3x3":
         browser.save_screenshot(str(SCREENSHOTS / "page_receptive_field.png"))
 

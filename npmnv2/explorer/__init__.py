@@ -80,6 +80,7 @@ def page_html(session: ExplorerSession, *, title: str = "") -> str:
         "overview": session.overview(),
         "interactive": False,
         "payloads": {step.name: session.payload(step.name) for step in session.steps},
+        "input_tiles": session.tiles("pixel_values"),
     }
     blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
     script = _asset("explorer.js").replace("export default { render };", "")
@@ -104,6 +105,9 @@ const model = {{
   send: (msg) => setTimeout(() => {{
     if (msg.type === "step") {{
       reply({{ type: "payload", payload: data.payloads[msg.name] }});
+    }} else if (msg.type === "tiles") {{
+      const tiles = msg.name === "pixel_values" ? data.input_tiles : (data.payloads[msg.name] || {{}}).tiles;
+      reply({{ type: "tiles", name: msg.name, tiles }});
     }}
   }}),
 }};

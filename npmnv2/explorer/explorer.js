@@ -43,7 +43,7 @@ function render({ model, el }) {
   const overview = model.get("overview");
   const interactive = model.get("interactive");
   const state = { step: null, payload: null, channel: 0, selected: new Set(), scale: "shared", pixel: null,
-    sprites: {}, pending: {} };
+    sprites: {}, tiles: {}, pendingTiles: null };
   const root = h("div", { class: "npx", tabindex: "0" });
   el.append(root);
 
@@ -65,6 +65,7 @@ function render({ model, el }) {
   const bigInfo = h("div", { class: "npx-biginfo" });
   const kernelBox = h("div", { class: "npx-kernel" });
   const paddingBox = h("div", { class: "npx-padding" });
+  const windowBox = h("div", { class: "npx-window" });
   const tools = h("div", { class: "npx-tools" });
   const result = h("div", { class: "npx-result" });
   root.append(
@@ -73,7 +74,7 @@ function render({ model, el }) {
     arch, blockSteps, slider, card,
     h("div", { class: "npx-mapsrow" },
       h("div", { class: "npx-mapscol" }, h("div", { class: "npx-label" }, "Feature maps ", scaleToggle), grid),
-      h("div", { class: "npx-detail" }, big, bigInfo, kernelBox, paddingBox)),
+      h("div", { class: "npx-detail" }, big, bigInfo, windowBox, kernelBox, paddingBox)),
     tools, result);
 
   // ---------------------------------------------------------------- input image and prediction
@@ -158,6 +159,7 @@ function render({ model, el }) {
     bigInfo.replaceChildren();
     kernelBox.replaceChildren();
     paddingBox.replaceChildren();
+    windowBox.replaceChildren();
     big.getContext("2d").clearRect(0, 0, big.width, big.height);
     rfBox.style.display = "none";
     if (p.tiles) {
@@ -251,6 +253,7 @@ function render({ model, el }) {
     if (interactive) model.send({ type: "channel", name: p.name, channel: c });
     drawKernel();
     drawPadding();
+    drawWindow();
   }
 
   big.addEventListener("click", (event) => {
@@ -279,6 +282,53 @@ function render({ model, el }) {
     bigInfo.append(h("div", { class: "npx-pixel" }, `pixel (${y}, ${x}): receptive field ${f.size[0]}x${f.size[1]} ` +
       `from input row ${top}, column ${left}` + (top < 0 || left < 0 || top + f.size[0] > H || left + f.size[1] > W ? " (partly padding)" : "")));
     drawPadding();
+    drawWindow();
+  }
+
+  function sourceChannel(p) {
+    // the input channel the chosen output channel reads: the same one for a depthwise conv, else
+    // the shown input channel with the largest weight in the chosen output channel's kernel
+    const c = state.channel;
+    if (p.attrs.conv_type === "depthwise" || p.attrs.groups > 1) return c;
+    const k = p.kernel;
+    if (!k || k.shape.length !== 4 || c >= k.shape[0]) return 0;
+    const raw = Uint8Array.from(atob(k.data), (ch) => ch.charCodeAt(0));
+    const per = k.shape[1] * k.shape[2] * k.shape[3], cin = k.shape[3];
+    let best = 0, bestAbs = -1;
+    for (let i = 0; i < per; i++) {
+      const v = Math.abs(raw[c * per + i] > 127 ? raw[c * per + i] - 256 : raw[c * per + i]);
+      if (v > bestAbs && i % cin < 64) { bestAbs = v; best = i % cin; }
+    }
+    return best;
+  }
+
+  function drawWindow() {
+    // the window of the previous step that produced the chosen pixel, on that step's channel
+    const p = state.payload, w = p.window;
+    windowBox.replaceChildren();
+    if (!w || !state.pixel) return;
+    const source = w.input;
+    const withTiles = (tiles) => {
+      if (!tiles || state.payload !== p) return;
+      const c = Math.min(sourceChannel(p), tiles.count - 1);
+      const [mh, mw] = tiles.map, [th, tw] = tiles.tile;
+      const [y, x] = state.pixel;
+      const span = (w.kernel - 1) * w.dilation + 1;
+      const y0 = y * w.stride - w.padding[0], x0 = x * w.stride - w.padding[2];
+      const canvas = h("canvas", { class: "npx-windowmap", width: "240", height: String(Math.round(240 * mh / mw)) });
+      spriteOf(source + "@tiles", tiles).then(() => {
+        paint(canvas, tileValues(source + "@tiles", tiles, c), th, tw, tiles.mins[c], tiles.maxs[c]);
+        const ctx = canvas.getContext("2d");
+        const sy = canvas.height / mh, sx = canvas.width / mw;
+        ctx.strokeStyle = "#ff2d55"; ctx.lineWidth = 2;
+        ctx.strokeRect(x0 * sx, y0 * sy, span * sx, span * sy);
+      });
+      windowBox.append(h("div", { class: "npx-label" },
+        `the window that produced pixel (${y}, ${x}): rows ${y0}..${y0 + span - 1}, columns ${x0}..${x0 + span - 1} ` +
+        `of ${source} (${mh}x${mw}), channel ${c}` + (y0 < 0 || x0 < 0 || y0 + span > mh || x0 + span > mw ? ", partly padding" : "")), canvas);
+    };
+    if (state.tiles[source]) withTiles(state.tiles[source]);
+    else { state.pendingTiles = withTiles; model.send({ type: "tiles", name: source }); }
   }
 
   function drawKernel() {
@@ -368,6 +418,10 @@ function render({ model, el }) {
 
   model.on("msg:custom", (msg) => {
     if (msg.type === "payload") showPayload(msg.payload);
+    else if (msg.type === "tiles") {
+      state.tiles[msg.name] = msg.tiles;
+      if (state.pendingTiles) { const draw = state.pendingTiles; state.pendingTiles = null; draw(msg.tiles); }
+    }
     else if (msg.type === "channel" && state.payload && msg.name === state.payload.name && msg.channel === state.channel) {
       loadImage(msg.png).then((img) => {
         const grey = document.createElement("canvas");

@@ -187,6 +187,15 @@ class ExplorerSession:
             payload["kernel"] = _kernel_payload(kernel, payload.get("tiles", {}).get("count", MAX_TILES))
         return payload
 
+    def tiles(self, name: str) -> dict[str, Any] | None:
+        """The channel sprite of step `name`, or of the input ("pixel_values"): what a conv step's
+        window is drawn on."""
+        if name == "pixel_values":
+            if "pixel_values" not in self._payloads:
+                self._payloads["pixel_values"] = {"tiles": _tiles(np.asarray(self.pixel_values, np.float64)[0], None)}
+            return self._payloads["pixel_values"]["tiles"]
+        return self.payload(name).get("tiles")
+
     def channel(self, name: str, channel: int) -> dict[str, Any]:
         """One channel of step `name` at full resolution (a PNG) with its value range."""
         output = np.asarray(self.steps[self.index[name]].output)

@@ -46,6 +46,8 @@ class ExplorerWidget(anywidget.AnyWidget):
             kind = request.get("type")
             if kind == "step":
                 return {"type": "payload", "payload": s.payload(request["name"])}
+            if kind == "tiles":
+                return {"type": "tiles", "name": request["name"], "tiles": s.tiles(request["name"])}
             if kind == "channel":
                 return {"type": "channel", "name": request["name"], "channel": request["channel"],
                         **s.channel(request["name"], int(request["channel"]))}  # fmt: skip
