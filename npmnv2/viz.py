@@ -456,11 +456,11 @@ def receptive_fields(
     ax_res.set_xticks(
         range(0, len(convs), 3),
         [
-            c.name.replace("layer.", "L")
+            name.replace("layer.", "L")
             .replace(".conv_3x3", ".dw")
             .replace(".expand_1x1", ".ex")
             .replace(".reduce_1x1", ".pr")
-            for c in convs
+            for name in convs
         ][::3],
         rotation=60,
         fontsize=7,
