@@ -35,7 +35,7 @@ from npmnv2.ops.probability import KernelAbortError
 from npmnv2.weights import WeightFileError
 from tests.tflite_edit import FIELDS, TFLiteEdit
 
-FUZZ_EXAMPLES = int(os.environ.get("NPMNV2_FUZZ_TFLITE", "100"))
+FUZZ_EXAMPLES = int(os.environ.get("NPMNV2_FUZZ_TFLITE", "80"))
 SEED = int(os.environ.get("NPMNV2_FUZZ_SEED", "20"))
 MODELS = {  # file: share of the examples
     "mobilenet_v2_1.0_224_quant.tflite": 0.55,
