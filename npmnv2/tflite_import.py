@@ -15,6 +15,7 @@ gamma = 1, beta = bias, running_mean = 0, running_var = 1 - eps, so that
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
 import math
@@ -78,6 +79,10 @@ def _builtin_names(tflite: Any) -> dict[int, str]:
 
 
 _BUILTIN_NAMES: dict[int, str] = {}
+# SHA-256 of the files that passed `check_structure` and `validate` in this process (the last 32):
+# opening the same bytes again (the processor, the float import and the integer model each open
+# the file) skips the second pass, never the first.
+_VALIDATED: dict[bytes, None] = {}
 
 
 class TFLiteGraph:
@@ -94,14 +99,21 @@ class TFLiteGraph:
         self.path = regular_file(path, "TFLite file")
         self.where = f"TFLite file {str(path)!r}"
         self.buf = _read_bounded(self.path, self.where)
-        check_structure(self.buf, self.where)
+        digest = hashlib.sha256(self.buf).digest()  # the same bytes validated before need no second pass
+        known = digest in _VALIDATED
+        if not known:
+            check_structure(self.buf, self.where)
         try:
             self.model = tflite.Model.GetRootAsModel(self.buf, 0)
             if self.model.SubgraphsLength() < 1:
                 raise WeightFileError(f"{self.where} has no subgraph: it holds no model.")
             self.graph = self.model.Subgraphs(0)
             self.ops = [self._op(i) for i in range(self.graph.OperatorsLength())]
-            validate(self)
+            if not known:
+                validate(self)
+                _VALIDATED[digest] = None
+                while len(_VALIDATED) > 32:
+                    _VALIDATED.pop(next(iter(_VALIDATED)))
         except WeightFileError:
             raise
         except Exception as err:  # flatbuffers raise assorted errors on garbage

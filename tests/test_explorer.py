@@ -112,9 +112,10 @@ def test_grad_cam_at_any_block(widget, block):
 
 
 def test_float_and_integer_are_compared_at_the_same_step(widget):
-    answer = widget.handle({"type": "compare", "name": "layer.4.conv_3x3.activation"})
+    answer = widget.handle({"type": "compare", "name": "layer.4.conv_3x3.activation", "channel": 5})
     assert answer["type"] == "compare" and answer["other_step"] == "layer.4.conv_3x3.convolution"
     assert answer["quant_step"] > 0 and 0 < answer["in_steps"] < 50  # float vs integer: a few quantization steps
+    assert answer["channel"] == 5 and all(answer[k] for k in ("mine_png", "theirs_png", "png", "grid_png"))
 
 
 def test_messages_from_the_front_end_are_answered_with_send(widget, monkeypatch):
@@ -165,3 +166,13 @@ def test_a_tiles_message_gives_a_steps_or_the_inputs_channels(widget):
     assert answer["type"] == "tiles" and answer["tiles"]["channels"] == 3 and answer["tiles"]["map"] == [224, 224]
     answer = widget.handle({"type": "tiles", "name": "layer.5.expand_1x1.activation"})
     assert answer["tiles"]["channels"] == 192
+
+
+def test_a_comm_message_from_the_front_end_reaches_handle_and_its_answer_is_sent(widget, monkeypatch):
+    """The message as the kernel receives it from anywidget's model.send: a comm message whose data
+    has method "custom"; ipywidgets dispatches it to the widget's on_msg handler."""
+    sent = []
+    monkeypatch.setattr(widget, "send", sent.append)
+    message = {"type": "step", "name": "layer.0"}
+    widget._handle_msg({"content": {"data": {"method": "custom", "content": message}}, "buffers": []})
+    assert sent and sent[0]["type"] == "payload" and sent[0]["payload"]["name"] == "layer.0"

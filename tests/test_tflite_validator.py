@@ -193,6 +193,7 @@ def test_schema_version_99_is_refused(edit, tmp_path):
 def test_weights_marked_variable_are_refused(coral_dir, monkeypatch):
     """The Coral files omit is_variable (false); here the reader reports every tensor variable."""
     monkeypatch.setattr(tflite.Tensor, "IsVariable", lambda self: True)
+    monkeypatch.setattr("npmnv2.tflite_import._VALIDATED", {})  # validate these bytes again
     with pytest.raises(WeightFileError, match=r"is both constant .* and variable"):
         TFLiteGraph(coral_dir / CLASSIFIER)
 

@@ -412,7 +412,7 @@ function render({ model, el }) {
     if (p.name.endsWith("reduce_1x1.normalization")) buttons.push(["ReLU6 after this linear bottleneck",
       () => model.send({ type: "intervene", name: p.name, kind: "relu6_after_bottleneck" })]);
     if (p.block !== "head" || p.tiles) buttons.push(["Grad-CAM at " + p.block, () => model.send({ type: "gradcam", block: p.block })]);
-    if (overview.compare) buttons.push(["compare with the other model", () => model.send({ type: "compare", name: p.name })]);
+    if (overview.compare) buttons.push(["compare with the other model", () => model.send({ type: "compare", name: p.name, channel: state.channel })]);
     for (const [label, action] of buttons) tools.append(h("button", { class: "npx-tool", onclick: action }, label));
   }
 
@@ -444,11 +444,16 @@ function render({ model, el }) {
         result.replaceChildren(h("div", { class: "npx-label" }, `Grad-CAM of the predicted class at ${msg.layer}`), img);
       });
     } else if (msg.type === "compare") {
-      loadImage(msg.png).then((img) => {
-        img.className = "npx-diff";
-        result.replaceChildren(h("div", { class: "npx-label" }, `${msg.step} minus ${msg.other_step}: max |diff| ${msg.max_abs_diff.toExponential(3)}` +
-          (msg.quant_step ? `, quantization step ${msg.quant_step.toExponential(3)} (${msg.in_steps.toFixed(2)} steps)` : "") +
-          "; channel 0, blue < 0 < red"), img);
+      const images = [["this model: " + msg.step, msg.mine_png], ["the other model: " + msg.other_step, msg.theirs_png],
+        ["difference (blue < 0 < red)", msg.png]].concat(msg.grid_png ? [["where this model's values fall on the grid", msg.grid_png]] : []);
+      Promise.all(images.map(([, png]) => loadImage(png))).then((loaded) => {
+        const row = h("div", { class: "npx-compare" });
+        loaded.forEach((img, i) => {
+          img.className = i < 3 ? "npx-diff" : "npx-grid-figure";
+          row.append(h("figure", {}, img, h("figcaption", {}, images[i][0])));
+        });
+        result.replaceChildren(h("div", { class: "npx-label" }, `channel ${msg.channel}: max |diff| ${msg.max_abs_diff.toExponential(3)}` +
+          (msg.quant_step ? `, quantization step ${msg.quant_step.toExponential(3)} (${msg.in_steps.toFixed(2)} steps)` : "")), row);
       });
     } else if (msg.type === "error") {
       result.replaceChildren(h("div", { class: "npx-error" }, msg.message));

@@ -13,7 +13,6 @@ import base64
 import html
 import inspect
 import io
-import io as _io
 import keyword
 import re
 import tokenize
@@ -52,7 +51,7 @@ def highlight_python(source: str) -> str:
     out, last_line, last_col = [], 1, 0
     lines = source.splitlines(keepends=True)
     try:
-        tokens = list(tokenize.generate_tokens(_io.StringIO(source).readline))
+        tokens = list(tokenize.generate_tokens(io.StringIO(source).readline))
     except (tokenize.TokenError, IndentationError, SyntaxError):
         return html.escape(source)
     previous = ""
@@ -249,9 +248,10 @@ class ExplorerSession:
         colours = (_viridis(heat) * 0.6 + self.image / 255 * 0.4) * 255
         return {"block": block, "layer": layer, "png": png_base64(np.clip(colours, 0, 255).astype(np.uint8))}
 
-    def compare(self, name: str) -> dict[str, Any]:
-        """Step `name` of the second model next to this one: the difference map of the first
-        shown channel and, when one side is quantized, its quantization step."""
+    def compare(self, name: str, channel: int = 0) -> dict[str, Any]:
+        """Step `name` of this model and of the second one side by side (one channel each, on one
+        colour scale), their difference map, and where this model's values fall on the other's
+        quantization grid (the real numbers its integers can stand for)."""
         if self.other is None:
             raise ValueError("no second model to compare with: explore(model, image, other=...) or --integer.")
         if self._other_trace is None:
@@ -261,20 +261,29 @@ class ExplorerSession:
         theirs = self._real(self.other, self._other_trace, theirs_name)
         if mine.shape != theirs.shape:
             raise ValueError(f"{name!r} has shape {mine.shape} here and {theirs.shape} in the other model.")
-        diff = (mine - theirs).astype(np.float64)
+        diff = mine - theirs
         step_size = self._quant_step(self.other, self._other_trace, theirs_name) or self._quant_step(
             self.model, self.trace, name
         )
-        shown = diff[0, 0] if diff.ndim == 4 else diff[:1]
-        bound = float(np.abs(shown).max()) or 1.0
-        rgb = _diverging(shown / bound)
+        if mine.ndim == 4:
+            channel = min(max(int(channel), 0), mine.shape[1] - 1)
+            a, b, d = mine[0, channel], theirs[0, channel], diff[0, channel]
+        else:
+            a, b, d = mine[:1], theirs[:1], diff[:1]
+        lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+        bound = float(np.abs(d).max()) or 1.0
+        shared = [np.round(_viridis((v - lo) / ((hi - lo) or 1.0)) * 255).astype(np.uint8) for v in (a, b)]
         return {
             "step": name,
             "other_step": theirs_name,
+            "channel": channel,
             "max_abs_diff": float(np.abs(diff).max()),
             "quant_step": step_size,
             "in_steps": float(np.abs(diff).max() / step_size) if step_size else None,
-            "png": png_base64(rgb),
+            "mine_png": png_base64(shared[0]),
+            "theirs_png": png_base64(shared[1]),
+            "png": png_base64(_diverging(d / bound)),
+            "grid_png": _grid_figure(a, step_size) if step_size else None,
         }
 
     # ---------------------------------------------------------------- helpers
@@ -283,17 +292,19 @@ class ExplorerSession:
         return type(model).__name__ == "QuantizedMobileNetV2"
 
     def _real(self, model: Any, trace: Trace, name: str) -> np.ndarray:
-        step = trace[name]
-        scale, zero = trace.steps[[s.name for s in trace.steps].index(name)].attrs.get("scale"), None
+        """Step `name`'s output as real numbers: the integer model's integers dequantized."""
+        step = next(s for s in trace.steps if s.name == name)
+        values = np.asarray(trace[name], np.float64)
+        scale = step.attrs.get("scale")
         if self._integer(model) and scale is not None:
-            zero = trace.steps[[s.name for s in trace.steps].index(name)].attrs.get("zero_point", 0)
-            return (np.asarray(step, np.float64) - np.asarray(zero)) * np.asarray(scale)
-        return np.asarray(step, np.float64)
+            return (values - np.asarray(step.attrs.get("zero_point", 0))) * np.asarray(scale)
+        return values
 
     def _quant_step(self, model: Any, trace: Trace, name: str) -> float | None:
+        """The quantization step of an integer model's step (None for a float model)."""
         if not self._integer(model):
             return None
-        scale = trace.steps[[s.name for s in trace.steps].index(name)].attrs.get("scale")
+        scale = next(s for s in trace.steps if s.name == name).attrs.get("scale")
         return float(np.max(scale)) if scale is not None else None
 
     def _probabilities(self, output: Any) -> np.ndarray:
@@ -443,6 +454,29 @@ def _matching_step(trace: Trace, name: str) -> str:
     if name in {s.name for s in trace.steps}:
         return name
     raise ValueError(f"the other model has no step holding the values of {name!r}; pick a layer's output step.")
+
+
+def _grid_figure(values: np.ndarray, step: float) -> str:
+    """A histogram of one channel's real values with the quantization grid drawn over it (every
+    level when they fit, else every k-th), as a base64 PNG."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.2, 1.8), layout="constrained")
+    ax = fig.add_subplot()
+    lo, hi = float(values.min()), float(values.max())
+    ax.hist(values.ravel(), bins=80, color="#3b5bdb")
+    levels = np.arange(np.floor(lo / step), np.ceil(hi / step) + 1) * step
+    every = max(1, len(levels) // 60)
+    for level in levels[::every]:
+        ax.axvline(level, color="#ff2d55", lw=0.5, alpha=0.6)
+    ax.set_xlabel(
+        f"real value; red: the quantization grid (step {step:.3g}" + (f", every {every}th" if every > 1 else "") + ")",
+        fontsize=7,
+    )
+    ax.tick_params(labelsize=7)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    return base64.b64encode(buffer.getvalue()).decode()
 
 
 _VIRIDIS = np.array(

@@ -57,7 +57,7 @@ class ExplorerWidget(anywidget.AnyWidget):
             if kind == "gradcam":
                 return {"type": "gradcam", **s.grad_cam(request["block"])}
             if kind == "compare":
-                return {"type": "compare", **s.compare(request["name"])}
+                return {"type": "compare", **s.compare(request["name"], int(request.get("channel", 0)))}
             return {"type": "error", "message": f"unknown request {kind!r}"}
         except (KeyError, ValueError, TypeError) as err:
             message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
