@@ -469,10 +469,8 @@ def _grid_figure(values: np.ndarray, step: float) -> str:
     every = max(1, len(levels) // 60)
     for level in levels[::every]:
         ax.axvline(level, color="#ff2d55", lw=0.5, alpha=0.6)
-    ax.set_xlabel(
-        f"real value; red: the quantization grid (step {step:.3g}" + (f", every {every}th" if every > 1 else "") + ")",
-        fontsize=7,
-    )
+    shown = f", one line every {every} levels" if every > 1 else ""
+    ax.set_xlabel(f"real value; red: the quantization grid (step {step:.3g}{shown})", fontsize=7)
     ax.tick_params(labelsize=7)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=90)
