@@ -23,13 +23,19 @@ HERE = Path(__file__).resolve().parent
 def execute(path: Path) -> nbformat.NotebookNode:
     """The notebook at `path`, executed in a fresh kernel with `notebooks/` as its working folder,
     with each cell's consecutive prints joined into one output (the kernel sends them in chunks
-    that vary from run to run)."""
+    that vary from run to run), and widget outputs stored as their static picture (text/html)."""
     notebook = nbformat.read(path, as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(HERE)}}).execute()
     for cell in notebook.cells:
         if cell.cell_type == "code":
             cell.outputs = coalesced(cell.outputs)
+            for output in cell.outputs:  # a widget view needs a live kernel: keep its static picture
+                output.get("data", {}).pop(WIDGET_VIEW, None)
+    notebook.metadata.pop("widgets", None)  # so GitHub, nbviewer and the docs site show that picture
     return notebook
+
+
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
 
 def coalesced(outputs: list) -> list:
