@@ -500,16 +500,24 @@ def _check_add(op: _Op) -> None:
         )
 
 
-def _check_average_pool(op: _Op) -> None:
+def _integers_unchanged(op: _Op, why: str) -> None:
+    """An op that moves integers without requantizing them: input and output of one type and, when
+    quantized, one scale and zero point."""
     x, out = op.inputs[0], op.outputs[0]
     xq, oq = _quantized_activation(op, x, "input"), _quantized_activation(op, out, "output")
     _same_type_in_out(op, x, out)
     if xq is not None and (xq.tensor_scale, xq.tensor_zero_point) != (oq.tensor_scale, oq.tensor_zero_point):
-        op.fail("its input and output quantization differ; TFLite's quantized AVERAGE_POOL_2D needs them equal")
+        op.fail(f"its input and output quantization differ; {why}")
+
+
+def _check_average_pool(op: _Op) -> None:
+    x = op.inputs[0]
+    _integers_unchanged(op, "TFLite's quantized AVERAGE_POOL_2D needs them equal")
     shape = _shape(op, x)
     if len(shape) != 4:
         op.fail(f"its input has shape {shape}; it takes NHWC")
-    stride, size = _window(op, "stride"), op.record["filter"]
+    _window(op, "stride")  # in range, though a pool over the whole map never moves
+    size = op.record["filter"]
     if size[0] < 1 or size[1] < 1:
         op.fail(f"its window is {size}; it must be at least 1x1")
     if op.record["padding"] != "VALID" or tuple(size) != tuple(shape[1:3]):
@@ -518,7 +526,6 @@ def _check_average_pool(op: _Op) -> None:
             "AVERAGE_POOL_2D only as a VALID pool over the whole feature map"
         )
     _expect_shape(op, (shape[0], 1, 1, shape[3]))
-    del stride
 
 
 def _check_mean(op: _Op) -> None:
@@ -540,11 +547,8 @@ def _check_mean(op: _Op) -> None:
 
 
 def _check_reshape(op: _Op) -> None:
-    x, out = op.inputs[0], op.outputs[0]
-    xq, oq = _quantized_activation(op, x, "input"), _quantized_activation(op, out, "output")
-    _same_type_in_out(op, x, out)
-    if xq is not None and (xq.tensor_scale, xq.tensor_zero_point) != (oq.tensor_scale, oq.tensor_zero_point):
-        op.fail("its input and output quantization differ; a RESHAPE moves integers unchanged")
+    x = op.inputs[0]
+    _integers_unchanged(op, "a RESHAPE moves integers unchanged")
     if len(op.inputs) == 2:
         new_shape = _constant(op, op.inputs[1], "shape tensor")
         if new_shape.dtype != np.int32 or new_shape.ndim != 1:
@@ -593,11 +597,8 @@ def _check_softmax(op: _Op) -> None:
 
 
 def _check_resize(op: _Op) -> None:
-    x, out = op.inputs[0], op.outputs[0]
-    xq, oq = _quantized_activation(op, x, "input"), _quantized_activation(op, out, "output")
-    _same_type_in_out(op, x, out)
-    if xq is not None and (xq.tensor_scale, xq.tensor_zero_point) != (oq.tensor_scale, oq.tensor_zero_point):
-        op.fail("its input and output quantization differ; TFLite's RESIZE_BILINEAR moves integers unchanged")
+    x = op.inputs[0]
+    _integers_unchanged(op, "TFLite's RESIZE_BILINEAR moves integers unchanged")
     size = _constant(op, op.inputs[1], "size tensor")
     if size.dtype != np.int32 or size.shape != (2,):
         op.fail(f"its size tensor is {size.dtype} {size.shape}; it must be an int32 constant of 2 values")
