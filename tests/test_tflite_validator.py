@@ -91,7 +91,9 @@ def test_an_interpreter_crash_is_one_line_naming_the_file(monkeypatch, tmp_path)
     def crashing(command, **kwargs):
         return real_run([sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"], **kwargs)
 
-    monkeypatch.setattr(interpreter.subprocess, "run", crashing)
+    from npmnv2.verify import child
+
+    monkeypatch.setattr(child.subprocess, "run", crashing)
     with pytest.raises(
         interpreter.InterpreterError, match=r"crashed on .*_quant.tflite' \(signal 11, SIGSEGV\): the file is malformed"
     ):

@@ -1,0 +1,152 @@
+"""Hostile input, round 3 (issue 29): each finding reproduced, then held off."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from npmnv2.verify import child, interpreter
+
+EMBEDDED = Path(__file__).resolve().parents[1] / "npmnv2" / "data" / "mobilenet_v2_1.0_224_quant.tflite"
+NPMNV2 = Path(sys.executable).with_name("npmnv2")
+
+
+# ============================================================================ code from the current folder
+
+
+def _plant(folder: Path) -> list[Path]:
+    """Every way a current folder could shadow what the interpreter child imports; each writes a marker."""
+    markers = []
+    for name, where in [
+        ("numpy", "numpy.py"),
+        ("numpy_pkg", "numpy/__init__.py"),
+        ("litert", "ai_edge_litert/__init__.py"),
+        ("litert_interp", "ai_edge_litert/interpreter.py"),
+        ("npmnv2", "npmnv2/__init__.py"),
+        ("npmnv2_child", "npmnv2/verify/interpreter.py"),
+        ("site", "sitecustomize.py"),
+        ("usersite", "usercustomize.py"),
+    ]:
+        marker = folder / f"RAN_{name}"
+        target = folder / where
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+        markers.append(marker)
+    return markers
+
+
+def test_the_interpreter_child_imports_nothing_from_the_current_folder(tmp_path, monkeypatch):
+    """Round 3's first finding: `python -m npmnv2.verify.interpreter` put the current folder first on
+    the child's import path. Here the folder is even on this process's own path ('')."""
+    markers = _plant(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend("")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("PYTHONSTARTUP", str(tmp_path / "numpy.py"))
+    tensors = interpreter.interpreter_tensors(EMBEDDED, np.zeros((1, 224, 224, 3), np.uint8))
+    assert len(tensors) > 100
+    assert [m.name for m in markers if m.exists()] == []
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["verify", str(EMBEDDED), "IMAGE"],
+        ["compare", "IMAGE", "--weights", str(EMBEDDED), "--against", "tflite"],
+    ],
+    ids=["verify", "compare-against-tflite"],
+)
+def test_commands_that_run_the_interpreter_import_nothing_from_the_current_folder(tmp_path, coral_dir, command):
+    markers = _plant(tmp_path)
+    command = [str(coral_dir / "cat.bmp") if c == "IMAGE" else c for c in command]
+    run = subprocess.run([str(NPMNV2), *command], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    assert [m.name for m in markers if m.exists()] == []
+
+
+def test_tflite_activations_imports_nothing_from_the_current_folder(tmp_path, monkeypatch, coral_dir):
+    from npmnv2.verify import tflite_activations
+
+    markers = _plant(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend("")
+    acts = tflite_activations(EMBEDDED, coral_dir / "cat.bmp")
+    assert len(acts) > 60
+    assert [m.name for m in markers if m.exists()] == []
+
+
+def test_the_child_starts_isolated_by_absolute_path_in_an_empty_folder(monkeypatch, tmp_path):
+    seen = {}
+    real_run = subprocess.run
+
+    def spy(command, **kwargs):
+        seen["command"], seen["kwargs"] = command, kwargs
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(child.subprocess, "run", spy)
+    monkeypatch.setenv("LD_PRELOAD", "")
+    monkeypatch.setenv("SECRET_TOKEN", "x")
+    interpreter.interpreter_tensors(EMBEDDED, np.zeros((1, 224, 224, 3), np.uint8))
+    command, kwargs = seen["command"], seen["kwargs"]
+    assert command[:3] == [sys.executable, "-I", str(child.SCRIPT)]
+    assert Path(command[2]).is_absolute() and "-m" not in command
+    assert Path(kwargs["cwd"]).name.startswith("npmnv2-interpreter-")
+    assert "SECRET_TOKEN" not in kwargs["env"] and "LD_PRELOAD" not in kwargs["env"]
+
+
+# ============================================================================ the child under limits
+
+
+def _run_with_hard_limit(limit: int, code: str) -> subprocess.CompletedProcess:
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, preexec_fn=cap, env=os.environ
+    )
+
+
+def test_the_interpreter_child_works_under_a_hard_limit_below_its_own(coral_dir):
+    """Round 3: under any hard address-space limit below 4 GiB the child failed with "Exception
+    occurred in preexec_fn."; it now takes the parent's limit."""
+    code = (
+        "import numpy as np\n"
+        "from npmnv2.verify.interpreter import interpreter_tensors\n"
+        f"t = interpreter_tensors({str(EMBEDDED)!r}, np.zeros((1, 224, 224, 3), np.uint8))\n"
+        "print(len(t))\n"
+    )
+    run = _run_with_hard_limit(2 << 30, code)
+    assert run.returncode == 0, run.stderr
+    assert int(run.stdout.split()[-1]) > 100
+
+
+def test_a_child_limit_too_small_to_start_is_named_not_called_a_refusal():
+    with pytest.raises(child.ChildError) as caught:
+        interpreter.interpreter_tensors(EMBEDDED, np.zeros((1, 224, 224, 3), np.uint8), memory_limit=48 << 20)
+    message = str(caught.value)
+    assert "refused" not in message
+    assert "48 MiB of address space" in message and str(EMBEDDED) in message
+    assert "\n" not in message and len(message) < 500
+
+
+def test_the_inherited_hard_limit_is_named_when_it_is_what_stops_the_child(monkeypatch):
+    real = resource.getrlimit
+    monkeypatch.setattr(
+        child.resource, "getrlimit", lambda which: (48 << 20, 48 << 20) if which == resource.RLIMIT_AS else real(which)
+    )
+    with pytest.raises(child.ChildError, match=r"48 MiB of address space \(this process's own hard limit, lower than"):
+        interpreter.interpreter_tensors(EMBEDDED, np.zeros((1, 224, 224, 3), np.uint8))
+
+
+def test_a_missing_interpreter_says_what_to_install_not_that_the_file_was_refused(monkeypatch):
+    monkeypatch.setitem(child.PACKAGES, "litert", (("numpy", "numpy"), ("no_such_runtime_xyz", "ai-edge-litert")))
+    with pytest.raises(
+        child.MissingPackageError, match=r"needs the no_such_runtime_xyz package.*pip install ai-edge-litert"
+    ):
+        interpreter.interpreter_tensors(EMBEDDED, np.zeros((1, 224, 224, 3), np.uint8))
