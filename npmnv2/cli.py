@@ -589,7 +589,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """verify: another implementation against the spec, op by op; exit 3 when an op is wrong on its own."""
+    """verify: another implementation against the spec, op by op; exit 3 when an op is wrong on its own,
+    4 when nothing is wrong but part of the port could not be checked (inconclusive)."""
     from . import verify
 
     peer: Any = args.peer
@@ -618,13 +619,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.model_explorer:
         report.to_model_explorer(args.model_explorer)
         print(f"wrote {args.model_explorer} (node data for AI Edge Model Explorer)")
-    return 0 if report.faithful else 3
+    return {"faithful": 0, "diverges": 3, "inconclusive": 4}[report.status]
 
 
 def _verify_parser(add: AddParser) -> None:
     p = add(
         "verify",
-        "verify another implementation op by op: the first op wrong on its own and its cause (exit 3)",
+        "verify another implementation op by op: the first op wrong on its own and its cause (exit 3; 4: inconclusive)",
         "npmnv2 verify port.onnx cat.jpg --config transformers --figure errors.png",
     )
     p.add_argument("peer", metavar="PEER", help="the port: an .onnx, .tflite, .keras or .npz file, or a folder of .npy")

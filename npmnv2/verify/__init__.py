@@ -26,7 +26,7 @@ from .check import LOCAL_NOISE, run_check
 from .integer import INTEGER_CATALOGUE, check_integer
 from .peers import PeerLayer, PeerRun, PeerTensor, keras_peer, onnx_peer, saved_peer, torch_peer
 from .report import CauseEvidence, Row, VerifyReport
-from .spec import PRESETS, model_from_peer, random_weights, spec_config
+from .spec import PRESETS, model_from_peer, random_weights, set_weights, spec_config
 from .tensors import (
     QuantizedTensors,
     tflite_activations,
@@ -58,6 +58,7 @@ __all__ = [
     "peer_run",
     "random_weights",
     "saved_peer",
+    "set_weights",
     "spec_config",
     "tflite_activations",
     "tflite_input",
@@ -141,9 +142,12 @@ def check(
             seg = any(k.startswith("segmentation_head.") for k in checkpoint.tensors)
             cls = MobileNetV2ForSemanticSegmentation if seg else MobileNetV2ForImageClassification
             model = cls.from_checkpoint(checkpoint)
-        return run_check(run, _as_float64(model), pixel_values, config=model.config)
+        report = run_check(run, _as_float64(model), pixel_values, config=model.config)
+        report.weights_read = [(s.name, Path(peer).name, "read from the file (batch norm folded)") for s in model.specs]
+        return report
     pixel_values = pixels_for(image, spec).astype(np.float32)
     run = peer_run(peer, pixel_values)
+    weights_read, weight_gaps = [], []
     if model is None:
         if not run.layers:
             raise ValueError(
@@ -151,9 +155,77 @@ def check(
                 "weights, e.g. from_pretrained of its checkpoint)."
             )
         model = model_from_peer(run, spec, task=task)
+        weights_read, weight_gaps = weights_coverage(run, model.specs)
     else:
         model = _as_float64(model)
-    return run_check(run, model, pixel_values, config=spec)
+    notes: list[str] = []
+    if run.framework == "saved" and run.input is None:
+        pixel_values, notes = _dump_input(run, pixel_values, model.config.num_channels)
+    report = run_check(run, model, pixel_values, config=spec)
+    report.weights_read = weights_read
+    report.gaps = weight_gaps + report.gaps
+    report.warnings = notes + report.warnings
+    return report
+
+
+def _dump_input(run: PeerRun, pixel_values: np.ndarray, channels: int) -> tuple[np.ndarray, list[str]]:
+    """A dump's own input tensor (the first float image tensor with the model's channels, NCHW or
+    NHWC): when it differs from the spec's preprocessing of the image in a way a catalogued input
+    bug reproduces (channel order, [0, 1] range), it stays the port's input and is judged; otherwise
+    npmnv2 runs on it (the port's own resize or crop is not what is being checked), and says so."""
+    from .check import _diagnose_input, _rms
+
+    found = None
+    for t in run.tensors:
+        a = t.array
+        if a.ndim == 4 and a.dtype.kind == "f" and channels in (a.shape[1], a.shape[3]):
+            found = (t, a if a.shape[1] == channels else a.transpose(0, 3, 1, 2))
+            break
+        if a.ndim == 4:
+            break  # the first 4-D tensor is the network's input or none is
+    if found is None:
+        return pixel_values, []
+    tensor, theirs = found
+    theirs = np.asarray(theirs, np.float32)
+    run.input = theirs
+    if theirs.shape == pixel_values.shape:
+        err = _rms(theirs.astype(np.float64) - pixel_values) / (_rms(pixel_values) or 1.0)
+        if err <= 1e-5:
+            return pixel_values, []
+        nhwc = pixel_values.transpose(0, 2, 3, 1).astype(np.float64)
+        if _diagnose_input(run, nhwc):  # a catalogued input-pipeline bug: judged at pixel_values
+            return pixel_values, []
+        how = f"differs from npmnv2's preprocessing of the image (relative RMS {err:.2g})"
+    else:
+        shapes = ["x".join(map(str, a.shape)) for a in (theirs, pixel_values)]
+        how = f"is {shapes[0]}, npmnv2's preprocessing gives {shapes[1]}"
+    note = f"npmnv2 ran on the port's own input tensor {tensor.name!r}, which {how}: its preprocessing was not checked."
+    return theirs, [note]
+
+
+def weights_coverage(run: PeerRun, specs: list[Any]) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """For each weight layer of the spec, the port's layer read into it and what was read; and the
+    gaps: a batch norm the spec has where the port showed neither a batch norm nor a bias (it was not
+    read: npmnv2 would silently stand in an identity for it)."""
+    read, gaps, missing = [], [], []
+    for spec, layer in zip(specs, run.layers, strict=True):
+        parts = ["kernel"] + (["bias"] if layer.bias is not None else [])
+        if spec.eps is not None:
+            if layer.bn is not None:
+                parts.append("batch norm")
+            elif layer.bias is not None:
+                parts.append("(batch norm folded into the bias)")
+            else:
+                parts.append("batch norm NOT READ")
+                missing.append(f"{spec.name} ({layer.name})")
+        read.append((spec.name, layer.name, ", ".join(parts)))
+    if missing:
+        gaps.append(
+            f"{len(missing)} batch norms were not read: the port shows neither a batch norm nor a bias after "
+            f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}; if it has one, npmnv2 cannot see it "
+            "(report it), else the port lacks it"
+        )
+    return read, gaps
 
 
 def _as_float64(model: Any) -> Any:

@@ -26,7 +26,7 @@ from .. import ops
 from ..ops import nchw_to_nhwc, softmax
 from ..trace import Step, internal_layout
 from ..warnings import NpMnV2Warning
-from .align import Match, align
+from .align import Match, align, in_our_layout
 from .causes import CATALOGUE, Context, Proposal
 from .peers import PeerRun
 from .report import CauseEvidence, Row, VerifyReport
@@ -136,6 +136,11 @@ def run_check(
         steps = [*steps, _upsample_step(steps[-1], np.asarray(pixel_values).shape[2:])]
     report_warnings = _vanishing(trace)
     matches, unmatched = align(steps, run)
+    gaps = _unchecked_ours(steps, matches, trace.steps[-1].name)
+    tail_row, tail_cause = None, None
+    if matches:
+        tail_row, tail_cause, tail_gaps = _after_last_match(run, matches[-1], unmatched)
+        gaps += tail_gaps
     matched = {m.step.name for m in matches}
     peer_values = {m.step.name: internal_layout(m.value) if not m.softmax else None for m in matches}
     pixels = nchw_to_nhwc(np.asarray(pixel_values, np.float64))
@@ -186,6 +191,7 @@ def run_check(
         warnings=report_warnings,
         config=config,
         criterion=LOCAL_NOISE,
+        gaps=[*gaps, *report_warnings],
     )
     report.first_divergence = next((r.name for r in rows if r.total > _total_tolerance(r)), None)
     if input_row is not None and not input_row.local_ok:
@@ -197,6 +203,10 @@ def run_check(
         start = _start(frontier, peer_values, port_pixels)
         report.causes = _diagnose(replay, m, group, start, frontier, config)
         report.explained_step = m.step
+    elif tail_row is not None:  # every matched op right, but the port changes its output after the last one
+        report.rows.append(tail_row)
+        report.first_local_divergence = tail_row.name
+        report.causes = [tail_cause]
     if report.causes:
         report.cause = report.causes[0].cause
         report.first_local_divergence = report.causes[0].target or report.first_local_divergence
@@ -204,6 +214,99 @@ def run_check(
 
 
 UPSAMPLE = "segmentation_head.upsample"
+PASS_THROUGH = 1e-5  # a tensor after the last match that equals it (or its softmax) to this relative RMS
+
+
+def _unchecked_ours(steps: list[Step], matches: list[Match], output: str) -> list[str]:
+    """What of npmnv2's network no matched op covers: everything, or the steps after the last match
+    up to the network's output (the optional upsampling of segmentation logits aside)."""
+    if not matches:
+        return [
+            "no tensor of the port matched any of npmnv2's steps (by shape and value), so nothing was checked: "
+            "give tensors of the network's own layers (NCHW or NHWC, float), and the config the port implements"
+        ]
+    names = [s.name for s in steps]
+    last = max(names.index(m.step.name) for m in matches)
+    if output in names[: last + 1]:
+        return []
+    tail = [n for n in names[last + 1 :] if n != UPSAMPLE]
+    return [
+        f"the port's output was not checked: npmnv2's last {len(tail)} steps ({tail[0]} ... {tail[-1]}) have no "
+        "counterpart in the port; give the port's tensors up to its output (the logits)"
+    ]
+
+
+def _after_last_match(
+    run: PeerRun, last: Match, unmatched: list[Any]
+) -> tuple[Row | None, CauseEvidence | None, list[str]]:
+    """The port's tensors computed after its last matched one: each must be that tensor passed on
+    (reshaped, flattened), its softmax, or its argmax; one of its shape that is none of these is an op
+    wrong on its own (a row and its evidence); one that cannot be compared is a gap."""
+    order = {id(t): k for k, t in enumerate(run.tensors)}
+    after = [t for t in unmatched if order.get(id(t), -1) > order.get(id(last.peer), len(run.tensors))]
+    ref = last.value if not last.softmax else None
+    if ref is None:
+        return None, None, []
+    step_size = last.peer.detail.get("scale") or 0.0
+    gaps = []
+    for t in after:
+        fitted = in_our_layout(t.array, ref.shape, run.layout) if t.array.dtype.kind in "fiu" else None
+        if fitted is None:
+            flat = np.asarray(t.array).reshape(-1)
+            if (
+                flat.dtype.kind in "iu"
+                and flat.size == ref.shape[0]
+                and np.array_equal(flat, ref.reshape(len(ref), -1).argmax(1))
+            ):
+                continue  # the predicted class
+            gaps.append(
+                f"the port's tensor {t.name!r} (shape {tuple(t.array.shape)}), computed after its last matched op "
+                f"{last.peer.name!r}, could not be compared with anything of npmnv2's"
+            )
+            continue
+        value, layout = fitted
+        scale = _rms(ref) or 1.0
+        tolerance = max(PASS_THROUGH, 1.5 * step_size / scale)
+        candidates = {"passed on": ref}
+        if ref.ndim == 2:
+            candidates["softmax"] = softmax(ref)
+        errors = {k: _rms(value - c) / (_rms(c) or 1.0) for k, c in candidates.items()}
+        if any(e <= tolerance for e in errors.values()):
+            continue
+        base = min(errors.values()) if all(np.isfinite(list(errors.values()))) else float("inf")
+        name = f"after {last.step.name}"
+        row = Row(
+            name=name,
+            peer_name=t.name,
+            kind="output",
+            peer_kind=t.kind,
+            layout=layout,
+            shape=tuple(value.shape),
+            total=base,
+            local=base,
+            noise=tolerance / LOCAL_NOISE,
+            local_ok=False,
+            fused=[],
+        )
+        detail = f"{name}: the port's {t.name!r} is its own {last.peer.name!r} {_how_changed(value, ref)}"
+        return row, CauseEvidence("output.changed_after_last_op", detail, 0.0, base, name), gaps
+    return None, None, gaps
+
+
+def _how_changed(value: np.ndarray, ref: np.ndarray) -> str:
+    """What an op after the network's output did to it, in words."""
+    if not np.all(np.isfinite(value)):
+        return f"with {int(np.sum(~np.isfinite(value)))} non-finite values (NaN or inf)"
+    if not np.any(value):
+        return "zeroed"
+    if _rms(value + ref) <= PASS_THROUGH * (_rms(ref) or 1.0):
+        return "negated"
+    if np.allclose(np.sort(value, axis=-1), np.sort(ref, axis=-1), rtol=1e-5, atol=1e-6 * (_rms(ref) or 1.0)):
+        return "with its classes permuted"
+    ratio = _rms(value) / (_rms(ref) or 1.0)
+    if _rms(value - ratio * ref) <= 1e-4 * _rms(value) or _rms(value + ratio * ref) <= 1e-4 * _rms(value):
+        return f"scaled by {ratio if _rms(value - ratio * ref) <= 1e-4 * _rms(value) else -ratio:.4g}"
+    return "changed by an op npmnv2 has no step for"
 
 
 def _upsample_step(logits: Step, size: tuple[int, int]) -> Step:

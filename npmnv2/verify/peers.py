@@ -79,26 +79,67 @@ def _attach_batch_norm(layers: list[PeerLayer], gamma, beta, mean, var, eps: flo
 # ============================================================================ PyTorch
 
 
-_TORCH_KINDS = {
-    "BatchNorm2d": "batch_norm",
-    "ReLU6": "activation",
-    "ReLU": "activation",
-    "Hardtanh": "activation",
-    "Linear": "linear",
-    "AdaptiveAvgPool2d": "pool",
-    "AvgPool2d": "pool",
-    "Softmax": "softmax",
-    "Flatten": "other",
-}
-_TORCH_SKIP = ("Dropout", "Dropout2d", "Identity")
+def _torch_primitives(torch: Any) -> list[tuple[type, str]]:
+    """torch's modules whose computation npmnv2 knows, by class (subclasses included: timm's
+    `Conv2dSame` is a Conv2d that pads in its forward, its `BatchNormAct2d` a BatchNorm2d that
+    applies its activation inside)."""
+    nn = torch.nn
+    return [
+        (nn.Conv2d, "conv"),
+        (nn.modules.batchnorm._BatchNorm, "batch_norm"),
+        (nn.ReLU6, "activation"),
+        (nn.ReLU, "activation"),
+        (nn.Hardtanh, "activation"),
+        (nn.Linear, "linear"),
+        (nn.AdaptiveAvgPool2d, "pool"),
+        (nn.AvgPool2d, "pool"),
+        (nn.Softmax, "softmax"),
+        (nn.Flatten, "other"),
+        (nn.Dropout, "skip"),
+        (nn.Dropout2d, "skip"),
+        (nn.Identity, "skip"),
+    ]
+
+
+def _torch_kind(mod: Any, primitives: list[tuple[type, str]]) -> str | None:
+    return next((kind for cls, kind in primitives if isinstance(mod, cls)), None)
+
+
+def _torch_activation(mod: Any, torch: Any) -> str | None:
+    """What activation a module applies: relu6 (ReLU6, or Hardtanh(0, 6)), relu, or None."""
+    nn = torch.nn
+    if isinstance(mod, nn.ReLU6) or (isinstance(mod, nn.Hardtanh) and (mod.min_val, mod.max_val) == (0.0, 6.0)):
+        return "relu6"
+    if isinstance(mod, nn.ReLU):
+        return "relu"
+    if isinstance(mod, nn.Hardtanh):
+        return f"hardtanh({mod.min_val:g}, {mod.max_val:g})"
+    return None
+
+
+def _fused_activation(mod: Any, torch: Any) -> tuple[str | None, bool]:
+    """The activation a batch norm applies inside (timm's BatchNormAct2d: its `act` child), and
+    whether it has any child npmnv2 does not know (then it is not read as a fused batch norm)."""
+    activation, unknown = None, False
+    for child in mod.children():
+        found = _torch_activation(child, torch)
+        if found:
+            activation = found
+        elif not isinstance(child, (torch.nn.Identity, torch.nn.Dropout, torch.nn.Dropout2d)):
+            unknown = True
+    return activation, unknown
 
 
 def torch_peer(module: Any, pixel_values: np.ndarray) -> PeerRun:
     """A `torch.nn.Module`, run on pixel_values (NCHW) in eval mode with a forward hook on every
     module: each module's output and input, copied (ReLU6(inplace=True) overwrites its input), in
-    execution order. A container's output is kept only when it is not its last child's output (an
-    inverted residual block's output is, with its skip connection, a tensor no leaf module makes)."""
+    execution order. Modules are read by what they compute (isinstance of torch's conv, batch norm,
+    activation, linear and pooling modules), never by class name; a batch norm with an activation
+    inside (timm's BatchNormAct2d) is one fused op. A container's output is kept only when it is not
+    its last child's output (an inverted residual block's output is, with its skip connection, a
+    tensor no leaf module makes)."""
     torch = _need("torch", "torch==2.13.0")
+    primitives = _torch_primitives(torch)
     records: list[tuple[str, Any, np.ndarray, np.ndarray | None]] = []
     pending: dict[int, np.ndarray | None] = {}  # module id -> its input, read before an in-place op changes it
     handles = []
@@ -118,9 +159,13 @@ def torch_peer(module: Any, pixel_values: np.ndarray) -> PeerRun:
         if out is not None:
             records.append((name, mod, out, pending.pop(id(mod), None)))
 
+    inside_leaf: list[str] = []  # modules inside a module read as one op (a fused batch norm's activation)
     for name, mod in module.named_modules():
-        if not name or type(mod).__name__ in _TORCH_SKIP:
+        kind = _torch_kind(mod, primitives)
+        if not name or kind == "skip" or any(name.startswith(prefix + ".") for prefix in inside_leaf):
             continue
+        if kind is not None and list(mod.children()):
+            inside_leaf.append(name)
         handles.append(mod.register_forward_pre_hook(lambda m, i, n=name: pre_hook(m, i, n)))
         handles.append(mod.register_forward_hook(lambda m, i, o, n=name: hook(m, i, o, n)))
     try:
@@ -133,16 +178,22 @@ def torch_peer(module: Any, pixel_values: np.ndarray) -> PeerRun:
             handle.remove()
     tensors, previous = [], None
     for name, mod, out, inp in records:
-        cls = type(mod).__name__
-        if list(mod.children()):  # a container: keep it only when it computed something its children did not
+        kind = _torch_kind(mod, primitives)
+        detail: dict[str, Any] = {}
+        if kind is None:  # a container: keep it only when it computed something its children did not
             if previous is not None and previous.shape == out.shape and np.array_equal(previous, out):
                 continue
             kind = "add" if inp is not None and inp.shape == out.shape else "other"
-        elif cls == "Conv2d":
+        elif kind == "conv":
             kind = "depthwise" if mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels else "conv"
-        else:
-            kind = _TORCH_KINDS.get(cls, "other")
-        detail = {"activation": "relu" if cls == "ReLU" else "relu6"} if cls in ("ReLU6", "ReLU", "Hardtanh") else {}
+        elif kind == "batch_norm":
+            activation, unknown = _fused_activation(mod, torch)
+            if activation:
+                detail["activation"] = activation
+            if unknown:
+                kind = "other"
+        elif kind == "activation":
+            detail["activation"] = _torch_activation(mod, torch)
         tensors.append(PeerTensor(name, kind, out, inp, detail))
         previous = out
     first_input = records[0][3] if records else None  # what the network's first module read
@@ -152,20 +203,24 @@ def torch_peer(module: Any, pixel_values: np.ndarray) -> PeerRun:
 def torch_layers(module: Any) -> list[PeerLayer]:
     """The module's conv, batch-norm and linear weights in the order the modules are defined (which
     is the order they run in, for every MobileNetV2 written as a stack of modules), whether each
-    module is called or its weights are used functionally."""
+    module is called or its weights are used functionally. Read by what the modules are (instances
+    of torch's Conv2d, batch norms and Linear, subclasses included), not by class name."""
+    torch = _need("torch", "torch==2.13.0")
+    nn = torch.nn
     layers: list[PeerLayer] = []
     for name, mod in module.named_modules():
-        cls = type(mod).__name__
-        if cls == "Conv2d":
+        if isinstance(mod, nn.Conv2d):
             w = mod.weight.detach().cpu().numpy().astype(np.float64)
             depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
             kernel = w[:, 0].transpose(1, 2, 0) if depthwise else w.transpose(2, 3, 1, 0)
             bias = None if mod.bias is None else mod.bias.detach().cpu().numpy().astype(np.float64)
             layers.append(PeerLayer(name, "depthwise" if depthwise else "conv", kernel, bias))
-        elif cls == "BatchNorm2d":
-            params = [getattr(mod, k).detach().cpu().numpy() for k in ("weight", "bias", "running_mean", "running_var")]
+        elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            weight = mod.weight if mod.weight is not None else torch.ones(mod.num_features)
+            bias = mod.bias if mod.bias is not None else torch.zeros(mod.num_features)
+            params = [t.detach().cpu().numpy() for t in (weight, bias, mod.running_mean, mod.running_var)]
             _attach_batch_norm(layers, *params, eps=mod.eps)
-        elif cls == "Linear":
+        elif isinstance(mod, nn.Linear):
             bias = None if mod.bias is None else mod.bias.detach().cpu().numpy().astype(np.float64)
             layers.append(PeerLayer(name, "linear", mod.weight.detach().cpu().numpy().astype(np.float64).T, bias))
     return layers

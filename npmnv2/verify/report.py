@@ -65,10 +65,25 @@ class VerifyReport:
     causes: list[CauseEvidence] = field(default_factory=list)
     explained_step: Step | None = None
     criterion: float = 16.0  # an op is wrong on its own above this many times its rounding noise
+    gaps: list[str] = field(default_factory=list)  # what could not be checked, each with what to do
+    weights_read: list[tuple[str, str, str]] = field(default_factory=list)  # (npmnv2 layer, port's layer, what)
+
+    @property
+    def status(self) -> str:
+        """ "diverges" (an op is wrong on its own), "inconclusive" (nothing wrong was found, but part of
+        the port could not be checked: see `gaps`), or "faithful" (every op and weight was checked)."""
+        if self.first_local_divergence is not None:
+            return "diverges"
+        return "inconclusive" if self.gaps else "faithful"
 
     @property
     def faithful(self) -> bool:
-        return self.first_local_divergence is None
+        """True only when every op of the port was checked and none is wrong on its own."""
+        return self.status == "faithful"
+
+    @property
+    def ops_judged(self) -> int:
+        return sum(r.kind != "input" for r in self.rows)
 
     _HEAD = ("op", "peer tensor", "layout", "shape", "total rel", "local rel", "noise", "verdict")
 
@@ -87,8 +102,27 @@ class VerifyReport:
             for r in self.rows
         ]
 
+    def _port_name(self, step: str | None) -> str:
+        """ " (your NAME)" for the port's tensor matched to `step`, when it has a name of its own."""
+        row = next((r for r in self.rows if r.name == step), None)
+        if row is None:  # an op with no tensor of its own in the port: the first of its tensors that shows it
+            row = next((r for r in self.rows if step in r.fused), None)
+            if row is None or not row.peer_name or row.peer_name.startswith("("):
+                return ""
+            inside = row.peer_kind in ("conv", "depthwise", "batch_norm") and step.endswith(
+                (".convolution", ".normalization", ".activation")
+            )
+            return f" (your {row.peer_name})" if inside else f" (seen first in your {row.peer_name})"
+        if not row.peer_name or row.peer_name == step or row.peer_name.startswith("("):
+            return ""
+        return f" (your {row.peer_name})"
+
     def verdict(self) -> str:
-        """One line: faithful, or the first op wrong on its own and its cause."""
+        """One line: faithful, inconclusive (and the first reason), or the first op wrong on its own
+        and its cause, with the port's own name for it."""
+        if self.status == "inconclusive":
+            more = f" (and {len(self.gaps) - 1} more: see explain())" if len(self.gaps) > 1 else ""
+            return f"inconclusive: {self.ops_judged} ops agree, but {self.gaps[0]}{more}"
         if self.faithful and self.framework == "integer":
             return f"faithful: all {len(self.rows)} ops equal npmnv2's integer model exactly, each on its own inputs."
         if self.faithful:
@@ -98,12 +132,15 @@ class VerifyReport:
                 "own inputs."
             )
         cause = f"; cause: {self.cause}" if self.cause else "; no catalogued cause reproduces it"
-        return f"DIVERGES: {self.first_local_divergence} is wrong on its own{cause}."
+        where = self.first_local_divergence
+        return f"DIVERGES: {where}{self._port_name(where)} is wrong on its own{cause}."
 
     def explain(self) -> str:
         """A paragraph a porter can act on: where, what reproduces it, with the numbers."""
         lines = [self.verdict()]
-        if self.faithful:
+        if self.status == "inconclusive":
+            lines.extend(f"Not checked: {gap}" for gap in self.gaps[1:])
+        if self.status != "diverges":
             lines.append(
                 f"Matched {len(self.rows)} of the {self.framework} peer's tensors to npmnv2's steps by structure; "
                 f"{len(self.unmatched_peer)} of its tensors and {len(self.unmatched_ours)} npmnv2 steps have no "
@@ -128,7 +165,23 @@ class VerifyReport:
                 )
             if self.explained_step is not None:
                 lines.append(f"What the spec computes there: {self.explained_step.explain()}")
-        lines.extend(self.warnings)
+        lines.extend(w for w in self.warnings if w not in self.gaps)
+        if self.weights_read:
+            read = sum(1 for *_, what in self.weights_read if "not read" not in what)
+            lines.append(f"Weights: {read} of the spec's {len(self.weights_read)} weight layers read from the port.")
+        return "\n".join(lines)
+
+    def coverage(self) -> str:
+        """What was checked: every weight layer of the spec with the port's layer read into it (and
+        what of it), every op judged with the port's tensor, and what could not be checked."""
+        lines = ["weights (npmnv2 layer <- the port's layer: what was read):"]
+        lines += [f"  {ours} <- {theirs}: {what}" for ours, theirs, what in self.weights_read] or ["  (none)"]
+        lines.append(f"ops judged ({self.ops_judged}):")
+        lines += [
+            f"  {r.name} <- {r.peer_name}" + (f" (with {', '.join(r.fused)})" if r.fused else "") for r in self.rows
+        ]
+        lines.append("not checked:")
+        lines += [f"  {gap}" for gap in self.gaps] or ["  (nothing)"]
         return "\n".join(lines)
 
     def __repr__(self) -> str:

@@ -160,3 +160,116 @@ def calibration_image(config: MobileNetV2Config, rng: np.random.Generator) -> np
         + c[:, y0 + 1][:, :, x0 + 1] * fy * fx
     )
     return np.clip(img[None] + rng.normal(0, 0.05, img[None].shape), -1, 1)
+
+
+def set_weights(port: Any, model: Any) -> Any:
+    """Write an npmnv2 model's weights into a port by structure (the reverse of reading them): its
+    convolutions, batch norms and linear layers in execution order, in the port's own layouts. For
+    checking a port that has no trained weights yet with realistic ones (`random_weights`): a
+    framework's own random init makes activations vanish, and then no bug can show.
+
+    port: a `torch.nn.Module` or a Keras 3 model; model: an npmnv2 model of the same architecture.
+    Returns the port. Raises ValueError naming the first layer whose kind or shape does not fit.
+    """
+    bases = [c.__module__ for c in type(port).__mro__]
+    targets = _keras_targets(port) if any(b.startswith("keras") for b in bases) else _torch_targets(port)
+    specs = [s for s in model.specs]
+    weight_targets = [t for t in targets if t[0] != "batch_norm"]
+    if len(weight_targets) != len(specs):
+        raise ValueError(
+            f"verify.set_weights: the port has {len(weight_targets)} conv and linear layers, the model {len(specs)}."
+        )
+    it, spec, p = iter(specs), None, None
+    for kind, name, write in targets:
+        if kind == "batch_norm":
+            if p is None or "gamma" not in p:
+                raise ValueError(f"verify.set_weights: the port's batch norm {name!r} follows no layer with one.")
+            write(p["gamma"], p["beta"], p["mean"], p["var"])
+            continue
+        spec = next(it)
+        p = {k: np.asarray(v, np.float32) for k, v in model.params[spec.name].items()}
+        want = "linear" if spec.kind == "linear" else ("depthwise" if spec.kind == "depthwise" else "conv")
+        if kind != want:
+            raise ValueError(
+                f"verify.set_weights: the port's layer {name!r} is a {kind}, npmnv2's {spec.name} a {want}."
+            )
+        write(p["kernel"], p.get("bias"))
+    return port
+
+
+def _torch_targets(module: Any) -> list[tuple[str, str, Any]]:
+    import torch
+
+    nn = torch.nn
+    targets = []
+
+    def conv(mod: Any, depthwise: bool) -> Any:
+        def write(kernel: np.ndarray, bias: np.ndarray | None) -> None:
+            w = kernel.transpose(2, 0, 1)[:, None] if depthwise else kernel.transpose(3, 2, 0, 1)
+            _copy(mod.weight, w, mod)
+            if mod.bias is not None:
+                _copy(mod.bias, bias if bias is not None else np.zeros(len(w), np.float32), mod)
+
+        return write
+
+    def linear(mod: Any) -> Any:
+        def write(kernel: np.ndarray, bias: np.ndarray | None) -> None:
+            _copy(mod.weight, kernel.T, mod)
+            if mod.bias is not None:
+                _copy(mod.bias, bias if bias is not None else np.zeros(kernel.shape[1], np.float32), mod)
+
+        return write
+
+    def batch_norm(mod: Any) -> Any:
+        def write(gamma: np.ndarray, beta: np.ndarray, mean: np.ndarray, var: np.ndarray) -> None:
+            for target, value in (
+                (mod.weight, gamma),
+                (mod.bias, beta),
+                (mod.running_mean, mean),
+                (mod.running_var, var),
+            ):
+                if target is not None:
+                    _copy(target, value, mod)
+
+        return write
+
+    for name, mod in module.named_modules():
+        if isinstance(mod, nn.Conv2d):
+            depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
+            targets.append(("depthwise" if depthwise else "conv", name, conv(mod, depthwise)))
+        elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
+            targets.append(("batch_norm", name, batch_norm(mod)))
+        elif isinstance(mod, nn.Linear):
+            targets.append(("linear", name, linear(mod)))
+    return targets
+
+
+def _copy(target: Any, value: np.ndarray, mod: Any) -> None:
+    import torch
+
+    if tuple(target.shape) != tuple(value.shape):
+        raise ValueError(
+            f"verify.set_weights: {type(mod).__name__} wants {tuple(target.shape)}, the model gives {value.shape}."
+        )
+    with torch.no_grad():
+        target.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(target.dtype))
+
+
+def _keras_targets(model: Any) -> list[tuple[str, str, Any]]:
+    targets = []
+    for layer in model.layers:
+        cls = type(layer).__name__
+        if cls in ("Conv2D", "DepthwiseConv2D", "Dense"):
+            kind = {"Conv2D": "conv", "DepthwiseConv2D": "depthwise", "Dense": "linear"}[cls]
+
+            def write(kernel: np.ndarray, bias: np.ndarray | None, layer: Any = layer, kind: str = kind) -> None:
+                kernel = kernel[:, :, :, None] if kind == "depthwise" else kernel
+                values = [kernel] + (
+                    [bias if bias is not None else np.zeros(kernel.shape[-1], np.float32)] if layer.use_bias else []
+                )
+                layer.set_weights(values)
+
+            targets.append((kind, layer.name, write))
+        elif cls == "BatchNormalization":
+            targets.append(("batch_norm", layer.name, lambda g, b, m, v, layer=layer: layer.set_weights([g, b, m, v])))
+    return targets
