@@ -225,7 +225,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
     results = []
     for batch in _batches(paths, args.batch_size, progress=not args.json):
         if args.integer:  # the file's softmax output, dequantized: probabilities
-            probs = np.concatenate([model(processor.integer_pixels([path])).dequantized[0] for path in batch])
+            probs = np.concatenate(
+                [model(model.input_from_pixels(processor.integer_pixels([path]))).dequantized[0] for path in batch]
+            )
         else:
             probs = softmax(model(processor(batch)["pixel_values"]).logits)  # (N, L)
         for path, p in zip(batch, probs, strict=True):
@@ -275,7 +277,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     if args.integer:  # the file's own ARG_MAX output, at its input size, resized to the working size
         model = _integer_model(args.weights)
         id2label = {int(k): v for k, v in model.float_config.get("id2label", {}).items()}
-        ids = model(processor.integer_pixels(image)).outputs[0][0].astype(np.uint8)  # (H_in, W_in)
+        ids = model(model.input_from_pixels(processor.integer_pixels(image))).outputs[0][0].astype(np.uint8)
         resized = Image.fromarray(ids).resize((work[1], work[0]), Image.Resampling.NEAREST)
         class_map = np.asarray(resized).astype(np.int64)
     else:
@@ -482,8 +484,8 @@ def _trace_integer(args: argparse.Namespace) -> int:
     from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
 
     model = _integer_model(args.weights)
-    pixels = MobileNetV2ImageProcessor.from_pretrained(args.weights).integer_pixels(_image_paths([args.image])[0])
-    trace = model.trace(pixels, layers=args.layers or None, stop_at=args.stop_at)
+    raw = MobileNetV2ImageProcessor.from_pretrained(args.weights).integer_pixels(_image_paths([args.image])[0])
+    trace = model.trace(model.input_from_pixels(raw), layers=args.layers or None, stop_at=args.stop_at)
     head = ["step", "float step", "shape", "scale", "zero point", "min", "max", "at min", "at max"]
     rows = [head]
     for step in trace.steps:

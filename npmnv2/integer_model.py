@@ -29,7 +29,15 @@ from .ops.fully_connected import linear_int_requantized
 from .ops.merge import add_int, concat_channels_int
 from .ops.pooling import avg_pool2d_int, global_average_pool_int
 from .ops.probability import softmax_int
-from .ops.quantization import DTYPE_RANGE, QuantParams, activation_range, quantize_multiplier, requantize
+from .ops.quantization import (
+    DTYPE_RANGE,
+    QuantParams,
+    activation_range,
+    dequantize_float32,
+    quantize_float32,
+    quantize_multiplier,
+    requantize,
+)
 from .ops.resize import resize_bilinear_int
 from .tflite_import import TFLiteGraph, integer_steps, read_tflite_graph
 from .trace import NO_TRACE, Recorder, Step, Trace, run_from, stream_steps, trace_forward
@@ -48,6 +56,7 @@ SUPPORTED_OPS = (
     "RESIZE_BILINEAR",
     "CONCATENATION",
     "QUANTIZE",
+    "DEQUANTIZE",
     "ARG_MAX",
 )
 
@@ -76,6 +85,25 @@ def _integer_macs(op_type: str, output_shape: tuple[int, ...], kernel_shape: tup
     return MACS[pointwise_conv2d if kh == kw == 1 else conv2d](output_shape, (kh, kw, c_in, c_out))
 
 
+def input_from_pixels(pixels: np.ndarray, dtype: np.dtype, quant: QuantParams | None = None) -> np.ndarray:
+    """Raw 0..255 uint8 pixels (any layout) as a TFLite MobileNetV2 input of type `dtype` takes them:
+    - uint8: the pixels themselves (the input's quantization, 1/128 and 128 or 1/127.5 and 127, maps
+      them onto the [-1, 1] the float model sees);
+    - int8: the pixels minus 128 (TensorFlow's converter makes its int8 input from the uint8 one: the
+      same scale, the zero point minus 128, so both stand for the same real values);
+    - float32 (the converter's float I/O): p / 127.5 - 1, Keras's MobileNetV2 preprocessing.
+    """
+    dtype = np.dtype(dtype)
+    raw = np.asarray(pixels)
+    if dtype == np.dtype(np.uint8):
+        return raw.astype(np.uint8)
+    if dtype == np.dtype(np.int8):
+        return (raw.astype(np.int16) - 128).astype(np.int8)
+    if dtype == np.dtype(np.float32):
+        return (raw.astype(np.float32) / np.float32(127.5) - np.float32(1)).astype(np.float32)
+    raise WeightFileError(f"a TFLite input of type {dtype} is not an image input npmnv2 knows how to fill.")
+
+
 class QuantizedMobileNetV2:
     """A quantized TFLite MobileNetV2 classifier or DeepLabV3 segmenter, run in integer arithmetic.
 
@@ -99,6 +127,8 @@ class QuantizedMobileNetV2:
         self.output_indices = [graph.graph.Outputs(i) for i in range(graph.graph.OutputsLength())]
         self.input_dtype = graph.type_of(self.input_index)
         quant = graph.quantization(self.input_index)
+        if quant is None:  # float input, quantized by the graph's first op (the converter's float I/O)
+            quant = graph.quantization(next(op["outputs"][0] for op in graph.ops if op["type"] == "QUANTIZE"))
         self.input_scale, self.input_zero_point = quant.tensor_scale, quant.tensor_zero_point
         self.input_shape = graph.shape(self.input_index)  # (1, H, W, C)
         self.last_traced_input: np.ndarray | None = None  # the input of the last `trace`, for `run_from`
@@ -123,10 +153,13 @@ class QuantizedMobileNetV2:
     def _check_supported(self) -> None:
         g = self.graph
         x = g.graph.Inputs(0)
-        if g.type_of(x) not in (np.dtype(np.uint8), np.dtype(np.int8)) or g.quantization(x) is None:
+        readers = [op for op in g.ops if x in op["inputs"]]
+        float_in = g.type_of(x) == np.dtype(np.float32) and readers and all(op["type"] == "QUANTIZE" for op in readers)
+        if not float_in and (g.type_of(x) not in (np.dtype(np.uint8), np.dtype(np.int8)) or g.quantization(x) is None):
             raise WeightFileError(
-                f"{self.where}: its input tensor {g.name(x)!r} is {g.type_of(x)}, not quantized uint8 or int8; the "
-                "integer model runs fully quantized files (load a float file with the float classes)."
+                f"{self.where}: its input tensor {g.name(x)!r} is {g.type_of(x)}, not quantized uint8 or int8 (nor "
+                "float32 read by a QUANTIZE); the integer model runs fully quantized files (load a float file with "
+                "the float classes)."
             )
         for index, op in enumerate(g.ops):
             out = op["outputs"][0]
@@ -135,6 +168,14 @@ class QuantizedMobileNetV2:
                     f"{self.where}: op {index} {op['type']} (tensor {g.name(out)!r}) is not implemented by npmnv2's "
                     f"integer model; it runs {', '.join(SUPPORTED_OPS)}."
                 )
+            if op["type"] == "DEQUANTIZE":
+                if op["inputs"][0] in g.constants or out not in self._graph_outputs():
+                    raise WeightFileError(
+                        f"{self.where}: op {index} DEQUANTIZE (tensor {g.name(out)!r}) makes a float tensor inside "
+                        "the graph; the integer model dequantizes only the graph's outputs (a float16 or hybrid "
+                        "model: load it with the float classes)."
+                    )
+                continue
             dtype = g.type_of(out)
             if op["type"] != "ARG_MAX" and dtype not in (np.dtype(np.uint8), np.dtype(np.int8)):
                 raise WeightFileError(
@@ -145,6 +186,14 @@ class QuantizedMobileNetV2:
                 raise WeightFileError(
                     f"{self.where}: tensor {g.name(out)!r} of op {index} {op['type']} is not quantized."
                 )
+
+    def input_from_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw uint8 pixels (N, 3, H, W), e.g. `MobileNetV2ImageProcessor.integer_pixels`, as this
+        file's input takes them (see the module function `input_from_pixels`)."""
+        return input_from_pixels(pixels, self.input_dtype, self.graph.quantization(self.input_index))
+
+    def _graph_outputs(self) -> set[int]:
+        return {self.graph.graph.Outputs(i) for i in range(self.graph.graph.OutputsLength())}
 
     def _check_input(self, pixel_values: Any) -> np.ndarray:
         n, h, w, c = self.input_shape
@@ -165,7 +214,8 @@ class QuantizedMobileNetV2:
                 f"QuantizedMobileNetV2: pixel_values must be (N, {c}, {h}, {w}) (NCHW, the file's input size), got "
                 f"{pixel_values.shape}."
             )
-        return np.ascontiguousarray(pixel_values.transpose(0, 2, 3, 1)).astype(np.int64)  # NHWC, as TFLite
+        nhwc = np.ascontiguousarray(pixel_values.transpose(0, 2, 3, 1))  # NHWC, as TFLite
+        return nhwc if self.input_dtype.kind == "f" else nhwc.astype(np.int64)
 
     # ---------------------------------------------------------------- running
     def __call__(self, pixel_values: np.ndarray) -> QuantizedOutput:
@@ -357,7 +407,8 @@ class QuantizedMobileNetV2:
             "SOFTMAX": (self._softmax, softmax_int),
             "RESIZE_BILINEAR": (self._resize, resize_bilinear_int),
             "CONCATENATION": (self._concat, concat_channels_int),
-            "QUANTIZE": (self._quantize, requantize),
+            "QUANTIZE": (self._quantize, quantize_float32 if self._reads_float(op) else requantize),
+            "DEQUANTIZE": (self._dequantize, dequantize_float32),
             "ARG_MAX": (self._argmax, np.argmax),
         }
         return kinds[op["type"]]
@@ -431,9 +482,10 @@ class QuantizedMobileNetV2:
         if axes != [1, 2]:
             raise WeightFileError(f"{self.where}: MEAN over axes {axes} is not implemented (only over H and W).")
         x, o = self._q(x_t), self._q(out)
-        m0, shift = quantize_multiplier(x.tensor_scale / o.tensor_scale)  # in double, as TFLite
         out_range = DTYPE_RANGE[self.graph.type_of(out)]
-        return global_average_pool_int(tensors[x_t], x.tensor_zero_point, m0, shift, o.tensor_zero_point, out_range)
+        m0, shift = quantize_multiplier(x.tensor_scale / o.tensor_scale)  # in double, as TFLite
+        mean = global_average_pool_int(tensors[x_t], x.tensor_zero_point, m0, shift, o.tensor_zero_point, out_range)
+        return mean if op.get("keep_dims", True) else mean.reshape(mean.shape[0], -1)  # keep_dims=False: (N, C)
 
     def _reshape(self, op: dict, tensors: dict) -> np.ndarray:
         # The file's shape, with the batch of the input that runs (the file declares batch 1).
@@ -466,8 +518,20 @@ class QuantizedMobileNetV2:
             DTYPE_RANGE[self.graph.type_of(out)],
         )
 
+    def _reads_float(self, op: dict) -> bool:
+        return self.graph.type_of(op["inputs"][0]) == np.dtype(np.float32)
+
+    def _dequantize(self, op: dict, tensors: dict) -> np.ndarray:
+        q = self._q(op["inputs"][0])
+        return dequantize_float32(tensors[op["inputs"][0]], q.tensor_scale, q.tensor_zero_point)
+
     def _quantize(self, op: dict, tensors: dict) -> np.ndarray:
         x_t, out = op["inputs"][0], op["outputs"][0]
+        if self._reads_float(op):  # real numbers in: the graph's float input
+            o = self._q(out)
+            return quantize_float32(
+                tensors[x_t], o.tensor_scale, o.tensor_zero_point, DTYPE_RANGE[self.graph.type_of(out)]
+            )
         x, o = self._q(x_t), self._q(out)
         m0, shift = quantize_multiplier(x.tensor_scale / o.tensor_scale)
         out_range = DTYPE_RANGE[self.graph.type_of(out)]

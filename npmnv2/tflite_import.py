@@ -114,6 +114,14 @@ class TFLiteGraph:
                 _VALIDATED[digest] = None
                 while len(_VALIDATED) > 32:
                     _VALIDATED.pop(next(iter(_VALIDATED)))
+            else:  # what validate() records, for bytes validated before
+                buffers = self.model
+                self.constants = {
+                    t
+                    for t in range(self.graph.TensorsLength())
+                    if buffers.Buffers(self.graph.Tensors(t).Buffer()).DataLength()
+                }
+                self.producers = {op["outputs"][0]: i for i, op in enumerate(self.ops)}
         except WeightFileError:
             raise
         except Exception as err:  # flatbuffers raise assorted errors on garbage
@@ -240,7 +248,11 @@ class TFLiteGraph:
         return data.view(dtype).reshape(shape)
 
     def array(self, t: int) -> np.ndarray:
-        """A constant tensor, dequantized to float64 when it is quantized."""
+        """A constant tensor, dequantized to float64 when it is quantized; a tensor that a DEQUANTIZE
+        op makes from a float16 constant (TensorFlow's float16 models) is that constant's values."""
+        source = self.producers.get(t)
+        if source is not None and self.ops[source]["type"] == "DEQUANTIZE":
+            t = self.ops[source]["inputs"][0]
         q = self.raw(t)
         quant = self.quantization(t)
         return q.astype(np.float64) if quant is None else quant.dequantize(q)
@@ -451,6 +463,7 @@ INTEGER_KINDS = {
     "SOFTMAX": "softmax",
     "RESHAPE": "reshape",
     "QUANTIZE": "quantize",
+    "DEQUANTIZE": "dequantize",
     "ARG_MAX": "argmax",
 }
 
@@ -487,6 +500,8 @@ def integer_steps(graph: TFLiteGraph) -> list[tuple[str, str, str | None]]:
             name = float_step = "segmentation_head.concat"
         elif op["type"] == "QUANTIZE":
             name = "quantize_input" if op["inputs"][0] == input_index else "quantize_output"
+        elif op["type"] == "DEQUANTIZE":
+            name = "dequantize_output"
         else:
             name = op["type"].lower()
         taken = {n for n, _, _ in steps}
@@ -503,7 +518,7 @@ def _read_graph(graph: TFLiteGraph) -> tuple[dict[str, np.ndarray], dict[str, An
         op = graph.ops[index]
         tensors.update(_conv_tensors(graph, op, hf, op["type"]))
         if op["type"] != "FULLY_CONNECTED":
-            paddings.add(op["padding"])
+            paddings.add(_effective_padding(graph, op))
         if op["type"] == "DEPTHWISE_CONV_2D":
             strides.append(op["stride"][0])
             dilations.append(op["dilation"][0])
@@ -523,6 +538,15 @@ def _read_graph(graph: TFLiteGraph) -> tuple[dict[str, np.ndarray], dict[str, An
     config = _infer_tflite_config(graph, tensors, strides, dilations, paddings, acts)
     _refuse_what_the_float_model_ignores(graph, names, config)
     return tensors, config, quantization
+
+
+def _effective_padding(graph: TFLiteGraph, op: dict[str, Any]) -> str:
+    """A conv's padding as the float model applies it: a 1x1 kernel at stride 1 pads nothing, so
+    VALID (what TensorFlow's converter sometimes writes for it) is the same as SAME there."""
+    kernel = graph.shape(op["inputs"][1])[1:3]
+    if op["padding"] == "VALID" and tuple(kernel) == (1, 1) and tuple(op["stride"]) == (1, 1):
+        return "SAME"
+    return op["padding"]
 
 
 _ACTIVATION_CODES = {None: 0, "relu": 1, "relu6": 3}

@@ -37,11 +37,14 @@ from tests.tflite_edit import FIELDS, TFLiteEdit
 
 FUZZ_EXAMPLES = int(os.environ.get("NPMNV2_FUZZ_TFLITE", "80"))
 SEED = int(os.environ.get("NPMNV2_FUZZ_SEED", "20"))
-MODELS = {  # file: share of the examples
-    "mobilenet_v2_1.0_224_quant.tflite": 0.55,
-    "tf2_mobilenet_v2_1.0_224_ptq.tflite": 0.3,
-    "deeplabv3_mnv2_dm05_pascal_quant.tflite": 0.15,
+MODELS = {  # file (in the real-data folder, or ports/ beside this file): share of the examples
+    "mobilenet_v2_1.0_224_quant.tflite": 0.45,
+    "tf2_mobilenet_v2_1.0_224_ptq.tflite": 0.25,
+    "deeplabv3_mnv2_dm05_pascal_quant.tflite": 0.1,
+    "ports/keras_tfconverter_int8_int8.tflite": 0.1,  # TensorFlow's converter: int8 I/O, MEAN without keep_dims
+    "ports/keras_tfconverter_int8_float.tflite": 0.1,  # float I/O: QUANTIZE in, DEQUANTIZE out
 }
+PORTS = Path(__file__).resolve().parent
 # Messages of the readers' last-resort handlers: a file that reaches them was not explained.
 UNEXPLAINED = ("reading its graph failed", "is not a readable TFLite model")
 
@@ -237,7 +240,7 @@ def run_fuzz(coral_dir: Path, examples: int, seed: int, folder: Path) -> tuple[c
     try:
         for example in range(examples):
             name = names[int(rng.choice(len(names), p=shares / shares.sum()))]
-            e = TFLiteEdit(coral_dir / name)
+            e = TFLiteEdit(PORTS / name if name.startswith("ports/") else coral_dir / name)
             try:
                 what = mutate(e, rng)
             except (KeyError, IndexError, struct.error) as err:  # the field to change is absent
@@ -260,8 +263,7 @@ def run_fuzz(coral_dir: Path, examples: int, seed: int, folder: Path) -> tuple[c
             if (h, w) not in pixels:
                 image = Image.open(coral_dir / "cat.bmp").convert("RGB").resize((w, h), Image.NEAREST)
                 pixels[(h, w)] = np.asarray(image, np.uint8)[None]
-            x = pixels[(h, w)].astype(model.input_dtype) if model.input_dtype == np.uint8 else (
-                (pixels[(h, w)].astype(np.int16) - 128).astype(np.int8))  # fmt: skip
+            x = model.input_from_pixels(pixels[(h, w)])
             try:
                 ours = model(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
             except (WeightFileError, KernelAbortError) as err:  # refused by name while running (the kernel would abort)

@@ -47,7 +47,7 @@ def _inputs(model: Any, image: Any) -> tuple[np.ndarray, np.ndarray]:
         _, h, w, _ = model.input_shape
         processor = MobileNetV2ImageProcessor(size={"height": h, "width": w}, do_center_crop=False)
         raw = processor.integer_pixels(image)  # uint8 (1, 3, H, W): the input, and the picture it is
-        pixels = (raw.astype(np.int16) - 128).astype(np.int8) if model.input_dtype == np.int8 else raw
+        pixels = model.input_from_pixels(raw)
         return pixels, np.asarray(raw[0].transpose(1, 2, 0), np.uint8)
     h, w = model.config.image_hw
     processor = MobileNetV2ImageProcessor(size={"height": h, "width": w}, do_center_crop=False)

@@ -61,6 +61,7 @@ OPTIONS_TYPE = {
     "MEAN": (27,),
     "ARG_MAX": (40, 0),
     "QUANTIZE": (0,),
+    "DEQUANTIZE": (0,),
 }
 INPUT_COUNTS = {
     "CONV_2D": (3,),
@@ -74,6 +75,7 @@ INPUT_COUNTS = {
     "RESIZE_BILINEAR": (2,),
     "CONCATENATION": tuple(range(2, 9)),
     "QUANTIZE": (1,),
+    "DEQUANTIZE": (1,),
     "ARG_MAX": (2,),
 }
 
@@ -104,6 +106,8 @@ def validate(graph: Any) -> None:
     _check_model(graph)
     constants = _check_tensors(graph)
     _check_wiring(graph, constants)
+    graph.constants = constants  # what the per-op checks follow (a DEQUANTIZE of a float16 constant)
+    graph.producers = {op["outputs"][0]: i for i, op in enumerate(graph.ops)}
     for index in range(len(graph.ops)):
         op = _Op(graph, index)
         _check_options_and_types(op)
@@ -344,10 +348,10 @@ def _check_weighted(op: _Op) -> None:
     x, w, b, out = op.inputs[0], op.inputs[1], op.inputs[2], op.outputs[0]
     xq, oq = _quantized_activation(op, x, "input"), _quantized_activation(op, out, "output")
     _same_type_in_out(op, x, out)
-    weights = _constant(op, w, "weight tensor")
     if op.float:
-        _check_float_weighted(op, weights)
+        _check_float_weighted(op, _float_constant(op, w, "weight tensor"))
         return
+    weights = _constant(op, w, "weight tensor")
     if weights.dtype != _type(op, x):
         op.fail(
             f"its weights are {weights.dtype} and its input {_type(op, x)}; TFLite's quantized kernels take "
@@ -434,14 +438,44 @@ def _check_weighted(op: _Op) -> None:
     _check_requantization(op, bound, multiplier)
 
 
+def _float_constant(op: _Op, t: int, role: str) -> np.ndarray:
+    """The real values of a float op's constant input, as TensorFlow's converter stores them: float32;
+    float16 read through a DEQUANTIZE op (`Optimize.DEFAULT` with float16 weights); or int8 with a
+    scale per output channel or per tensor and zero point 0 (dynamic-range quantization: the
+    interpreter's hybrid kernels). Returned as float32 (NaN where a value is not finite)."""
+    graph = op.graph
+    source = graph.producers.get(t)
+    if source is not None:
+        producer = graph.ops[source]
+        if producer["type"] != "DEQUANTIZE" or producer["inputs"][0] not in graph.constants:
+            op.fail(f"its {role} is computed by op {source} {producer['type']}, not a constant", tensor=t)
+        t = producer["inputs"][0]
+    values = _constant(op, t, role)
+    if values.dtype == np.float32:
+        return values
+    if values.dtype == np.float16 and source is not None:
+        return values.astype(np.float32)
+    q = graph.quantization(t)
+    if values.dtype == np.int8 and q is not None and role == "weight tensor" and source is None:
+        if np.any(q.zero_point != 0):
+            op.fail(f"its int8 {role} has a nonzero zero point; a hybrid float op takes symmetric int8", tensor=t)
+        axis = {"DEPTHWISE_CONV_2D": 3}.get(op.type, 0)
+        if q.scale.size > 1 and q.axis != axis:
+            op.fail(f"its int8 {role} is quantized along dimension {q.axis}, not {axis}", tensor=t)
+        return q.dequantize(values).astype(np.float32)
+    op.fail(f"a float op needs finite float32 weights; its {role} is {values.dtype}", tensor=t)
+    raise AssertionError  # op.fail raises
+
+
 def _check_float_weighted(op: _Op, weights: np.ndarray) -> None:
-    """A float conv or FC: float32 weights and bias, finite, and the output shape."""
+    """A float conv or FC: float32 weights and bias (stored as float32, float16 or int8, see
+    `_float_constant`), finite, and the output shape."""
     w, b = op.inputs[1], op.inputs[2]
-    if weights.dtype != np.float32 or not np.all(np.isfinite(weights)):
-        op.fail(f"a float op needs finite float32 weights; they are {weights.dtype}", tensor=w)
+    if not np.all(np.isfinite(weights)):
+        op.fail("a float op needs finite weights; its weights hold NaN or inf", tensor=w)
     n_out = weights.shape[3 if op.type == "DEPTHWISE_CONV_2D" else 0]
     if b >= 0:
-        bias = _constant(op, b, "bias")
+        bias = _float_constant(op, b, "bias")
         if bias.dtype != np.float32 or bias.shape != (n_out,) or not np.all(np.isfinite(bias)):
             op.fail(f"its bias is {bias.dtype} {bias.shape}; a float op needs finite float32 ({n_out},)", tensor=b)
     shape_x = _shape(op, op.inputs[0])
@@ -539,8 +573,9 @@ def _check_mean(op: _Op) -> None:
             f"reduces axes {axes.ravel().tolist()} of a {shape} input; npmnv2 implements MEAN over H and W "
             "(axes [1, 2]) of NHWC"
         )
-    if not op.record["keep_dims"]:
-        op.fail("keep_dims is false; npmnv2 implements the global average pool, which keeps the dimensions")
+    if not op.record["keep_dims"]:  # what TensorFlow's converter writes for GlobalAveragePooling2D: (N, C)
+        _expect_shape(op, (shape[0], shape[3]))
+        return  # quantized: TFLite's QuantizedMeanOrSum in float32, or an integer mean when the scales are equal
     _expect_shape(op, (shape[0], 1, 1, shape[3]))
     if xq is not None:
         _check_requantization(op, _input_bound(op, x) * shape[1] * shape[2], xq.tensor_scale / oq.tensor_scale)
@@ -647,6 +682,26 @@ def _check_quantize(op: _Op) -> None:
     _check_requantization(op, _input_bound(op, x), xq.tensor_scale / oq.tensor_scale)
 
 
+def _check_dequantize(op: _Op) -> None:
+    """DEQUANTIZE, in the two places TensorFlow's converter writes it: a float16 constant made
+    float32 (the weights of a float16 model), or a quantized activation made float32 (the graph's
+    output of a full-integer model with float output)."""
+    x, out = op.inputs[0], op.outputs[0]
+    if _type(op, out) != np.dtype(np.float32):
+        op.fail(f"writes {_type(op, out)}; a DEQUANTIZE writes float32")
+    _expect_shape(op, _shape(op, x))
+    if x in op.graph.constants:
+        values = _constant(op, x, "input")
+        if values.dtype != np.float16 or not np.all(np.isfinite(values)):
+            op.fail(f"dequantizes a {values.dtype} constant; npmnv2 reads finite float16 constants", tensor=x)
+        return
+    if _type(op, x) not in QUANTIZED_TYPES:
+        op.fail(f"its input is {_type(op, x)}; npmnv2 dequantizes uint8 and int8 activations", tensor=x)
+    q = op.graph.quantization(x)
+    if q is None or q.scale.size != 1:
+        op.fail("its input is not quantized per tensor", tensor=x)
+
+
 def _check_argmax(op: _Op) -> None:
     x, out = op.inputs[0], op.outputs[0]
     _quantized_activation(op, x, "input")
@@ -674,5 +729,6 @@ CHECKS = {
     "RESIZE_BILINEAR": _check_resize,
     "CONCATENATION": _check_concat,
     "QUANTIZE": _check_quantize,
+    "DEQUANTIZE": _check_dequantize,
     "ARG_MAX": _check_argmax,
 }

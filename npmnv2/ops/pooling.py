@@ -2,7 +2,8 @@
 
 Forms: textbook forward (`global_average_pool`, `avg_pool2d`); backward (the gradient spread
 evenly over each window); loop twins; the integer forms (`avg_pool2d_int` rounds the window
-mean half away from zero, `global_average_pool_int` is TFLite's MEAN) and their loop twins.
+mean half away from zero, `global_average_pool_int` is TFLite's MEAN, with or without keep_dims)
+and their loop twins.
 """
 
 from __future__ import annotations
@@ -146,6 +147,11 @@ def global_average_pool_int(
         k = min(floor(log2(count)), 32, 31 + shift);  M0' = floor(M0 * 2^k / count);  shift' = shift - k
         out = clamp(out_zero_point + MBQM(sum (x - x_zero_point), M0', shift'))
     Shapes: x (N, H, W, C) -> (N, 1, 1, C) int64.
+
+    LiteRT's reference MEAN (`QuantizedMeanOrSum` with the multiplier) computes exactly this with or
+    without keep_dims (TensorFlow's converter writes keep_dims=False for Keras's
+    GlobalAveragePooling2D; the op then returns (N, C)); TensorFlow Lite's older reference kernels
+    took a float path without keep_dims. Measured equal to the pinned interpreter on both.
     """
     count = x.shape[1] * x.shape[2]
     k = min(count.bit_length() - 1, 32, 31 + shift)

@@ -66,6 +66,25 @@ def quantize(real: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -
     return np.clip(q, low, high).astype(dtype)
 
 
+def quantize_float32(x: np.ndarray, scale: float, zero_point: int, out_range: tuple[int, int]) -> np.ndarray:
+    """TFLite's QUANTIZE of a float32 tensor (reference AffineQuantize), in float32 as it computes:
+    q = clamp(round(x / float32(scale)) + zero_point), rounding half away from zero.
+    Shapes: any -> the same, int64.
+
+    >>> quantize_float32(np.array([-1.0, 0.0, 0.25, 1.0], np.float32), 1 / 127.5, -1, (-128, 127))
+    array([-128,   -1,   31,  126])
+    """
+    v = np.asarray(x, np.float32) / np.float32(scale)
+    q = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+    return np.clip(q.astype(np.int64) + int(zero_point), *out_range)
+
+
+def dequantize_float32(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """TFLite's DEQUANTIZE of an integer tensor (reference Dequantize): float32(scale * (q - zero_point)),
+    the product in double. Shapes: any -> the same, float32."""
+    return (float(scale) * (np.asarray(q, np.int64) - int(zero_point))).astype(np.float32)
+
+
 def dequantize(
     q: np.ndarray, scale: float | np.ndarray, zero_point: int | np.ndarray, axis: int | None = None
 ) -> np.ndarray:

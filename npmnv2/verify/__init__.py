@@ -110,7 +110,10 @@ def tflite_peer(path: str | os.PathLike, image: Any) -> PeerRun:
     does), its tensors dequantized and named by structure (`tflite_activations`); each tensor
     carries its quantization step (`detail["scale"]`), the noise it is judged against."""
     acts = tflite_activations(path, image)
-    tensors = [PeerTensor(name, None, value, None, {"scale": acts.scales.get(name)}) for name, value in acts.items()]
+    tensors = [
+        PeerTensor(name, None, value, None, {"scale": acts.scales.get(name), "range": acts.ranges.get(name)})
+        for name, value in acts.items()
+    ]
     return PeerRun("tflite", tensors, [], "NCHW")
 
 

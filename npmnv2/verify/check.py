@@ -163,6 +163,9 @@ def run_check(
         if m.softmax:
             local, ours, magnitude = softmax(local), softmax(ours), np.ones_like(local)
         noise = EPS32 * _rms(magnitude)
+        held = m.peer.detail.get("range")
+        if held is not None:  # a quantized peer saturates at what its integers hold: so does its spec
+            local, ours = np.clip(local, *held), np.clip(ours, *held)
         local_err, total_err, scale = _rms(local - m.value), _rms(ours - m.value), _rms(m.value)
         step_size = m.peer.detail.get("scale")
         if step_size:  # a quantized peer: its own rounding is half a step; judged against QUANT_LOCAL steps
@@ -192,6 +195,7 @@ def run_check(
         config=config,
         criterion=LOCAL_NOISE,
         gaps=[*gaps, *report_warnings],
+        quantized=any(t.detail.get("scale") for t in run.tensors),
     )
     report.first_divergence = next((r.name for r in rows if r.total > _total_tolerance(r)), None)
     if input_row is not None and not input_row.local_ok:

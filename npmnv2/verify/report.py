@@ -66,6 +66,7 @@ class VerifyReport:
     explained_step: Step | None = None
     criterion: float = 16.0  # an op is wrong on its own above this many times its rounding noise
     gaps: list[str] = field(default_factory=list)  # what could not be checked, each with what to do
+    quantized: bool = False  # the peer's tensors are quantized: judged against their quantization steps
     weights_read: list[tuple[str, str, str]] = field(default_factory=list)  # (npmnv2 layer, port's layer, what)
 
     @property
@@ -126,7 +127,7 @@ class VerifyReport:
         if self.faithful and self.framework == "integer":
             return f"faithful: all {len(self.rows)} ops equal npmnv2's integer model exactly, each on its own inputs."
         if self.faithful:
-            noise = "quantization" if self.framework == "tflite" else "float32"
+            noise = "quantization" if self.quantized else "float32"
             return (
                 f"faithful: all {len(self.rows)} matched ops agree with npmnv2's within {noise} rounding, each on its "
                 "own inputs."

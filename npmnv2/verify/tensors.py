@@ -100,19 +100,28 @@ def tflite_integer_tensors(path: str | Path, pixels: np.ndarray, *, reference_ke
 def tflite_input(path: str | Path, image: Any) -> tuple[np.ndarray, np.ndarray]:
     """The image as the TFLite model takes it and as npmnv2 takes the same pixels.
 
-    Returns (uint8 (1, H, W, 3) resized with nearest neighbour to the model's input size,
-    float32 (1, 3, H, W) pixel_values = scale * (uint8 - zero_point), with the input tensor's own
-    quantization: 1/128 and 128 for the TF1 Coral models, 1/127.5 and 127 for TF2 exports).
+    Returns (the input tensor, (1, H, W, 3) in the file's input type, resized with nearest neighbour
+    to the model's input size; float32 (1, 3, H, W) pixel_values, the real values it stands for):
+    - uint8 input: the pixels themselves, standing for scale * (uint8 - zero_point) with the input
+      tensor's own quantization (1/128 and 128 for the TF1 Coral models, 1/127.5 and 127 for TF2);
+    - float32 input (TensorFlow's converter with float I/O): the pixels mapped to [-1, 1] as
+      MobileNetV2's preprocessing does, p / 127.5 - 1;
+    - int8 input: those real values quantized with the input's scale and zero point.
     """
+    from ..integer_model import input_from_pixels
     from ..tflite_import import TFLiteGraph, read_tflite_input_size
 
     h, w = read_tflite_input_size(path)
     pixels = np.asarray(load_image(image).resize((w, h), Image.NEAREST), dtype=np.uint8)[None]  # (1, H, W, 3)
     graph = TFLiteGraph(Path(path))
-    quant = graph.quantization(graph.graph.Inputs(0))
+    x = graph.graph.Inputs(0)
+    dtype, quant = graph.type_of(x), graph.quantization(x)
+    taken = input_from_pixels(pixels, dtype, quant)
+    if quant is None and dtype == np.dtype(np.float32):
+        return taken, taken.transpose(0, 3, 1, 2).copy()
     scale, zero_point = (1 / 127.5, 127.5) if quant is None else (quant.tensor_scale, quant.tensor_zero_point)
-    real = (pixels.astype(np.float64) - zero_point) * scale  # the values the integer model's input stands for
-    return pixels, real.astype(np.float32).transpose(0, 3, 1, 2)
+    real = (taken.astype(np.float64) - zero_point) * scale  # the values the integer model's input stands for
+    return taken, real.astype(np.float32).transpose(0, 3, 1, 2)
 
 
 def _step_name(hf: str, op_type: str, activation: int) -> str:
@@ -129,9 +138,15 @@ class QuantizedTensors(dict):
     step (a difference of one integer). `npmnv2.compare` judges such a reference against
     quantization noise instead of a float tolerance."""
 
-    def __init__(self, tensors: dict[str, np.ndarray], scales: dict[str, float]) -> None:
+    def __init__(
+        self,
+        tensors: dict[str, np.ndarray],
+        scales: dict[str, float],
+        ranges: dict[str, tuple[float, float]] | None = None,
+    ) -> None:
         super().__init__(tensors)
         self.scales = scales
+        self.ranges = ranges or {}  # name -> the real values its integers can hold (lowest, highest)
 
 
 def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool = False) -> QuantizedTensors:
@@ -149,13 +164,19 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
     pixels, _ = tflite_input(path, image)
     computed = interpreter_tensors(path, pixels, reference_kernels=reference_kernels)  # in a child process
 
+    from ..ops.quantization import DTYPE_RANGE
+
     scales: dict[str, float] = {}
+    ranges: dict[str, tuple[float, float]] = {}
 
     def read(index: int, name: str = "") -> np.ndarray:
         raw = computed[index]
         quant = graph.quantization(index)
         if quant is not None and name:
             scales[name] = quant.tensor_scale
+            low, high = DTYPE_RANGE[graph.type_of(index)]
+            zp = quant.tensor_zero_point
+            ranges[name] = ((low - zp) * quant.tensor_scale, (high - zp) * quant.tensor_scale)
         value = raw.astype(np.float64) if quant is None else quant.dequantize(raw)
         return value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
 
@@ -179,4 +200,4 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
             resized = True
         elif op["type"] == "CONCATENATION":
             acts["segmentation_head.concat"] = read(out, "segmentation_head.concat")
-    return QuantizedTensors(acts, scales)
+    return QuantizedTensors(acts, scales, ranges)
