@@ -20,8 +20,9 @@ from ai_edge_litert.interpreter import Interpreter
 
 import npmnv2
 from npmnv2 import verify
-from npmnv2.tflite_import import TFLiteGraph
+from npmnv2.tflite_import import TFLiteGraph, match_layers
 from npmnv2.verify.interpreter import interpreter_tensors
+from tests.tflite_edit import TFLiteEdit
 
 PORTS = Path(__file__).with_name("ports")
 FLOAT_FORMS = ["float32", "float16", "dynamic_range"]
@@ -87,7 +88,7 @@ def test_every_tensor_of_the_integer_model_equals_the_reference_kernels(form, co
             np.testing.assert_array_equal(ours.astype(expected.dtype), expected, err_msg=f"{form} {step.name}")
 
 
-@pytest.mark.parametrize("form", ["float32", "float16", *INTEGER_FORMS])
+@pytest.mark.parametrize("form", FLOAT_FORMS + INTEGER_FORMS)
 def test_verify_calls_each_faithful_converter_file_faithful(form, coral_dir):
     report = verify.check(port(form), coral_dir / "cat.bmp")
     assert report.faithful, report.explain()
@@ -104,3 +105,41 @@ def test_classify_runs_the_converters_int8_file_with_the_integer_model(coral_dir
     )
     assert run.returncode == 0, run.stderr
     assert "LABEL_" in run.stdout or len(run.stdout.splitlines()) >= 2
+
+
+def test_a_dynamic_range_file_is_judged_on_what_its_hybrid_kernels_read(coral_dir):
+    """Its hybrid ops quantize their float input to int8 on the fly; npmnv2 replays that (per batch
+    item, per pixel for the optimized kernels' 1x1 convolutions), so the criterion stays tight."""
+    report = verify.check(port("dynamic_range"), coral_dir / "grace_hopper.bmp")
+    hybrid = [r for r in report.rows if r.noise > 1e-5]
+    assert report.faithful and len(hybrid) > 30, report.explain()
+    assert max(r.local / (r.noise * report.criterion) for r in report.rows) < 0.5
+
+
+PLANTED = [  # (layer, fused activation code written into its op, where it shows, cause)
+    ("layer.5.expand_1x1", 1, "layer.5.expand_1x1.activation", "activation.relu"),
+    ("layer.3.conv_3x3", 0, "layer.3.conv_3x3.activation", "activation.missing"),
+    ("layer.7.reduce_1x1", 3, "layer.7.reduce_1x1.normalization", "activation.on_projection"),
+]
+
+
+@pytest.mark.parametrize("form", FLOAT_FORMS)
+@pytest.mark.parametrize("layer,code,where,cause", PLANTED, ids=[c for *_, c in PLANTED])
+def test_a_bug_planted_in_a_converter_file_is_located_named_and_given_the_files_name(
+    form, layer, code, where, cause, coral_dir, tmp_path
+):
+    index = {v: k for k, v in match_layers(TFLiteGraph(port(form))).items()}
+    edit = TFLiteEdit(port(form))
+    edit.set_options(index[layer], activation=code)
+    report = verify.check(edit.save(tmp_path / "planted.tflite"), coral_dir / "cat.bmp")
+    assert report.first_local_divergence == where and report.cause == cause, report.explain()
+    assert "mobilenetv2_0.35_96_1/block_" in report.verdict()  # the file's own tensor name
+
+
+def test_config_is_honoured_for_a_tflite_peer(coral_dir):
+    """Issue 27: config= was ignored for .tflite peers. A preset gives its hyperparameters (here
+    torchvision's symmetric padding) and the file its architecture."""
+    report = verify.check(port("float32"), coral_dir / "cat.bmp", config="torchvision")
+    assert report.first_local_divergence == "conv_stem.first_conv.convolution"
+    assert report.cause == "padding.tf_same"
+    assert verify.check(port("float32"), coral_dir / "cat.bmp", config="keras").faithful

@@ -111,7 +111,18 @@ def tflite_peer(path: str | os.PathLike, image: Any) -> PeerRun:
     carries its quantization step (`detail["scale"]`), the noise it is judged against."""
     acts = tflite_activations(path, image)
     tensors = [
-        PeerTensor(name, None, value, None, {"scale": acts.scales.get(name), "range": acts.ranges.get(name)})
+        PeerTensor(
+            acts.tensor_names.get(name) or name,  # the file's own tensor name: what a porter sees in Netron
+            None,
+            value,
+            None,
+            {
+                "scale": acts.scales.get(name),
+                "range": acts.ranges.get(name),
+                "hybrid": acts.hybrid.get(name),
+                "step": name,
+            },
+        )
         for name, value in acts.items()
     ]
     return PeerRun("tflite", tensors, [], "NCHW")
@@ -133,21 +144,15 @@ def check(
     pixels; every matched op is judged on its own inputs. Returns a `VerifyReport`: rows, the first
     divergence, the first op wrong on its own, and its cause from the catalogue.
     """
-    spec = spec_config(config)
     if isinstance(peer, (str, os.PathLike)) and Path(peer).suffix == ".tflite":  # judged against quantization noise
-        from ..checkpoints import read_source
-        from ..modeling_mobilenet_v2 import MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation
-
         _, pixel_values = tflite_input(peer, image)  # the pixels the integer model stands for
         run = tflite_peer(peer, image)
         if model is None:
-            checkpoint = read_source(Path(peer))
-            seg = any(k.startswith("segmentation_head.") for k in checkpoint.tensors)
-            cls = MobileNetV2ForSemanticSegmentation if seg else MobileNetV2ForImageClassification
-            model = cls.from_checkpoint(checkpoint)
+            model = _tflite_model(Path(peer), config)
         report = run_check(run, _as_float64(model), pixel_values, config=model.config)
         report.weights_read = [(s.name, Path(peer).name, "read from the file (batch norm folded)") for s in model.specs]
         return report
+    spec = spec_config(config)
     pixel_values = pixels_for(image, spec).astype(np.float32)
     run = peer_run(peer, pixel_values)
     weights_read, weight_gaps = [], []
@@ -204,6 +209,31 @@ def _dump_input(run: PeerRun, pixel_values: np.ndarray, channels: int) -> tuple[
         how = f"is {shapes[0]}, npmnv2's preprocessing gives {shapes[1]}"
     note = f"npmnv2 ran on the port's own input tensor {tensor.name!r}, which {how}: its preprocessing was not checked."
     return theirs, [note]
+
+
+HYPERPARAMETERS = ("tf_padding", "hidden_act")  # what a spec decides for a .tflite; the rest is the file's
+
+
+def _tflite_model(path: Path, config: Any) -> Any:
+    """npmnv2's model of the spec with a .tflite file's weights: the file's architecture (widths,
+    strides, labels, image size, read from its graph) and the spec's hyperparameters (padding,
+    activation; eps does not matter: the file's batch norms are folded). A preset name takes only
+    its hyperparameters; a MobileNetV2Config or a dict is taken as it is, so it must fit the file."""
+    from ..checkpoints import Checkpoint
+    from ..configuration_mobilenet_v2 import MobileNetV2Config as Config
+    from ..modeling_mobilenet_v2 import MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation
+    from ..tflite_import import TFLiteGraph, read_tflite_graph
+
+    tensors, file_config, quantization = read_tflite_graph(TFLiteGraph(path), weights_only=True)
+    seg = any(k.startswith("segmentation_head.") for k in tensors)
+    cls = MobileNetV2ForSemanticSegmentation if seg else MobileNetV2ForImageClassification
+    if isinstance(config, str):
+        preset = spec_config(config)
+        fields = {**file_config, **{k: getattr(preset, k) for k in HYPERPARAMETERS}}
+    else:
+        given = config.to_dict() if isinstance(config, Config) else dict(config)
+        fields = {**file_config, **given}
+    return cls.from_checkpoint(Checkpoint(tensors, fields, quantization, str(path)))
 
 
 def weights_coverage(run: PeerRun, specs: list[Any]) -> tuple[list[tuple[str, str, str]], list[str]]:

@@ -40,6 +40,49 @@ LOCAL_NOISE = 16.0
 CAUSE_SHARE = 0.05
 QUANT_LOCAL = 1.5  # a quantized peer's op is wrong on its own when rms(local error) > 1.5 quantization steps
 VANISHING = 1e-3  # a reference whose block outputs stay below this in magnitude cannot show a bug
+# A hybrid op (float op, int8 weights: TFLite's dynamic-range kernels) quantizes its float input to int8
+# per batch item before an integer matmul, then scales back in float: its replay does the same.
+# A hybrid replay equals the interpreter within float32 rounding but for the few inputs a rounding puts
+# on the other side of a tie (measured: at most 3e-4 relative RMS on one op of 38): 1e-3 is allowed.
+HYBRID_SLACK = 1e-3
+
+
+def _hybrid_input(x: np.ndarray, rule: str) -> np.ndarray:
+    """x (N, ...) as a hybrid kernel sees it (rule from `npmnv2.verify.tensors._hybrid_rule`):
+    "asymmetric": AsymmetricQuantizeFloats over [min(0, x), max(0, x)] to -128..127 with a nudged
+    zero point; "symmetric": scale max|x| / 127; "/batch" per batch item, "/pixel" per pixel.
+    Returned dequantized: the values its integer matmul multiplies."""
+    rule, _, per = rule.partition("/")
+    if per == "pixel" and x.ndim == 4:  # each pixel (the im2col row of a 1x1 convolution) on its own
+        n, h, w, c = x.shape
+        return _hybrid_input(x.reshape(n * h * w, 1, c), rule).reshape(x.shape)
+    out = np.empty_like(x, dtype=np.float64)
+    for b in range(x.shape[0]):
+        v = x[b].astype(np.float32)
+        if rule == "symmetric":
+            scale = float(np.max(np.abs(v))) / 127.0
+            if scale == 0:
+                out[b] = 0.0
+                continue
+            q = np.clip(_round_half_away(v.astype(np.float64) * np.float32(1.0 / scale)), -127, 127)
+            out[b] = q * scale
+            continue
+        rmin, rmax = min(0.0, float(v.min())), max(0.0, float(v.max()))
+        if rmin == rmax:
+            out[b] = 0.0
+            continue
+        scale = (rmax - rmin) / 255.0
+        from_min, from_max = -128 - rmin / scale, 127 - rmax / scale
+        zp_real = from_min if 128 + abs(rmin / scale) < 127 + abs(rmax / scale) else from_max
+        zp = -128 if zp_real <= -128 else 127 if zp_real >= 127 else int(_round_half_away(np.float64(zp_real)))
+        inverse = np.float32(1.0 / scale)
+        q = np.clip(_round_half_away(np.float32(zp) + v * inverse), -128, 127)
+        out[b] = (q - zp) * scale
+    return out
+
+
+def _round_half_away(v: Any) -> Any:
+    return np.sign(v) * np.floor(np.abs(v) + 0.5)
 
 
 def _public(step: Step, a: np.ndarray) -> np.ndarray:
@@ -163,6 +206,10 @@ def run_check(
         if m.softmax:
             local, ours, magnitude = softmax(local), softmax(ours), np.ones_like(local)
         noise = EPS32 * _rms(magnitude)
+        hybrid = m.peer.detail.get("hybrid")
+        if hybrid:  # the kernel quantized its input to int8 first: replay that too (the weights are exact)
+            local = _public(m.step, replay.run(group, {k: _hybrid_input(v, hybrid) for k, v in start.items()}))
+            noise = noise + HYBRID_SLACK * _rms(local) / LOCAL_NOISE
         held = m.peer.detail.get("range")
         if held is not None:  # a quantized peer saturates at what its integers hold: so does its spec
             local, ours = np.clip(local, *held), np.clip(ours, *held)
@@ -205,6 +252,8 @@ def run_check(
         m, group, frontier = first_local
         report.first_local_divergence = m.step.name
         start = _start(frontier, peer_values, port_pixels)
+        if m.peer.detail.get("hybrid"):  # the causes are replayed on what the hybrid kernel read
+            start = {k: _hybrid_input(v, m.peer.detail["hybrid"]) for k, v in start.items()}
         report.causes = _diagnose(replay, m, group, start, frontier, config)
         report.explained_step = m.step
     elif tail_row is not None:  # every matched op right, but the port changes its output after the last one

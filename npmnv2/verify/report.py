@@ -46,6 +46,13 @@ class CauseEvidence:
     target: str | None = None
 
 
+def _shown(name: str) -> str:
+    """A port's tensor name as a verdict shows it: the first of the names TFLite's converter joins
+    with ';' for a fused op (the full name stays in the rows and the Model Explorer overlay)."""
+    first = name.split(";")[0]
+    return first if len(first) <= 80 else first[:77] + "..."
+
+
 @dataclass
 class VerifyReport:
     """The verdict on a port. rows: every matched op in execution order; first_divergence: the
@@ -113,10 +120,11 @@ class VerifyReport:
             inside = row.peer_kind in ("conv", "depthwise", "batch_norm") and step.endswith(
                 (".convolution", ".normalization", ".activation")
             )
-            return f" (your {row.peer_name})" if inside else f" (seen first in your {row.peer_name})"
+            shown = _shown(row.peer_name)
+            return f" (your {shown})" if inside else f" (seen first in your {shown})"
         if not row.peer_name or row.peer_name == step or row.peer_name.startswith("("):
             return ""
-        return f" (your {row.peer_name})"
+        return f" (your {_shown(row.peer_name)})"
 
     def verdict(self) -> str:
         """One line: faithful, inconclusive (and the first reason), or the first op wrong on its own

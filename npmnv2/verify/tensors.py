@@ -133,6 +133,22 @@ def _step_name(hf: str, op_type: str, activation: int) -> str:
     return f"{hf}.activation" if activation else f"{hf}.normalization"
 
 
+def _hybrid_rule(graph: Any, op: dict, reference_kernels: bool) -> str:
+    """How a hybrid op (float op, int8 weights) quantizes its float input, measured against the pinned
+    interpreter (every hybrid op of a dynamic-range MobileNetV2 replayed within float32 rounding):
+    asymmetric to -128..127 (AsymmetricQuantizeFloats) per batch item, except that the optimized
+    kernels' 1x1 CONV_2D quantizes each pixel (im2col row) on its own; per-tensor weights, and a
+    FULLY_CONNECTED without asymmetric_quantize_inputs, quantize symmetrically (max |x| / 127).
+    Returns "asymmetric/batch", "asymmetric/pixel" or "symmetric/batch"."""
+    per_channel = graph.quantization(op["inputs"][1]).per_channel
+    if op["type"] == "FULLY_CONNECTED":
+        mode = "asymmetric" if op.get("asymmetric") or per_channel else "symmetric"
+    else:
+        mode = "asymmetric" if per_channel else "symmetric"
+    pixel = not reference_kernels and op["type"] == "CONV_2D" and graph.shape(op["inputs"][1])[1:3] == (1, 1)
+    return f"{mode}/{'pixel' if pixel else 'batch'}"
+
+
 class QuantizedTensors(dict):
     """name -> dequantized NCHW tensor of a quantized model, plus `scales`: name -> its quantization
     step (a difference of one integer). `npmnv2.compare` judges such a reference against
@@ -147,6 +163,8 @@ class QuantizedTensors(dict):
         super().__init__(tensors)
         self.scales = scales
         self.ranges = ranges or {}  # name -> the real values its integers can hold (lowest, highest)
+        self.hybrid: dict[str, str] = {}  # float ops with int8 weights -> how they quantize their input
+        self.tensor_names: dict[str, str] = {}  # npmnv2's step name -> the file's own tensor name
 
 
 def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool = False) -> QuantizedTensors:
@@ -171,6 +189,8 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
 
     def read(index: int, name: str = "") -> np.ndarray:
         raw = computed[index]
+        if name:
+            tensor_names[name] = graph.name(index)
         quant = graph.quantization(index)
         if quant is not None and name:
             scales[name] = quant.tensor_scale
@@ -181,6 +201,8 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
         return value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
 
     acts: dict[str, np.ndarray] = {}
+    hybrid: dict[str, str] = {}
+    tensor_names: dict[str, str] = {}
     names = match_layers(graph)  # found from the graph's structure, whatever the tensor names
     adds = residual_adds(graph, names)
     segmentation = any(name.startswith("segmentation_head.") for name in names.values())
@@ -190,6 +212,8 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
         if index in names:
             name = _step_name(names[index], op["type"], op["activation"])
             acts[name] = read(out, name)
+            if graph.quantization(out) is None and graph.type_of(op["inputs"][1]) == np.dtype(np.int8):
+                hybrid[name] = _hybrid_rule(graph, op, reference_kernels)
         elif index in adds:
             acts[adds[index]] = read(out, adds[index])
         elif op["type"] in ("AVERAGE_POOL_2D", "MEAN"):
@@ -200,4 +224,6 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
             resized = True
         elif op["type"] == "CONCATENATION":
             acts["segmentation_head.concat"] = read(out, "segmentation_head.concat")
-    return QuantizedTensors(acts, scales, ranges)
+    result = QuantizedTensors(acts, scales, ranges)
+    result.hybrid, result.tensor_names = hybrid, tensor_names
+    return result
