@@ -246,6 +246,8 @@ def weights_coverage(run: PeerRun, specs: list[Any]) -> tuple[list[tuple[str, st
         if spec.eps is not None:
             if layer.bn is not None:
                 parts.append("batch norm")
+            elif layer.affine is not None:
+                parts.append("batch norm (exported as scale and shift)")
             elif layer.bias is not None:
                 parts.append("(batch norm folded into the bias)")
             else:

@@ -149,7 +149,8 @@ def _allowed_kinds(tensors: list[PeerTensor], j: int) -> set[str]:
     kind = tensors[j].kind
     allowed = set(COMPATIBLE.get(kind, set()))
     shape = tensors[j].array.shape
-    following = next((t.kind for t in tensors[j + 1 :] if t.array.shape == shape), None)
+    # what follows it, past tensors of unknown kind (an exporter's Mul half of a batch norm, a Pad)
+    following = next((t.kind for t in tensors[j + 1 :] if t.array.shape == shape and t.kind != "other"), None)
     if kind in ("conv", "depthwise"):
         if following == "batch_norm":
             allowed = {"convolution"}

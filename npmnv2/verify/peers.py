@@ -40,13 +40,15 @@ class PeerTensor:
 @dataclass
 class PeerLayer:
     """One weight layer of the peer, in npmnv2's layouts. bn: (gamma, beta, mean, var, eps) of the
-    batch norm that follows it, or None (a peer that folded its batch norm has a bias instead)."""
+    batch norm that follows it, or None (a peer that folded its batch norm has a bias instead);
+    affine: (scale, shift) of a batch norm an exporter wrote as a Mul and an Add (tf2onnx)."""
 
     name: str
     kind: str  # "conv" | "depthwise" | "linear"
     kernel: np.ndarray
     bias: np.ndarray | None = None
     bn: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float] | None = None
+    affine: tuple[np.ndarray, np.ndarray] | None = None  # a batch norm exported as x * scale + shift
 
 
 @dataclass
@@ -328,6 +330,10 @@ def onnx_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRun:
 
     model = onnx.load(str(path))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    for node in model.graph.node:  # weights some exporters keep in Constant nodes instead
+        value = next((a for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" else None
+        if value is not None and node.output:
+            inits[node.output[0]] = numpy_helper.to_array(value.t)
     graph_outputs = {o.name for o in model.graph.output}
     nodes = [n for n in model.graph.node if n.op_type != "Constant"]
     for node in nodes:
@@ -336,18 +342,50 @@ def onnx_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRun:
                 model.graph.output.append(onnx.ValueInfoProto(name=out))
                 graph_outputs.add(out)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feed_name = session.get_inputs()[0].name
+    feed = session.get_inputs()[0]
+    feed_name = feed.name
+    nhwc = _declares_nhwc(feed.shape, pixel_values.shape)  # TensorFlow's exporter keeps Keras's NHWC input
+    fed = np.ascontiguousarray(pixel_values.transpose(0, 2, 3, 1) if nhwc else pixel_values, np.float32)
     names = [o.name for o in session.get_outputs()]
-    values = dict(
-        zip(names, session.run(names, {feed_name: np.ascontiguousarray(pixel_values, np.float32)}), strict=True)
-    )
-    values[feed_name] = pixel_values
+    values = dict(zip(names, session.run(names, {feed_name: fed}), strict=True))
+    values[feed_name] = fed
     tensors, layers = [], []
+    consumers: dict[str, list[Any]] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    affine = _affine_after_conv(nodes, consumers, inits)  # Mul / Add tensors of an exported batch norm
+    biased: dict[str, np.ndarray] = {}  # an Add that gives a MatMul its bias -> that bias (MatMul + Add = Linear)
+    for node in nodes:
+        if node.op_type == "MatMul" and node.input[1] in inits and len(consumers.get(node.output[0], [])) == 1:
+            after = consumers[node.output[0]][0]
+            other = [n for n in after.input if n != node.output[0]]
+            if after.op_type == "Add" and len(other) == 1 and other[0] in inits and inits[other[0]].ndim == 1:
+                biased[after.output[0]] = inits[other[0]]
+                biased[node.output[0]] = None
     for node in nodes:
         out = node.output[0]
         if out not in values:
             continue
         kind = _ONNX_KINDS.get(node.op_type, "other")
+        if out in affine:  # x * scale (kind other), then + shift: the batch norm's output
+            role, values_of = affine[out]
+            if role == "shift" and layers:
+                layers[-1].affine = values_of
+            kind = "batch_norm" if role == "shift" else "other"
+            tensors.append(PeerTensor(out, kind, values[out], values.get(node.input[0])))
+            continue
+        if out in biased:  # the two halves of a Linear: the MatMul's tensor is not the layer's output
+            if biased[out] is None:
+                tensors.append(PeerTensor(out, "other", values[out], values.get(node.input[0])))
+                w = inits[node.input[1]]
+                pending_linear = PeerLayer(out, "linear", w.astype(np.float64), None)
+                continue
+            pending_linear.bias = np.asarray(biased[out], np.float64)
+            pending_linear.name = out
+            layers.append(pending_linear)
+            tensors.append(PeerTensor(out, "linear", values[out], tensors[-1].input))
+            continue
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         detail: dict[str, Any] = {}
         if node.op_type == "Conv":
@@ -362,6 +400,8 @@ def onnx_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRun:
         elif node.op_type == "BatchNormalization":
             gamma, beta, mean, var = (inits[n] for n in node.input[1:5])
             _attach_batch_norm(layers, gamma, beta, mean, var, float(attrs.get("epsilon", 1e-5)))
+        elif node.op_type == "MatMul" and node.input[1] in inits:  # a Linear without bias
+            layers.append(PeerLayer(out, "linear", inits[node.input[1]].astype(np.float64), None))
         elif node.op_type == "Gemm" and node.input[1] in inits:
             w = inits[node.input[1]]
             kernel = w.T if attrs.get("transB", 0) else w
@@ -371,7 +411,48 @@ def onnx_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRun:
             detail["activation"] = "relu" if node.op_type == "Relu" else "relu6"
         first = values.get(node.input[0]) if node.input else None
         tensors.append(PeerTensor(out, kind, values[out], first, detail))
-    return PeerRun("onnx", tensors, layers, "NCHW")
+    first_conv = next((t for t in tensors if t.kind in ("conv", "depthwise")), None)
+    first_input = None if first_conv is None else first_conv.input
+    return PeerRun("onnx", tensors, layers, "NCHW", first_input)  # ONNX's Conv is NCHW, whatever the input
+
+
+def _affine_after_conv(nodes: list[Any], consumers: dict[str, list[Any]], inits: dict[str, np.ndarray]) -> dict:
+    """{tensor: (role, values)} for a Conv followed by Mul(per-channel constant) and Add(per-channel
+    constant), each the only reader of the one before: a batch norm TensorFlow's exporter left
+    unfolded. The Mul's tensor gets ("scale", None), the Add's ("shift", (scale, shift))."""
+
+    def per_channel(name: str, c: int) -> np.ndarray | None:
+        a = inits.get(name)
+        if a is None or a.size not in (1, c) or (a.ndim == 4 and a.shape[0] != 1):
+            return None
+        return np.broadcast_to(np.asarray(a, np.float64).reshape(-1), (c,)).copy()
+
+    found: dict[str, tuple[str, Any]] = {}
+    for node in nodes:
+        if node.op_type != "Conv" or len(consumers.get(node.output[0], [])) != 1 or node.input[1] not in inits:
+            continue
+        c = inits[node.input[1]].shape[0]
+        mul = consumers[node.output[0]][0]
+        if mul.op_type != "Mul" or len(consumers.get(mul.output[0], [])) != 1:
+            continue
+        scale = per_channel(next((n for n in mul.input if n != node.output[0]), ""), c)
+        add = consumers[mul.output[0]][0]
+        shift = per_channel(next((n for n in add.input if n != mul.output[0]), ""), c) if add.op_type == "Add" else None
+        if scale is not None and shift is not None:
+            found[mul.output[0]] = ("scale", None)
+            found[add.output[0]] = ("shift", (scale, shift))
+    return found
+
+
+def _declares_nhwc(declared: Any, nchw: tuple[int, ...]) -> bool:
+    """An ONNX graph input declared (N, H, W, C) for NCHW pixels (N, C, H, W): TensorFlow's exporter."""
+    dims = [d if isinstance(d, int) else None for d in declared]
+    n, c, h, w = nchw
+    if len(dims) != 4:
+        return False
+    fits_nhwc = dims[3] == c and dims[1] in (h, None) and dims[2] in (w, None)
+    fits_nchw = dims[1] == c and dims[2] in (h, None) and dims[3] in (w, None)
+    return fits_nhwc and not fits_nchw
 
 
 # ============================================================================ saved tensors

@@ -81,6 +81,15 @@ def model_from_peer(run: PeerRun, config: MobileNetV2Config, *, task: str = "cla
             if layer.bn is not None:
                 gamma, beta, mean, var, _eps = layer.bn  # the peer's eps is not taken: the spec's is
                 params.update(gamma=gamma, beta=beta, mean=mean, var=var)
+            elif layer.affine is not None:  # exported as x * scale + shift: the conv's bias goes through it
+                scale, shift = layer.affine
+                bias = np.zeros(spec.c_out) if layer.bias is None else np.asarray(layer.bias, np.float64)
+                params.update(
+                    gamma=scale,
+                    beta=shift + scale * bias,
+                    mean=np.zeros(spec.c_out),
+                    var=np.full(spec.c_out, 1 - spec.eps),
+                )
             else:  # folded by the exporter: conv + bias == conv + identity batch norm
                 bias = np.zeros(spec.c_out) if layer.bias is None else np.asarray(layer.bias, np.float64)
                 params.update(
