@@ -261,9 +261,9 @@ def cmd_segment(args: argparse.Namespace) -> int:
     try:
         processor = MobileNetV2ImageProcessor.from_pretrained(args.weights)
     except Exception as err:
-        if args.weights != DEFAULT_SEGMENTER:
+        if args.weights != DEFAULT_SEGMENTER and not isinstance(err, FileNotFoundError):
             raise
-        why = str(err).split(". ")[0]  # the reason only: the hub's generic alternatives name a classifier
+        why = str(err).split("; ")[0].split(". ")[0]  # the reason only: the generic alternatives name a classifier
         raise CLIError(
             f"no segmentation weights ({why}): give a DeepLabV3 model with --weights, such as "
             "deeplabv3_mnv2_pascal_quant.tflite (`npmnv2 data fetch` downloads it into ~/.cache/npmnv2), or a "
@@ -309,6 +309,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
     path = _image_paths([args.image])[0]
     _check_output(args.output, {".png", ".jpg", ".jpeg", ".pdf", ".svg"}, "-o", inputs=[path])
+    _say_default(args.weights)
     model = _load_model(args.weights, "auto")
     if model.task == "backbone":
         raise CLIError(f"explain needs a classifier or DeepLab head; --weights {args.weights!r} has none.")
@@ -396,9 +397,10 @@ def _model_for(args: argparse.Namespace) -> Any:
     given = [f"--{f.replace('_', '-')}" for f in ARCHITECTURE_FLAGS if getattr(args, f) is not None]
     if not args.random:
         if given:
+            verb, them = ("applies", "it") if len(given) == 1 else ("apply", "them")
             raise CLIError(
-                f"{', '.join(given)} only apply to a randomly initialised model: add --random, or drop them to use "
-                "the architecture of --weights."
+                f"{', '.join(given)} only {verb} to a randomly initialised model: add --random, or drop {them} to "
+                "use the architecture of --weights."
             )
         weights = args.weights or DEFAULT_MODEL
         _say_default(weights)
@@ -651,12 +653,18 @@ def cmd_data(args: argparse.Namespace) -> int:
     """data list / data fetch: the public files the tests, notebooks and benchmarks use."""
     from . import data_files
 
-    folder = Path(args.dest) if args.dest else data_files.cache_dir()
+    if args.action is None:
+        raise CLIError("give an action: `npmnv2 data list` (what each file is, and where) or `npmnv2 data fetch`.")
+
     if args.action == "list":
-        print(f"folder: {folder}  (fetch puts files here; NPMNV2_DATA or --dest choose another)")
+        folder = Path(args.dest) if args.dest else (data_files.find_data_dir() or data_files.cache_dir())
+        order = "; ".join(f"{i}. {why}: {where}" for i, (why, where) in enumerate(data_files.lookup_order(), 1))
+        print(f"folder: {folder}  (looked in {order}; --dest lists another)")
         rows = [["file", "status", "bytes", "license", "what"]]
         for entry in data_files.CATALOGUE:
             state = data_files.status(entry, folder) if folder.is_dir() else "missing"
+            if state == "missing" and entry.name == data_files.DEFAULT_MODEL_FILE:
+                state = "shipped"  # inside the package, npmnv2/default: nothing to fetch
             rows.append([entry.name, state, f"{entry.size:,}", entry.license, entry.what])
         print(format_table(rows))
         print(f"source: {data_files.BASE_URL} (each file checked against a pinned SHA-256)")
@@ -665,6 +673,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             f"photos {', '.join(str(data_files.sample_image(n)) for n in data_files.SAMPLE_IMAGES)}"
         )
         return 0
+    folder = Path(args.dest) if args.dest else data_files.cache_dir()
     try:
         data_files.fetch(folder, args.files or None, base_url=args.base_url, report=lambda line: print(line))
     except data_files.DataError as err:
@@ -880,7 +889,9 @@ def _data_parser(add: AddParser) -> None:
         "list or fetch the public models and photos the tests, notebooks and benchmarks use",
         "npmnv2 data fetch --dest ~/coral",
     )
-    p.add_argument("action", choices=["list", "fetch"], help="list: what each file is and whether it is present")
+    p.add_argument(
+        "action", nargs="?", choices=["list", "fetch"], help="list: what each file is and whether it is present"
+    )
     p.add_argument("files", nargs="*", metavar="FILE", help="fetch only these files (default: all)")
     p.add_argument("--dest", help="folder to use (default: $NPMNV2_DATA, else ~/.cache/npmnv2)")
     p.add_argument("--base-url", default=BASE_URL, help=f"where to download from (default {BASE_URL})")

@@ -11,6 +11,13 @@ classifier, photos, a reference mask, label files), each from its original publi
 checked against a pinned SHA-256 before it is put in place. They go to a cache folder:
 `$NPMNV2_DATA` when set, else `~/.cache/npmnv2` (or `$XDG_CACHE_HOME/npmnv2`).
 
+Where the data is looked for (`data_dir`, `npmnv2 data list`, the notebooks and the tests alike),
+the first of:
+1. `$NPMNV2_DATA`, when set: then only there (an empty or missing folder is an error, never passed over);
+2. `../shared/data/coral` next to the project, when npmnv2 runs from a checkout (its developers' copy);
+3. the cache `npmnv2 data fetch` fills (`~/.cache/npmnv2`, or `$XDG_CACHE_HOME/npmnv2`).
+A folder counts when it holds any catalogued file.
+
 A download never leaves a partial file: it is written to a fresh temporary file beside its
 destination, hashed while it streams, refused when it is longer or shorter than pinned or its hash
 differs, and only then renamed into place.
@@ -212,12 +219,46 @@ def cache_dir() -> Path:
     return Path(base) / "npmnv2"
 
 
+def default_cache_dir() -> Path:
+    """The cache folder without $NPMNV2_DATA: $XDG_CACHE_HOME/npmnv2, else ~/.cache/npmnv2."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "npmnv2"
+
+
+def checkout_data_dir() -> Path | None:
+    """`../shared/data/coral` next to the project, when this npmnv2 runs from a checkout (a
+    `pyproject.toml` beside the package); None for an installed copy."""
+    root = Path(__file__).resolve().parents[1]
+    return root.parent / "shared" / "data" / "coral" if (root / "pyproject.toml").is_file() else None
+
+
+def lookup_order() -> list[tuple[str, Path]]:
+    """Where the data is looked for, in order, each with why (see the module docstring)."""
+    if os.environ.get("NPMNV2_DATA"):
+        return [("$NPMNV2_DATA", Path(os.environ["NPMNV2_DATA"]))]
+    order = []
+    checkout = checkout_data_dir()
+    if checkout is not None:
+        order.append(("next to the project checkout", checkout))
+    order.append(("the cache `npmnv2 data fetch` fills", default_cache_dir()))
+    return order
+
+
+def holds_data(folder: Path) -> bool:
+    return folder.is_dir() and any((folder / entry.name).is_file() for entry in CATALOGUE)
+
+
+def find_data_dir() -> Path | None:
+    """The first folder of `lookup_order` that holds any catalogued file, or None."""
+    return next((folder for _, folder in lookup_order() if holds_data(folder)), None)
+
+
 def data_dir() -> Path:
-    """The folder holding the fetched files ($NPMNV2_DATA, else the cache), or a DataError that
-    says how to fill it. Notebooks and scripts start with `DATA = data_dir()`."""
-    folder = cache_dir()
-    if not (folder / DEFAULT_MODEL_FILE).is_file():
-        raise DataError(missing_data_message(folder))
+    """The folder holding the real data (the first of `lookup_order` that holds it), or a DataError
+    that says how to fill it. Notebooks and scripts start with `DATA = data_dir()`."""
+    folder = find_data_dir()
+    if folder is None:
+        raise DataError(missing_data_message())
     return folder
 
 
@@ -290,7 +331,10 @@ def download(entry: DataFile, folder: Path, *, base_url: str = BASE_URL, timeout
         Path(tmp).unlink(missing_ok=True)
         if isinstance(err, (urllib.error.URLError, OSError)) and not isinstance(err, DataError):
             reason = getattr(err, "reason", None) or err
-            raise DataError(f"could not fetch {entry.name} from {url}: {reason}; nothing was written.") from None
+            steps = offline_steps(folder)
+            raise DataError(
+                f"could not fetch {entry.name} from {url}: {reason}; nothing was written. Next: {steps}."
+            ) from None
         raise
     return folder / entry.name
 
@@ -309,6 +353,18 @@ def fetch(
     if folder.exists() and not folder.is_dir():
         raise DataError(f"--dest {str(folder)!r} is a file; give a folder (it is created if missing).")
     entries = [catalogue_entry(n) for n in names] if names is not None else list(CATALOGUE)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]  # what a failed first download must not leave
+    try:
+        _fetch_entries(entries, folder, base_url, report)
+    except BaseException:
+        for path in created:  # innermost first; only folders this fetch made and that stayed empty
+            if path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        raise
+    return folder
+
+
+def _fetch_entries(entries: list[DataFile], folder: Path, base_url: str, report: Callable[[str], None]) -> None:
     for entry in entries:
         state = status(entry, folder)
         if state == "differs":
@@ -321,13 +377,20 @@ def fetch(
             continue
         download(entry, folder, base_url=base_url)
         report(f"fetched  {entry.name} ({entry.size:,} bytes, SHA-256 checked)")
-    return folder
 
 
 def missing_data_message(folder: Path | None = None) -> str:
     """The one line to show when the real data is not found."""
-    where = f" in {folder}" if folder else ""
+    looked = "; ".join(f"{why}: {where}" for why, where in lookup_order()) if folder is None else str(folder)
     return (
-        f"the real models and images are not found{where}: run `npmnv2 data fetch` (downloads them into "
-        f"{cache_dir()}, each checked against its pinned SHA-256) or set NPMNV2_DATA to a folder holding them."
+        f"the real models and images are not found (looked in {looked}): run `npmnv2 data fetch` (downloads them "
+        f"into {cache_dir()}, each checked against its pinned SHA-256) or set NPMNV2_DATA to a folder holding them."
+    )
+
+
+def offline_steps(folder: Path) -> str:
+    """What to do when the public source cannot be reached."""
+    return (
+        f"offline, copy the files (`npmnv2 data list` names them; their SHA-256 is pinned in the package) into "
+        f"{folder}, set NPMNV2_DATA to a folder that already holds them, or give --base-url a mirror you can reach"
     )

@@ -177,7 +177,8 @@ def test_the_whole_catalogue_fetched_runs_the_data_the_tests_need(server, tmp_pa
 
 
 def test_the_tests_stop_with_one_line_naming_data_fetch_when_the_data_is_missing(tmp_path):
-    """The tests copied into a project with no data anywhere: one line, naming `npmnv2 data fetch`."""
+    """The tests copied into a project, with $NPMNV2_DATA naming a folder without the data (used
+    alone, as the library uses it): one line, naming `npmnv2 data fetch`."""
     from conftest import PROJECT_ROOT
 
     tests = tmp_path / "project" / "tests"
@@ -185,7 +186,7 @@ def test_the_tests_stop_with_one_line_naming_data_fetch_when_the_data_is_missing
     for name in ("conftest.py", "test_ops.py"):
         (tests / name).write_bytes((PROJECT_ROOT / "tests" / name).read_bytes())
     env = {k: v for k, v in os.environ.items() if k != "NPMNV2_DATA"}
-    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"), NPMNV2_DATA=str(tmp_path / "no-data"))
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests)],
         capture_output=True,

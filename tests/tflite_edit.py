@@ -174,6 +174,10 @@ class TFLiteEdit:
             self.set_field(code, 10, "<i", value)
         self.set_field(code, 4, "<b", min(value, 127))
 
+    def set_op_version(self, code_index: int, value: int) -> None:
+        """Operator code `code_index`'s version (OperatorCode.version, default 1 when absent)."""
+        self.set_field(self.model.OperatorCodes(code_index), 8, "<i", value)
+
     def set_version(self, value: int) -> None:
         self.set_field(self.model, 4, "<I", value)
 

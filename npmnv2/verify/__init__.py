@@ -22,7 +22,7 @@ import numpy as np
 
 from ..configuration_mobilenet_v2 import MobileNetV2Config
 from .causes import CATALOGUE, Proposal, hypothesis
-from .check import LOCAL_NOISE, run_check
+from .check import LOCAL_NOISE, dump_input, run_check
 from .integer import INTEGER_CATALOGUE, check_integer
 from .peers import PeerLayer, PeerRun, PeerTensor, keras_peer, onnx_peer, saved_peer, torch_peer
 from .report import CauseEvidence, Row, VerifyReport
@@ -168,47 +168,12 @@ def check(
         model = _as_float64(model)
     notes: list[str] = []
     if run.framework == "saved" and run.input is None:
-        pixel_values, notes = _dump_input(run, pixel_values, model.config.num_channels)
+        pixel_values, notes = dump_input(run, pixel_values, model.config.num_channels)
     report = run_check(run, model, pixel_values, config=spec)
     report.weights_read = weights_read
     report.gaps = weight_gaps + report.gaps
     report.warnings = notes + report.warnings
     return report
-
-
-def _dump_input(run: PeerRun, pixel_values: np.ndarray, channels: int) -> tuple[np.ndarray, list[str]]:
-    """A dump's own input tensor (the first float image tensor with the model's channels, NCHW or
-    NHWC): when it differs from the spec's preprocessing of the image in a way a catalogued input
-    bug reproduces (channel order, [0, 1] range), it stays the port's input and is judged; otherwise
-    npmnv2 runs on it (the port's own resize or crop is not what is being checked), and says so."""
-    from .check import _diagnose_input, _rms
-
-    found = None
-    for t in run.tensors:
-        a = t.array
-        if a.ndim == 4 and a.dtype.kind == "f" and channels in (a.shape[1], a.shape[3]):
-            found = (t, a if a.shape[1] == channels else a.transpose(0, 3, 1, 2))
-            break
-        if a.ndim == 4:
-            break  # the first 4-D tensor is the network's input or none is
-    if found is None:
-        return pixel_values, []
-    tensor, theirs = found
-    theirs = np.asarray(theirs, np.float32)
-    run.input = theirs
-    if theirs.shape == pixel_values.shape:
-        err = _rms(theirs.astype(np.float64) - pixel_values) / (_rms(pixel_values) or 1.0)
-        if err <= 1e-5:
-            return pixel_values, []
-        nhwc = pixel_values.transpose(0, 2, 3, 1).astype(np.float64)
-        if _diagnose_input(run, nhwc):  # a catalogued input-pipeline bug: judged at pixel_values
-            return pixel_values, []
-        how = f"differs from npmnv2's preprocessing of the image (relative RMS {err:.2g})"
-    else:
-        shapes = ["x".join(map(str, a.shape)) for a in (theirs, pixel_values)]
-        how = f"is {shapes[0]}, npmnv2's preprocessing gives {shapes[1]}"
-    note = f"npmnv2 ran on the port's own input tensor {tensor.name!r}, which {how}: its preprocessing was not checked."
-    return theirs, [note]
 
 
 HYPERPARAMETERS = ("tf_padding", "hidden_act")  # what a spec decides for a .tflite; the rest is the file's

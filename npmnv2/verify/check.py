@@ -501,3 +501,36 @@ def _ranked(found: list[CauseEvidence]) -> list[CauseEvidence]:
             if evidence.cause not in best or evidence.residual < best[evidence.cause].residual:
                 best[evidence.cause] = evidence
     return sorted(best.values(), key=lambda e: e.residual)
+
+
+def dump_input(run: PeerRun, pixel_values: np.ndarray, channels: int) -> tuple[np.ndarray, list[str]]:
+    """A dump's own input tensor (the first float image tensor with the model's channels, NCHW or
+    NHWC): when it differs from the spec's preprocessing of the image in a way a catalogued input
+    bug reproduces (channel order, [0, 1] range), it stays the port's input and is judged; otherwise
+    npmnv2 runs on it (the port's own resize or crop is not what is being checked), and says so."""
+    found = None
+    for t in run.tensors:
+        a = t.array
+        if a.ndim == 4 and a.dtype.kind == "f" and channels in (a.shape[1], a.shape[3]):
+            found = (t, a if a.shape[1] == channels else a.transpose(0, 3, 1, 2))
+            break
+        if a.ndim == 4:
+            break  # the first 4-D tensor is the network's input or none is
+    if found is None:
+        return pixel_values, []
+    tensor, theirs = found
+    theirs = np.asarray(theirs, np.float32)
+    run.input = theirs
+    if theirs.shape == pixel_values.shape:
+        err = _rms(theirs.astype(np.float64) - pixel_values) / (_rms(pixel_values) or 1.0)
+        if err <= 1e-5:
+            return pixel_values, []
+        nhwc = pixel_values.transpose(0, 2, 3, 1).astype(np.float64)
+        if _diagnose_input(run, nhwc):  # a catalogued input-pipeline bug: judged at pixel_values
+            return pixel_values, []
+        how = f"differs from npmnv2's preprocessing of the image (relative RMS {err:.2g})"
+    else:
+        shapes = ["x".join(map(str, a.shape)) for a in (theirs, pixel_values)]
+        how = f"is {shapes[0]}, npmnv2's preprocessing gives {shapes[1]}"
+    note = f"npmnv2 ran on the port's own input tensor {tensor.name!r}, which {how}: its preprocessing was not checked."
+    return theirs, [note]

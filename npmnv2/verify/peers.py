@@ -88,7 +88,8 @@ def _torch_primitives(torch: Any) -> list[tuple[type, str]]:
     nn = torch.nn
     return [
         (nn.Conv2d, "conv"),
-        (nn.modules.batchnorm._BatchNorm, "batch_norm"),
+        (nn.BatchNorm2d, "batch_norm"),
+        (nn.SyncBatchNorm, "batch_norm"),
         (nn.ReLU6, "activation"),
         (nn.ReLU, "activation"),
         (nn.Hardtanh, "activation"),
@@ -217,7 +218,7 @@ def torch_layers(module: Any) -> list[PeerLayer]:
             kernel = w[:, 0].transpose(1, 2, 0) if depthwise else w.transpose(2, 3, 1, 0)
             bias = None if mod.bias is None else mod.bias.detach().cpu().numpy().astype(np.float64)
             layers.append(PeerLayer(name, "depthwise" if depthwise else "conv", kernel, bias))
-        elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        elif isinstance(mod, (nn.BatchNorm2d, nn.SyncBatchNorm)):
             weight = mod.weight if mod.weight is not None else torch.ones(mod.num_features)
             bias = mod.bias if mod.bias is not None else torch.zeros(mod.num_features)
             params = [t.detach().cpu().numpy() for t in (weight, bias, mod.running_mean, mod.running_var)]

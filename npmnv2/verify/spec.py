@@ -246,7 +246,7 @@ def _torch_targets(module: Any) -> list[tuple[str, str, Any]]:
         if isinstance(mod, nn.Conv2d):
             depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
             targets.append(("depthwise" if depthwise else "conv", name, conv(mod, depthwise)))
-        elif isinstance(mod, nn.modules.batchnorm._BatchNorm):
+        elif isinstance(mod, (nn.BatchNorm2d, nn.SyncBatchNorm)):
             targets.append(("batch_norm", name, batch_norm(mod)))
         elif isinstance(mod, nn.Linear):
             targets.append(("linear", name, linear(mod)))
