@@ -72,17 +72,33 @@ def _import_tflite():
     return tflite
 
 
-def _builtin_names(tflite: Any) -> dict[int, str]:
+def builtin_names(tflite: Any = None) -> dict[int, str]:
     """TFLite builtin operator codes -> names ("CONV_2D", ...), read once from the schema."""
+    tflite = tflite or _import_tflite()
     if not _BUILTIN_NAMES:
         _BUILTIN_NAMES.update({v: k for k, v in vars(tflite.BuiltinOperator).items() if not k.startswith("_")})
     return _BUILTIN_NAMES
 
 
 _BUILTIN_NAMES: dict[int, str] = {}
+
+
 # SHA-256 of the files that passed `check_structure` and `validate` in this process (the last 32):
 # opening the same bytes again (the processor, the float import and the integer model each open
 # the file) skips the second pass, never the first.
+def builtin_code(code: Any) -> int:
+    """An OperatorCode's builtin operator as the interpreter resolves it (schema_utils GetBuiltinCode):
+    the larger of its `builtin_code` field (int32, 0 when absent) and its `deprecated_builtin_code`
+    (int8). The `tflite` package's own `BuiltinCode()` returns the deprecated field whenever the real
+    one is below 127, so a file whose two fields disagree (ADD in one, MUL in the other) would be read
+    as another op than the interpreter runs: it is read from the table here instead."""
+    import flatbuffers
+
+    offset = code._tab.Offset(10)
+    raw = code._tab.Get(flatbuffers.number_types.Int32Flags, offset + code._tab.Pos) if offset else 0
+    return max(int(raw), int(code.DeprecatedBuiltinCode()))
+
+
 _VALIDATED: dict[bytes, None] = {}
 
 
@@ -142,8 +158,8 @@ class TFLiteGraph:
                 "codes."
             )
         code = self.model.OperatorCodes(op.OpcodeIndex())
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        kind = _builtin_names(tflite).get(builtin, f"builtin op {builtin}")
+        builtin = builtin_code(code)
+        kind = builtin_names(tflite).get(builtin, f"builtin op {builtin}")
         record: dict[str, Any] = {
             "type": kind,
             "inputs": [int(v) for v in op.InputsAsNumpy()] if op.InputsLength() else [],

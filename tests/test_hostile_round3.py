@@ -150,3 +150,53 @@ def test_a_missing_interpreter_says_what_to_install_not_that_the_file_was_refuse
         child.MissingPackageError, match=r"needs the no_such_runtime_xyz package.*pip install ai-edge-litert"
     ):
         interpreter.interpreter_tensors(EMBEDDED, np.zeros((1, 224, 224, 3), np.uint8))
+
+
+# ============================================================================ op identity
+
+
+def _edit(path):
+    from tests.tflite_edit import TFLiteEdit
+
+    return TFLiteEdit(path)
+
+
+def test_an_operator_code_whose_two_fields_disagree_is_read_as_the_interpreter_reads_it(tmp_path, coral_dir):
+    """Round 3: the `tflite` package's BuiltinCode() returns deprecated_builtin_code when builtin_code
+    < 127; the interpreter takes the larger. A CONV_2D code with builtin_code = MUL was computed as a
+    convolution by npmnv2 and as MUL by the interpreter."""
+    import tflite
+
+    from npmnv2.tflite_import import builtin_code
+    from npmnv2.weights import WeightFileError
+
+    e = _edit(coral_dir / "tf2_mobilenet_v2_1.0_224_ptq.tflite")
+    index = next(
+        i for i in range(e.model.OperatorCodesLength()) if e.model.OperatorCodes(i).DeprecatedBuiltinCode() == 3
+    )
+    e.set_field(e.model.OperatorCodes(index), 10, "<i", tflite.BuiltinOperator.MUL)
+    assert e.model.OperatorCodes(index).BuiltinCode() == 3  # what the package says
+    assert builtin_code(e.model.OperatorCodes(index)) == tflite.BuiltinOperator.MUL  # what the interpreter runs
+    path = e.save(tmp_path / "conv_or_mul.tflite")
+    with pytest.raises(WeightFileError, match=r"MUL .*npmnv2 does not implement this op"):
+        npmnv2_quantized(path)
+
+
+@pytest.mark.parametrize("version", [0, 9, 99])
+def test_an_op_version_the_reference_kernels_do_not_register_is_refused(tmp_path, coral_dir, version):
+    from npmnv2.weights import WeightFileError
+
+    e = _edit(coral_dir / "tf2_mobilenet_v2_1.0_224_ptq.tflite")
+    index = next(
+        i for i in range(e.model.OperatorCodesLength()) if e.model.OperatorCodes(i).DeprecatedBuiltinCode() == 3
+    )
+    e.set_op_version(index, version)
+    path = e.save(tmp_path / "conv_v99.tflite")
+    with pytest.raises(WeightFileError, match=rf"CONV_2D \(operator code {index}\) is version {version}; .* 1\.\.8"):
+        npmnv2_quantized(path)
+
+
+def npmnv2_quantized(path):
+    from npmnv2 import QuantizedMobileNetV2
+
+    return QuantizedMobileNetV2.from_pretrained(path)

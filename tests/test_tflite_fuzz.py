@@ -69,7 +69,8 @@ def mutate(e: TFLiteEdit, rng: np.random.Generator) -> str:
     """Change one thing in `e`; returns what was changed. A field absent from this file raises
     KeyError (the caller counts the example as skipped)."""
     n_ops, n_tensors = e.graph.OperatorsLength(), e.graph.TensorsLength()
-    rare = ["opcode", "options_type", "tensor_type", "shape", "buffer", "version"]
+    rare = ["opcode", "options_type", "tensor_type", "shape", "buffer", "version", "op_version"]
+    rare += ["opcode_split", "opcode_split", "quantized_dimension"]  # round 3: op identity and quantization fields
     kind = _pick(
         rng, ["scale"] * 5 + ["zero_point"] * 3 + ["option"] * 4 + ["index", "length"] * 2 + rare + ["data"] * 5
     )
@@ -135,6 +136,24 @@ def mutate(e: TFLiteEdit, rng: np.random.Generator) -> str:
         value = int(rng.integers(0, 210))
         e.set_builtin_code(code, value)
         return f"operator code {code} builtin = {value}"
+    if kind == "opcode_split":  # the two builtin-code fields disagree: the interpreter takes the larger
+        code = int(rng.integers(e.model.OperatorCodesLength()))
+        value = _pick(rng, [0, 3, 4, 18, 22, 25, 40, 41, 126, 127, 150, int(rng.integers(0, 127))])
+        if rng.random() < 0.5:
+            e.set_field(e.model.OperatorCodes(code), 10, "<i", value)  # absent (0, ADD) raises KeyError: skipped
+            return f"operator code {code} builtin_code field only = {value}"
+        e.set_field(e.model.OperatorCodes(code), 4, "<b", min(value, 127))
+        return f"operator code {code} deprecated_builtin_code only = {value}"
+    if kind == "op_version":
+        code = int(rng.integers(e.model.OperatorCodesLength()))
+        value = _pick(rng, [0, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 15, 99, 2**31 - 1])
+        e.set_op_version(code, value)
+        return f"operator code {code} version = {value}"
+    if kind == "quantized_dimension":
+        t = _pick(rng, _quantized_tensors(e))
+        value = _pick(rng, [0, 1, 2, 3, 4, 5, -1, 100])
+        e.set_field(e.graph.Tensors(t).Quantization(), 16, "<i", value)  # absent (0) raises KeyError: skipped
+        return f"tensor {t} quantized_dimension = {value}"
     if kind == "options_type":
         op = int(rng.integers(n_ops))
         value = int(rng.integers(0, 126))

@@ -63,6 +63,25 @@ OPTIONS_TYPE = {
     "QUANTIZE": (0,),
     "DEQUANTIZE": (0,),
 }
+# The op versions the interpreter's reference op resolver (BUILTIN_REF, the kernels npmnv2 reproduces)
+# registers, measured on the pinned ai-edge-litert by loading real files with each version written
+# into their operator codes (RESHAPE: its registration's default, version 1). The optimized resolver
+# takes one more version of ADD, ARG_MAX, DEPTHWISE_CONV_2D and SOFTMAX; npmnv2 refuses those.
+OP_VERSIONS = {
+    "CONV_2D": range(1, 9),
+    "DEPTHWISE_CONV_2D": range(1, 7),
+    "FULLY_CONNECTED": range(1, 15),
+    "ADD": range(1, 6),
+    "AVERAGE_POOL_2D": range(1, 4),
+    "MEAN": range(1, 4),
+    "RESHAPE": range(1, 2),
+    "SOFTMAX": range(1, 4),
+    "RESIZE_BILINEAR": range(1, 5),
+    "CONCATENATION": range(1, 8),
+    "QUANTIZE": range(1, 7),
+    "DEQUANTIZE": range(1, 10),
+    "ARG_MAX": range(1, 3),
+}
 INPUT_COUNTS = {
     "CONV_2D": (3,),
     "DEPTHWISE_CONV_2D": (3,),
@@ -134,11 +153,26 @@ def _check_model(graph: Any) -> None:
         for i in range(count):
             if not 0 <= get(i) < n:
                 _fail(graph, f"graph {kind} {i} is tensor index {get(i)}, outside the {n} tensors")
-    for i in range(model.OperatorCodesLength()):
+    from ..tflite_import import builtin_code, builtin_names
+
+    names = builtin_names()
+    for i in range(model.OperatorCodesLength()):  # every code, used or not: the interpreter resolves them all
         code = model.OperatorCodes(i)
         if code.CustomCode() is not None:
             name = code.CustomCode().decode("utf-8", "replace")
             _fail(graph, f"operator code {i} is the custom op {name!r}; npmnv2 runs builtin ops only")
+        op = names.get(builtin_code(code), f"builtin op {builtin_code(code)}")
+        users = [j for j in range(graph.graph.OperatorsLength()) if graph.graph.Operators(j).OpcodeIndex() == i]
+        who = f"op {users[0]} {op} (operator code {i})" if users else f"operator code {i}, {op}, used by no op,"
+        if op not in OP_VERSIONS:
+            _fail(graph, f"{who}: npmnv2 does not implement this op; it runs {', '.join(OP_VERSIONS)}")
+        versions = OP_VERSIONS[op]
+        if code.Version() not in versions:
+            _fail(
+                graph,
+                f"{who} is version {code.Version()}; the interpreter's reference kernels run {op} versions "
+                f"{versions.start}..{versions.stop - 1}",
+            )
 
 
 def _check_tensors(graph: Any) -> set[int]:
@@ -204,8 +238,10 @@ def _check_quantization(graph: Any, t: int, where: str, dtype: np.dtype, shape: 
     out = (zero_point < low) | (zero_point > high)
     if out.any():
         _fail(graph, f"{where} ({dtype}) has zero point {int(zero_point[out][0])}; it must lie in [{low}, {high}]")
+    axis = q.QuantizedDimension()
+    if axis < 0 or (shape and axis >= len(shape)):  # the interpreter checks it whatever the number of scales
+        _fail(graph, f"{where} has quantized_dimension {axis}, outside its {len(shape)} dimensions")
     if len(scale) > 1:
-        axis = q.QuantizedDimension()
         if not 0 <= axis < len(shape) or shape[axis] != len(scale):
             _fail(
                 graph,
