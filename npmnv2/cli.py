@@ -145,6 +145,13 @@ def _check_output(name: str, suffixes: set[str], option: str, *, inputs: Sequenc
     return path
 
 
+def _files_of(path: Path) -> list[Path]:
+    """A file, or the files directly inside a folder: what an output must never overwrite."""
+    if path.is_dir():
+        return [p for p in path.iterdir() if p.is_file()]
+    return [path] if path.exists() else []
+
+
 def _write_output(path: str, render: Callable[[io.BytesIO], None]) -> None:
     """Write an output file the safe way: rendered in memory, then written to a fresh temporary file
     beside it and renamed into place (`formats.atomic`): a link planted at the path is replaced, never
@@ -240,7 +247,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         for result in results:
             print(result["image"])
             for pred in result["predictions"]:
-                print(f"  {pred['probability']:.3f}  {pred['id']:>4}  {printable(pred['label'])}")
+                print(f"  {pred['probability']:.3f}  {pred['id']:>4}  {printable(pred['label'], lines=False)}")
     return 0
 
 
@@ -288,7 +295,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     shown = image if scale == 1.0 else image.resize((work[1], work[0]), Image.Resampling.BILINEAR)
     fig = segmentation_overlay(np.asarray(shown), class_map, id2label, title=f"{path.name}")
     _write_output(args.output, lambda f: fig.savefig(f, dpi=100, format=Path(args.output).suffix[1:]))
-    present = ", ".join(f"{k} {printable(id2label.get(int(k), ''))}".strip() for k in np.unique(class_map))
+    present = ", ".join(f"{k} {printable(id2label.get(int(k), ''), lines=False)}".strip() for k in np.unique(class_map))
     print(f"wrote {args.output} (classes present: {present})")
     if args.mask:
         mask = Image.fromarray(class_map.astype(np.uint8), mode="P")
@@ -371,6 +378,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise CLIError(f"destination {str(dest)!r} is a file; give a folder (it is created if missing).")
     if dest.exists() and any(dest.iterdir()) and not args.overwrite:
         raise CLIError(f"destination {str(dest)!r} is not empty; choose an empty folder or pass --overwrite.")
+    from .checkpoints import resolve_checkpoint
+
+    source = resolve_checkpoint(args.source)
+    source_folder = source if source.is_dir() else source.parent
+    if dest.exists() and (dest.samefile(source_folder) or any(dest.samefile(f) for f in _files_of(source_folder))):
+        raise CLIError(
+            f"destination {str(dest)!r} holds the source {args.source!r}; converting there would replace or delete "
+            "it. Give another folder."
+        )
     model = _load_model(args.source, args.task)
     files = {**model.checkpoint_files(), **MobileNetV2ImageProcessor.from_pretrained(args.source).checkpoint_files()}
     # all three files or none; an old pytorch_model.bin would shadow the new weights for some loaders
@@ -603,6 +619,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise CLIError(
             f"peer {peer!r} does not exist; give an .onnx, .tflite, .keras or .npz file or a folder of .npy."
         )
+    # Every output is checked before any work: never a folder, a wrong type, one of the inputs, or twice.
+    inputs = _files_of(path) + _files_of(Path(args.image))
+    if args.model:
+        from .checkpoints import resolve_checkpoint
+
+        inputs += _files_of(resolve_checkpoint(args.model))
+    if args.figure:
+        _check_output(args.figure, {".png", ".pdf", ".svg", ".jpg", ".jpeg"}, "--figure", inputs=inputs)
+    if args.model_explorer:
+        _check_output(args.model_explorer, {".json"}, "--model-explorer", inputs=inputs)
+    _distinct_outputs(("--figure", args.figure), ("--model-explorer", args.model_explorer))
     if path.suffix == ".keras":
         os.environ.setdefault("KERAS_BACKEND", "torch")
         try:

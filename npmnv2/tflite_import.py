@@ -296,7 +296,11 @@ class TFLiteGraph:
                     data = member.read(info.file_size + 1)
                 if len(data) > info.file_size:
                     raise WeightFileError(f"{self.where}: its label file {info.filename!r} is larger than it declares.")
-                lines = data.decode("utf-8").splitlines()
+                # "\n" only, as TFLite's tools write label files (str.splitlines would also split on \x0c,
+                # \x85, \u2028 or a lone \r inside a name and shift every label after it); CRLF's \r dropped
+                lines = [line.removesuffix("\r") for line in data.decode("utf-8").split("\n")]
+                if lines and lines[-1] == "":
+                    lines.pop()
         except (zipfile.BadZipFile, EOFError, UnicodeDecodeError, ValueError, NotImplementedError) as err:
             if isinstance(err, WeightFileError):
                 raise

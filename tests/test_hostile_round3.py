@@ -200,3 +200,117 @@ def npmnv2_quantized(path):
     from npmnv2 import QuantizedMobileNetV2
 
     return QuantizedMobileNetV2.from_pretrained(path)
+
+
+# ============================================================================ labels
+
+
+def _with_labels(coral_dir, tmp_path, text: str):
+    import zipfile
+
+    from npmnv2.tflite_import import TFLiteGraph
+
+    raw = (coral_dir / "mobilenet_v2_1.0_224_quant.tflite").read_bytes()
+    start = raw.index(b"PK\x03\x04")
+    archive_path = tmp_path / "labels.zip"
+    with zipfile.ZipFile(archive_path, "w") as archive:
+        archive.writestr("labels.txt", text.encode("utf-8"))
+    path = tmp_path / "labelled.tflite"
+    path.write_bytes(raw[:start] + archive_path.read_bytes())
+    return TFLiteGraph(path), path
+
+
+@pytest.mark.parametrize("odd", ["\x0c", "\x85", "\u2028", "\r", "\x1c", "\x1d", "\x1e", "\u2029"])
+def test_label_files_are_split_on_newlines_only(coral_dir, tmp_path, odd):
+    """Round 3: str.splitlines split one name at \\x0c, \\x85, \\u2028 or a lone \\r, shifting every
+    label after it (or making the count wrong, so every name became LABEL_n)."""
+    names = [f"class {i}" for i in range(1001)]
+    names[5] = f"tab{odd}by"
+    graph, _ = _with_labels(coral_dir, tmp_path, "\n".join(names) + "\n")
+    labels = graph.labels()
+    assert len(labels) == 1001 and labels[5] == f"tab{odd}by" and labels[6] == "class 6"
+
+
+def test_crlf_label_files_read_as_the_same_names(coral_dir, tmp_path):
+    graph, _ = _with_labels(coral_dir, tmp_path, "\r\n".join(f"class {i}" for i in range(1001)) + "\r\n")
+    assert graph.labels()[:2] == ["class 0", "class 1"] and len(graph.labels()) == 1001
+
+
+def test_a_label_cannot_forge_an_output_line_or_turn_text_around(coral_dir, tmp_path):
+    names = [f"class {i}" for i in range(1001)]
+    names[286] = "Egyptian cat\r  0.999   999  forged\u202e"
+    _, path = _with_labels(coral_dir, tmp_path, "\n".join(names))
+    run = subprocess.run(
+        [str(NPMNV2), "classify", str(coral_dir / "cat.bmp"), "--weights", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    line = next(x for x in run.stdout.splitlines() if "Egyptian" in x)
+    assert "\\x0d" in line and "\\u202e" in line and "\u202e" not in run.stdout
+    assert sum("forged" in x for x in run.stdout.splitlines()) == 1
+
+
+# ============================================================================ verify and convert writes
+
+
+def _run(*args):
+    return subprocess.run([str(NPMNV2), *map(str, args)], capture_output=True, text=True, timeout=600)
+
+
+def test_verify_checks_its_outputs_before_any_work(tmp_path, coral_dir):
+    """Round 3: --figure onto the input image, --model-explorer onto the peer or onto --model's
+    config.json overwrote them; two options naming one file; a folder found only after the run."""
+    from PIL import Image
+
+    image = tmp_path / "cat.png"
+    Image.open(coral_dir / "cat.bmp").save(image)
+    before = image.read_bytes()
+    onnx_peer = tmp_path / "port.onnx"
+    onnx_peer.write_bytes((Path(__file__).with_name("ports") / "timm_dynamo.onnx").read_bytes())
+    checkpoint = tmp_path / "ckpt"
+    assert _run("convert", "npmnv2/default", checkpoint).returncode == 0
+    cases = [
+        (("--figure", image), "is the input file"),
+        (("--model-explorer", onnx_peer), "needs one of the file types .json"),
+        (("--model", checkpoint, "--model-explorer", checkpoint / "config.json"), "is the input file"),
+        (("--figure", tmp_path / "a.png", "--model-explorer", tmp_path), "is a folder"),
+        (("--figure", tmp_path / "same.json", "--model-explorer", tmp_path / "same.json"), "needs one of the file"),
+    ]
+    for options, message in cases:
+        run = _run("verify", onnx_peer, image, *options)
+        assert run.returncode == 1 and message in run.stderr, (options, run.stderr)
+        assert "Traceback" not in run.stderr
+    assert image.read_bytes() == before and (checkpoint / "config.json").read_text().startswith("{")
+
+
+def test_convert_never_deletes_or_replaces_its_source(tmp_path):
+    checkpoint = tmp_path / "ckpt"
+    assert _run("convert", "npmnv2/default", checkpoint).returncode == 0
+    files = {p.name: p.read_bytes() for p in checkpoint.iterdir()}
+    run = _run("convert", checkpoint, checkpoint, "--overwrite")
+    assert run.returncode == 1 and "holds the source" in run.stderr
+    assert {p.name: p.read_bytes() for p in checkpoint.iterdir()} == files
+
+
+def test_a_tflite_that_is_not_a_mobilenetv2_never_reaches_the_interpreter(monkeypatch, coral_dir):
+    """Round 3: a small valid .tflite of 60 ADDs made verify run the interpreter (2 GB written to the
+    temporary folder) before it said "not a MobileNetV2 graph": the structure is read first now."""
+    from npmnv2 import verify
+    from npmnv2.verify import tensors
+    from npmnv2.weights import WeightFileError
+
+    ran = []
+    monkeypatch.setattr(tensors, "interpreter_tensors", lambda *a, **k: ran.append(a))
+
+    def not_a_mobilenet(graph):
+        raise WeightFileError("not a MobileNetV2 graph npmnv2 knows")
+
+    monkeypatch.setattr(tensors, "match_layers", not_a_mobilenet, raising=False)
+    monkeypatch.setattr("npmnv2.tflite_import.match_layers", not_a_mobilenet)
+    with pytest.raises(WeightFileError, match="not a MobileNetV2"):
+        verify.check(EMBEDDED, coral_dir / "cat.bmp")
+    with pytest.raises(WeightFileError, match="not a MobileNetV2"):
+        verify.tflite_activations(EMBEDDED, coral_dir / "cat.bmp")
+    assert ran == []

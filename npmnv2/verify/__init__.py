@@ -145,10 +145,10 @@ def check(
     divergence, the first op wrong on its own, and its cause from the catalogue.
     """
     if isinstance(peer, (str, os.PathLike)) and Path(peer).suffix == ".tflite":  # judged against quantization noise
+        if model is None:  # read first: a file that is not a MobileNetV2 is refused before the interpreter runs
+            model = _tflite_model(Path(peer), config)
         _, pixel_values = tflite_input(peer, image)  # the pixels the integer model stands for
         run = tflite_peer(peer, image)
-        if model is None:
-            model = _tflite_model(Path(peer), config)
         report = run_check(run, _as_float64(model), pixel_values, config=model.config)
         report.weights_read = [(s.name, Path(peer).name, "read from the file (batch norm folded)") for s in model.specs]
         return report

@@ -85,9 +85,10 @@ def tflite_integer_tensors(path: str | Path, pixels: np.ndarray, *, reference_ke
 
     path = Path(path)
     graph = TFLiteGraph(path)
+    steps = integer_steps(graph)  # the structure first: a graph that is not a MobileNetV2 never runs
     computed = interpreter_tensors(path, pixels, reference_kernels=reference_kernels)  # in a child process
     tensors, scales = {}, {}
-    for op, (name, _, _) in zip(graph.ops, integer_steps(graph), strict=True):
+    for op, (name, _, _) in zip(graph.ops, steps, strict=True):
         out = op["outputs"][0]
         value = computed[out]
         tensors[name] = value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
@@ -179,6 +180,7 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
 
     path = Path(path)
     graph = TFLiteGraph(path)
+    names = match_layers(graph)  # the structure first: a graph that is not a MobileNetV2 never runs
     pixels, _ = tflite_input(path, image)
     computed = interpreter_tensors(path, pixels, reference_kernels=reference_kernels)  # in a child process
 
@@ -203,7 +205,6 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
     acts: dict[str, np.ndarray] = {}
     hybrid: dict[str, str] = {}
     tensor_names: dict[str, str] = {}
-    names = match_layers(graph)  # found from the graph's structure, whatever the tensor names
     adds = residual_adds(graph, names)
     segmentation = any(name.startswith("segmentation_head.") for name in names.values())
     resized = False
