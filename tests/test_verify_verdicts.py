@@ -207,3 +207,17 @@ def test_a_dump_with_bgr_or_unit_range_input_names_the_cause(cat, reference, cha
     dump = {"pixel_values": bad.transpose(0, 2, 3, 1), **{f"t{i:03d}": theirs[n] for i, n in enumerate(theirs)}}
     report = verify.check(dump, cat, model=reference)
     assert report.first_local_divergence == "pixel_values" and report.cause == cause, report.explain()
+
+
+def test_a_folder_of_npy_is_read_in_execution_order_not_file_name_order(cat, reference, tmp_path):
+    """Issue 29: a folder of .npy was read in file-name order (layer.10 before layer.2), so npmnv2's
+    own trace saved that way was called DIVERGES."""
+    pixels = verify.pixels_for(cat, reference.config).astype(np.float32)
+    for step in reference.trace(pixels).steps:
+        np.save(tmp_path / f"{step.name}.npy", step.output)
+    report = verify.check(tmp_path, pixels, model=reference)
+    assert report.faithful and report.ops_judged > 140, report.explain()
+    broken = np.load(tmp_path / "layer.10.conv_3x3.activation.npy")
+    np.save(tmp_path / "layer.10.conv_3x3.activation.npy", np.minimum(broken * 1.5, 6))
+    report = verify.check(tmp_path, pixels, model=reference)
+    assert report.first_local_divergence == "layer.10.conv_3x3.activation", report.explain()

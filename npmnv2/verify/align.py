@@ -78,6 +78,28 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+def execution_order(steps: list[Step], run: PeerRun) -> list[PeerTensor]:
+    """The peer's tensors in execution order when their own order is not it (a folder of .npy files,
+    read in natural name order): each goes where the step its values fit best runs (the highest
+    correlation among steps of its shape); tensors that fit no step keep their place at the end."""
+    rng = np.random.default_rng(0)
+    placed = []
+    for k, t in enumerate(run.tensors):
+        best, best_score = None, MIN_SCORE
+        for i, step in enumerate(steps):
+            if step.output is None:
+                continue
+            fitted = in_our_layout(t.array, tuple(step.output.shape), run.layout)
+            if fitted is None:
+                continue
+            index = rng.integers(0, fitted[0].size, min(SAMPLE, fitted[0].size))
+            score = _corr(step.output.astype(np.float64), fitted[0], index)
+            if score > best_score + 1e-9:
+                best, best_score = i, score
+        placed.append((best if best is not None else len(steps), k, t))
+    return [t for _, _, t in sorted(placed, key=lambda p: (p[0], p[1]))]
+
+
 def align(steps: list[Step], run: PeerRun) -> tuple[list[Match], list[PeerTensor]]:
     """The matched pairs in execution order, and the peer's tensors left unmatched."""
     rng = np.random.default_rng(0)

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any
 
@@ -26,7 +27,7 @@ from .. import ops
 from ..ops import nchw_to_nhwc, softmax
 from ..trace import Step, internal_layout
 from ..warnings import NpMnV2Warning
-from .align import Match, align, in_our_layout
+from .align import Match, align, execution_order, in_our_layout
 from .causes import CATALOGUE, Context, Proposal
 from .peers import PeerRun
 from .report import CauseEvidence, Row, VerifyReport
@@ -178,6 +179,8 @@ def run_check(
     if getattr(model, "task", None) == "segmentation":
         steps = [*steps, _upsample_step(steps[-1], np.asarray(pixel_values).shape[2:])]
     report_warnings = _vanishing(trace)
+    if not run.ordered:  # a folder of .npy: put its tensors in execution order first
+        run = dataclasses.replace(run, tensors=execution_order(steps, run), ordered=True)
     matches, unmatched = align(steps, run)
     gaps = _unchecked_ours(steps, matches, trace.steps[-1].name)
     tail_row, tail_cause = None, None

@@ -61,6 +61,7 @@ class PeerRun:
     layers: list[PeerLayer] = field(default_factory=list)
     layout: str = "NCHW"  # the layout the peer's 4-D tensors are in (NCHW or NHWC)
     input: np.ndarray | None = None  # the pixels the network's first op read, when the framework tells
+    ordered: bool = True  # False: the tensors' order is not their execution order (a folder of .npy)
 
 
 def _need(module: str, extra: str) -> Any:
@@ -466,7 +467,7 @@ def saved_peer(source: Any) -> PeerRun:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         if path.is_dir():
-            files = sorted(path.glob("*.npy"))
+            files = sorted(path.glob("*.npy"), key=lambda f: _natural(f.stem))
             if not files:
                 raise ValueError(f"verify: folder {str(path)!r} holds no .npy files.")
             arrays, left = {}, BUDGET
@@ -481,4 +482,12 @@ def saved_peer(source: Any) -> PeerRun:
         arrays = dict(source)
     tensors = [PeerTensor(str(k), None, np.asarray(v)) for k, v in arrays.items()]
     layout = "NHWC" if any(t.array.ndim == 4 and t.array.shape[-1] > t.array.shape[1] for t in tensors[:3]) else "NCHW"
-    return PeerRun("saved", tensors, [], layout)
+    folder = isinstance(source, (str, os.PathLike)) and Path(source).is_dir()
+    return PeerRun("saved", tensors, [], layout, ordered=not folder)
+
+
+def _natural(name: str) -> list[Any]:
+    """A name's sort key with its numbers as numbers: t2 before t10, layer.2 before layer.10."""
+    import re
+
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
