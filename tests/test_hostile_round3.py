@@ -314,3 +314,83 @@ def test_a_tflite_that_is_not_a_mobilenetv2_never_reaches_the_interpreter(monkey
     with pytest.raises(WeightFileError, match="not a MobileNetV2"):
         verify.tflite_activations(EMBEDDED, coral_dir / "cat.bmp")
     assert ran == []
+
+
+# ============================================================================ ONNX peers in the child
+
+
+def _onnx_with(tmp_path, change) -> Path:
+    import onnx
+
+    model = onnx.load(str(Path(__file__).with_name("ports") / "timm_torchscript.onnx"))
+    change(model)
+    path = tmp_path / "changed.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_onnx_peer_that_is_a_pipe_or_a_device_is_refused_at_once(tmp_path, coral_dir):
+    """Round 3: a FIFO as the peer hung forever; /dev/zero reached 3.4 GB."""
+    from npmnv2 import verify
+    from npmnv2.weights import WeightFileError
+
+    fifo = tmp_path / "peer.onnx"
+    os.mkfifo(fifo)
+    for peer in (fifo, Path("/dev/zero")):
+        with pytest.raises(WeightFileError, match="not a regular file"):
+            verify.peers.onnx_peer(peer, np.zeros((1, 3, 96, 96), np.float32))
+    with pytest.raises(WeightFileError, match="not a regular file"):
+        verify.check(fifo, coral_dir / "cat.bmp")
+
+
+def test_an_oversized_onnx_file_is_refused_from_its_size(tmp_path):
+    from npmnv2.verify import peers
+    from npmnv2.weights import WeightFileError
+
+    sparse = tmp_path / "huge.onnx"
+    with open(sparse, "wb") as f:
+        f.truncate(peers.MAX_ONNX_BYTES + 1)  # 512 MiB of holes: nothing is read
+    with pytest.raises(WeightFileError, match="bytes; npmnv2 reads MobileNetV2 exports of at most"):
+        peers.onnx_peer(sparse, np.zeros((1, 3, 96, 96), np.float32))
+
+
+def test_control_flow_custom_domains_and_external_data_are_refused_before_a_session_is_built(tmp_path):
+    """Round 3: a Loop of 2^62 trips hung; external data in a sparse 1.8 GB file crashed ONNX Runtime."""
+    import onnx
+    from onnx import helper
+
+    from npmnv2.verify import child, peers
+
+    def loop(model):
+        body = helper.make_graph([], "body", [], [])
+        model.graph.node.append(helper.make_node("Loop", ["", ""], [], body=body))
+
+    def custom(model):
+        model.graph.node[0].domain = "com.example"
+
+    def external(model):
+        tensor = model.graph.initializer[0]
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        entry = tensor.external_data.add()
+        entry.key, entry.value = "location", "weights.bin"
+        tensor.ClearField("raw_data")
+
+    for change, message in [
+        (loop, "Loop, not an op"),
+        (custom, "com.example"),
+        (external, "keeps its data in another"),
+    ]:
+        path = _onnx_with(tmp_path, change)
+        with pytest.raises(child.ChildError, match=message) as caught:
+            peers.onnx_peer(path, np.zeros((1, 3, 96, 96), np.float32))
+        assert "\n" not in str(caught.value) and len(str(caught.value)) < 500
+
+
+def test_onnx_runtime_runs_in_the_isolated_child(monkeypatch, tmp_path):
+    from npmnv2.verify import child, peers
+
+    seen = []
+    real = child.subprocess.run
+    monkeypatch.setattr(child.subprocess, "run", lambda command, **kw: seen.append(command) or real(command, **kw))
+    peers.onnx_peer(Path(__file__).with_name("ports") / "timm_dynamo.onnx", np.zeros((1, 3, 96, 96), np.float32))
+    assert seen and seen[0][1:3] == ["-I", str(child.SCRIPT)] and "onnx" in seen[0]

@@ -68,7 +68,102 @@ def litert(args: list[str]) -> int:
     return 0
 
 
-RUNNERS = {"litert": litert}
+# What a MobileNetV2 / DeepLabV3 export contains (PyTorch's exporters, tf2onnx); no control flow, no
+# custom domains: a file with anything else is refused before ONNX Runtime builds a session for it.
+ONNX_OPS = {
+    "Conv", "BatchNormalization", "Relu", "Clip", "Add", "Sub", "Mul", "Div", "Max", "Min",
+    "GlobalAveragePool", "AveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Unsqueeze",
+    "Gemm", "MatMul", "Softmax", "LogSoftmax", "Transpose", "Pad", "Constant", "Identity", "Dropout",
+    "Resize", "Upsample", "Concat", "Shape", "Gather", "Slice", "Cast", "ArgMax", "HardSigmoid",
+    # the shape arithmetic of an export with dynamic padding (transformers' TF SAME padding)
+    "ConstantOfShape", "Range", "Expand", "Mod", "ReduceMax", "ReduceMin", "NonZero", "Size",
+    # elementwise math a port may hold by mistake (an extra Neg after the classifier is a bug to find)
+    "Neg", "Abs", "Exp", "Log", "Sqrt", "Reciprocal", "Pow", "Sigmoid", "Tanh", "Erf", "Floor", "Ceil",
+    "Round", "Sign", "Sum", "Mean", "LeakyRelu", "PRelu", "Elu", "Selu", "HardSwish", "Where", "Equal",
+}  # fmt: skip
+
+
+def onnx_run(args: list[str]) -> int:
+    """Run ONNX Runtime once on MODEL with PIXELS.npy (NCHW; fed NHWC when the graph declares it) and
+    write the graph (nodes, attributes) to OUT.json and its constants and every node's output to
+    OUT.npz. The file is checked first: one file (no external data), only ONNX_OPS, default domain."""
+    import json
+
+    import numpy as np
+    import onnx
+    import onnxruntime as runtime
+    from onnx import helper, numpy_helper
+
+    model_path, pixels_file, out_npz, out_json = args[:4]
+    try:
+        model = onnx.load(model_path, load_external_data=False)
+    except Exception as err:
+        _say(f"not a readable ONNX model ({type(err).__name__}: {err})")
+        return REFUSED
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            _say(f"initializer {tensor.name!r} keeps its data in another file; give a self-contained .onnx")
+            return REFUSED
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in ONNX_OPS:
+            _say(f"node {node.name!r} is {node.domain or 'ai.onnx'}.{node.op_type}, not an op a MobileNetV2 contains")
+            return REFUSED
+    arrays, constants = {}, {}
+    for i, tensor in enumerate(model.graph.initializer):
+        arrays[f"c{i}"] = numpy_helper.to_array(tensor)
+        constants[tensor.name] = f"c{i}"
+    nodes = []
+    for node in model.graph.node:
+        attrs = {}
+        for a in node.attribute:
+            value = helper.get_attribute_value(a)
+            if isinstance(value, onnx.TensorProto):
+                key = f"c{len(arrays)}"
+                arrays[key] = numpy_helper.to_array(value)
+                if node.op_type == "Constant" and node.output:
+                    constants[node.output[0]] = key
+                continue
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            elif isinstance(value, list):
+                value = [v.decode("utf-8", "replace") if isinstance(v, bytes) else v for v in value]
+            if isinstance(value, (int, float, str, list)):
+                attrs[a.name] = value
+        nodes.append({"op": node.op_type, "inputs": list(node.input), "outputs": list(node.output), "attrs": attrs})
+    graph_outputs = {o.name for o in model.graph.output}
+    for node in model.graph.node:
+        for out in node.output:
+            if out and out not in graph_outputs:
+                model.graph.output.append(onnx.ValueInfoProto(name=out))
+                graph_outputs.add(out)
+    try:
+        session = runtime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        feed = session.get_inputs()[0]
+        pixels = np.load(pixels_file, allow_pickle=False)
+        dims = [d if isinstance(d, int) else None for d in feed.shape]
+        n, c, h, w = pixels.shape
+        nhwc = len(dims) == 4 and dims[3] == c and dims[1] in (h, None) and not (dims[1] == c and dims[3] in (w, None))
+        fed = np.ascontiguousarray(pixels.transpose(0, 2, 3, 1) if nhwc else pixels, np.float32)
+        names = [o.name for o in session.get_outputs()]
+        values = session.run(names, {feed.name: fed})
+    except MemoryError:
+        raise
+    except Exception as err:
+        _say(f"{type(err).__name__}: {err}")
+        return REFUSED
+    produced = {}
+    for name, value in zip(names, values, strict=True):
+        if isinstance(value, np.ndarray):
+            produced[name] = f"v{len(produced)}"
+            arrays[produced[name]] = value
+    arrays["fed"] = fed
+    np.savez(out_npz, **arrays)
+    with open(out_json, "w") as f:
+        json.dump({"nodes": nodes, "constants": constants, "values": produced, "feed": feed.name, "nhwc": nhwc}, f)
+    return 0
+
+
+RUNNERS = {"litert": litert, "onnx": onnx_run}
 
 
 def main(argv: list[str]) -> int:

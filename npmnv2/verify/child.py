@@ -35,7 +35,10 @@ from ..formats.errors import WeightFileError
 SCRIPT = Path(__file__).with_name("_child.py").resolve()
 KEPT_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # what each runner imports: (module, the pip line that installs it)
-PACKAGES = {"litert": (("numpy", "numpy"), ("ai_edge_litert", 'ai-edge-litert (or: pip install -e ".[tflite]")'))}
+PACKAGES = {
+    "litert": (("numpy", "numpy"), ("ai_edge_litert", 'ai-edge-litert (or: pip install -e ".[tflite]")')),
+    "onnx": (("numpy", "numpy"), ("onnx", "onnx onnxruntime"), ("onnxruntime", "onnxruntime"), ("google", "protobuf")),
+}
 START_FAILED, OUT_OF_MEMORY = 3, 4
 
 

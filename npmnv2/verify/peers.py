@@ -323,34 +323,55 @@ _ONNX_KINDS = {
 }
 
 
-def onnx_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRun:
-    """An `.onnx` file run by ONNX Runtime with every node's output added to the graph's outputs.
-    Conv weights come from the initializers (a batch norm the exporter folded shows as a bias)."""
-    onnx = _need("onnx", "onnx onnxruntime")
-    ort = _need("onnxruntime", "onnxruntime")
-    from onnx import numpy_helper
+@dataclass
+class _OnnxNode:
+    """One node of an ONNX graph as the child process describes it (no protobuf in this process)."""
 
-    model = onnx.load(str(path))
-    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for node in model.graph.node:  # weights some exporters keep in Constant nodes instead
-        value = next((a for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" else None
-        if value is not None and node.output:
-            inits[node.output[0]] = numpy_helper.to_array(value.t)
-    graph_outputs = {o.name for o in model.graph.output}
-    nodes = [n for n in model.graph.node if n.op_type != "Constant"]
-    for node in nodes:
-        for out in node.output:
-            if out and out not in graph_outputs:
-                model.graph.output.append(onnx.ValueInfoProto(name=out))
-                graph_outputs.add(out)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feed = session.get_inputs()[0]
-    feed_name = feed.name
-    nhwc = _declares_nhwc(feed.shape, pixel_values.shape)  # TensorFlow's exporter keeps Keras's NHWC input
-    fed = np.ascontiguousarray(pixel_values.transpose(0, 2, 3, 1) if nhwc else pixel_values, np.float32)
-    names = [o.name for o in session.get_outputs()]
-    values = dict(zip(names, session.run(names, {feed_name: fed}), strict=True))
+    op_type: str
+    input: list[str]
+    output: list[str]
+    attrs: dict[str, Any]
+
+
+ONNX_MEMORY_LIMIT = 4 << 30  # bytes of address space ONNX Runtime's child may map
+ONNX_TIMEOUT = 300.0
+MAX_ONNX_BYTES = 1 << 29  # 512 MiB: a float32 MobileNetV2 1.4 is 25 MB
+
+
+def onnx_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRun:
+    """An `.onnx` file run by ONNX Runtime with every node's output added to the graph's outputs, in
+    an isolated child process with a memory limit and a timeout (`npmnv2.verify.child`): the file is
+    refused there, naming what is wrong, when it keeps data in other files or holds an op a
+    MobileNetV2 export does not contain (control flow, custom domains). Conv weights come from the
+    initializers and Constant nodes (a batch norm the exporter folded shows as a bias)."""
+    import json
+    import tempfile
+
+    from ..formats.errors import WeightFileError, regular_file
+    from .child import Limits, run_child
+
+    path = regular_file(Path(path).resolve(), "ONNX file")
+    if path.stat().st_size > MAX_ONNX_BYTES:
+        raise WeightFileError(
+            f"ONNX file {str(path)!r} is {path.stat().st_size:,} bytes; npmnv2 reads MobileNetV2 exports of at most "
+            f"{MAX_ONNX_BYTES:,}."
+        )
+    with tempfile.TemporaryDirectory(prefix="npmnv2-onnx-") as folder:
+        work = Path(folder)
+        np.save(work / "pixels.npy", np.ascontiguousarray(pixel_values, np.float32), allow_pickle=False)
+        args = [str(path), str(work / "pixels.npy"), str(work / "out.npz"), str(work / "graph.json")]
+        limits = Limits(ONNX_MEMORY_LIMIT, ONNX_TIMEOUT)
+        run_child("onnx", args, file=path, what="ONNX Runtime", limits=limits, workdir=work)
+        described = json.loads((work / "graph.json").read_text())
+        with np.load(work / "out.npz", allow_pickle=False) as stored:
+            arrays = {k: stored[k] for k in stored.files}
+    inits = {name: arrays[key] for name, key in described["constants"].items()}
+    values = {name: arrays[key] for name, key in described["values"].items()}
+    feed_name, fed = described["feed"], arrays["fed"]
     values[feed_name] = fed
+    nodes = [
+        _OnnxNode(n["op"], n["inputs"], n["outputs"], n["attrs"]) for n in described["nodes"] if n["op"] != "Constant"
+    ]
     tensors, layers = [], []
     consumers: dict[str, list[Any]] = {}
     for node in nodes:
@@ -388,7 +409,7 @@ def onnx_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRun:
             layers.append(pending_linear)
             tensors.append(PeerTensor(out, "linear", values[out], tensors[-1].input))
             continue
-        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        attrs = node.attrs
         detail: dict[str, Any] = {}
         if node.op_type == "Conv":
             w = inits.get(node.input[1])
@@ -444,17 +465,6 @@ def _affine_after_conv(nodes: list[Any], consumers: dict[str, list[Any]], inits:
             found[mul.output[0]] = ("scale", None)
             found[add.output[0]] = ("shift", (scale, shift))
     return found
-
-
-def _declares_nhwc(declared: Any, nchw: tuple[int, ...]) -> bool:
-    """An ONNX graph input declared (N, H, W, C) for NCHW pixels (N, C, H, W): TensorFlow's exporter."""
-    dims = [d if isinstance(d, int) else None for d in declared]
-    n, c, h, w = nchw
-    if len(dims) != 4:
-        return False
-    fits_nhwc = dims[3] == c and dims[1] in (h, None) and dims[2] in (w, None)
-    fits_nchw = dims[1] == c and dims[2] in (h, None) and dims[3] in (w, None)
-    return fits_nhwc and not fits_nchw
 
 
 # ============================================================================ saved tensors
