@@ -641,7 +641,16 @@ def cmd_verify(args: argparse.Namespace) -> int:
     model = None
     if args.model:
         model = _load_model(args.model, "auto")
-    report = verify.check(peer, image, config=args.config, model=model)
+    reference = None
+    if args.reference:
+        from .checkpoints import resolve_checkpoint
+
+        inputs_ref = _files_of(resolve_checkpoint(args.reference))
+        for option, name in (("--figure", args.figure), ("--model-explorer", args.model_explorer)):
+            if name:
+                _check_output(name, {Path(name).suffix.lower()}, option, inputs=inputs_ref)
+        reference = args.reference
+    report = verify.check(peer, image, config=args.config, model=model, reference=reference)
     print(repr(report))
     if args.figure:
         figure = report.figure()
@@ -668,6 +677,13 @@ def _verify_parser(add: AddParser) -> None:
         help="the spec the port implements (default transformers)",
     )
     p.add_argument("--model", metavar="SRC", help="npmnv2's weights, for a peer that exposes none (saved tensors)")
+    p.add_argument(
+        "--reference",
+        metavar="CHECKPOINT",
+        help="the checkpoint the port was converted from: its weights are compared layer by layer and a "
+        "conversion bug is named (kernel transposed or flipped, channels permuted, weights of another layer, "
+        "batch-norm statistics swapped or missing, background class dropped)",
+    )
     p.add_argument("--figure", metavar="FILE.png", help="write the total and local error per op")
     p.add_argument("--model-explorer", metavar="FILE.json", help="write a node-data overlay for Model Explorer")
     p.set_defaults(func=cmd_verify)

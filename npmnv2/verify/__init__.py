@@ -135,6 +135,7 @@ def check(
     config: str | MobileNetV2Config | dict[str, Any] = "transformers",
     model: Any = None,
     task: str = "classification",
+    reference: Any = None,
 ) -> VerifyReport:
     """Verify `peer` against the spec `config` (a preset, "transformers", "torchvision" or "keras",
     or any `MobileNetV2Config`) on `image` (a path, a PIL image, or NCHW pixel values).
@@ -143,6 +144,10 @@ def check(
     (model= gives npmnv2's model instead, for peers that expose no weights); both run on the same
     pixels; every matched op is judged on its own inputs. Returns a `VerifyReport`: rows, the first
     divergence, the first op wrong on its own, and its cause from the catalogue.
+
+    reference: the checkpoint the port was converted from (an npmnv2 model, or any source
+    `from_pretrained` takes): the port's weights are compared with it layer by layer and a
+    weight-conversion bug is named (`npmnv2.verify.weights`).
     """
     if isinstance(peer, (str, os.PathLike)) and Path(peer).suffix == ".tflite":  # judged against quantization noise
         if model is None:  # read first: a file that is not a MobileNetV2 is refused before the interpreter runs
@@ -151,7 +156,7 @@ def check(
         run = tflite_peer(peer, image)
         report = run_check(run, _as_float64(model), pixel_values, config=model.config)
         report.weights_read = [(s.name, Path(peer).name, "read from the file (batch norm folded)") for s in model.specs]
-        return report
+        return _against_reference(report, model, reference, quantized=report.quantized)
     spec = spec_config(config)
     pixel_values = pixels_for(image, spec).astype(np.float32)
     run = peer_run(peer, pixel_values)
@@ -173,6 +178,21 @@ def check(
     report.weights_read = weights_read
     report.gaps = weight_gaps + report.gaps
     report.warnings = notes + report.warnings
+    return _against_reference(report, model, reference, quantized=False)
+
+
+def _against_reference(report: VerifyReport, model: Any, reference: Any, *, quantized: bool) -> VerifyReport:
+    """The port's weights (in `model`) against the reference checkpoint's, when one is given."""
+    if reference is None:
+        return report
+    from .weights import compare_weights
+
+    if isinstance(reference, (str, os.PathLike)):
+        cls = type(model)
+        reference = cls.from_pretrained(reference, dtype=np.float64)
+    names = {ours: theirs for ours, theirs, _ in report.weights_read}
+    rows, first, causes = compare_weights(model, reference, quantized=quantized, names=names)
+    report.weight_rows, report.weight_divergence, report.weight_causes = rows, first, causes
     return report
 
 

@@ -74,13 +74,16 @@ class VerifyReport:
     criterion: float = 16.0  # an op is wrong on its own above this many times its rounding noise
     gaps: list[str] = field(default_factory=list)  # what could not be checked, each with what to do
     quantized: bool = False  # the peer's tensors are quantized: judged against their quantization steps
+    weight_rows: list[Any] = field(default_factory=list)  # against a reference (`verify.weights`), when given
+    weight_divergence: str | None = None  # the first weight layer that differs from the reference's
+    weight_causes: list[Any] = field(default_factory=list)
     weights_read: list[tuple[str, str, str]] = field(default_factory=list)  # (npmnv2 layer, port's layer, what)
 
     @property
     def status(self) -> str:
         """ "diverges" (an op is wrong on its own), "inconclusive" (nothing wrong was found, but part of
         the port could not be checked: see `gaps`), or "faithful" (every op and weight was checked)."""
-        if self.first_local_divergence is not None:
+        if self.first_local_divergence is not None or self.weight_divergence is not None:
             return "diverges"
         return "inconclusive" if self.gaps else "faithful"
 
@@ -129,6 +132,12 @@ class VerifyReport:
     def verdict(self) -> str:
         """One line: faithful, inconclusive (and the first reason), or the first op wrong on its own
         and its cause, with the port's own name for it."""
+        if self.first_local_divergence is None and self.weight_divergence is not None:
+            where = self.weight_divergence
+            theirs = next((r.peer_name for r in self.weight_rows if r.name == where and r.peer_name), "")
+            yours = f" (your {_shown(theirs)})" if theirs else ""
+            cause = f"; cause: {self.weight_causes[0].cause}" if self.weight_causes else "; no catalogued cause"
+            return f"DIVERGES: the weights of {where}{yours} are not the reference's{cause}."
         if self.status == "inconclusive":
             more = f" (and {len(self.gaps) - 1} more: see explain())" if len(self.gaps) > 1 else ""
             return f"inconclusive: {self.ops_judged} ops agree, but {self.gaps[0]}{more}"
@@ -174,6 +183,17 @@ class VerifyReport:
                 )
             if self.explained_step is not None:
                 lines.append(f"What the spec computes there: {self.explained_step.explain()}")
+        if self.weight_causes:
+            best = self.weight_causes[0]
+            lines.append(f"Weights: {best.detail} reproduces the port's weights (residual {best.residual:.2g}).")
+        elif self.weight_divergence is not None:
+            row = next(r for r in self.weight_rows if r.name == self.weight_divergence)
+            lines.append(
+                f"Weights: {row.name} differs from the reference by {row.difference:.2g} (relative RMS, folded); "
+                "none of the catalogued conversion bugs reproduces it."
+            )
+        elif self.weight_rows:
+            lines.append(f"Weights: all {len(self.weight_rows)} weight layers equal the reference's.")
         lines.extend(w for w in self.warnings if w not in self.gaps)
         if self.weights_read:
             read = sum(1 for *_, what in self.weights_read if "not read" not in what)
