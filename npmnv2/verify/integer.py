@@ -90,14 +90,86 @@ def _internal(value: np.ndarray) -> np.ndarray:
     return np.asarray(value).transpose(0, 2, 3, 1).astype(np.int64) if np.ndim(value) == 4 else np.asarray(value)
 
 
-def check_integer(peer: Mapping[str, np.ndarray], model: Any, pixels: np.ndarray) -> VerifyReport:
+def _like(value: np.ndarray, want: np.ndarray) -> np.ndarray:
+    """`value` in `want`'s shape when it holds as many values ((1, 1, 1, L) and (1, L)), else as it is."""
+    value = np.asarray(value)
+    return value.reshape(want.shape) if value.shape != want.shape and value.size == want.size else value
+
+
+def runtime_names(peer: Mapping[Any, np.ndarray], model: Any, trace: Any) -> tuple[dict[str, np.ndarray], dict]:
+    """The peer's tensors under the integer model's step names (NCHW when 4-D), and step -> the peer's
+    own name. A runtime's dump is keyed by its own names: npmnv2's step names; the .tflite file's
+    tensor names (what TFLite-based runtimes and the interpreter use) or tensor indices (`t12`, 12);
+    or anything else, matched by structure: in the dump's order, each tensor to the next step whose
+    output has its shape (NCHW or NHWC) and agrees with it best, exactly in most values."""
+    graph = model.graph
+    steps = trace.steps
+    by_tensor = {graph.name(op["outputs"][0]): i for i, op in enumerate(graph.ops)}
+    by_index = {op["outputs"][0]: i for i, op in enumerate(graph.ops)}
+    step_names = {s.name: i for i, s in enumerate(steps)}
+
+    def index_of(key: Any) -> int | None:
+        if isinstance(key, (int, np.integer)):
+            return by_index.get(int(key))
+        text = str(key)
+        if text in step_names:
+            return step_names[text]
+        if text in by_tensor:
+            return by_tensor[text]
+        if text[:1] == "t" and text[1:].isdigit():
+            return by_index.get(int(text[1:]))
+        return None
+
+    def public(value: np.ndarray, step: Any) -> np.ndarray | None:
+        a = np.asarray(value)
+        want = tuple(step.output.shape)
+        if a.shape == want:
+            return a
+        if a.ndim == 4 and a.transpose(0, 3, 1, 2).shape == want:
+            return a.transpose(0, 3, 1, 2)
+        if [d for d in a.shape if d != 1] == [d for d in want if d != 1]:  # (1, 1, 1, L) for (1, L)
+            return a.reshape(want)
+        return None
+
+    named, theirs_of = {}, {}
+    rest = []
+    for key, value in peer.items():
+        i = index_of(key)
+        fitted = public(value, steps[i]) if i is not None else None
+        if fitted is not None:
+            named[steps[i].name], theirs_of[steps[i].name] = fitted, str(key)
+        else:
+            rest.append((key, value))
+    start = 0
+    for key, value in rest:  # by structure, in the dump's order
+        best, best_score = None, 0.5
+        for i in range(start, len(steps)):
+            if steps[i].name in named:
+                continue
+            fitted = public(value, steps[i])
+            if fitted is None or fitted.dtype.kind not in "iu":
+                continue
+            score = float(np.mean(fitted.astype(np.int64) == np.asarray(steps[i].output, np.int64)))
+            if score > best_score:
+                best, best_score = i, score
+                if score == 1.0:
+                    break
+        if best is not None:
+            named[steps[best].name], theirs_of[steps[best].name] = public(value, steps[best]), str(key)
+            start = best + 1
+    return named, theirs_of
+
+
+def check_integer(peer: Mapping[Any, np.ndarray], model: Any, pixels: np.ndarray) -> VerifyReport:
     """Every op of `model` (a `QuantizedMobileNetV2`) re-run on the peer's integer inputs against the
     peer's integer output, exactly; the first op that differs, and the integer cause that reproduces it.
 
-    peer: step name -> the peer's integer tensor (NCHW when 4-D), as `tflite_integer_tensors` gives.
-    pixels: the quantized input both ran on (N, C, H, W).
+    peer: the peer's integer tensors under npmnv2's step names (as `tflite_integer_tensors` gives),
+    the .tflite's own tensor names or indices, or any names (matched by structure: `runtime_names`);
+    NCHW or NHWC. pixels: the quantized input both ran on (N, C, H, W).
     """
     trace = model.trace(pixels)
+    peer, theirs_of = runtime_names(peer, model, trace)
     graph = model.graph
     producer = {t: i for i, op in enumerate(graph.ops) for t in op["outputs"]}
     rows, first, explained = [], None, None
@@ -118,15 +190,15 @@ def check_integer(peer: Mapping[str, np.ndarray], model: Any, pixels: np.ndarray
                 tensors[t] = _internal(source)
         if not complete:
             continue
-        local = model.run_op(index, tensors)
         want = _internal(theirs)
-        ours = _internal(step.output)
+        local = _like(model.run_op(index, tensors), want)
+        ours = _like(_internal(step.output), want)
         differ = int(np.count_nonzero(local != want)) if local.shape == want.shape else want.size
         total = int(np.count_nonzero(ours != want)) if ours.shape == want.shape else want.size
         rows.append(
             Row(
                 step.name,
-                step.name,
+                theirs_of.get(step.name, step.name),
                 step.kind,
                 step.attrs.get("tflite_op"),
                 "NCHW",
@@ -148,15 +220,25 @@ def check_integer(peer: Mapping[str, np.ndarray], model: Any, pixels: np.ndarray
         framework="integer",
     )
     report.first_divergence = next((r.name for r in rows if r.total > 0), None)
+    if not rows:
+        report.gaps.append(
+            "no tensor of the runtime could be judged: none matched an op of the file by name or by shape and "
+            "value, or their inputs were missing; give every op's output (integers, NCHW or NHWC)"
+        )
+    elif trace.steps[-1].name not in {r.name for r in rows}:
+        report.gaps.append(f"the runtime's output ({trace.steps[-1].name}) was not checked; give its tensor too")
     if first is not None:
         index, tensors, want = first
         report.first_local_divergence = explained.name
         report.explained_step = explained
         x = tensors[graph.ops[index]["inputs"][0]]
-        base = float(np.count_nonzero(model.run_op(index, tensors) != want)) / want.size
+        base = float(np.count_nonzero(_like(model.run_op(index, tensors), want) != want)) / want.size
         found = []
         for cause, hypothesis in INTEGER_CATALOGUE.items():
             for detail, candidate in hypothesis(model, index, x, explained):
+                candidate = _like(candidate, want)
+                if candidate.shape != want.shape:
+                    continue
                 residual = float(np.count_nonzero(candidate != want)) / want.size
                 found.append(CauseEvidence(cause, detail, residual, base, explained.name))
         report.causes = sorted((e for e in found if e.residual == 0), key=lambda e: e.cause)
