@@ -215,3 +215,38 @@ document.body.dataset.ready = "1";
     sent = browser.execute_script("return window.sent")
     assert {"type": "intervene", "name": name, "kind": "relu_for_relu6"} in sent
     browser.save_screenshot(str(SCREENSHOTS / "widget_intervention.png"))
+
+
+# ============================================================================ the docs site, offline
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    import subprocess
+    import sys
+
+    folder = tmp_path_factory.mktemp("site")
+    run = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "-q", "-d", str(folder)],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
+    assert run.returncode == 0, run.stderr
+    return folder
+
+
+@pytest.mark.parametrize(
+    "page_path", ["index.html", "guides/verify/index.html", "notebooks/01_step_through/index.html"]
+)
+def test_every_docs_page_works_offline_and_requests_nothing_outside(browser, site, page_path):
+    """Issue 28, item 5: offline, every page requested a web font (a console error on every page)."""
+    browser.get_log("browser")  # drop what earlier pages logged
+    browser.get((site / page_path).as_uri())
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    outside = [r for r in resources if not r.startswith("file://")]
+    assert outside == [], outside
+    assert [e for e in _errors(browser) if "net::" in e or "font" in e.lower()] == []
