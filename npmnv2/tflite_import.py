@@ -29,7 +29,7 @@ import numpy as np
 from .architecture import HEAD_EPS, backbone_spec, layer_specs
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .formats.errors import WeightFileError, regular_file
-from .formats.tflite_structure import check_structure, options_vector_ok
+from .formats.tflite_structure import check_structure, operator_codes, options_vector_ok
 from .formats.tflite_validate import OPTIONS_TYPE, validate
 from .ops.quantization import QuantParams
 from .state_dict import identity_batch_norm, infer_config
@@ -86,19 +86,6 @@ _BUILTIN_NAMES: dict[int, str] = {}
 # SHA-256 of the files that passed `check_structure` and `validate` in this process (the last 32):
 # opening the same bytes again (the processor, the float import and the integer model each open
 # the file) skips the second pass, never the first.
-def builtin_code(code: Any) -> int:
-    """An OperatorCode's builtin operator as the interpreter resolves it (schema_utils GetBuiltinCode):
-    the larger of its `builtin_code` field (int32, 0 when absent) and its `deprecated_builtin_code`
-    (int8). The `tflite` package's own `BuiltinCode()` returns the deprecated field whenever the real
-    one is below 127, so a file whose two fields disagree (ADD in one, MUL in the other) would be read
-    as another op than the interpreter runs: it is read from the table here instead."""
-    import flatbuffers
-
-    offset = code._tab.Offset(10)
-    raw = code._tab.Get(flatbuffers.number_types.Int32Flags, offset + code._tab.Pos) if offset else 0
-    return max(int(raw), int(code.DeprecatedBuiltinCode()))
-
-
 _VALIDATED: dict[bytes, None] = {}
 
 
@@ -122,6 +109,12 @@ class TFLiteGraph:
             check_structure(self.buf, self.where)
         try:
             self.model = tflite.Model.GetRootAsModel(self.buf, 0)
+            names = builtin_names(tflite)
+            # every operator code as the interpreter resolves it: (op name, version)
+            self.codes = [
+                (names.get(code, f"builtin op {code}"), version)
+                for code, version in operator_codes(self.buf, self.where)
+            ]
             if self.model.SubgraphsLength() < 1:
                 raise WeightFileError(f"{self.where} has no subgraph: it holds no model.")
             self.graph = self.model.Subgraphs(0)
@@ -157,9 +150,7 @@ class TFLiteGraph:
                 f"{self.where}: op {i} has opcode_index {op.OpcodeIndex()}, outside the file's {n_codes} operator "
                 "codes."
             )
-        code = self.model.OperatorCodes(op.OpcodeIndex())
-        builtin = builtin_code(code)
-        kind = builtin_names(tflite).get(builtin, f"builtin op {builtin}")
+        kind = self.codes[op.OpcodeIndex()][0]
         record: dict[str, Any] = {
             "type": kind,
             "inputs": [int(v) for v in op.InputsAsNumpy()] if op.InputsLength() else [],

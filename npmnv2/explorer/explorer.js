@@ -161,6 +161,7 @@ function render({ model, el }) {
     paddingBox.replaceChildren();
     windowBox.replaceChildren();
     big.getContext("2d").clearRect(0, 0, big.width, big.height);
+    big.style.display = p.tiles ? "" : "none";  // a step without channels (the logits) has no picture to enlarge
     rfBox.style.display = "none";
     if (p.tiles) {
       spriteOf(p.name, p.tiles).then(() => { drawTiles(); chooseChannel(0); });

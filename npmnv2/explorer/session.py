@@ -25,7 +25,7 @@ from ..ops import softmax
 from ..trace import Step, Trace, op_name
 
 MAX_TILES = 64  # channels shown per step (the first 64)
-MAX_TILE = 48  # pixels per tile side (larger maps are averaged down)
+MAX_TILE = 112  # pixels per tile side: every step of a 224 input at full resolution (larger maps are averaged down)
 GRID_COLS = 8
 CORNER = 12  # input rows and columns shown next to a stride-2 layer's padding
 TOP = 5

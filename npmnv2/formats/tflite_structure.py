@@ -148,6 +148,26 @@ BUFFER = {"data": 0, "offset": 1, "size": 2}
 METADATA = {"name": 0, "buffer": 1}
 
 
+def operator_codes(buf: bytes, where: str) -> list[tuple[int, int]]:
+    """(builtin operator, version) of every operator code, read from the raw table as the interpreter
+    resolves them (schema_utils GetBuiltinCode): the larger of `builtin_code` (int32, 0 when absent)
+    and `deprecated_builtin_code` (int8, 0 when absent); version 1 when absent. The `tflite`
+    package's own BuiltinCode() returns the deprecated field whenever the real one is below 127, so a
+    file whose two fields disagree (ADD in one, MUL in the other) would be read as another op than
+    the interpreter runs. Call after `check_structure`."""
+    reader = _Reader(buf, where)
+    model = _Table(reader, reader.u32(0), "the model")
+    codes = []
+    for code in model.tables(MODEL["operator_codes"], "operator_codes"):
+        deprecated = code.field(OPERATOR_CODE["deprecated_builtin_code"], 1, "deprecated_builtin_code")
+        builtin = code.field(OPERATOR_CODE["builtin_code"], 4, "builtin_code")
+        version = code.field(OPERATOR_CODE["version"], 4, "version")
+        old = struct.unpack_from("<b", buf, deprecated)[0] if deprecated is not None else 0
+        new = reader.i32(builtin) if builtin is not None else 0
+        codes.append((max(old, new), reader.i32(version) if version is not None else 1))
+    return codes
+
+
 def check_structure(buf: bytes, where: str) -> None:
     """Refuse a flatbuffer any of whose tables, vectors or strings that npmnv2 reads lies outside
     the file, whose lists are longer than MAX_LIST, or that uses fields npmnv2 does not read

@@ -153,24 +153,21 @@ def _check_model(graph: Any) -> None:
         for i in range(count):
             if not 0 <= get(i) < n:
                 _fail(graph, f"graph {kind} {i} is tensor index {get(i)}, outside the {n} tensors")
-    from ..tflite_import import builtin_code, builtin_names
-
-    names = builtin_names()
     for i in range(model.OperatorCodesLength()):  # every code, used or not: the interpreter resolves them all
         code = model.OperatorCodes(i)
         if code.CustomCode() is not None:
             name = code.CustomCode().decode("utf-8", "replace")
             _fail(graph, f"operator code {i} is the custom op {name!r}; npmnv2 runs builtin ops only")
-        op = names.get(builtin_code(code), f"builtin op {builtin_code(code)}")
+        op, version = graph.codes[i]  # as the interpreter resolves it (`tflite_structure.operator_codes`)
         users = [j for j in range(graph.graph.OperatorsLength()) if graph.graph.Operators(j).OpcodeIndex() == i]
         who = f"op {users[0]} {op} (operator code {i})" if users else f"operator code {i}, {op}, used by no op,"
         if op not in OP_VERSIONS:
             _fail(graph, f"{who}: npmnv2 does not implement this op; it runs {', '.join(OP_VERSIONS)}")
         versions = OP_VERSIONS[op]
-        if code.Version() not in versions:
+        if version not in versions:
             _fail(
                 graph,
-                f"{who} is version {code.Version()}; the interpreter's reference kernels run {op} versions "
+                f"{who} is version {version}; the interpreter's reference kernels run {op} versions "
                 f"{versions.start}..{versions.stop - 1}",
             )
 
