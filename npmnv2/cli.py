@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 import time
 import warnings
@@ -631,12 +630,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         _check_output(args.model_explorer, {".json"}, "--model-explorer", inputs=inputs)
     _distinct_outputs(("--figure", args.figure), ("--model-explorer", args.model_explorer))
     if path.suffix == ".keras":
-        os.environ.setdefault("KERAS_BACKEND", "torch")
         try:
-            import keras
+            peer = verify.peers.load_keras_file(path)
         except ImportError:
             raise CLIError("a .keras peer needs Keras 3: pip install keras") from None
-        peer = keras.saving.load_model(path, compile=False)
     image = _image_paths([args.image])[0]
     model = None
     if args.model:

@@ -394,3 +394,43 @@ def test_onnx_runtime_runs_in_the_isolated_child(monkeypatch, tmp_path):
     monkeypatch.setattr(child.subprocess, "run", lambda command, **kw: seen.append(command) or real(command, **kw))
     peers.onnx_peer(Path(__file__).with_name("ports") / "timm_dynamo.onnx", np.zeros((1, 3, 96, 96), np.float32))
     assert seen and seen[0][1:3] == ["-I", str(child.SCRIPT)] and "onnx" in seen[0]
+
+
+# ============================================================================ .keras peers
+
+
+def test_a_keras_file_is_loaded_in_safe_mode_and_verified_as_it_is(tmp_path, coral_dir):
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    from npmnv2 import verify
+
+    port = keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), classes=10, weights=None)
+    spec = {"depth_multiplier": 0.35, "image_size": 96, "num_labels": 10, "tf_padding": True, "layer_norm_eps": 1e-3}
+    verify.set_weights(port, verify.random_weights(spec, seed=0))
+    path = tmp_path / "port.keras"
+    port.save(path)
+    report = verify.check(path, coral_dir / "cat.bmp", config=spec)
+    assert report.faithful, report.explain()
+    run = subprocess.run(
+        [str(NPMNV2), "verify", str(path), str(coral_dir / "cat.bmp")], capture_output=True, text=True, timeout=600
+    )
+    assert run.returncode == 0 and "faithful" in run.stdout, run.stdout + run.stderr  # the preset fits the port
+
+
+def test_a_keras_zip_bomb_is_refused_from_its_directory(tmp_path):
+    """Round 3: a 2.9 MB .keras whose config deflates to 3 GB reached 2.5 GB of memory."""
+    import zipfile
+
+    from npmnv2.verify import peers
+    from npmnv2.weights import WeightFileError
+
+    bomb = tmp_path / "bomb.keras"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("metadata.json", "{}")
+        archive.writestr("config.json", b" " * (20 << 20))  # 20 MiB of blanks in ~20 kB
+    with pytest.raises(WeightFileError, match=r"config\.json is 20,971,520 bytes"):
+        peers.load_keras_file(bomb)
+    for bad in (Path("/dev/zero"), tmp_path):
+        with pytest.raises(WeightFileError, match="not a regular file"):
+            peers.load_keras_file(bad)

@@ -26,7 +26,7 @@ from .check import LOCAL_NOISE, dump_input, run_check
 from .integer import INTEGER_CATALOGUE, check_integer
 from .peers import PeerLayer, PeerRun, PeerTensor, keras_peer, onnx_peer, saved_peer, torch_peer
 from .report import CauseEvidence, Row, VerifyReport
-from .spec import PRESETS, model_from_peer, random_weights, set_weights, spec_config
+from .spec import PRESETS, fit_preset, model_from_peer, random_weights, set_weights, spec_config
 from .tensors import (
     QuantizedTensors,
     tflite_activations,
@@ -96,6 +96,10 @@ def peer_run(peer: Any, pixel_values: np.ndarray) -> PeerRun:
         path = Path(peer)
         if path.suffix == ".onnx":
             return onnx_peer(path, pixel_values)
+        if path.suffix == ".keras":
+            from .peers import load_keras_file
+
+            return keras_peer(load_keras_file(path), pixel_values)
         if path.suffix == ".npz" or path.is_dir():
             return saved_peer(path)
         raise ValueError(f"verify: {str(path)!r} is not an .onnx, .tflite or .npz file or a folder of .npy files.")
@@ -103,6 +107,27 @@ def peer_run(peer: Any, pixel_values: np.ndarray) -> PeerRun:
         f"verify: a peer must be a torch.nn.Module, a Keras model, an .onnx/.tflite/.npz path, a folder of .npy "
         f"files or a mapping name -> array; got {type(peer).__name__}."
     )
+
+
+def declared_input_size(peer: Any) -> tuple[int, int] | None:
+    """(H, W) a port declares for its input: a Keras model's input shape, an ONNX graph's input
+    (asked of the isolated child, NCHW or NHWC), a .keras file's; None when it declares none (a
+    PyTorch module, tensor dumps)."""
+    if isinstance(peer, (str, os.PathLike)):
+        path = Path(peer)
+        if path.suffix == ".onnx":
+            from .peers import onnx_input_shape
+
+            shape = onnx_input_shape(path)
+            if len(shape) == 4 and all(isinstance(d, int) for d in shape[1:]):
+                return (shape[2], shape[3]) if shape[1] == 3 else (shape[1], shape[2])
+        return None
+    bases = [c.__module__ for c in type(peer).__mro__]
+    if any(b.startswith("keras") for b in bases):
+        shape = tuple(peer.inputs[0].shape)
+        if len(shape) == 4 and shape[1] and shape[2]:
+            return int(shape[1]), int(shape[2])
+    return None
 
 
 def tflite_peer(path: str | os.PathLike, image: Any) -> PeerRun:
@@ -149,6 +174,10 @@ def check(
     `from_pretrained` takes): the port's weights are compared with it layer by layer and a
     weight-conversion bug is named (`npmnv2.verify.weights`).
     """
+    if isinstance(peer, (str, os.PathLike)) and Path(peer).suffix == ".keras":
+        from .peers import load_keras_file
+
+        peer = load_keras_file(peer)  # checked, then loaded in safe mode: a Keras model from here on
     if isinstance(peer, (str, os.PathLike)) and Path(peer).suffix == ".tflite":  # judged against quantization noise
         if model is None:  # read first: a file that is not a MobileNetV2 is refused before the interpreter runs
             model = _tflite_model(Path(peer), config)
@@ -158,8 +187,14 @@ def check(
         report.weights_read = [(s.name, Path(peer).name, "read from the file (batch norm folded)") for s in model.specs]
         return _against_reference(report, model, reference, quantized=report.quantized)
     spec = spec_config(config)
+    if isinstance(config, str):  # a preset: its hyperparameters, the port's own input size and widths
+        hw = declared_input_size(peer)
+        if hw is not None and tuple(hw) != tuple(spec.image_hw):
+            spec = spec_config(config, image_size=hw[0] if hw[0] == hw[1] else list(hw))
     pixel_values = pixels_for(image, spec).astype(np.float32)
     run = peer_run(peer, pixel_values)
+    if isinstance(config, str) and model is None:
+        spec = fit_preset(spec, run, task=task)
     weights_read, weight_gaps = [], []
     if model is None:
         if not run.layers:

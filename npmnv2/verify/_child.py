@@ -18,15 +18,20 @@ import sys
 START_FAILED, OUT_OF_MEMORY, REFUSED = 3, 4, 1
 
 
+WRITE_LIMIT = 1 << 30  # bytes any one file the child writes may reach (its tensors: tens of MB)
+
+
 def _limit(memory: int) -> None:
     """Cap this process's address space at `memory` bytes, or at the hard limit it inherited when
-    that is lower (a soft limit may never exceed the hard one), and forbid core dumps."""
+    that is lower (a soft limit may never exceed the hard one); cap the size of any file it writes;
+    forbid core dumps."""
     import resource
 
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        memory = min(memory, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (memory, hard))
+    for which, value in ((resource.RLIMIT_AS, memory), (resource.RLIMIT_FSIZE, WRITE_LIMIT)):
+        _, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(which, (value, hard))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
@@ -83,6 +88,44 @@ ONNX_OPS = {
 }  # fmt: skip
 
 
+def _onnx_checked(model_path: str):
+    """The ONNX model at `model_path`, or None (the reason said) when it fails the checks."""
+    import onnx
+
+    try:
+        model = onnx.load(model_path, load_external_data=False)
+    except Exception as err:
+        _say(f"not a readable ONNX model ({type(err).__name__}: {err})")
+        return None
+    for tensor in model.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            _say(f"initializer {tensor.name!r} keeps its data in another file; give a self-contained .onnx")
+            return None
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in ONNX_OPS:
+            _say(f"node {node.name!r} is {node.domain or 'ai.onnx'}.{node.op_type}, not an op a MobileNetV2 contains")
+            return None
+    return model
+
+
+def onnx_input(args: list[str]) -> int:
+    """Print the graph input's declared shape as JSON (a dimension without a fixed size: null)."""
+    import json
+
+    model = _onnx_checked(args[0])
+    if model is None:
+        return REFUSED
+    inits = {t.name for t in model.graph.initializer}
+    feed = next((i for i in model.graph.input if i.name not in inits), None)
+    dims = (
+        []
+        if feed is None
+        else [d.dim_value if d.HasField("dim_value") else None for d in feed.type.tensor_type.shape.dim]
+    )
+    print(json.dumps(dims))
+    return 0
+
+
 def onnx_run(args: list[str]) -> int:
     """Run ONNX Runtime once on MODEL with PIXELS.npy (NCHW; fed NHWC when the graph declares it) and
     write the graph (nodes, attributes) to OUT.json and its constants and every node's output to
@@ -95,19 +138,9 @@ def onnx_run(args: list[str]) -> int:
     from onnx import helper, numpy_helper
 
     model_path, pixels_file, out_npz, out_json = args[:4]
-    try:
-        model = onnx.load(model_path, load_external_data=False)
-    except Exception as err:
-        _say(f"not a readable ONNX model ({type(err).__name__}: {err})")
+    model = _onnx_checked(model_path)
+    if model is None:
         return REFUSED
-    for tensor in model.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            _say(f"initializer {tensor.name!r} keeps its data in another file; give a self-contained .onnx")
-            return REFUSED
-    for node in model.graph.node:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in ONNX_OPS:
-            _say(f"node {node.name!r} is {node.domain or 'ai.onnx'}.{node.op_type}, not an op a MobileNetV2 contains")
-            return REFUSED
     arrays, constants = {}, {}
     for i, tensor in enumerate(model.graph.initializer):
         arrays[f"c{i}"] = numpy_helper.to_array(tensor)
@@ -163,7 +196,7 @@ def onnx_run(args: list[str]) -> int:
     return 0
 
 
-RUNNERS = {"litert": litert, "onnx": onnx_run}
+RUNNERS = {"litert": litert, "onnx": onnx_run, "onnx_input": onnx_input}
 
 
 def main(argv: list[str]) -> int:

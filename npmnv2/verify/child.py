@@ -39,6 +39,7 @@ PACKAGES = {
     "litert": (("numpy", "numpy"), ("ai_edge_litert", 'ai-edge-litert (or: pip install -e ".[tflite]")')),
     "onnx": (("numpy", "numpy"), ("onnx", "onnx onnxruntime"), ("onnxruntime", "onnxruntime"), ("google", "protobuf")),
 }
+PACKAGES["onnx_input"] = PACKAGES["onnx"]
 START_FAILED, OUT_OF_MEMORY = 3, 4
 
 
@@ -104,6 +105,7 @@ def run_child(
     command += [runner, *args]
     env = {k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}
     env.update({"PYTHONWARNINGS": "ignore", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
+    env["TMPDIR"] = str(workdir)  # whatever a runtime writes to "the temporary folder" stays in ours, and goes
     name = str(file)
     try:
         run = subprocess.run(
@@ -124,6 +126,8 @@ def run_child(
     )
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     last = lines[-1][:300] if lines else f"exit status {run.returncode}"
+    if run.returncode == -signal.SIGXFSZ:
+        raise ChildError(f"{what} wrote a file larger than {1 << 30 >> 20} MiB for {name!r}; it was stopped.")
     if run.returncode < 0:
         number = -run.returncode
         signame = signal.Signals(number).name if number in signal.valid_signals() else "unknown"

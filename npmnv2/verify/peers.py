@@ -255,6 +255,48 @@ def _to_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
+MAX_KERAS_BYTES = 1 << 29  # 512 MiB on disk
+MAX_KERAS_UNPACKED = 1 << 30  # bytes all members of a .keras zip may unpack to (a MobileNetV2: ~15 MB)
+MAX_KERAS_CONFIG = 16 << 20  # its config.json: a MobileNetV2's is ~100 kB
+
+
+def load_keras_file(path: str | os.PathLike) -> Any:
+    """A `.keras` file as a Keras 3 model, in safe mode (no Lambda or custom code runs), after its zip
+    directory is checked: a regular file of at most MAX_KERAS_BYTES whose members unpack to at most
+    MAX_KERAS_UNPACKED bytes in all, config.json to at most MAX_KERAS_CONFIG (a 2.9 MB file whose
+    config deflates to 3 GB, or whose weights Keras would unpack to 2 GB, is refused before Keras
+    reads it)."""
+    import zipfile
+
+    from ..formats.errors import WeightFileError, regular_file
+
+    path = regular_file(Path(path), ".keras file")
+    where = f".keras file {str(path)!r}"
+    if path.stat().st_size > MAX_KERAS_BYTES:
+        raise WeightFileError(f"{where} is {path.stat().st_size:,} bytes; npmnv2 reads at most {MAX_KERAS_BYTES:,}.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError) as err:
+        raise WeightFileError(f"{where} is not a Keras 3 archive (a zip): {err}.") from None
+    unpacked = sum(m.file_size for m in members)
+    if unpacked > MAX_KERAS_UNPACKED:
+        raise WeightFileError(
+            f"{where} unpacks to {unpacked:,} bytes; npmnv2 reads .keras files of at most {MAX_KERAS_UNPACKED:,}."
+        )
+    config = next((m for m in members if m.filename == "config.json"), None)
+    if config is None or config.file_size > MAX_KERAS_CONFIG:
+        size = "none" if config is None else f"{config.file_size:,} bytes"
+        raise WeightFileError(f"{where}: its config.json is {size}; a Keras model's is at most {MAX_KERAS_CONFIG:,}.")
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = _need("keras", "keras")
+    try:
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
+    except Exception as err:
+        message = " ".join(str(err).split())[:300]
+        raise WeightFileError(f"Keras could not load {where}: {type(err).__name__}: {message}") from None
+
+
 def keras_peer(model: Any, pixel_values: np.ndarray) -> PeerRun:
     """A Keras 3 model (functional, e.g. `keras.applications.MobileNetV2`), on any backend: one
     model that outputs every layer's output, and every layer's input, run on pixel_values given
@@ -338,6 +380,34 @@ ONNX_TIMEOUT = 300.0
 MAX_ONNX_BYTES = 1 << 29  # 512 MiB: a float32 MobileNetV2 1.4 is 25 MB
 
 
+def _checked_onnx_path(path: str | os.PathLike) -> Path:
+    from ..formats.errors import WeightFileError, regular_file
+
+    path = regular_file(Path(path).resolve(), "ONNX file")
+    if path.stat().st_size > MAX_ONNX_BYTES:
+        raise WeightFileError(
+            f"ONNX file {str(path)!r} is {path.stat().st_size:,} bytes; npmnv2 reads MobileNetV2 exports of at most "
+            f"{MAX_ONNX_BYTES:,}."
+        )
+    return path
+
+
+def onnx_input_shape(path: str | os.PathLike) -> list[int | None]:
+    """The declared shape of an ONNX graph's input, read in the isolated child (after its checks)."""
+    import json
+    import tempfile
+
+    from .child import Limits, run_child
+
+    path = _checked_onnx_path(path)
+    with tempfile.TemporaryDirectory(prefix="npmnv2-onnx-") as folder:
+        run = run_child(
+            "onnx_input", [str(path)], file=path, what="ONNX Runtime", limits=Limits(ONNX_MEMORY_LIMIT, ONNX_TIMEOUT),
+            workdir=Path(folder),
+        )  # fmt: skip
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
 def onnx_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRun:
     """An `.onnx` file run by ONNX Runtime with every node's output added to the graph's outputs, in
     an isolated child process with a memory limit and a timeout (`npmnv2.verify.child`): the file is
@@ -347,15 +417,9 @@ def onnx_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRun:
     import json
     import tempfile
 
-    from ..formats.errors import WeightFileError, regular_file
     from .child import Limits, run_child
 
-    path = regular_file(Path(path).resolve(), "ONNX file")
-    if path.stat().st_size > MAX_ONNX_BYTES:
-        raise WeightFileError(
-            f"ONNX file {str(path)!r} is {path.stat().st_size:,} bytes; npmnv2 reads MobileNetV2 exports of at most "
-            f"{MAX_ONNX_BYTES:,}."
-        )
+    path = _checked_onnx_path(path)
     with tempfile.TemporaryDirectory(prefix="npmnv2-onnx-") as folder:
         work = Path(folder)
         np.save(work / "pixels.npy", np.ascontiguousarray(pixel_values, np.float32), allow_pickle=False)

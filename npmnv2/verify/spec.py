@@ -47,6 +47,37 @@ def spec_config(config: str | MobileNetV2Config | dict[str, Any], **overrides: A
     )
 
 
+DEPTH_MULTIPLIERS = (1.0, 0.35, 0.5, 0.75, 1.3, 1.4)  # the published widths, the usual one first
+
+
+def fit_preset(spec: MobileNetV2Config, run: PeerRun, *, task: str = "classification") -> MobileNetV2Config:
+    """A preset's hyperparameters with the port's architecture: the depth multiplier whose layers
+    have the port's kernel shapes, and the number of labels of its classifier (a preset names a
+    family of ports, not one width). The spec as it is when it already fits or nothing does."""
+    if not run.layers:
+        return spec
+    linear = run.layers[-1].kernel.shape[-1] if run.layers[-1].kind == "linear" else spec.num_labels
+    candidates = [spec.depth_multiplier, *DEPTH_MULTIPLIERS]
+    for multiplier in dict.fromkeys(candidates):
+        fields = {k: v for k, v in spec.to_dict().items() if k not in ("id2label", "label2id")}
+        config = MobileNetV2Config.from_dict({**fields, "depth_multiplier": multiplier, "num_labels": linear})
+        specs = _model_class(task)(config, dtype=np.float32, seed=0).specs
+        if len(specs) == len(run.layers) and all(
+            layer.kernel.shape == _kernel_shape(s) for s, layer in zip(specs, run.layers, strict=True)
+        ):
+            return config
+    return spec
+
+
+def _kernel_shape(spec: Any) -> tuple[int, ...]:
+    """A layer's kernel shape in npmnv2's layouts (HWIO, (KH, KW, C) depthwise, (C_in, L) linear)."""
+    if spec.kind == "linear":
+        return (spec.c_in, spec.c_out)
+    if spec.kind == "depthwise":
+        return (spec.kernel_size, spec.kernel_size, spec.c_out)
+    return (spec.kernel_size, spec.kernel_size, spec.c_in, spec.c_out)
+
+
 def _model_class(task: str) -> type:
     return MobileNetV2ForSemanticSegmentation if task == "segmentation" else MobileNetV2ForImageClassification
 
