@@ -112,8 +112,11 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
     path = regular_file(path, f"{what} file")
     if path.stat().st_size > 16 * 2**20:
         raise WeightFileError(f"{what} file {str(path)!r} is {path.stat().st_size:,} bytes; a {what} is a few KiB.")
+    def not_a_number(constant: str) -> Any:  # NaN, Infinity: Python's json reads them, JSON has none
+        raise ValueError(f"{constant} is not a JSON number; give a finite number or leave the field out")
+
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=not_a_number)
     except (UnicodeDecodeError, ValueError) as err:
         raise WeightFileError(f"{what} file {str(path)!r} is not valid JSON ({err}).") from None
     except RecursionError:
@@ -132,7 +135,11 @@ def checkpoint_files(tensors: Mapping[str, np.ndarray], config: dict[str, Any]) 
 
 
 def json_bytes(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+    """Strict JSON (a NaN or inf anywhere is an error, never written as the non-JSON `NaN`)."""
+    try:
+        return (json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+    except ValueError as err:
+        raise WeightFileError(f"refused to write a config holding a non-finite number ({err}).") from None
 
 
 # ============================================================================ TF-slim scope names

@@ -434,3 +434,17 @@ def test_a_keras_zip_bomb_is_refused_from_its_directory(tmp_path):
     for bad in (Path("/dev/zero"), tmp_path):
         with pytest.raises(WeightFileError, match="not a regular file"):
             peers.load_keras_file(bad)
+
+
+def test_a_nan_in_a_config_is_refused_not_written_back_as_non_json(tmp_path):
+    """Round 3: convert copied NaN from an unknown config key into config.json (not JSON)."""
+    import json
+
+    source = tmp_path / "ckpt"
+    assert _run("convert", "npmnv2/default", source).returncode == 0
+    config = json.loads((source / "config.json").read_text())
+    config["unknown_field"] = float("nan")
+    (source / "config.json").write_text(json.dumps(config))
+    run = _run("convert", source, tmp_path / "out")
+    assert run.returncode == 1 and "NaN is not a JSON number" in run.stderr
+    assert not (tmp_path / "out").exists()
