@@ -176,3 +176,13 @@ def test_a_comm_message_from_the_front_end_reaches_handle_and_its_answer_is_sent
     message = {"type": "step", "name": "layer.0"}
     widget._handle_msg({"content": {"data": {"method": "custom", "content": message}}, "buffers": []})
     assert sent and sent[0]["type"] == "payload" and sent[0]["payload"]["name"] == "layer.0"
+
+
+def test_every_step_of_a_224_input_is_shown_at_full_resolution(float_model):
+    """Issue 28, item 4: a 112x112 step's tiles (and so its enlarged channel) were a 38x38 downsample."""
+    from npmnv2.data_files import sample_image
+
+    session = session_for(float_model, sample_image("cat"))
+    for name in ("conv_stem.first_conv.convolution", "layer.0.expand_1x1.activation", "layer.3"):
+        tiles = session.payload(name)["tiles"]
+        assert tiles["tile"] == tiles["map"], (name, tiles["tile"], tiles["map"])

@@ -250,3 +250,24 @@ def test_every_docs_page_works_offline_and_requests_nothing_outside(browser, sit
     outside = [r for r in resources if not r.startswith("file://")]
     assert outside == [], outside
     assert [e for e in _errors(browser) if "net::" in e or "font" in e.lower()] == []
+
+
+def test_the_stored_explorer_picture_keeps_its_prediction_table_readable_on_the_docs_site(browser, site):
+    """Issue 28, item 5: notebook 01's static explorer picture squashed its prediction table to ~60 px."""
+    browser.get((site / "notebooks/01_step_through/index.html").as_uri())
+    WebDriverWait(browser, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    width = browser.execute_script(
+        "const t = document.querySelector('table.npx-static-top5'); return t ? t.getBoundingClientRect().width : -1"
+    )
+    assert width >= 200, width
+
+
+def test_enlarged_channels_are_at_full_resolution_and_a_step_without_channels_shows_no_frame(browser, page):
+    """Issue 28, item 4: a 112x112 step was enlarged from a 38x38 downsample; the classifier left an empty frame."""
+    _open(browser, page)
+    assert "each 112x112" in _text(browser, ".npx-grid")
+    browser.execute_script(
+        "const s = document.querySelector('.npx-slider'); s.value = s.max; s.dispatchEvent(new Event('input'));"
+    )
+    WebDriverWait(browser, 30).until(lambda d: _name(d) == "classifier")
+    assert browser.execute_script("return getComputedStyle(document.querySelector('.npx-big')).display") == "none"

@@ -141,9 +141,13 @@ def static_html(session: ExplorerSession) -> str:
     )
     return (
         "<div><p><b>npmnv2 explorer</b> (static picture: widgets are off here; run the notebook to step "
-        "through the network)</p><div style='display:flex;gap:16px;align-items:flex-start'>"
-        f"<img alt='input' style='image-rendering:pixelated;width:224px' src='data:image/png;base64,"
-        f"{png_base64(session.image)}'><table><caption>prediction</caption>{rows}</table>"
-        f"<div><div>{html.escape(first['name'])}: {tiles['count'] if tiles else 0} channels</div>{grid}</div>"
+        "through the network)</p><div style='display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start'>"
+        f"<img alt='input' style='image-rendering:pixelated;width:224px;flex:none' src='data:image/png;base64,"
+        f"{png_base64(session.image)}'>"
+        # flex:none and a minimum width: a site's table style (the docs' theme) must not squash it
+        f"<table class='npx-static-top5' style='flex:none;min-width:18em;width:auto'><caption>prediction</caption>"
+        f"{rows}</table>"
+        f"<div style='flex:none'><div>{html.escape(first['name'])}: {tiles['count'] if tiles else 0} channels</div>"
+        f"{grid}</div>"
         "</div></div>"
     )
