@@ -54,3 +54,9 @@ def coral_dir() -> Path:
     if not (CORAL_DIR / MARKER).is_file():
         pytest.fail(f"real test data not found in {CORAL_DIR}: run `npmnv2 data fetch` or set NPMNV2_DATA.")
     return CORAL_DIR
+
+
+@pytest.fixture(scope="session")
+def cat(coral_dir) -> Path:
+    """Coral's photo of a cat, the image most verify tests run on."""
+    return coral_dir / "cat.bmp"

@@ -18,11 +18,6 @@ NPMNV2 = Path(sys.executable).with_name("npmnv2")
 
 
 @pytest.fixture(scope="module")
-def cat(coral_dir):
-    return coral_dir / "cat.bmp"
-
-
-@pytest.fixture(scope="module")
 def reference():
     return verify.random_weights("torchvision", seed=3, dtype=np.float64)
 
