@@ -112,6 +112,7 @@ def read_json_object(path: Path, what: str) -> dict[str, Any]:
     path = regular_file(path, f"{what} file")
     if path.stat().st_size > 16 * 2**20:
         raise WeightFileError(f"{what} file {str(path)!r} is {path.stat().st_size:,} bytes; a {what} is a few KiB.")
+
     def not_a_number(constant: str) -> Any:  # NaN, Infinity: Python's json reads them, JSON has none
         raise ValueError(f"{constant} is not a JSON number; give a finite number or leave the field out")
 

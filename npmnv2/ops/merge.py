@@ -18,6 +18,7 @@ from .quantization import (
     multiply_by_quantized_multiplier,
     multiply_by_quantized_multiplier_scalar,
     quantize_multiplier,
+    round_half_away,
 )
 
 # ============================================================================ textbook forward
@@ -134,11 +135,7 @@ def concat_channels_int(
         factor = np.float32(scale) * inverse
         bias = np.float32(-zp) * factor
         value = x.astype(np.float32) * factor + bias  # float32, as in C
-        parts.append(
-            np.clip(np.sign(value) * np.floor(np.abs(value) + np.float32(0.5)) + out_zero_point, *out_range).astype(
-                np.int64
-            )
-        )
+        parts.append(np.clip(round_half_away(value) + out_zero_point, *out_range).astype(np.int64))
     return np.concatenate(parts, axis=-1)
 
 

@@ -55,6 +55,16 @@ class QuantParams(NamedTuple):
         return dequantize(q, self.scale, self.zero_point, self.axis)
 
 
+def round_half_away(x: Any) -> Any:
+    """std::round / TfLiteRound: to the nearest integer, halves away from zero (NumPy's round goes to
+    even), in x's own dtype (a float32 array stays float32, as TFLite computes it).
+
+    >>> round_half_away(np.array([0.5, 1.5, -0.5, -2.5, 2.4]))
+    array([ 1.,  2., -1., -3.,  2.])
+    """
+    return np.sign(x) * np.floor(np.abs(x) + 0.5)
+
+
 def quantize(real: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
     """q = clamp(round(real / scale) + zero_point) in `dtype`'s range (round half away from zero).
 
@@ -62,7 +72,7 @@ def quantize(real: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -
     array([  0, 128, 192, 255], dtype=uint8)
     """
     low, high = DTYPE_RANGE[np.dtype(dtype)]
-    q = np.sign(real / scale) * np.floor(np.abs(real / scale) + 0.5) + zero_point
+    q = round_half_away(real / scale) + zero_point
     return np.clip(q, low, high).astype(dtype)
 
 
@@ -74,8 +84,7 @@ def quantize_float32(x: np.ndarray, scale: float, zero_point: int, out_range: tu
     >>> quantize_float32(np.array([-1.0, 0.0, 0.25, 1.0], np.float32), 1 / 127.5, -1, (-128, 127))
     array([-128,   -1,   31,  126])
     """
-    v = np.asarray(x, np.float32) / np.float32(scale)
-    q = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+    q = round_half_away(np.asarray(x, np.float32) / np.float32(scale))
     return np.clip(q.astype(np.int64) + int(zero_point), *out_range)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from .. import ops
 from ..ops import nchw_to_nhwc, softmax
+from ..ops.quantization import round_half_away
 from ..trace import Step, internal_layout
 from ..warnings import NpMnV2Warning
 from .align import Match, align, execution_order, in_our_layout
@@ -65,7 +66,7 @@ def _hybrid_input(x: np.ndarray, rule: str) -> np.ndarray:
             if scale == 0:
                 out[b] = 0.0
                 continue
-            q = np.clip(_round_half_away(v.astype(np.float64) * np.float32(1.0 / scale)), -127, 127)
+            q = np.clip(round_half_away(v.astype(np.float64) * np.float32(1.0 / scale)), -127, 127)
             out[b] = q * scale
             continue
         rmin, rmax = min(0.0, float(v.min())), max(0.0, float(v.max()))
@@ -75,15 +76,11 @@ def _hybrid_input(x: np.ndarray, rule: str) -> np.ndarray:
         scale = (rmax - rmin) / 255.0
         from_min, from_max = -128 - rmin / scale, 127 - rmax / scale
         zp_real = from_min if 128 + abs(rmin / scale) < 127 + abs(rmax / scale) else from_max
-        zp = -128 if zp_real <= -128 else 127 if zp_real >= 127 else int(_round_half_away(np.float64(zp_real)))
+        zp = -128 if zp_real <= -128 else 127 if zp_real >= 127 else int(round_half_away(np.float64(zp_real)))
         inverse = np.float32(1.0 / scale)
-        q = np.clip(_round_half_away(np.float32(zp) + v * inverse), -128, 127)
+        q = np.clip(round_half_away(np.float32(zp) + v * inverse), -128, 127)
         out[b] = (q - zp) * scale
     return out
-
-
-def _round_half_away(v: Any) -> Any:
-    return np.sign(v) * np.floor(np.abs(v) + 0.5)
 
 
 def _public(step: Step, a: np.ndarray) -> np.ndarray:
