@@ -619,11 +619,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
             f"peer {peer!r} does not exist; give an .onnx, .tflite, .keras or .npz file or a folder of .npy."
         )
     # Every output is checked before any work: never a folder, a wrong type, one of the inputs, or twice.
-    inputs = _files_of(path) + _files_of(Path(args.image))
-    if args.model:
-        from .checkpoints import resolve_checkpoint
+    from .checkpoints import resolve_checkpoint
 
-        inputs += _files_of(resolve_checkpoint(args.model))
+    inputs = _files_of(path) + _files_of(Path(args.image))
+    for source in (args.model, args.reference):
+        if source:
+            inputs += _files_of(resolve_checkpoint(source))
     if args.figure:
         _check_output(args.figure, {".png", ".pdf", ".svg", ".jpg", ".jpeg"}, "--figure", inputs=inputs)
     if args.model_explorer:
@@ -638,16 +639,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     model = None
     if args.model:
         model = _load_model(args.model, "auto")
-    reference = None
-    if args.reference:
-        from .checkpoints import resolve_checkpoint
-
-        inputs_ref = _files_of(resolve_checkpoint(args.reference))
-        for option, name in (("--figure", args.figure), ("--model-explorer", args.model_explorer)):
-            if name:
-                _check_output(name, {Path(name).suffix.lower()}, option, inputs=inputs_ref)
-        reference = args.reference
-    report = verify.check(peer, image, config=args.config, model=model, reference=reference)
+    report = verify.check(peer, image, config=args.config, model=model, reference=args.reference)
     print(repr(report))
     if args.figure:
         figure = report.figure()

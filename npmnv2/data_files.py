@@ -215,8 +215,7 @@ def cache_dir() -> Path:
     """Where `fetch` puts files: $NPMNV2_DATA, else $XDG_CACHE_HOME/npmnv2, else ~/.cache/npmnv2."""
     if os.environ.get("NPMNV2_DATA"):
         return Path(os.environ["NPMNV2_DATA"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "npmnv2"
+    return default_cache_dir()
 
 
 def default_cache_dir() -> Path:

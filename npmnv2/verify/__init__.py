@@ -110,9 +110,9 @@ def peer_run(peer: Any, pixel_values: np.ndarray) -> PeerRun:
 
 
 def declared_input_size(peer: Any) -> tuple[int, int] | None:
-    """(H, W) a port declares for its input: a Keras model's input shape, an ONNX graph's input
-    (asked of the isolated child, NCHW or NHWC), a .keras file's; None when it declares none (a
-    PyTorch module, tensor dumps)."""
+    """(H, W) a port declares for its input: a Keras model's input shape (a .keras file is loaded
+    into one first), an ONNX graph's input (asked of the isolated child, NCHW or NHWC); None when it
+    declares none (a PyTorch module, tensor dumps)."""
     if isinstance(peer, (str, os.PathLike)):
         path = Path(peer)
         if path.suffix == ".onnx":

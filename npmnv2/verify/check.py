@@ -357,8 +357,9 @@ def _how_changed(value: np.ndarray, ref: np.ndarray) -> str:
     if np.allclose(np.sort(value, axis=-1), np.sort(ref, axis=-1), rtol=1e-5, atol=1e-6 * (_rms(ref) or 1.0)):
         return "with its classes permuted"
     ratio = _rms(value) / (_rms(ref) or 1.0)
-    if _rms(value - ratio * ref) <= 1e-4 * _rms(value) or _rms(value + ratio * ref) <= 1e-4 * _rms(value):
-        return f"scaled by {ratio if _rms(value - ratio * ref) <= 1e-4 * _rms(value) else -ratio:.4g}"
+    for factor in (ratio, -ratio):
+        if _rms(value - factor * ref) <= 1e-4 * _rms(value):
+            return f"scaled by {factor:.4g}"
     return "changed by an op npmnv2 has no step for"
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from ..architecture import layer_specs
 from ..configuration_mobilenet_v2 import MobileNetV2Config
 from ..modeling_mobilenet_v2 import MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation
 from ..trace import Trace
@@ -61,7 +62,7 @@ def fit_preset(spec: MobileNetV2Config, run: PeerRun, *, task: str = "classifica
     for multiplier in dict.fromkeys(candidates):
         fields = {k: v for k, v in spec.to_dict().items() if k not in ("id2label", "label2id")}
         config = MobileNetV2Config.from_dict({**fields, "depth_multiplier": multiplier, "num_labels": linear})
-        specs = _model_class(task)(config, dtype=np.float32, seed=0).specs
+        specs = layer_specs(config, task)  # the layers a model of this config has, without building one
         if len(specs) == len(run.layers) and all(
             layer.kernel.shape == _kernel_shape(s) for s, layer in zip(specs, run.layers, strict=True)
         ):
