@@ -85,7 +85,7 @@ def _integer_macs(op_type: str, output_shape: tuple[int, ...], kernel_shape: tup
     return MACS[pointwise_conv2d if kh == kw == 1 else conv2d](output_shape, (kh, kw, c_in, c_out))
 
 
-def input_from_pixels(pixels: np.ndarray, dtype: np.dtype, quant: QuantParams | None = None) -> np.ndarray:
+def input_from_pixels(pixels: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """Raw 0..255 uint8 pixels (any layout) as a TFLite MobileNetV2 input of type `dtype` takes them:
     - uint8: the pixels themselves (the input's quantization, 1/128 and 128 or 1/127.5 and 127, maps
       them onto the [-1, 1] the float model sees);
@@ -190,7 +190,7 @@ class QuantizedMobileNetV2:
     def input_from_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Raw uint8 pixels (N, 3, H, W), e.g. `MobileNetV2ImageProcessor.integer_pixels`, as this
         file's input takes them (see the module function `input_from_pixels`)."""
-        return input_from_pixels(pixels, self.input_dtype, self.graph.quantization(self.input_index))
+        return input_from_pixels(pixels, self.input_dtype)
 
     def _graph_outputs(self) -> set[int]:
         return {self.graph.graph.Outputs(i) for i in range(self.graph.graph.OutputsLength())}

@@ -189,7 +189,7 @@ def torch_peer(module: Any, pixel_values: np.ndarray) -> PeerRun:
                 continue
             kind = "add" if inp is not None and inp.shape == out.shape else "other"
         elif kind == "conv":
-            kind = "depthwise" if mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels else "conv"
+            kind = torch_weight_kind(mod)
         elif kind == "batch_norm":
             activation, unknown = _fused_activation(mod, torch)
             if activation:
@@ -204,27 +204,38 @@ def torch_peer(module: Any, pixel_values: np.ndarray) -> PeerRun:
     return PeerRun("torch", tensors, torch_layers(module), "NCHW", first_input)
 
 
+def torch_weight_kind(mod: Any) -> str | None:
+    """What weight layer a torch module is, by what it is (subclasses included): "conv", "depthwise"
+    (groups == in == out channels), "batch_norm", "linear", or None. The one rule `torch_peer`,
+    `torch_layers` and `verify.set_weights` read modules by."""
+    nn = _need("torch", "torch==2.13.0").nn
+    if isinstance(mod, nn.Conv2d):
+        return "depthwise" if mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels else "conv"
+    if isinstance(mod, (nn.BatchNorm2d, nn.SyncBatchNorm)):
+        return "batch_norm"
+    return "linear" if isinstance(mod, nn.Linear) else None
+
+
 def torch_layers(module: Any) -> list[PeerLayer]:
     """The module's conv, batch-norm and linear weights in the order the modules are defined (which
     is the order they run in, for every MobileNetV2 written as a stack of modules), whether each
     module is called or its weights are used functionally. Read by what the modules are (instances
     of torch's Conv2d, batch norms and Linear, subclasses included), not by class name."""
     torch = _need("torch", "torch==2.13.0")
-    nn = torch.nn
     layers: list[PeerLayer] = []
     for name, mod in module.named_modules():
-        if isinstance(mod, nn.Conv2d):
+        kind = torch_weight_kind(mod)
+        if kind in ("conv", "depthwise"):
             w = mod.weight.detach().cpu().numpy().astype(np.float64)
-            depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
-            kernel = w[:, 0].transpose(1, 2, 0) if depthwise else w.transpose(2, 3, 1, 0)
+            kernel = w[:, 0].transpose(1, 2, 0) if kind == "depthwise" else w.transpose(2, 3, 1, 0)
             bias = None if mod.bias is None else mod.bias.detach().cpu().numpy().astype(np.float64)
-            layers.append(PeerLayer(name, "depthwise" if depthwise else "conv", kernel, bias))
-        elif isinstance(mod, (nn.BatchNorm2d, nn.SyncBatchNorm)):
+            layers.append(PeerLayer(name, kind, kernel, bias))
+        elif kind == "batch_norm":
             weight = mod.weight if mod.weight is not None else torch.ones(mod.num_features)
             bias = mod.bias if mod.bias is not None else torch.zeros(mod.num_features)
             params = [t.detach().cpu().numpy() for t in (weight, bias, mod.running_mean, mod.running_var)]
             _attach_batch_norm(layers, *params, eps=mod.eps)
-        elif isinstance(mod, nn.Linear):
+        elif kind == "linear":
             bias = None if mod.bias is None else mod.bias.detach().cpu().numpy().astype(np.float64)
             layers.append(PeerLayer(name, "linear", mod.weight.detach().cpu().numpy().astype(np.float64).T, bias))
     return layers

@@ -17,7 +17,7 @@ from ..configuration_mobilenet_v2 import MobileNetV2Config
 from ..modeling_mobilenet_v2 import MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation
 from ..trace import Trace
 from ..warnings import NpMnV2Warning
-from .peers import PeerRun
+from .peers import PeerRun, torch_weight_kind
 
 # The common specs of a MobileNetV2 port (depth multiplier 1.0 unless given).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -239,9 +239,6 @@ def set_weights(port: Any, model: Any) -> Any:
 
 
 def _torch_targets(module: Any) -> list[tuple[str, str, Any]]:
-    import torch
-
-    nn = torch.nn
     targets = []
 
     def conv(mod: Any, depthwise: bool) -> Any:
@@ -275,13 +272,13 @@ def _torch_targets(module: Any) -> list[tuple[str, str, Any]]:
         return write
 
     for name, mod in module.named_modules():
-        if isinstance(mod, nn.Conv2d):
-            depthwise = mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels
-            targets.append(("depthwise" if depthwise else "conv", name, conv(mod, depthwise)))
-        elif isinstance(mod, (nn.BatchNorm2d, nn.SyncBatchNorm)):
-            targets.append(("batch_norm", name, batch_norm(mod)))
-        elif isinstance(mod, nn.Linear):
-            targets.append(("linear", name, linear(mod)))
+        kind = torch_weight_kind(mod)  # read the way `check` reads the port
+        if kind in ("conv", "depthwise"):
+            targets.append((kind, name, conv(mod, kind == "depthwise")))
+        elif kind == "batch_norm":
+            targets.append((kind, name, batch_norm(mod)))
+        elif kind == "linear":
+            targets.append((kind, name, linear(mod)))
     return targets
 
 

@@ -105,9 +105,11 @@ def tflite_input(path: str | Path, image: Any) -> tuple[np.ndarray, np.ndarray]:
     to the model's input size; float32 (1, 3, H, W) pixel_values, the real values it stands for):
     - uint8 input: the pixels themselves, standing for scale * (uint8 - zero_point) with the input
       tensor's own quantization (1/128 and 128 for the TF1 Coral models, 1/127.5 and 127 for TF2);
+    - int8 input: the pixels minus 128 (the converter's int8 input is its uint8 one shifted, with the
+      same scale), standing for scale * (int8 - zero_point);
     - float32 input (TensorFlow's converter with float I/O): the pixels mapped to [-1, 1] as
-      MobileNetV2's preprocessing does, p / 127.5 - 1;
-    - int8 input: those real values quantized with the input's scale and zero point.
+      MobileNetV2's preprocessing does, p / 127.5 - 1.
+    (`npmnv2.integer_model.input_from_pixels` is the rule.)
     """
     from ..integer_model import input_from_pixels
     from ..tflite_import import TFLiteGraph, read_tflite_input_size
@@ -117,7 +119,7 @@ def tflite_input(path: str | Path, image: Any) -> tuple[np.ndarray, np.ndarray]:
     graph = TFLiteGraph(Path(path))
     x = graph.graph.Inputs(0)
     dtype, quant = graph.type_of(x), graph.quantization(x)
-    taken = input_from_pixels(pixels, dtype, quant)
+    taken = input_from_pixels(pixels, dtype)
     if quant is None and dtype == np.dtype(np.float32):
         return taken, taken.transpose(0, 3, 1, 2).copy()
     scale, zero_point = (1 / 127.5, 127.5) if quant is None else (quant.tensor_scale, quant.tensor_zero_point)
@@ -160,12 +162,14 @@ class QuantizedTensors(dict):
         tensors: dict[str, np.ndarray],
         scales: dict[str, float],
         ranges: dict[str, tuple[float, float]] | None = None,
+        hybrid: dict[str, str] | None = None,
+        tensor_names: dict[str, str] | None = None,
     ) -> None:
         super().__init__(tensors)
         self.scales = scales
         self.ranges = ranges or {}  # name -> the real values its integers can hold (lowest, highest)
-        self.hybrid: dict[str, str] = {}  # float ops with int8 weights -> how they quantize their input
-        self.tensor_names: dict[str, str] = {}  # npmnv2's step name -> the file's own tensor name
+        self.hybrid = hybrid or {}  # float ops with int8 weights -> how they quantize their input
+        self.tensor_names = tensor_names or {}  # npmnv2's step name -> the file's own tensor name
 
 
 def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool = False) -> QuantizedTensors:
@@ -225,6 +229,4 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
             resized = True
         elif op["type"] == "CONCATENATION":
             acts["segmentation_head.concat"] = read(out, "segmentation_head.concat")
-    result = QuantizedTensors(acts, scales, ranges)
-    result.hybrid, result.tensor_names = hybrid, tensor_names
-    return result
+    return QuantizedTensors(acts, scales, ranges, hybrid, tensor_names)
