@@ -1,6 +1,7 @@
 """Verify another implementation of MobileNetV2: `check(peer, image, config=...)` -> `VerifyReport`.
 
-A peer is taken as it is: a `torch.nn.Module`, a Keras 3 model, an `.onnx` file (ONNX Runtime), a
+A peer is taken as it is: a `torch.nn.Module` (also a `torch.fx` GraphModule, a TorchScript module
+or a `torch.export` ExportedProgram), a Keras 3 model, an `.onnx` file (ONNX Runtime), a
 `.tflite` file (the TFLite interpreter), or the port's own tensors (a mapping, an `.npz`, a folder
 of `.npy` files). Its tensors are matched to npmnv2's steps by structure, its weights are read by
 structure into npmnv2's model of the spec, and every matched op is checked on the peer's own
@@ -90,6 +91,8 @@ def peer_run(peer: Any, pixel_values: np.ndarray) -> PeerRun:
         return keras_peer(peer, pixel_values)
     if any(b.startswith("torch.nn") for b in bases):
         return torch_peer(peer, pixel_values)
+    if any(b.startswith("torch.export") for b in bases):  # an ExportedProgram: its graph, as a GraphModule
+        return torch_peer(peer.module(), pixel_values)
     if isinstance(peer, Mapping):
         return saved_peer(peer)
     if isinstance(peer, (str, os.PathLike)):

@@ -143,6 +143,10 @@ def torch_peer(module: Any, pixel_values: np.ndarray) -> PeerRun:
     its last child's output (an inverted residual block's output is, with its skip connection, a
     tensor no leaf module makes)."""
     torch = _need("torch", "torch==2.13.0")
+    if isinstance(module, (torch.jit.ScriptModule, torch.fx.GraphModule)):  # graphs: no hooks, or not on every op
+        from .torch_graphs import fx_peer, script_peer
+
+        return (script_peer if isinstance(module, torch.jit.ScriptModule) else fx_peer)(module, pixel_values)
     primitives = _torch_primitives(torch)
     records: list[tuple[str, Any, np.ndarray, np.ndarray | None]] = []
     pending: dict[int, np.ndarray | None] = {}  # module id -> its input, read before an in-place op changes it
@@ -226,8 +230,7 @@ def torch_layers(module: Any) -> list[PeerLayer]:
     for name, mod in module.named_modules():
         kind = torch_weight_kind(mod)
         if kind in ("conv", "depthwise"):
-            w = mod.weight.detach().cpu().numpy().astype(np.float64)
-            kernel = w[:, 0].transpose(1, 2, 0) if kind == "depthwise" else w.transpose(2, 3, 1, 0)
+            kernel = torch_kernel(kind, mod.weight.detach().cpu().numpy())
             bias = None if mod.bias is None else mod.bias.detach().cpu().numpy().astype(np.float64)
             layers.append(PeerLayer(name, kind, kernel, bias))
         elif kind == "batch_norm":
@@ -237,8 +240,17 @@ def torch_layers(module: Any) -> list[PeerLayer]:
             _attach_batch_norm(layers, *params, eps=mod.eps)
         elif kind == "linear":
             bias = None if mod.bias is None else mod.bias.detach().cpu().numpy().astype(np.float64)
-            layers.append(PeerLayer(name, "linear", mod.weight.detach().cpu().numpy().astype(np.float64).T, bias))
+            layers.append(PeerLayer(name, "linear", torch_kernel("linear", mod.weight.detach().cpu().numpy()), bias))
     return layers
+
+
+def torch_kernel(kind: str, weight: np.ndarray) -> np.ndarray:
+    """A PyTorch weight in npmnv2's layout, float64: conv (O, I, KH, KW) -> HWIO; depthwise (C, 1, KH, KW)
+    -> (KH, KW, C); linear (L, C_in) -> (C_in, L)."""
+    w = np.asarray(weight, np.float64)
+    if kind == "depthwise":
+        return w[:, 0].transpose(1, 2, 0)
+    return w.T if kind == "linear" else w.transpose(2, 3, 1, 0)
 
 
 # ============================================================================ Keras 3

@@ -83,9 +83,27 @@ class VerifyReport:
     def status(self) -> str:
         """ "diverges" (an op is wrong on its own), "inconclusive" (nothing wrong was found, but part of
         the port could not be checked: see `gaps`), or "faithful" (every op and weight was checked)."""
-        if self.first_local_divergence is not None or self.weight_divergence is not None:
+        if self.weight_divergence is not None:
             return "diverges"
-        return "inconclusive" if self.gaps else "faithful"
+        if self.first_local_divergence is not None and self.unread_batch_norm is None:
+            return "diverges"
+        return "inconclusive" if self.gaps or self.first_local_divergence else "faithful"
+
+    @property
+    def unread_batch_norm(self) -> str | None:
+        """The layer of the first op wrong on its own (or of a step the port did not show, judged with
+        it), when that layer's batch norm was not read from the port and no catalogued cause reproduces
+        the difference: npmnv2 stood in an identity for a batch
+        norm it could not see, so the difference may be npmnv2's, not the port's."""
+        where = self.first_local_divergence
+        if where is None or self.cause is not None:
+            return None
+        row = next((r for r in self.rows if r.name == where), None)
+        steps = [where, *(row.fused if row is not None else [])]  # with the unshown steps judged inside it
+        for ours, _, what in self.weights_read:
+            if what.endswith("batch norm NOT READ") and any(s == ours or s.startswith(ours + ".") for s in steps):
+                return ours
+        return None
 
     @property
     def faithful(self) -> bool:
@@ -138,6 +156,13 @@ class VerifyReport:
             yours = f" (your {_shown(theirs)})" if theirs else ""
             cause = f"; cause: {self.weight_causes[0].cause}" if self.weight_causes else "; no catalogued cause"
             return f"DIVERGES: the weights of {where}{yours} are not the reference's{cause}."
+        if self.status == "inconclusive" and self.first_local_divergence is not None:
+            where = self.first_local_divergence
+            return (
+                f"inconclusive: {where}{self._port_name(where)} differs from npmnv2's, but the batch norm of "
+                f"{self.unread_batch_norm} was not read from the port, so npmnv2 judged it without one; "
+                "see explain() for what was not read."
+            )
         if self.status == "inconclusive":
             more = f" (and {len(self.gaps) - 1} more: see explain())" if len(self.gaps) > 1 else ""
             return f"inconclusive: {self.ops_judged} ops agree, but {self.gaps[0]}{more}"
@@ -157,7 +182,7 @@ class VerifyReport:
         """A paragraph a porter can act on: where, what reproduces it, with the numbers."""
         lines = [self.verdict()]
         if self.status == "inconclusive":
-            lines.extend(f"Not checked: {gap}" for gap in self.gaps[1:])
+            lines.extend(f"Not checked: {gap}" for gap in self.gaps[1 if self.first_local_divergence is None else 0 :])
         if self.status != "diverges":
             lines.append(
                 f"Matched {len(self.rows)} of the {self.framework} peer's tensors to npmnv2's steps by structure; "
@@ -196,7 +221,7 @@ class VerifyReport:
             lines.append(f"Weights: all {len(self.weight_rows)} weight layers equal the reference's.")
         lines.extend(w for w in self.warnings if w not in self.gaps)
         if self.weights_read:
-            read = sum(1 for *_, what in self.weights_read if "not read" not in what)
+            read = sum(1 for *_, what in self.weights_read if "not read" not in what.lower())
             lines.append(f"Weights: {read} of the spec's {len(self.weights_read)} weight layers read from the port.")
         return "\n".join(lines)
 
