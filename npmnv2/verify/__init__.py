@@ -89,10 +89,15 @@ def peer_run(peer: Any, pixel_values: np.ndarray) -> PeerRun:
     bases = [c.__module__ for c in type(peer).__mro__]
     if any(b.startswith("keras") for b in bases):  # first: on the torch backend a Keras model is a torch Module
         return keras_peer(peer, pixel_values)
+    if any(b.startswith("torch.export") for b in bases):  # an ExportedProgram: its graph, as a GraphModule
+        peer = peer.module()
+        bases = [c.__module__ for c in type(peer).__mro__]
+    if any(b.startswith(("torch.jit", "torch.fx")) for b in bases):  # graphs: no hooks, or not on every op
+        from .torch_graphs import fx_peer, script_peer
+
+        return (script_peer if any(b.startswith("torch.jit") for b in bases) else fx_peer)(peer, pixel_values)
     if any(b.startswith("torch.nn") for b in bases):
         return torch_peer(peer, pixel_values)
-    if any(b.startswith("torch.export") for b in bases):  # an ExportedProgram: its graph, as a GraphModule
-        return torch_peer(peer.module(), pixel_values)
     if isinstance(peer, Mapping):
         return saved_peer(peer)
     if isinstance(peer, (str, os.PathLike)):

@@ -64,7 +64,7 @@ class PeerRun:
     ordered: bool = True  # False: the tensors' order is not their execution order (a folder of .npy)
 
 
-def _need(module: str, extra: str) -> Any:
+def need_peer_framework(module: str, extra: str) -> Any:
     import importlib
 
     try:
@@ -73,7 +73,7 @@ def _need(module: str, extra: str) -> Any:
         raise ImportError(f"verifying this peer needs {module}: pip install {extra}") from None
 
 
-def _attach_batch_norm(layers: list[PeerLayer], gamma, beta, mean, var, eps: float) -> None:
+def attach_batch_norm(layers: list[PeerLayer], gamma, beta, mean, var, eps: float) -> None:
     """A batch norm belongs to the weight layer just before it."""
     if layers and layers[-1].bn is None and layers[-1].kernel.shape[-1] == len(gamma):
         layers[-1].bn = (*tuple(np.asarray(a, np.float64) for a in (gamma, beta, mean, var)), float(eps))
@@ -82,7 +82,7 @@ def _attach_batch_norm(layers: list[PeerLayer], gamma, beta, mean, var, eps: flo
 # ============================================================================ PyTorch
 
 
-def _torch_primitives(torch: Any) -> list[tuple[type, str]]:
+def torch_primitives(torch: Any) -> list[tuple[type, str]]:
     """torch's modules whose computation npmnv2 knows, by class (subclasses included: timm's
     `Conv2dSame` is a Conv2d that pads in its forward, its `BatchNormAct2d` a BatchNorm2d that
     applies its activation inside)."""
@@ -105,7 +105,7 @@ def _torch_primitives(torch: Any) -> list[tuple[type, str]]:
     ]
 
 
-def _torch_kind(mod: Any, primitives: list[tuple[type, str]]) -> str | None:
+def torch_kind(mod: Any, primitives: list[tuple[type, str]]) -> str | None:
     return next((kind for cls, kind in primitives if isinstance(mod, cls)), None)
 
 
@@ -142,12 +142,8 @@ def torch_peer(module: Any, pixel_values: np.ndarray) -> PeerRun:
     inside (timm's BatchNormAct2d) is one fused op. A container's output is kept only when it is not
     its last child's output (an inverted residual block's output is, with its skip connection, a
     tensor no leaf module makes)."""
-    torch = _need("torch", "torch==2.13.0")
-    if isinstance(module, (torch.jit.ScriptModule, torch.fx.GraphModule)):  # graphs: no hooks, or not on every op
-        from .torch_graphs import fx_peer, script_peer
-
-        return (script_peer if isinstance(module, torch.jit.ScriptModule) else fx_peer)(module, pixel_values)
-    primitives = _torch_primitives(torch)
+    torch = need_peer_framework("torch", "torch==2.13.0")
+    primitives = torch_primitives(torch)
     records: list[tuple[str, Any, np.ndarray, np.ndarray | None]] = []
     pending: dict[int, np.ndarray | None] = {}  # module id -> its input, read before an in-place op changes it
     handles = []
@@ -169,7 +165,7 @@ def torch_peer(module: Any, pixel_values: np.ndarray) -> PeerRun:
 
     inside_leaf: list[str] = []  # modules inside a module read as one op (a fused batch norm's activation)
     for name, mod in module.named_modules():
-        kind = _torch_kind(mod, primitives)
+        kind = torch_kind(mod, primitives)
         if not name or kind == "skip" or any(name.startswith(prefix + ".") for prefix in inside_leaf):
             continue
         if kind is not None and list(mod.children()):
@@ -186,7 +182,7 @@ def torch_peer(module: Any, pixel_values: np.ndarray) -> PeerRun:
             handle.remove()
     tensors, previous = [], None
     for name, mod, out, inp in records:
-        kind = _torch_kind(mod, primitives)
+        kind = torch_kind(mod, primitives)
         detail: dict[str, Any] = {}
         if kind is None:  # a container: keep it only when it computed something its children did not
             if previous is not None and previous.shape == out.shape and np.array_equal(previous, out):
@@ -212,7 +208,7 @@ def torch_weight_kind(mod: Any) -> str | None:
     """What weight layer a torch module is, by what it is (subclasses included): "conv", "depthwise"
     (groups == in == out channels), "batch_norm", "linear", or None. The one rule `torch_peer`,
     `torch_layers` and `verify.set_weights` read modules by."""
-    nn = _need("torch", "torch==2.13.0").nn
+    nn = need_peer_framework("torch", "torch==2.13.0").nn
     if isinstance(mod, nn.Conv2d):
         return "depthwise" if mod.groups > 1 and mod.groups == mod.in_channels == mod.out_channels else "conv"
     if isinstance(mod, (nn.BatchNorm2d, nn.SyncBatchNorm)):
@@ -225,7 +221,7 @@ def torch_layers(module: Any) -> list[PeerLayer]:
     is the order they run in, for every MobileNetV2 written as a stack of modules), whether each
     module is called or its weights are used functionally. Read by what the modules are (instances
     of torch's Conv2d, batch norms and Linear, subclasses included), not by class name."""
-    torch = _need("torch", "torch==2.13.0")
+    torch = need_peer_framework("torch", "torch==2.13.0")
     layers: list[PeerLayer] = []
     for name, mod in module.named_modules():
         kind = torch_weight_kind(mod)
@@ -237,7 +233,7 @@ def torch_layers(module: Any) -> list[PeerLayer]:
             weight = mod.weight if mod.weight is not None else torch.ones(mod.num_features)
             bias = mod.bias if mod.bias is not None else torch.zeros(mod.num_features)
             params = [t.detach().cpu().numpy() for t in (weight, bias, mod.running_mean, mod.running_var)]
-            _attach_batch_norm(layers, *params, eps=mod.eps)
+            attach_batch_norm(layers, *params, eps=mod.eps)
         elif kind == "linear":
             bias = None if mod.bias is None else mod.bias.detach().cpu().numpy().astype(np.float64)
             layers.append(PeerLayer(name, "linear", torch_kernel("linear", mod.weight.detach().cpu().numpy()), bias))
@@ -312,7 +308,7 @@ def load_keras_file(path: str | os.PathLike) -> Any:
         size = "none" if config is None else f"{config.file_size:,} bytes"
         raise WeightFileError(f"{where}: its config.json is {size}; a Keras model's is at most {MAX_KERAS_CONFIG:,}.")
     os.environ.setdefault("KERAS_BACKEND", "torch")
-    keras = _need("keras", "keras")
+    keras = need_peer_framework("keras", "keras")
     try:
         return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as err:
@@ -324,7 +320,7 @@ def keras_peer(model: Any, pixel_values: np.ndarray) -> PeerRun:
     """A Keras 3 model (functional, e.g. `keras.applications.MobileNetV2`), on any backend: one
     model that outputs every layer's output, and every layer's input, run on pixel_values given
     as NHWC (Keras's layout). Dense layers with a softmax activation are marked as such."""
-    keras = _need("keras", "keras")
+    keras = need_peer_framework("keras", "keras")
     kept = [layer for layer in model.layers if type(layer).__name__ not in _KERAS_SKIP]
     outputs, inputs = [], []
     for layer in kept:
@@ -347,7 +343,7 @@ def keras_peer(model: Any, pixel_values: np.ndarray) -> PeerRun:
             kernel = weights["kernel"][:, :, :, 0].astype(np.float64)  # (KH, KW, C, 1) -> (KH, KW, C)
             layers.append(PeerLayer(layer.name, "depthwise", kernel, weights.get("bias")))
         elif cls == "BatchNormalization":
-            _attach_batch_norm(
+            attach_batch_norm(
                 layers,
                 weights["gamma"],
                 weights["beta"],
@@ -509,7 +505,7 @@ def onnx_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRun:
                 layers.append(PeerLayer(out, kind, kernel.astype(np.float64), bias))
         elif node.op_type == "BatchNormalization":
             gamma, beta, mean, var = (inits[n] for n in node.input[1:5])
-            _attach_batch_norm(layers, gamma, beta, mean, var, float(attrs.get("epsilon", 1e-5)))
+            attach_batch_norm(layers, gamma, beta, mean, var, float(attrs.get("epsilon", 1e-5)))
         elif node.op_type == "MatMul" and node.input[1] in inits:  # a Linear without bias
             layers.append(PeerLayer(out, "linear", inits[node.input[1]].astype(np.float64), None))
         elif node.op_type == "Gemm" and node.input[1] in inits:

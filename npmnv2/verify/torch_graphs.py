@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .peers import PeerLayer, PeerRun, PeerTensor, _attach_batch_norm, _need, torch_kernel
+from .peers import PeerLayer, PeerRun, PeerTensor, attach_batch_norm, need_peer_framework, torch_kernel
 
 # ATen / functional op names -> peer kind (the part after "aten::" or the function's __name__)
 _KINDS = {
@@ -95,7 +95,7 @@ class _Graph:
                 _numpy(weights["running_mean"]),
                 _numpy(weights["running_var"]),
             ]
-            _attach_batch_norm(self.layers, *params, eps=float(args[0]))
+            attach_batch_norm(self.layers, *params, eps=float(args[0]))
         elif kind == "linear":
             bias = None if weights.get("bias") is None else _numpy(weights["bias"]).astype(np.float64)
             self.layers.append(PeerLayer(name, "linear", torch_kernel("linear", _numpy(weights["weight"])), bias))
@@ -118,10 +118,10 @@ class _Graph:
 def fx_peer(module: Any, pixel_values: np.ndarray) -> PeerRun:
     """A `torch.fx.GraphModule`, run node by node on pixel_values (NCHW). Modules the graph calls are
     read by what they are (isinstance, as `torch_peer` does); functions and methods by name."""
-    torch = _need("torch", "torch==2.13.0")
-    from .peers import _torch_kind, _torch_primitives, torch_weight_kind
+    torch = need_peer_framework("torch", "torch==2.13.0")
+    from .peers import torch_kind, torch_primitives, torch_weight_kind
 
-    primitives = _torch_primitives(torch)
+    primitives = torch_primitives(torch)
     graph = _Graph()
     functions = {
         torch.nn.functional.conv2d: "conv2d",
@@ -188,7 +188,7 @@ def fx_peer(module: Any, pixel_values: np.ndarray) -> PeerRun:
     def record(n: Any, args: tuple, kwargs: dict, inp: Any, out: Any) -> None:
         if n.op == "call_module":
             mod = interpreter.fetch_attr(n.target)
-            kind = _torch_kind(mod, primitives)
+            kind = torch_kind(mod, primitives)
             if kind in ("conv", "batch_norm", "linear"):
                 weight_kind = torch_weight_kind(mod)
                 op = {"conv": "conv2d", "depthwise": "conv2d", "batch_norm": "batch_norm"}.get(weight_kind, "linear")
@@ -271,7 +271,7 @@ def script_peer(module: Any, pixel_values: np.ndarray) -> PeerRun:
     TorchScript archives hold pickles, so load your own with `torch.jit.load` and hand over the
     module). Frozen (a copy: the module is not changed), then run once with every tensor of the
     graph as an output."""
-    torch = _need("torch", "torch==2.13.0")
+    torch = need_peer_framework("torch", "torch==2.13.0")
     try:
         # parameters stay attribute reads: a kernel the port transposes on the fly is not folded away
         frozen = torch.jit._recursive.wrap_cpp_module(torch._C._freeze_module(module.eval()._c, [], True, True))
