@@ -240,9 +240,15 @@ def torch_layers(module: Any) -> list[PeerLayer]:
     return layers
 
 
+def oihw_conv_kind(groups: int, shape: tuple[int, ...]) -> str:
+    """ "depthwise" for an (O, I, KH, KW) convolution weight with one input channel per group and one
+    group per output channel, else "conv" (PyTorch's and ONNX's layout)."""
+    return "depthwise" if groups > 1 and shape[1] == 1 and shape[0] == groups else "conv"
+
+
 def torch_kernel(kind: str, weight: np.ndarray) -> np.ndarray:
-    """A PyTorch weight in npmnv2's layout, float64: conv (O, I, KH, KW) -> HWIO; depthwise (C, 1, KH, KW)
-    -> (KH, KW, C); linear (L, C_in) -> (C_in, L)."""
+    """A PyTorch (or ONNX: the same layouts) weight in npmnv2's layout, float64: conv (O, I, KH, KW)
+    -> HWIO; depthwise (C, 1, KH, KW) -> (KH, KW, C); linear (L, C_in) -> (C_in, L)."""
     w = np.asarray(weight, np.float64)
     if kind == "depthwise":
         return w[:, 0].transpose(1, 2, 0)
@@ -498,11 +504,9 @@ def onnx_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRun:
             w = inits.get(node.input[1])
             group = int(attrs.get("group", 1))
             if w is not None:
-                depthwise = group > 1 and group == w.shape[0] and w.shape[1] == 1
-                kind = "depthwise" if depthwise else "conv"
-                kernel = w[:, 0].transpose(1, 2, 0) if depthwise else w.transpose(2, 3, 1, 0)
+                kind = oihw_conv_kind(group, w.shape)
                 bias = inits.get(node.input[2]) if len(node.input) > 2 else None
-                layers.append(PeerLayer(out, kind, kernel.astype(np.float64), bias))
+                layers.append(PeerLayer(out, kind, torch_kernel(kind, w), bias))
         elif node.op_type == "BatchNormalization":
             gamma, beta, mean, var = (inits[n] for n in node.input[1:5])
             attach_batch_norm(layers, gamma, beta, mean, var, float(attrs.get("epsilon", 1e-5)))

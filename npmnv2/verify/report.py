@@ -82,7 +82,8 @@ class VerifyReport:
     @property
     def status(self) -> str:
         """ "diverges" (an op is wrong on its own), "inconclusive" (nothing wrong was found, but part of
-        the port could not be checked: see `gaps`), or "faithful" (every op and weight was checked)."""
+        the port could not be checked: see `gaps`; or the op that differs sits behind a batch norm that
+        was not read: see `unread_batch_norm`), or "faithful" (every op and weight was checked)."""
         if self.weight_divergence is not None:
             return "diverges"
         if self.first_local_divergence is not None and self.unread_batch_norm is None:
@@ -93,8 +94,8 @@ class VerifyReport:
     def unread_batch_norm(self) -> str | None:
         """The layer of the first op wrong on its own (or of a step the port did not show, judged with
         it), when that layer's batch norm was not read from the port and no catalogued cause reproduces
-        the difference: npmnv2 stood in an identity for a batch
-        norm it could not see, so the difference may be npmnv2's, not the port's."""
+        the difference: npmnv2 stood in an identity for a batch norm it could not see, so the
+        difference may be npmnv2's, not the port's."""
         where = self.first_local_divergence
         if where is None or self.cause is not None:
             return None

@@ -27,7 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from .peers import PeerLayer, PeerRun, PeerTensor, attach_batch_norm, need_peer_framework, torch_kernel
+from .peers import (
+    PeerLayer,
+    PeerRun,
+    PeerTensor,
+    attach_batch_norm,
+    need_peer_framework,
+    oihw_conv_kind,
+    torch_kernel,
+)
 
 # ATen / functional op names -> peer kind (the part after "aten::" or the function's __name__)
 _KINDS = {
@@ -82,7 +90,7 @@ class _Graph:
         if kind == "conv":
             weight = weights["weight"]
             groups = int(args[0])
-            kind = "depthwise" if groups > 1 and weight.shape[1] == 1 and weight.shape[0] == groups else "conv"
+            kind = oihw_conv_kind(groups, tuple(weight.shape))
             bias = None if weights.get("bias") is None else _numpy(weights["bias"]).astype(np.float64)
             self.layers.append(PeerLayer(name, kind, torch_kernel(kind, _numpy(weight)), bias))
         elif kind == "batch_norm":
