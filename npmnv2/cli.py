@@ -630,11 +630,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     if args.model_explorer:
         _check_output(args.model_explorer, {".json"}, "--model-explorer", inputs=inputs)
     _distinct_outputs(("--figure", args.figure), ("--model-explorer", args.model_explorer))
-    if path.suffix == ".keras":
-        try:
-            peer = verify.peers.load_keras_file(path)
-        except ImportError:
-            raise CLIError("a .keras peer needs Keras 3: pip install keras") from None
     image = _image_paths([args.image])[0]
     model = None
     if args.model:

@@ -430,10 +430,10 @@ def test_a_keras_zip_bomb_is_refused_from_its_directory(tmp_path):
         archive.writestr("metadata.json", "{}")
         archive.writestr("config.json", b" " * (20 << 20))  # 20 MiB of blanks in ~20 kB
     with pytest.raises(WeightFileError, match=r"config\.json is 20,971,520 bytes"):
-        peers.load_keras_file(bomb)
+        peers.keras_file_peer(bomb, np.zeros((1, 3, 96, 96), np.float32))
     for bad in (Path("/dev/zero"), tmp_path):
         with pytest.raises(WeightFileError, match="not a regular file"):
-            peers.load_keras_file(bad)
+            peers.keras_file_peer(bad, np.zeros((1, 3, 96, 96), np.float32))
 
 
 def test_a_nan_in_a_config_is_refused_not_written_back_as_non_json(tmp_path):

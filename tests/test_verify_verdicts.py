@@ -4,6 +4,7 @@ could not be; "DIVERGES" with the port's own name for the op."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -158,6 +159,21 @@ def test_set_weights_gives_a_port_realistic_weights_by_structure(cat):
     port.get_layer("block_9_expand_relu").max_value = None  # ReLU for ReLU6, as in the README
     report = verify.check(port, cat, config="keras")
     assert report.cause == "activation.relu" and "your block_9_expand_relu" in report.verdict(), report.verdict()
+
+
+def test_a_relu_the_port_declares_is_a_divergence_even_where_this_image_never_reaches_6(cat):
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    spec = {"depth_multiplier": 0.35, "image_size": 96, "num_labels": 10, "tf_padding": True, "layer_norm_eps": 1e-3}
+    port = keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), classes=10, weights=None)
+    verify.set_weights(port, verify.random_weights(spec, seed=0))
+    port.get_layer("block_9_expand_relu").max_value = None
+    report = verify.check(port, cat, config=spec)
+    row = next(r for r in report.rows if r.name == "layer.8.expand_1x1.activation")
+    assert row.local_ok  # on this photo no value there reaches 6: the tensors agree
+    assert report.status == "diverges" and report.cause == "activation.relu", report.explain()
+    assert "declared" in report.verdict() and "never reached 6" in report.explain()
 
 
 # ============================================================================ the command line

@@ -104,10 +104,10 @@ def peer_run(peer: Any, pixel_values: np.ndarray) -> PeerRun:
         path = Path(peer)
         if path.suffix == ".onnx":
             return onnx_peer(path, pixel_values)
-        if path.suffix == ".keras":
-            from .peers import load_keras_file
+        if path.suffix == ".keras":  # Keras parses the file in the isolated child, never here
+            from .peers import keras_file_peer
 
-            return keras_peer(load_keras_file(path), pixel_values)
+            return keras_file_peer(path, pixel_values)
         if path.suffix == ".npz" or path.is_dir():
             return saved_peer(path)
         raise ValueError(f"verify: {str(path)!r} is not an .onnx, .tflite or .npz file or a folder of .npy files.")
@@ -118,11 +118,15 @@ def peer_run(peer: Any, pixel_values: np.ndarray) -> PeerRun:
 
 
 def declared_input_size(peer: Any) -> tuple[int, int] | None:
-    """(H, W) a port declares for its input: a Keras model's input shape (a .keras file is loaded
-    into one first), an ONNX graph's input (asked of the isolated child, NCHW or NHWC); None when it
+    """(H, W) a port declares for its input: a Keras model's input shape (a .keras file's, from its
+    config.json), an ONNX graph's input (asked of the isolated child, NCHW or NHWC); None when it
     declares none (a PyTorch module, tensor dumps)."""
     if isinstance(peer, (str, os.PathLike)):
         path = Path(peer)
+        if path.suffix == ".keras":
+            from .peers import keras_file_input_size
+
+            return keras_file_input_size(path)
         if path.suffix == ".onnx":
             from .peers import onnx_input_shape
 
@@ -182,10 +186,6 @@ def check(
     `from_pretrained` takes): the port's weights are compared with it layer by layer and a
     weight-conversion bug is named (`npmnv2.verify.weights`).
     """
-    if isinstance(peer, (str, os.PathLike)) and Path(peer).suffix == ".keras":
-        from .peers import load_keras_file
-
-        peer = load_keras_file(peer)  # checked, then loaded in safe mode: a Keras model from here on
     if isinstance(peer, (str, os.PathLike)) and Path(peer).suffix == ".tflite":  # judged against quantization noise
         if model is None:  # read first: a file that is not a MobileNetV2 is refused before the interpreter runs
             model = _tflite_model(Path(peer), config)

@@ -16,6 +16,7 @@ import os
 import sys
 
 START_FAILED, OUT_OF_MEMORY, REFUSED = 3, 4, 1
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 WRITE_LIMIT = 1 << 30  # bytes any one file the child writes may reach (its tensors: tens of MB)
@@ -196,7 +197,36 @@ def onnx_run(args: list[str]) -> int:
     return 0
 
 
-RUNNERS = {"litert": litert, "onnx": onnx_run, "onnx_input": onnx_input}
+def keras_run(args: list[str]) -> int:
+    """Load MODEL.keras in safe mode (no Lambda or custom code runs) and run it once on PIXELS.npy
+    (NHWC) as `keras_record.py` (beside this file, loaded by its path) says; write its arrays to
+    OUT.npz and its layers to OUT.json."""
+    import importlib.util
+    import json
+
+    import numpy as np
+
+    model_path, pixels_file, out_npz, out_json = args[:4]
+    spec = importlib.util.spec_from_file_location("npmnv2_keras_record", os.path.join(HERE, "keras_record.py"))
+    recorder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recorder)
+    import keras
+
+    try:
+        model = keras.saving.load_model(model_path, compile=False, safe_mode=True)
+        layers, arrays = recorder.record(keras, model, np.load(pixels_file, allow_pickle=False))
+    except MemoryError:
+        raise
+    except Exception as err:
+        _say(f"{type(err).__name__}: {err}")
+        return REFUSED
+    np.savez(out_npz, **arrays)
+    with open(out_json, "w") as f:
+        json.dump(layers, f)
+    return 0
+
+
+RUNNERS = {"litert": litert, "onnx": onnx_run, "onnx_input": onnx_input, "keras": keras_run}
 
 
 def main(argv: list[str]) -> int:

@@ -260,10 +260,30 @@ def run_check(
         report.rows.append(tail_row)
         report.first_local_divergence = tail_row.name
         report.causes = [tail_cause]
+    elif (declared := declared_activation_mismatch(matches)) is not None:
+        report.first_local_divergence = declared.target
+        report.causes = [declared]
     if report.causes:
         report.cause = report.causes[0].cause
         report.first_local_divergence = report.causes[0].target or report.first_local_divergence
     return report
+
+
+def declared_activation_mismatch(matches: list[Match]) -> CauseEvidence | None:
+    """The first activation the port itself declares as ReLU (its module, layer or node: `nn.ReLU`,
+    Keras `ReLU()` without `max_value=6`, ONNX `Relu`) where the spec has ReLU6, when its values
+    agree with the spec's on this input because no value reached 6 there: the bug is in the port's
+    graph even though this image cannot show it."""
+    for m in matches:
+        declared = m.peer.detail.get("activation")
+        if m.step.kind == "activation" and declared == "relu" and m.step.attrs.get("function") == "relu6":
+            peak = float(np.max(m.value)) if m.value.size else 0.0
+            detail = (
+                f"{m.step.name}: the port declares ReLU (no cap at 6) where the spec has ReLU6; on this input its "
+                f"values never reached 6 (max {peak:.3g}), so they agree, but any larger value will not be capped"
+            )
+            return CauseEvidence("activation.relu", detail, 0.0, 0.0, m.step.name)
+    return None
 
 
 UPSAMPLE = "segmentation_head.upsample"

@@ -40,6 +40,8 @@ PACKAGES = {
     "onnx": (("numpy", "numpy"), ("onnx", "onnx onnxruntime"), ("onnxruntime", "onnxruntime"), ("google", "protobuf")),
 }
 PACKAGES["onnx_input"] = PACKAGES["onnx"]
+PACKAGES["keras"] = (("numpy", "numpy"), ("keras", "keras"))  # and its backend: `run_child(backend=...)`
+WHOLE_PATH = {"keras"}  # runners whose package pulls in many others: every folder of this process's path
 START_FAILED, OUT_OF_MEMORY = 3, 4
 
 
@@ -67,13 +69,18 @@ class Limits:
         return self.memory, False
 
 
-def package_folders(runner: str, what: str) -> list[str]:
-    """The folders holding each package `runner` imports, found on this process's import path
-    without the current folder; raises MissingPackageError with the install line for a missing one."""
+def package_folders(runner: str, what: str, backend: str | None = None) -> list[str]:
+    """The folders holding each package `runner` imports (and the Keras `backend`), found on this
+    process's import path without the current folder; for a WHOLE_PATH runner, every folder of
+    that path; raises MissingPackageError with the install line for a missing one."""
     here = Path.cwd().resolve()
     search = [p for p in sys.path if p and _resolved(p) != here]
+    packages = PACKAGES[runner]
+    if backend is not None:
+        install = {"tensorflow": "tensorflow-cpu", "torch": "torch==2.13.0"}.get(backend, backend)
+        packages = (*packages, (backend, install))
     folders = []
-    for module, install in PACKAGES[runner]:
+    for module, install in packages:
         spec = importlib.machinery.PathFinder.find_spec(module, search)
         if spec is None or not spec.submodule_search_locations:
             raise MissingPackageError(
@@ -82,6 +89,8 @@ def package_folders(runner: str, what: str) -> list[str]:
         folder = str(Path(next(iter(spec.submodule_search_locations))).resolve().parent)
         if folder not in folders:
             folders.append(folder)
+    if runner in WHOLE_PATH:
+        folders += [str(_resolved(p)) for p in search if _resolved(p) is not None and str(_resolved(p)) not in folders]
     return folders
 
 
@@ -93,11 +102,19 @@ def _resolved(p: str) -> Path | None:
 
 
 def run_child(
-    runner: str, args: list[str], *, file: Path, what: str, limits: Limits, workdir: Path
+    runner: str,
+    args: list[str],
+    *,
+    file: Path,
+    what: str,
+    limits: Limits,
+    workdir: Path,
+    backend: str | None = None,
 ) -> subprocess.CompletedProcess:
     """Run `runner` of `_child.py` with `args` (absolute paths) in `workdir` (an empty folder of
-    ours); returns the finished process when it succeeded, else raises ChildError naming `file`."""
-    folders = package_folders(runner, what)
+    ours); returns the finished process when it succeeded, else raises ChildError naming `file`.
+    backend: the Keras backend the child runs on (its KERAS_BACKEND; its KERAS_HOME is `workdir`)."""
+    folders = package_folders(runner, what, backend)
     memory, inherited = limits.effective_memory()
     command = [sys.executable, "-I", str(SCRIPT), "--memory", str(memory)]
     for folder in folders:
@@ -106,6 +123,8 @@ def run_child(
     env = {k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}
     env.update({"PYTHONWARNINGS": "ignore", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"})
     env["TMPDIR"] = str(workdir)  # whatever a runtime writes to "the temporary folder" stays in ours, and goes
+    if backend is not None:
+        env.update({"KERAS_BACKEND": backend, "KERAS_HOME": str(workdir), "TF_CPP_MIN_LOG_LEVEL": "3"})
     name = str(file)
     try:
         run = subprocess.run(

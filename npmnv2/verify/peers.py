@@ -271,26 +271,34 @@ _KERAS_KINDS = {
     "Softmax": "softmax",
     "Resize": "resize",
 }
-_KERAS_SKIP = ("InputLayer", "ZeroPadding2D", "Dropout", "Reshape", "Flatten")
 
 
-def _to_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):
-        value = value.detach().cpu()
-    return np.asarray(value)
+def keras_backend() -> str:
+    """The Keras backend a `.keras` file is run on: $KERAS_BACKEND, else the one of an already
+    imported Keras, else Keras's own default (TensorFlow) when installed, else torch, else JAX."""
+    import importlib.util
+    import sys
+
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    if "keras" in sys.modules:
+        return str(sys.modules["keras"].backend.backend())
+    return next((b for b in ("tensorflow", "torch", "jax") if importlib.util.find_spec(b) is not None), "tensorflow")
 
 
 MAX_KERAS_BYTES = 1 << 29  # 512 MiB on disk
 MAX_KERAS_UNPACKED = 1 << 30  # bytes all members of a .keras zip may unpack to (a MobileNetV2: ~15 MB)
 MAX_KERAS_CONFIG = 16 << 20  # its config.json: a MobileNetV2's is ~100 kB
+KERAS_MEMORY_LIMIT = 4 << 30  # bytes of address space Keras's child may map (a MobileNetV2 run: ~1 GiB)
+KERAS_TIMEOUT = 300.0
 
 
-def load_keras_file(path: str | os.PathLike) -> Any:
-    """A `.keras` file as a Keras 3 model, in safe mode (no Lambda or custom code runs), after its zip
-    directory is checked: a regular file of at most MAX_KERAS_BYTES whose members unpack to at most
-    MAX_KERAS_UNPACKED bytes in all, config.json to at most MAX_KERAS_CONFIG (a 2.9 MB file whose
-    config deflates to 3 GB, or whose weights Keras would unpack to 2 GB, is refused before Keras
-    reads it)."""
+def checked_keras_file(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """A `.keras` file checked from its zip directory before Keras reads it, and its config.json:
+    a regular file of at most MAX_KERAS_BYTES whose members unpack to at most MAX_KERAS_UNPACKED
+    bytes in all and whose config.json, at most MAX_KERAS_CONFIG, is JSON (a 2.9 MB file whose
+    config deflates to 3 GB, or whose weights Keras would unpack to 2 GB, is refused here)."""
+    import json
     import zipfile
 
     from ..formats.errors import WeightFileError, regular_file
@@ -302,71 +310,111 @@ def load_keras_file(path: str | os.PathLike) -> Any:
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
-    except (zipfile.BadZipFile, OSError) as err:
-        raise WeightFileError(f"{where} is not a Keras 3 archive (a zip): {err}.") from None
-    unpacked = sum(m.file_size for m in members)
-    if unpacked > MAX_KERAS_UNPACKED:
-        raise WeightFileError(
-            f"{where} unpacks to {unpacked:,} bytes; npmnv2 reads .keras files of at most {MAX_KERAS_UNPACKED:,}."
-        )
-    config = next((m for m in members if m.filename == "config.json"), None)
-    if config is None or config.file_size > MAX_KERAS_CONFIG:
-        size = "none" if config is None else f"{config.file_size:,} bytes"
-        raise WeightFileError(f"{where}: its config.json is {size}; a Keras model's is at most {MAX_KERAS_CONFIG:,}.")
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    keras = need_peer_framework("keras", "keras")
+            unpacked = sum(m.file_size for m in members)
+            if unpacked > MAX_KERAS_UNPACKED:
+                raise WeightFileError(
+                    f"{where} unpacks to {unpacked:,} bytes; npmnv2 reads .keras files of at most "
+                    f"{MAX_KERAS_UNPACKED:,}."
+                )
+            config = next((m for m in members if m.filename == "config.json"), None)
+            if config is None or config.file_size > MAX_KERAS_CONFIG:
+                size = "none" if config is None else f"{config.file_size:,} bytes"
+                raise WeightFileError(
+                    f"{where}: its config.json is {size}; a Keras model's is at most {MAX_KERAS_CONFIG:,}."
+                )
+            text = archive.read(config)[: MAX_KERAS_CONFIG + 1]
+    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError) as err:
+        if isinstance(err, WeightFileError):
+            raise
+        reason = " ".join(str(err).split())[:200]
+        raise WeightFileError(f"{where} is not a Keras 3 archive (a zip): {reason}.") from None
     try:
-        return keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as err:
-        message = " ".join(str(err).split())[:300]
-        raise WeightFileError(f"Keras could not load {where}: {type(err).__name__}: {message}") from None
+        described = json.loads(text)
+    except ValueError as err:
+        raise WeightFileError(f"{where}: its config.json is not JSON ({err}).") from None
+    if not isinstance(described, dict):
+        raise WeightFileError(f"{where}: its config.json is not a Keras model's config (a JSON object).")
+    return path, described
+
+
+def keras_file_input_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(H, W) of a `.keras` file's input layer, read from its checked config.json (Keras is not run)."""
+    _, described = checked_keras_file(path)
+    layers = (described.get("config") or {}).get("layers") if isinstance(described.get("config"), dict) else None
+    for layer in layers if isinstance(layers, list) else []:
+        if isinstance(layer, dict) and layer.get("class_name") == "InputLayer":
+            shape = (layer.get("config") or {}).get("batch_shape")
+            if isinstance(shape, list) and len(shape) == 4 and all(type(d) is int and d > 0 for d in shape[1:3]):
+                return shape[1], shape[2]
+    return None
+
+
+def keras_file_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRun:
+    """A `.keras` file run by Keras (on `keras_backend()`) in the isolated child process, in safe
+    mode, with a memory limit and a timeout (`npmnv2.verify.child`), after `checked_keras_file`."""
+    import json
+    import tempfile
+
+    from .child import Limits, run_child
+
+    path, _ = checked_keras_file(path)
+    with tempfile.TemporaryDirectory(prefix="npmnv2-keras-") as folder:
+        work = Path(folder)
+        pixels = np.ascontiguousarray(pixel_values.transpose(0, 2, 3, 1), np.float32)
+        np.save(work / "pixels.npy", pixels, allow_pickle=False)
+        args = [str(path), str(work / "pixels.npy"), str(work / "out.npz"), str(work / "layers.json")]
+        limits = Limits(KERAS_MEMORY_LIMIT, KERAS_TIMEOUT)
+        run_child("keras", args, file=path, what="Keras", limits=limits, workdir=work, backend=keras_backend())
+        described = json.loads((work / "layers.json").read_text())
+        with np.load(work / "out.npz", allow_pickle=False) as stored:
+            arrays = {k: stored[k] for k in stored.files}
+    return keras_run(described, arrays)
 
 
 def keras_peer(model: Any, pixel_values: np.ndarray) -> PeerRun:
     """A Keras 3 model (functional, e.g. `keras.applications.MobileNetV2`), on any backend: one
     model that outputs every layer's output, and every layer's input, run on pixel_values given
-    as NHWC (Keras's layout). Dense layers with a softmax activation are marked as such."""
+    as NHWC (Keras's layout) in this process (`keras_record`)."""
+    from .keras_record import record
+
     keras = need_peer_framework("keras", "keras")
-    kept = [layer for layer in model.layers if type(layer).__name__ not in _KERAS_SKIP]
-    outputs, inputs = [], []
-    for layer in kept:
-        outputs.append(layer.output)
-        node_input = layer.input
-        inputs.append(node_input[0] if isinstance(node_input, (list, tuple)) else node_input)
-    probe = keras.Model(model.inputs, outputs + inputs)
-    values = probe([np.ascontiguousarray(pixel_values.transpose(0, 2, 3, 1))], training=False)
-    values = [_to_numpy(v) for v in values]
-    n = len(kept)
+    return keras_run(*record(keras, model, pixel_values.transpose(0, 2, 3, 1)))
+
+
+def keras_run(described: list[dict[str, Any]], arrays: dict[str, np.ndarray]) -> PeerRun:
+    """The PeerRun of a Keras record (`keras_record.record`): weight layers in npmnv2's layouts,
+    ReLU layers as relu6 when capped at 6, Dense layers with a softmax activation marked as such."""
     tensors, layers = [], []
-    for i, layer in enumerate(kept):
-        cls = type(layer).__name__
+    for i, entry in enumerate(described):
+        cls, name = entry["class"], entry["name"]
         kind = _KERAS_KINDS.get(cls, "other")
         detail: dict[str, Any] = {}
-        weights = {w.path.split("/")[-1]: _to_numpy(w.numpy()) for w in layer.weights}
+        weights = {short: arrays[f"w{i}.{short}"] for short in entry["weights"]}
         if cls == "Conv2D":
-            layers.append(PeerLayer(layer.name, "conv", weights["kernel"].astype(np.float64), weights.get("bias")))
+            layers.append(PeerLayer(name, "conv", weights["kernel"].astype(np.float64), weights.get("bias")))
         elif cls == "DepthwiseConv2D":
             kernel = weights["kernel"][:, :, :, 0].astype(np.float64)  # (KH, KW, C, 1) -> (KH, KW, C)
-            layers.append(PeerLayer(layer.name, "depthwise", kernel, weights.get("bias")))
+            layers.append(PeerLayer(name, "depthwise", kernel, weights.get("bias")))
         elif cls == "BatchNormalization":
+            mean = weights["moving_mean"]  # scale=False / center=False: no gamma / beta
             attach_batch_norm(
                 layers,
-                weights["gamma"],
-                weights["beta"],
-                weights["moving_mean"],
+                weights.get("gamma", np.ones_like(mean)),
+                weights.get("beta", np.zeros_like(mean)),
+                mean,
                 weights["moving_variance"],
-                layer.epsilon,
+                entry["epsilon"],
             )
         elif cls == "Dense":
-            layers.append(PeerLayer(layer.name, "linear", weights["kernel"].astype(np.float64), weights.get("bias")))
-        activation = getattr(getattr(layer, "activation", None), "__name__", None)
+            layers.append(PeerLayer(name, "linear", weights["kernel"].astype(np.float64), weights.get("bias")))
+        activation = entry["activation"]
         if cls == "ReLU":
-            detail["activation"] = "relu6" if getattr(layer, "max_value", None) == 6 else "relu"
+            detail["activation"] = "relu6" if entry["max_value"] == 6 else "relu"
         elif activation and activation not in ("linear",):
             detail["activation"] = activation
             if activation == "softmax":
                 detail["softmax"] = True
-        tensors.append(PeerTensor(layer.name, kind, values[i], values[n + i], detail))
+        tensors.append(PeerTensor(name, kind, arrays[f"o{i}"], arrays[f"i{i}"], detail))
     first_conv = next((t for t in tensors if t.kind in ("conv", "depthwise")), None)
     return PeerRun("keras", tensors, layers, "NHWC", None if first_conv is None else first_conv.input)
 

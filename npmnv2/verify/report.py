@@ -177,7 +177,18 @@ class VerifyReport:
             )
         cause = f"; cause: {self.cause}" if self.cause else "; no catalogued cause reproduces it"
         where = self.first_local_divergence
+        if self.declared_only:
+            return (
+                f"DIVERGES: {where}{self._port_name(where)} is declared as another op than the spec's{cause} "
+                "(its values on this input agree: see explain())."
+            )
         return f"DIVERGES: {where}{self._port_name(where)} is wrong on its own{cause}."
+
+    @property
+    def declared_only(self) -> bool:
+        """The divergence is in what the port declares (its op), not in values this input showed."""
+        row = next((r for r in self.rows if r.name == self.first_local_divergence), None)
+        return bool(self.causes) and row is not None and row.local_ok and self.causes[0].original == 0.0
 
     def explain(self) -> str:
         """A paragraph a porter can act on: where, what reproduces it, with the numbers."""
@@ -190,6 +201,9 @@ class VerifyReport:
                 f"{len(self.unmatched_peer)} of its tensors and {len(self.unmatched_ours)} npmnv2 steps have no "
                 "counterpart (fused or extra ops)."
             )
+        elif self.declared_only:
+            where = self.first_local_divergence
+            lines.append(f"{where}: {self.causes[0].detail.removeprefix(f'{where}: ')} ({self.causes[0].cause}).")
         elif self.causes:
             best = self.causes[0]
             where = best.target or self.first_local_divergence
