@@ -21,6 +21,7 @@ import tempfile
 import time
 import tracemalloc
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -172,6 +173,71 @@ def verify_report() -> None:
     print(f"| `verify.check`: run, read weights, match, judge every op, diagnose ({out[4]}) | {check:.1f} |")
 
 
+# One real producer's port per entry, built at full size (width 1.0, 224) where the producer is run
+# here: (name, KERAS_BACKEND or None, code that sets `peer` and `config`). Each is checked in a fresh
+# process; the target is `verify.check` under 30 s per port on 2 cores.
+_KERAS = (
+    "import keras\nport = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))\n"
+    "verify.set_weights(port, verify.random_weights('keras', seed=0)); config = 'keras'\n"
+)
+_TIMM = (
+    "sys.path.insert(0, str(ROOT / 'tests')); from timm_shim import import_timm; timm = import_timm()\n"
+    "port = timm.create_model('mobilenetv2_100', pretrained=False).eval()\n"
+    "verify.set_weights(port, verify.random_weights('torchvision', seed=0)); config = 'torchvision'\n"
+)
+PORTS = [
+    ("Keras, torch backend", "torch", _KERAS + "peer = port\n"),
+    ("Keras, TensorFlow backend", "tensorflow", _KERAS + "peer = port\n"),
+    ("Keras, JAX backend", "jax", _KERAS + "peer = port\n"),
+    (".keras file (isolated child, torch backend)", "torch", _KERAS + "peer = TMP / 'port.keras'; port.save(peer)\n"),
+    ("timm mobilenetv2_100, eager", None, _TIMM + "peer = port\n"),
+    ("timm, torch.fx", None, _TIMM + "import torch.fx\npeer = torch.fx.symbolic_trace(port)\n"),
+    ("timm, torch.jit.script", None, _TIMM + "import torch\npeer = torch.jit.script(port)\n"),
+    (
+        "timm, ONNX (TorchScript exporter, isolated child)",
+        None,
+        _TIMM + "import torch\npeer = TMP / 'port.onnx'\n"
+        "torch.onnx.export(port, torch.zeros(1, 3, 224, 224), str(peer), dynamo=False)\n",
+    ),
+    (
+        "Coral uint8 .tflite (interpreter child)",
+        None,
+        "peer = npmnv2.data_files.data_dir() / 'mobilenet_v2_1.0_224_quant.tflite'; config = 'transformers'\n",
+    ),
+    (
+        "TF converter int8 .tflite (0.35, 96)",
+        None,
+        "peer = ROOT / 'tests/ports/keras_tfconverter_int8_int8.tflite'; config = 'keras'\n",
+    ),
+]
+
+
+def verify_ports_report() -> None:
+    """`verify.check` of one port per real producer, each in a fresh process."""
+
+    print("| port (224 unless said) | verdict | `verify.check` s | whole process s |")
+    print("| --- | --- | ---: | ---: |")
+    root = Path(__file__).resolve().parent.parent
+    for name, backend, build in PORTS:
+        script = (
+            "import os, sys, time; from pathlib import Path; t0 = time.perf_counter()\n"
+            f"ROOT = Path({str(root)!r}); TMP = Path(sys.argv[1])\n"
+            "import numpy as np, npmnv2\nfrom npmnv2 import verify\n" + build + "t1 = time.perf_counter()\n"
+            "r = verify.check(peer, npmnv2.data_files.sample_image('cat'), config=config)\n"
+            "print(f'{time.perf_counter() - t1:.1f} {time.perf_counter() - t0:.1f} {r.status}')\n"
+        )
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        if backend:
+            env["KERAS_BACKEND"] = backend
+        with tempfile.TemporaryDirectory() as tmp:
+            run = subprocess.run([sys.executable, "-c", script, tmp], capture_output=True, text=True, env=env)
+        if run.returncode != 0:
+            print(f"| {name} | failed: {run.stderr.strip().splitlines()[-1][:120]} | | |")
+            continue
+        check, total, status = run.stdout.split()[-3:]
+        print(f"| {name} | {status} | {check} | {total} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=20)
@@ -194,6 +260,7 @@ def main() -> None:
         return
     if args.verify_only:
         verify_report()
+        verify_ports_report()
         return
     if args.explorer_only:
         explorer_report()
