@@ -167,7 +167,8 @@ def align(steps: list[Step], run: PeerRun) -> tuple[list[Match], list[PeerTensor
 def _allowed_kinds(tensors: list[PeerTensor], j: int) -> set[str]:
     """npmnv2's step kinds peer tensor j may stand for, from what follows it in the peer: a conv
     followed by a batch norm is the bare convolution; one that is not has its batch norm folded in
-    (and its activation too, when no activation follows); likewise a batch norm."""
+    (and its activation too, when no activation follows), or, as the port's last weight layer, may
+    be a bare conv (DeepLabV3's classifier); likewise a batch norm."""
     kind = tensors[j].kind
     allowed = set(COMPATIBLE.get(kind, set()))
     shape = tensors[j].array.shape
@@ -180,6 +181,8 @@ def _allowed_kinds(tensors: list[PeerTensor], j: int) -> set[str]:
             allowed = {"batch_norm"}
         else:
             allowed = {"batch_norm", "activation"}
+            if not any(t.kind in ("conv", "depthwise", "linear") for t in tensors[j + 1 :]):
+                allowed.add("convolution")  # the last weight layer: DeepLabV3's classifier, a bare conv with a bias
     elif kind == "batch_norm":
         allowed = {"batch_norm"} if following == "activation" else {"batch_norm", "activation"}
     return allowed

@@ -22,6 +22,7 @@ import numpy as np
 
 FLOAT_TOLERANCE = 1e-5  # relative RMS: float32 rounding of a conversion
 QUANTIZED_TOLERANCE = 0.05  # relative RMS: an 8-bit kernel differs from its float source by a few percent
+EPS_CANDIDATES = (1e-5, 1e-3, 1e-4, 1e-6, 0.0)  # PyTorch's, Keras's and TF-Slim's, others seen in ports
 EXPLAINED = 0.05  # a cause explains the port when it leaves less than this share of the difference
 
 
@@ -69,10 +70,12 @@ def compare_weights(
     port: Any, reference: Any, *, quantized: bool = False, names: dict[str, str] | None = None
 ) -> tuple[list[WeightRow], str | None, list[WeightCause]]:
     """Rows for every weight layer of the spec, the first layer that differs from the reference
-    (or None), and the catalogued causes that reproduce it, best first."""
+    (or None), and the catalogued causes that reproduce it, best first. names: npmnv2's layer ->
+    the port's, for the layers read from the port; when given, only those are compared (an export
+    leaves out a layer its task never computes: DeepLabV3's unused `conv_1x1`)."""
     tolerance = QUANTIZED_TOLERANCE if quantized else FLOAT_TOLERANCE
+    specs = [s for s in port.specs if s.name in names] if names else port.specs
     names = names or {}
-    specs = port.specs
     ref_specs = {s.name: s for s in reference.specs}
     rows, first = [], None
     for spec in specs:
@@ -131,6 +134,10 @@ def _diagnose(port: Any, reference: Any, name: str, tolerance: float) -> list[We
             }  # fmt: skip
             consider("weights.batch_norm_missing", "no batch norm at all (the raw convolution)",
                      *folded(identity, ref_spec.eps))  # fmt: skip
+            for eps in EPS_CANDIDATES:  # folded under another framework's default eps
+                if not np.isclose(eps, ref_spec.eps):
+                    consider("weights.batch_norm_eps", f"the batch norm folded with eps {eps:g} where the spec has "
+                             f"{ref_spec.eps:g}", *folded(ref, eps))  # fmt: skip
     raw = np.asarray(port.params[name]["kernel"], np.float64)
     for other in reference.specs:  # a layer's weights copied from another layer of the same shape
         if other.name == name:
