@@ -238,6 +238,13 @@ class VerifyReport:
         if self.weights_read:
             read = sum(1 for *_, what in self.weights_read if "not read" not in what.lower())
             lines.append(f"Weights: {read} of the spec's {len(self.weights_read)} weight layers read from the port.")
+            folded = sum(1 for *_, what in self.weights_read if "folded" in what)
+            if folded and not self.weight_rows:
+                lines.append(
+                    f"Weights: {folded} batch norms came folded into their convolutions, so their eps and statistics "
+                    "are part of the weights: the port computes what its weights say; whether those are the "
+                    "checkpoint's, a wrong eps included, shows only against a reference (reference= / --reference)."
+                )
         return "\n".join(lines)
 
     def coverage(self) -> str:
