@@ -252,6 +252,46 @@ def test_a_label_cannot_forge_an_output_line_or_turn_text_around(coral_dir, tmp_
     assert sum("forged" in x for x in run.stdout.splitlines()) == 1
 
 
+# ============================================================================ .npz within the budget
+
+
+def _zeros_npz(path: Path, nbytes: int) -> Path:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("x.npy", "w", force_zip64=True) as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": (nbytes // 4,)})
+            for _ in range(nbytes >> 24):
+                f.write(bytes(1 << 24))
+    return path
+
+
+def test_an_npz_that_inflates_a_thousandfold_is_refused_as_a_bomb_before_it_is_read(tmp_path):
+    """Round 3: a 1.9 MB .npz of 1.9 GiB passed the budget and peaked at 3 GB."""
+    from npmnv2.formats.saved_arrays import read_npz
+    from npmnv2.weights import WeightFileError
+
+    bomb = _zeros_npz(tmp_path / "bomb.npz", 128 << 20)
+    with pytest.raises(WeightFileError, match=r"-fold\): a zip bomb") as caught:
+        read_npz(bomb, "reference")
+    assert str(bomb) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_npz_member_is_read_into_its_array_without_a_second_copy(tmp_path):
+    import tracemalloc
+
+    from npmnv2.formats.saved_arrays import read_npz
+
+    values = np.random.default_rng(0).standard_normal((16, 1 << 20)).astype(np.float32)  # 64 MiB, incompressible
+    np.savez(tmp_path / "real.npz", x=values)
+    tracemalloc.start()
+    read = read_npz(tmp_path / "real.npz", "reference")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert np.array_equal(read["x"], values)
+    assert peak < 1.2 * values.nbytes  # the array and one chunk, not the array and its bytes
+
+
 # ============================================================================ verify and convert writes
 
 

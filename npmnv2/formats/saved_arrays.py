@@ -17,7 +17,10 @@ import numpy as np
 
 from .errors import WeightFileError, regular_file
 
-BUDGET = 2 << 30  # bytes of arrays one file may hold (a MobileNetV2 trace at 224 is ~60 MB)
+BUDGET = 2 << 30  # bytes of arrays one file may hold (a DeepLabV3 trace at 513, output stride 8: ~1 GiB)
+MAX_RATIO = 200  # how many times its compressed size a large .npz may unpack to (real tensors: a few times)
+RATIO_FROM = 64 << 20  # ... once it unpacks to more than this (a small file of zeros is harmless)
+CHUNK = 1 << 20  # bytes read at a time straight into the array (no second copy of a member)
 
 
 def _header(stream, where: str, member: str) -> tuple[tuple[int, ...], np.dtype, bool]:
@@ -52,6 +55,12 @@ def read_npz(path: str | os.PathLike, what: str, budget: int = BUDGET) -> dict[s
                 f"{where} decompresses to {total:,} bytes, over the budget of {budget:,} bytes; an .npz of "
                 "MobileNetV2 tensors is far smaller."
             )
+        packed = max(1, sum(info.compress_size for info in infos))
+        if total > RATIO_FROM and total > MAX_RATIO * packed:
+            raise WeightFileError(
+                f"{where} decompresses to {total:,} bytes from {packed:,} ({total // packed:,}-fold): a zip bomb, not "
+                f"tensors (real activations compress a few-fold; npmnv2 reads at most {MAX_RATIO}-fold)."
+            )
         arrays = {}
         for info in infos:
             if not info.filename.endswith(".npy"):
@@ -65,16 +74,28 @@ def read_npz(path: str | os.PathLike, what: str, budget: int = BUDGET) -> dict[s
                             f"{where}: member {info.filename!r} announces a {shape} {dtype} array ({size:,} bytes) "
                             f"but holds {info.file_size:,} bytes."
                         )
-                    data = stream.read(size)
+                    array = _read_into(stream, shape, dtype, fortran)
             except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError) as err:
                 raise WeightFileError(f"{where}: member {info.filename!r} cannot be read ({err}).") from None
-            if len(data) != size:
+            if array is None:
                 raise WeightFileError(f"{where}: member {info.filename!r} is truncated.")
-            array = np.frombuffer(data, dtype=dtype)
-            arrays[info.filename.removesuffix(".npy")] = (
-                array.reshape(shape[::-1]).T if fortran else array.reshape(shape)
-            ).copy()
+            arrays[info.filename.removesuffix(".npy")] = array
     return arrays
+
+
+def _read_into(stream, shape: tuple[int, ...], dtype: np.dtype, fortran: bool) -> np.ndarray | None:
+    """The array a stream holds after its header, read CHUNK bytes at a time into the array itself
+    (memory: the array, not the array and a copy of its bytes); None when the stream ends early."""
+    array = np.empty(shape[::-1] if fortran else shape, dtype=dtype)
+    view = memoryview(array.reshape(-1).view(np.uint8))
+    filled = 0
+    while filled < len(view):
+        chunk = stream.read(min(CHUNK, len(view) - filled))
+        if not chunk:
+            return None
+        view[filled : filled + len(chunk)] = chunk
+        filled += len(chunk)
+    return array.T if fortran else array
 
 
 def read_npy(path: str | os.PathLike, what: str, budget: int = BUDGET) -> np.ndarray:
@@ -86,8 +107,7 @@ def read_npy(path: str | os.PathLike, what: str, budget: int = BUDGET) -> np.nda
         size = math.prod(shape) * dtype.itemsize
         if size > budget:
             raise WeightFileError(f"{where} announces a {shape} {dtype} array of {size:,} bytes, over the budget.")
-        data = stream.read(size)
-    if len(data) != size:
+        array = _read_into(stream, shape, dtype, fortran)
+    if array is None:
         raise WeightFileError(f"{where} is truncated: its header announces {size:,} bytes of data.")
-    array = np.frombuffer(data, dtype=dtype)
-    return (array.reshape(shape[::-1]).T if fortran else array.reshape(shape)).copy()
+    return array
