@@ -133,6 +133,22 @@ class MobileNetV2Config:
         if any(s > MAX_IMAGE_SIDE for s in size):
             self._fail("image_size", f"each side must be at most {MAX_IMAGE_SIDE} (MAX_IMAGE_SIDE)")
 
+    def widest_activation(self, height: int, width: int) -> float:
+        """Values in the widest activation of one image of height x width: the first block's
+        expansion, 16 x expand_ratio channels (widened by a multiplier above 1) at half resolution."""
+        return max(self.depth_multiplier, 1.0) * self.expand_ratio * 16 * (height // 2) * (width // 2)
+
+    def check_activation_size(self, height: int, width: int, what: str) -> None:
+        """Raise ValueError, naming `what`, when an input of height x width would make an activation
+        wider than MAX_ACTIVATION_ELEMENTS (a config's image_size, pixel values, a processor's size)."""
+        widest = self.widest_activation(height, width)
+        if widest > MAX_ACTIVATION_ELEMENTS:
+            raise ValueError(
+                f"{what}: depth_multiplier={self.depth_multiplier} x expand_ratio={self.expand_ratio} at {height}x"
+                f"{width} makes activations of {widest:,.0f} values, over the limit of {MAX_ACTIVATION_ELEMENTS:,} "
+                "(MAX_ACTIVATION_ELEMENTS); use a smaller image size or multiplier."
+            )
+
     def _check_ranges(self) -> None:
         if self.num_channels < 1:
             self._fail("num_channels", "must be >= 1")
@@ -151,13 +167,7 @@ class MobileNetV2Config:
         # The widest activation grows with depth_multiplier x expand_ratio x image area: cap it, so
         # that a config cannot ask for gigabytes before any weight is checked.
         h, w = self.image_hw
-        widest = max(self.depth_multiplier, 1.0) * self.expand_ratio * 16 * (h // 2) * (w // 2)
-        if widest > MAX_ACTIVATION_ELEMENTS:
-            raise ValueError(
-                f"MobileNetV2Config: depth_multiplier={self.depth_multiplier} x expand_ratio={self.expand_ratio} at "
-                f"image_size={self.image_size} makes activations of {widest:,.0f} values, over the limit of "
-                f"{MAX_ACTIVATION_ELEMENTS:,} (MAX_ACTIVATION_ELEMENTS); use a smaller image_size or multiplier."
-            )
+        self.check_activation_size(h, w, f"MobileNetV2Config: image_size={self.image_size}")
         if self.output_stride not in (8, 16, 32):
             self._fail("output_stride", "allowed values are 8, 16 and 32")
         if self.hidden_act not in ACTIVATIONS:

@@ -386,6 +386,15 @@ class MobileNetV2ImageProcessor:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
+    def fixed_output_hw(self) -> tuple[int, int] | None:
+        """(H, W) of every image this processor makes, when that does not depend on the image: its
+        crop, or a resize to a fixed height and width; None otherwise (a shortest-edge resize)."""
+        if self.do_center_crop and {"height", "width"} <= set(self.crop_size):
+            return int(self.crop_size["height"]), int(self.crop_size["width"])
+        if self.do_resize and {"height", "width"} <= set(self.size):
+            return int(self.size["height"]), int(self.size["width"])
+        return None
+
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike) -> MobileNetV2ImageProcessor:
         """The processor that belongs to a weights source: its preprocessor_config.json when there is
@@ -403,7 +412,19 @@ class MobileNetV2ImageProcessor:
             return cls(size={"height": h, "width": w}, do_center_crop=False)
         folder = path if path.is_dir() else path.parent
         if (folder / PREPROCESSOR_NAME).is_file():
-            return cls.from_dict(read_json_object(folder / PREPROCESSOR_NAME, "preprocessor config"))
+            processor = cls.from_dict(read_json_object(folder / PREPROCESSOR_NAME, "preprocessor config"))
+            hw = processor.fixed_output_hw()
+            if hw is not None:  # the model's activations at that size, under the config's cap
+                from .configuration_mobilenet_v2 import MobileNetV2Config
+
+                config = read_json_object(folder / CONFIG_NAME, "config") if (folder / CONFIG_NAME).is_file() else {}
+                known = {k: config[k] for k in ("depth_multiplier", "expand_ratio") if k in config}
+                where = f"preprocessor config {str(folder / PREPROCESSOR_NAME)!r} (resizes to {hw[0]}x{hw[1]})"
+                try:
+                    MobileNetV2Config(**known).check_activation_size(*hw, where)
+                except (ValueError, TypeError) as err:
+                    raise WeightFileError(" ".join(str(err).split())) from None
+            return processor
         if (folder / CONFIG_NAME).is_file():
             from .configuration_mobilenet_v2 import MobileNetV2Config
 

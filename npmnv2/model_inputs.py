@@ -89,6 +89,7 @@ def check_pixel_values(pixel_values: Any, config: MobileNetV2Config, cls_name: s
             f"{cls_name}: input {h}x{w} is smaller than the minimum {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE} "
             "(after 5 stride-2 layers the feature map would vanish); resize the image up."
         )
+    config.check_activation_size(h, w, f"{cls_name}: pixel_values of shape {pixel_values.shape}")
     if not np.isfinite(pixel_values).all():
         raise ValueError(f"{cls_name}: pixel_values contains NaN or Inf; check the preprocessing.")
 

@@ -292,6 +292,25 @@ def test_an_npz_member_is_read_into_its_array_without_a_second_copy(tmp_path):
     assert peak < 1.2 * values.nbytes  # the array and one chunk, not the array and its bytes
 
 
+def test_a_preprocessor_config_whose_size_makes_activations_too_wide_is_refused_naming_it(tmp_path):
+    """Round 3: a preprocessor config of 8000x8000 was not covered by the activation cap."""
+    import json
+
+    import npmnv2
+    from npmnv2.weights import WeightFileError
+
+    model = npmnv2.MobileNetV2ForImageClassification(
+        npmnv2.MobileNetV2Config(depth_multiplier=0.35, image_size=96, num_labels=10)
+    )
+    model.save_pretrained(tmp_path)
+    size = {"size": {"height": 8000, "width": 8000}, "do_center_crop": False}
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(size))
+    with pytest.raises(WeightFileError, match=r"preprocessor_config\.json' \(resizes to 8000x8000\).*MAX_ACTIVATION"):
+        npmnv2.MobileNetV2ImageProcessor.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match=r"pixel_values of shape \(1, 3, 6000, 6000\).*MAX_ACTIVATION"):
+        model(np.zeros((1, 3, 6000, 6000), np.float32))  # refused before any activation is allocated
+
+
 # ============================================================================ verify and convert writes
 
 
