@@ -638,6 +638,7 @@ def _refuse_what_the_float_model_ignores(graph: TFLiteGraph, names: dict[int, st
         raise WeightFileError(
             f"{graph.where}: blocks {sorted(missing)} have no residual ADD; MobileNetV2 adds their input."
         )
+
     # Wiring: each backbone layer reads the previous layer's output (or the previous block's sum).
     order = [c.name for c in backbone_spec(cfg).convs() if c.name in index_of]
     block_of = {c.name: b.name for b in backbone_spec(cfg).blocks for c in b.convs}
@@ -668,6 +669,73 @@ def _refuse_what_the_float_model_ignores(graph: TFLiteGraph, names: dict[int, st
             source = producer.get(graph.ops[source]["inputs"][0], -1)
         if source != pools[0]:
             fail(index_of["classifier"], "the classifier does not read the pooled features")
+    _refuse_other_wiring(graph, names, producer, fail)
+
+
+# ops a graph may apply to the network's output without changing what the float model computes
+_PASS_ON = {"RESHAPE", "SQUEEZE", "SOFTMAX", "QUANTIZE", "DEQUANTIZE", "ARG_MAX", "RESIZE_BILINEAR"}
+INPUT_RANGE_SLACK = 0.02  # how far the real range a quantized input holds may lie from [-1, 1]
+
+
+def _refuse_other_wiring(graph: TFLiteGraph, names: dict[int, str], producer: dict[int, int], fail: Any) -> None:
+    """The rest of what the integer model honours and the float model would not: the DeepLabV3
+    concatenation's order (image pool first, then the 1x1 branch), an ARG_MAX over the classes (the
+    last axis), an input quantized for real values in [-1, 1] (the float model is fed MobileNetV2's
+    [-1, 1] pixels), and graph outputs computed from the classifier (not, say, from the pooling)."""
+    index_of = {hf: i for i, hf in names.items()}
+
+    def source(tensor: int, through: tuple[str, ...] = ("QUANTIZE", "DEQUANTIZE", "RESHAPE")) -> int:
+        at = producer.get(tensor, -1)
+        while at >= 0 and graph.ops[at]["type"] in through:
+            at = producer.get(graph.ops[at]["inputs"][0], -1)
+        return at
+
+    for index, op in enumerate(graph.ops):
+        if op["type"] == "CONCATENATION" and "segmentation_head.conv_aspp" in index_of:
+            first, second = (source(t) for t in op["inputs"][:2])
+            pooled = first >= 0 and graph.ops[first]["type"] == "RESIZE_BILINEAR"
+            pooled = pooled and source(graph.ops[first]["inputs"][0]) == index_of["segmentation_head.conv_pool"]
+            if second != index_of["segmentation_head.conv_aspp"] or not pooled:
+                fail(index, "inputs in another order than the image pool's (resized), then the 1x1 branch's")
+        if op["type"] == "ARG_MAX":
+            rank = len(graph.shape(op["inputs"][0]))
+            axis = int(np.asarray(graph.raw(op["inputs"][1])).ravel()[0])
+            if rank and axis % rank != rank - 1:
+                fail(index, f"an argmax over axis {axis} of a {rank}-D tensor, not over its classes (the last axis)")
+    feed = graph.graph.Inputs(0)
+    first = graph.ops[producer[feed]] if feed in producer else None
+    held = feed if graph.quantization(feed) is not None else None
+    if held is None:  # a float input quantized by the graph's first op
+        held = next(
+            (op["outputs"][0] for op in graph.ops if op["type"] == "QUANTIZE" and op["inputs"][0] == feed), None
+        )
+    quant = None if held is None else graph.quantization(held)
+    dtype = None if held is None else graph.type_of(held)
+    if quant is not None and dtype is not None and first is None:
+        info = np.iinfo(dtype)
+        low = (info.min - quant.tensor_zero_point) * quant.tensor_scale
+        high = (info.max - quant.tensor_zero_point) * quant.tensor_scale
+        if abs(low + 1) > INPUT_RANGE_SLACK or abs(high - 1) > INPUT_RANGE_SLACK:
+            reader = next(i for i, op in enumerate(graph.ops) if held in op["inputs"] or held in op["outputs"])
+            fail(
+                reader,
+                f"its input {graph.name(held)!r} is quantized with scale {quant.tensor_scale:.6g} and zero point "
+                f"{quant.tensor_zero_point} (real values {low:.3g} .. {high:.3g}), but the float model is fed "
+                "MobileNetV2's pixels in [-1, 1] (QuantizedMobileNetV2 runs this file as it is)",
+            )
+    classifier = index_of.get("classifier", index_of.get("segmentation_head.classifier"))
+    for k in range(graph.graph.OutputsLength()):
+        out = graph.graph.Outputs(k)
+        at = producer.get(out, -1)
+        while at >= 0 and at != classifier and graph.ops[at]["type"] in _PASS_ON:
+            at = producer.get(graph.ops[at]["inputs"][0], -1)
+        if at != classifier:
+            where = graph.ops[at]["type"] if at >= 0 else "the input"
+            raise WeightFileError(
+                f"{graph.where}: graph output {graph.name(out)!r} comes from {where} (op {at}), not from the "
+                "classifier; the float model computes the logits, so npmnv2 refuses the file rather than answer "
+                "for another tensor."
+            )
 
 
 def _infer_tflite_config(graph, tensors, strides, dilations, paddings, acts) -> dict[str, Any]:

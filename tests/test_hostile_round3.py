@@ -202,6 +202,65 @@ def npmnv2_quantized(path):
     return QuantizedMobileNetV2.from_pretrained(path)
 
 
+# ============================================================================ what the float importer would ignore
+
+
+def _float_import(path, segmentation=False):
+    from npmnv2 import MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation
+
+    cls = MobileNetV2ForSemanticSegmentation if segmentation else MobileNetV2ForImageClassification
+    return cls.from_pretrained(path)
+
+
+def test_a_deeplab_concatenation_with_its_inputs_reversed_is_refused_by_the_float_importer(tmp_path, coral_dir):
+    """Round 3: the integer model concatenates in the file's order; the float model ignored it."""
+    from npmnv2.weights import WeightFileError
+
+    e = _edit(coral_dir / "deeplabv3_mnv2_dm05_pascal_quant.tflite")
+    concat = e.ops_of("CONCATENATION")[0]
+    first, second = e.op_input(concat, 0), e.op_input(concat, 1)
+    e.set_op_input(concat, 0, second)
+    e.set_op_input(concat, 1, first)
+    path = e.save(tmp_path / "reversed.tflite")
+    with pytest.raises(WeightFileError, match=r"CONCATENATION.*inputs in another order") as caught:
+        _float_import(path, segmentation=True)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_an_argmax_over_another_axis_is_refused_by_the_float_importer(tmp_path, coral_dir):
+    from npmnv2.weights import WeightFileError
+
+    e = _edit(coral_dir / "deeplabv3_mnv2_dm05_pascal_quant.tflite")
+    argmax = e.ops_of("ARG_MAX")[0]
+    e.set_data(e.op_input(argmax, 1), 0, "<i", 1)  # over the rows, not the classes
+    e.set_shape(e.op_output(argmax), 2, 21)  # (1, 513, 21): what an argmax over the rows gives
+    path = e.save(tmp_path / "argmax_rows.tflite")
+    with pytest.raises(WeightFileError, match=r"ARG_MAX.*argmax over axis 1 of a 4-D tensor"):
+        _float_import(path, segmentation=True)
+
+
+def test_an_input_quantized_for_another_range_is_refused_by_the_float_importer(tmp_path, coral_dir):
+    """The float model is fed [-1, 1] pixels; a file whose input holds [0, 2] would be computed apart."""
+    from npmnv2.weights import WeightFileError
+
+    e = _edit(coral_dir / "mobilenet_v2_1.0_224_quant.tflite")
+    e.set_zero_point(e.graph.Inputs(0), 0)  # the same scale: real values 0 .. 2
+    path = e.save(tmp_path / "input_0_2.tflite")
+    with pytest.raises(WeightFileError, match=r"zero point 0 \(real values 0 \.\. 1\.99\), but the float model"):
+        _float_import(path)
+
+
+def test_a_graph_output_moved_to_the_pooling_is_refused_by_the_float_importer(tmp_path, coral_dir):
+    from npmnv2.weights import WeightFileError
+
+    e = _edit(coral_dir / "mobilenet_v2_1.0_224_quant.tflite")
+    pool = e.ops_of("AVERAGE_POOL_2D")[0]
+    e.set_element(e.graph, 8, 0, "<i", e.op_output(pool))  # the subgraph's outputs[0]
+    path = e.save(tmp_path / "pool_out.tflite")
+    with pytest.raises(WeightFileError, match=r"graph output .* comes from AVERAGE_POOL_2D .*not from the classifier"):
+        _float_import(path)
+
+
 # ============================================================================ labels
 
 
