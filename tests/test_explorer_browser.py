@@ -271,3 +271,27 @@ def test_enlarged_channels_are_at_full_resolution_and_a_step_without_channels_sh
     )
     WebDriverWait(browser, 30).until(lambda d: _name(d) == "classifier")
     assert browser.execute_script("return getComputedStyle(document.querySelector('.npx-big')).display") == "none"
+
+
+HOSTILE_LABELS = [
+    "<!--<script>",  # round 3: left the page blank
+    '<img src=x onerror="document.title=\'pwned\'">',  # ran on a page whose CSP allowed 'unsafe-inline'
+    "</script><script>document.title='pwned'</script>",
+]
+
+
+def test_a_page_whose_labels_hold_markup_shows_them_as_text_and_runs_none_of_it(browser, tmp_path, coral_dir):
+    from npmnv2.explorer import session_for, write_page
+
+    config = npmnv2.MobileNetV2Config(
+        depth_multiplier=0.35, image_size=96, num_labels=3, id2label=dict(enumerate(HOSTILE_LABELS))
+    )
+    model = npmnv2.MobileNetV2ForImageClassification(config, seed=0)
+    path = write_page(session_for(model, coral_dir / "cat.bmp"), tmp_path / "hostile.html")
+    text = path.read_text()
+    assert "unsafe-inline" not in text and "script-src 'sha256-" in text
+    _open(browser, path)
+    assert browser.title != "pwned" and not browser.find_elements(By.CSS_SELECTOR, ".npx-top5 img")
+    shown = browser.execute_script("return document.querySelector('.npx-top5').textContent")
+    assert all(label in shown for label in HOSTILE_LABELS)  # as text, exactly
+    assert _errors(browser) == []

@@ -68,8 +68,25 @@ def explore(model: Any, image: Any, *, other: Any = None) -> Any:
     return ExplorerWidget(session_for(model, image, other=other))
 
 
-# The page may load nothing: no network, no other file; only its own inline script, style and data: images.
-_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'"
+def page_policy(script: str, style: str) -> str:
+    """The page's Content-Security-Policy: nothing loads (no network, no other file) but data:
+    images, and the one inline script and the one inline style whose SHA-256 it names: an injected
+    `<script>`, `onerror=` or `style=` never runs, even on a copy of the page (no 'unsafe-inline')."""
+    import base64
+    import hashlib
+
+    def digest(text: str) -> str:
+        return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii") + "'"
+
+    return f"default-src 'none'; img-src data:; style-src {digest(style)}; script-src {digest(script)}"
+
+
+def embedded_json(data: Any) -> str:
+    """`data` as JSON that is inert inside a `<script type="application/json">` element: every `<`,
+    `>` and `&` written as a \\u escape, so no label (`</script>`, `<!--<script>`) can end the
+    element or switch the HTML parser into another state; JSON.parse reads the same strings."""
+    text = json.dumps(data, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
 def page_html(session: ExplorerSession, *, title: str = "") -> str:
@@ -81,38 +98,42 @@ def page_html(session: ExplorerSession, *, title: str = "") -> str:
         "payloads": {step.name: session.payload(step.name) for step in session.steps},
         "input_tiles": session.tiles("pixel_values"),
     }
-    blob = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
-    script = _asset("explorer.js").replace("export default { render };", "")
+    blob = embedded_json(data)
     title = title or f"npmnv2 explorer: {type(session.model).__name__}"
+    style = f"""body {{ margin: 16px; }} h1 {{ font: 600 18px system-ui, sans-serif; }}
+{_asset("explorer.css")}"""
+    script = _asset("explorer.js").replace("export default { render };", "") + _PAGE_SCRIPT
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{_POLICY}">
+<meta http-equiv="Content-Security-Policy" content="{page_policy(script, style)}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{html.escape(title)}</title>
-<style>body {{ margin: 16px; }} h1 {{ font: 600 18px system-ui, sans-serif; }}
-{_asset("explorer.css")}</style></head>
+<style>{style}</style></head>
 <body><h1>{html.escape(title)}</h1><div id="npx-root"></div>
 <script type="application/json" id="npx-data">{blob}</script>
-<script type="module">
-{script}
+<script type="module">{script}</script></body></html>
+"""
+
+
+# What the page runs after explorer.js: the widget's model, answered from the embedded data.
+_PAGE_SCRIPT = """
 const data = JSON.parse(document.getElementById("npx-data").textContent);
 const listeners = [];
 const reply = (msg) => listeners.forEach((cb) => cb(msg));
-const model = {{
+const model = {
   get: (key) => data[key],
-  on: (event, cb) => {{ if (event === "msg:custom") listeners.push(cb); }},
-  send: (msg) => setTimeout(() => {{
-    if (msg.type === "step") {{
-      reply({{ type: "payload", payload: data.payloads[msg.name] }});
-    }} else if (msg.type === "tiles") {{
-      const tiles = msg.name === "pixel_values" ? data.input_tiles : (data.payloads[msg.name] || {{}}).tiles;
-      reply({{ type: "tiles", name: msg.name, tiles }});
-    }}
-  }}),
-}};
-render({{ model, el: document.getElementById("npx-root") }});
+  on: (event, cb) => { if (event === "msg:custom") listeners.push(cb); },
+  send: (msg) => setTimeout(() => {
+    if (msg.type === "step") {
+      reply({ type: "payload", payload: data.payloads[msg.name] });
+    } else if (msg.type === "tiles") {
+      const tiles = msg.name === "pixel_values" ? data.input_tiles : (data.payloads[msg.name] || {}).tiles;
+      reply({ type: "tiles", name: msg.name, tiles });
+    }
+  }),
+};
+render({ model, el: document.getElementById("npx-root") });
 document.body.dataset.ready = "1";
-</script></body></html>
 """
 
 
