@@ -29,6 +29,7 @@ import hashlib
 import importlib.resources
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -294,11 +295,18 @@ def creation_mode() -> int:
     return 0o666 & ~umask
 
 
-def download(entry: DataFile, folder: Path, *, base_url: str = BASE_URL, timeout: float = 60.0) -> Path:
+MIN_RATE = 20_000  # bytes per second a download may not stay below (a 20 MB model: 17 minutes)
+
+
+def download(
+    entry: DataFile, folder: Path, *, base_url: str = BASE_URL, timeout: float = 60.0, min_rate: float = MIN_RATE
+) -> Path:
     """Fetch one catalogued file into `folder`, checked against its pinned size and SHA-256.
 
     The bytes stream into a fresh temporary file in `folder` (never a predictable name, never
     through a link); on any failure it is removed and nothing at `folder/entry.name` changes.
+    `timeout` bounds each read; the whole download gets `timeout` plus its size at `min_rate`, so a
+    server that trickles a byte at a time is stopped too.
     """
     url = urllib.parse.urljoin(base_url if base_url.endswith("/") else base_url + "/", entry.name)
     if urllib.parse.urlparse(url).scheme not in ("http", "https"):
@@ -307,8 +315,15 @@ def download(entry: DataFile, folder: Path, *, base_url: str = BASE_URL, timeout
     fd, tmp = tempfile.mkstemp(prefix=f".{entry.name}.", suffix=".part", dir=folder)
     try:
         digest, received = hashlib.sha256(), 0
+        allowed = timeout + entry.size / min_rate
+        deadline = time.monotonic() + allowed
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            while chunk := response.read(CHUNK):
+            while chunk := response.read1(CHUNK):  # what one receive brought: the deadline is checked often
+                if time.monotonic() > deadline:
+                    raise DataError(
+                        f"{url} sent {received:,} of the {entry.size:,} bytes of {entry.name} in {allowed:.0f} s, "
+                        f"slower than {min_rate / 1000:g} kB/s; the download was stopped and nothing was written."
+                    )
                 received += len(chunk)
                 if received > entry.size:
                     raise DataError(f"{url} sent more than the pinned {entry.size:,} bytes of {entry.name}; refused.")

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -24,7 +25,8 @@ SMALL = ["pascal_voc_segmentation_labels.txt", "COPYRIGHT", "cat.bmp"]
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
     """Serves a folder; `broken` maps a file name to what to do instead: "truncate" (declare the
-    full length, send half, then hang up) or "corrupt" (the full length, one byte changed)."""
+    full length, send half, then hang up), "corrupt" (the full length, one byte changed) or "trickle"
+    (a byte every 50 ms)."""
 
     broken: ClassVar[dict[str, str]] = {}
 
@@ -44,6 +46,12 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.wfile.write(payload[: len(payload) // 2])
             self.wfile.flush()
             self.close_connection = True
+            return
+        if how == "trickle":  # one byte at a time, each well within the per-read timeout
+            for byte in payload[:200]:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.05)
             return
         self.wfile.write(payload[:-1] + bytes([payload[-1] ^ 0xFF]))
 
@@ -134,6 +142,18 @@ def test_a_wrong_or_truncated_download_is_refused_and_nothing_is_written(server,
         fetch(tmp_path, ["cat.bmp"], base_url=url)
     assert "nothing was written" in str(error.value)
     assert list(tmp_path.iterdir()) == []  # no partial file, no temporary left behind
+
+
+def test_a_server_that_trickles_is_stopped_by_the_whole_downloads_deadline(server, tmp_path):
+    """Round 3: a trickling download never timed out (the timeout was per read)."""
+    url, broken = server
+    broken["cat.bmp"] = "trickle"
+    entry = catalogue_entry("cat.bmp")
+    started = time.monotonic()
+    with pytest.raises(DataError, match=r"slower than 1,?000 kB/s; the download was stopped") as error:
+        data_files.download(entry, tmp_path, base_url=url, timeout=1.0, min_rate=1e6)
+    assert time.monotonic() - started < 5  # 1 s plus the file's size at 1 MB/s, not the whole trickle
+    assert "nothing was written" in str(error.value) and list(tmp_path.iterdir()) == []
 
 
 def test_a_file_with_other_bytes_is_never_overwritten(server, tmp_path):
