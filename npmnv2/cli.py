@@ -966,7 +966,12 @@ def _one_line(err: Exception) -> str:
             f"npmnv2 failed unexpectedly ({type(err).__name__}: {text or 'no message'}); this is a bug, not your "
             "input's fault alone: please report it with the command and --debug's traceback."
         )
+    if len(text) > MAX_MESSAGE:  # a message quoting a whole file or list: its start names what is wrong
+        text = f"{text[: MAX_MESSAGE - 100]} ... ({len(text):,} characters; --debug shows all)"
     return text
+
+
+MAX_MESSAGE = 600  # characters of the one line an error prints
 
 
 def main(argv: Sequence[str] | None = None) -> int:

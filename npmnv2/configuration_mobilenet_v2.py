@@ -28,6 +28,15 @@ def _closest(name: str, candidates: list[str]) -> str:
     return f" Did you mean {match[0]!r}?" if match else ""
 
 
+def _shown(value: Any) -> str:
+    """A field's value as an error message shows it: its repr, or for a long one what it is and how
+    long (100,001 labels are not printed)."""
+    if isinstance(value, (dict, list, tuple)) and len(value) > 8:
+        return f"<a {type(value).__name__} of {len(value):,} entries>"
+    text = repr(value)
+    return text if len(text) <= 120 else f"{text[:100]}... <{len(text):,} characters>"
+
+
 @dataclass
 class MobileNetV2Config:
     """Configuration of a MobileNetV2 backbone and its heads (transformers' `MobileNetV2Config`).
@@ -105,7 +114,7 @@ class MobileNetV2Config:
 
     # ---------------------------------------------------------------- validation
     def _fail(self, name: str, allowed: str) -> None:
-        raise ValueError(f"MobileNetV2Config.{name}={getattr(self, name)!r} is invalid: {allowed}.")
+        raise ValueError(f"MobileNetV2Config.{name}={_shown(getattr(self, name))} is invalid: {allowed}.")
 
     def _check_types(self) -> None:
         for name in ("num_channels", "depth_divisible_by", "min_depth", "output_stride", "semantic_loss_ignore_index"):

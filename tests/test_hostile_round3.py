@@ -566,3 +566,42 @@ def test_a_nan_in_a_config_is_refused_not_written_back_as_non_json(tmp_path):
     run = _run("convert", source, tmp_path / "out")
     assert run.returncode == 1 and "NaN is not a JSON number" in run.stderr
     assert not (tmp_path / "out").exists()
+
+
+# ============================================================================ one short line per message
+
+
+def test_a_keras_file_given_by_a_relative_path_is_found_by_the_child_and_its_refusal_is_one_short_line(tmp_path):
+    import json
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "lambda.keras", "w") as archive:
+        archive.writestr("config.json", json.dumps({"class_name": "Lambda", "config": {}}))
+        archive.writestr("metadata.json", "{}")
+    run = subprocess.run(
+        [str(NPMNV2), "verify", "lambda.keras", str(Path(__file__).parent.parent / "npmnv2/data/cat.jpg")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+        env={**os.environ, "KERAS_BACKEND": "torch"},
+    )
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 1 and len(lines) == 1, run.stderr
+    assert "Could not locate class 'Lambda'" in lines[0] and "lambda.keras" in lines[0] and len(lines[0]) < 600
+
+
+def test_a_config_of_100001_labels_is_refused_in_one_short_line():
+    """Round 3: the error line quoted every label (1.68 MB)."""
+    import npmnv2
+
+    with pytest.raises(ValueError) as caught:
+        npmnv2.MobileNetV2Config(id2label={i: f"label {i}" for i in range(100_001)})
+    assert "a dict of 100,001 entries" in str(caught.value) and len(str(caught.value)) < 200
+
+
+def test_the_cli_cuts_any_error_line_to_a_few_hundred_characters():
+    from npmnv2.cli import MAX_MESSAGE, _one_line
+
+    line = _one_line(ValueError("file 'x.bin': " + "very long detail " * 1000))
+    assert line.startswith("file 'x.bin': ") and len(line) <= MAX_MESSAGE and "--debug shows all" in line

@@ -358,6 +358,7 @@ def keras_file_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRu
     from .child import Limits, run_child
 
     path, _ = checked_keras_file(path)
+    path = path.resolve()  # the child runs in its own empty folder
     with tempfile.TemporaryDirectory(prefix="npmnv2-keras-") as folder:
         work = Path(folder)
         pixels = np.ascontiguousarray(pixel_values.transpose(0, 2, 3, 1), np.float32)
