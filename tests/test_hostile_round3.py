@@ -571,15 +571,29 @@ def test_a_nan_in_a_config_is_refused_not_written_back_as_non_json(tmp_path):
 # ============================================================================ one short line per message
 
 
-def test_a_keras_file_given_by_a_relative_path_is_found_by_the_child_and_its_refusal_is_one_short_line(tmp_path):
+def _keras_archive(path: Path, layers: list) -> Path:
     import json
     import zipfile
 
-    with zipfile.ZipFile(tmp_path / "lambda.keras", "w") as archive:
-        archive.writestr("config.json", json.dumps({"class_name": "Lambda", "config": {}}))
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", json.dumps({"class_name": "Functional", "config": {"layers": layers}}))
         archive.writestr("metadata.json", "{}")
+    return path
+
+
+def test_a_keras_file_with_a_layer_no_mobilenetv2_holds_is_refused_before_keras_builds_it(tmp_path):
+    from npmnv2.verify import peers
+    from npmnv2.weights import WeightFileError
+
+    path = _keras_archive(tmp_path / "lambda.keras", [{"class_name": "InputLayer"}, {"class_name": "Lambda"}])
+    with pytest.raises(WeightFileError, match=r"holds a 'Lambda' layer, which a MobileNetV2 does not contain"):
+        peers.keras_file_peer(path, np.zeros((1, 3, 96, 96), np.float32))
+
+
+def test_a_keras_file_given_by_a_relative_path_is_found_by_the_child_and_its_refusal_is_one_short_line(tmp_path):
+    _keras_archive(tmp_path / "broken.keras", [{"class_name": "InputLayer", "config": {"bad": 1}}])
     run = subprocess.run(
-        [str(NPMNV2), "verify", "lambda.keras", str(Path(__file__).parent.parent / "npmnv2/data/cat.jpg")],
+        [str(NPMNV2), "verify", "broken.keras", str(Path(__file__).parent.parent / "npmnv2/data/cat.jpg")],
         capture_output=True,
         text=True,
         timeout=600,
@@ -588,7 +602,8 @@ def test_a_keras_file_given_by_a_relative_path_is_found_by_the_child_and_its_ref
     )
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 1 and len(lines) == 1, run.stderr
-    assert "Could not locate class 'Lambda'" in lines[0] and "lambda.keras" in lines[0] and len(lines[0]) < 600
+    assert "Keras refused" in lines[0] and "broken.keras" in lines[0] and len(lines[0]) < 600
+    assert "File not found" not in lines[0]  # the child was given the file's absolute path
 
 
 def test_a_config_of_100001_labels_is_refused_in_one_short_line():

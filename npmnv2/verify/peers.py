@@ -334,7 +334,41 @@ def checked_keras_file(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
         raise WeightFileError(f"{where}: its config.json is not JSON ({err}).") from None
     if not isinstance(described, dict):
         raise WeightFileError(f"{where}: its config.json is not a Keras model's config (a JSON object).")
+    _check_keras_layers(described, where, depth=0)
     return path, described
+
+
+# The Keras layers a MobileNetV2 or DeepLabV3 port is built from (keras.applications, hand-built
+# heads, preprocessing layers); a model holding anything else is refused before Keras builds it.
+KERAS_LAYERS = {
+    "InputLayer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "BatchNormalization", "ReLU", "Activation",
+    "Add", "ZeroPadding2D", "GlobalAveragePooling2D", "AveragePooling2D", "Dropout", "SpatialDropout2D", "Dense",
+    "Reshape", "Flatten", "Softmax", "Rescaling", "Normalization", "Resizing", "UpSampling2D", "Concatenate",
+    "Multiply", "Identity",
+}  # fmt: skip
+KERAS_MODELS = {"Functional", "Sequential", "Model"}
+
+
+def _check_keras_layers(config: dict[str, Any], where: str, depth: int) -> None:
+    """Every layer of a Keras model config (and of models nested in it) is one of KERAS_LAYERS."""
+    from ..formats.errors import WeightFileError
+
+    name = config.get("class_name")
+    if name not in KERAS_MODELS or depth > 4:
+        raise WeightFileError(f"{where}: its config.json describes a {str(name)[:60]!r}, not a Keras model.")
+    layers = (config.get("config") or {}).get("layers") if isinstance(config.get("config"), dict) else None
+    if not isinstance(layers, list):
+        raise WeightFileError(f"{where}: its config.json lists no layers.")
+    for layer in layers:
+        kind = layer.get("class_name") if isinstance(layer, dict) else None
+        if kind in KERAS_MODELS:
+            _check_keras_layers(layer, where, depth + 1)
+        elif kind not in KERAS_LAYERS:
+            raise WeightFileError(
+                f"{where}: it holds a {str(kind)[:60]!r} layer, which a MobileNetV2 does not contain (it has "
+                "convolutions, batch norms, activations, adds, padding, pooling and a dense head); npmnv2 refuses "
+                "it before Keras builds it."
+            )
 
 
 def keras_file_input_size(path: str | os.PathLike) -> tuple[int, int] | None:
