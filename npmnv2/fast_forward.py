@@ -251,8 +251,8 @@ class FoldCache:
     """Folded layers, folded once and reused while the model's arrays stay the same objects.
 
     A layer is refolded when any of its arrays in `model.params` is replaced by another array
-    (the cache holds the arrays it folded, so their ids cannot be reused while cached). An array
-    changed in place is not seen here: `clear()` (the model's `refold()`) forgets every fold.
+    (the cache holds the arrays it folded, so their ids cannot be reused while cached). The model's
+    arrays are read-only (`npmnv2.parameters`), so replacing one is the only way to change it.
     """
 
     def __init__(self) -> None:

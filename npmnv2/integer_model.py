@@ -131,7 +131,6 @@ class QuantizedMobileNetV2:
             quant = graph.quantization(next(op["outputs"][0] for op in graph.ops if op["type"] == "QUANTIZE"))
         self.input_scale, self.input_zero_point = quant.tensor_scale, quant.tensor_zero_point
         self.input_shape = graph.shape(self.input_index)  # (1, H, W, C)
-        self.last_traced_input: np.ndarray | None = None  # the input of the last `trace`, for `run_from`
         # What TFLite computes once in each op's Prepare, computed once here too: constants,
         # quantization parameters, multipliers and activation ranges, per tensor or op.
         self._constants: dict[int, np.ndarray] = {}
@@ -339,9 +338,7 @@ class QuantizedMobileNetV2:
         """Run the integer model and record every op as a Step (see `npmnv2.trace.trace_forward`):
         its integer output (NCHW), op, kind, MACs, integer parameters and (attrs) its scale, zero
         point, TFLite op and tensor, matching float step and saturation counts."""
-        trace = trace_forward(self, pixel_values, layers, stop_at)
-        self.last_traced_input = pixel_values
-        return trace
+        return trace_forward(self, pixel_values, layers, stop_at)
 
     def steps(self, pixel_values: np.ndarray) -> Step:
         """The steps of one integer forward pass, each computed when asked for (a `StepStream`)."""
@@ -349,8 +346,7 @@ class QuantizedMobileNetV2:
 
     def run_from(self, name: str, tensor: np.ndarray, *, pixel_values: np.ndarray | None = None) -> QuantizedOutput:
         """The integer forward again, with `tensor` (integers, NCHW) in place of step `name`'s output."""
-        source = self.last_traced_input if pixel_values is None else pixel_values
-        return run_from(self, name, tensor, pixel_values=source)
+        return run_from(self, name, tensor, pixel_values=pixel_values)
 
     # ---------------------------------------------------------------- what TFLite prepares once per op
     def _const(self, t: int) -> np.ndarray:

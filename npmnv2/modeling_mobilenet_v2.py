@@ -66,6 +66,7 @@ from .outputs import (
     ImageClassifierOutputWithNoAttention,
     SemanticSegmenterOutput,
 )
+from .parameters import ModelParams
 from .state_dict import (
     adapt_to_task,
     check_state_dict,
@@ -319,12 +320,12 @@ def _as_asked(out: Any, return_dict: bool | None) -> Any:
 class MobileNetV2PreTrainedModel:
     """What the three model classes share: config, dtype, parameters, loading and tracing.
 
-    Parameters live in `self.params`: a dict from layer name (transformers module path,
-    "layer.3.expand_1x1", "segmentation_head.conv_pool", "classifier") to that layer's arrays in
-    npmnv2's layout ("kernel" HWIO, "bias", batch-norm "gamma", "beta", "mean", "var"). The
-    arrays a model makes itself (random init, `from_state_dict`, `from_pretrained`) are its own
-    copies; arrays you assign (`model.params[name]["kernel"] = edited`) are used as they are and
-    never changed, and their flags are left alone.
+    Parameters live in `self.params` (`npmnv2.parameters.ModelParams`): a dict from layer name
+    (transformers module path, "layer.3.expand_1x1", "segmentation_head.conv_pool", "classifier")
+    to that layer's arrays in npmnv2's layout ("kernel" HWIO, "bias", batch-norm "gamma", "beta",
+    "mean", "var"). Every array is the model's own read-only copy: an edit in place raises, and an
+    array you assign (`model.params[name]["kernel"] = edited`) is copied (yours keeps its flags and
+    is never changed), so the folded layers the plain forward runs can never go stale.
     """
 
     base_model_prefix = "mobilenet_v2"
@@ -346,10 +347,18 @@ class MobileNetV2PreTrainedModel:
             raise ValueError(f"{type(self).__name__}: dtype must be float32 or float64, got {self.dtype}.")
         self.arch = backbone_spec(self.config)
         self.specs = layer_specs(self.config, self.task)  # every layer with parameters, in execution order
-        self.params: dict[str, dict[str, np.ndarray]] = {}
+        self.params = ModelParams()
         self.quantization: dict[str, tuple[float, int]] = {}  # activation (scale, zero point), from TFLite
         self._fold_cache = fast_forward.FoldCache()
-        self.last_traced_input: np.ndarray | None = None  # the input of the last `trace`, for `run_from`
+
+    @property
+    def params(self) -> ModelParams:
+        """Layer name -> its read-only arrays (see the class docstring)."""
+        return self._params
+
+    @params.setter
+    def params(self, layers: Mapping[str, Mapping[str, Any]]) -> None:
+        self._params = layers if isinstance(layers, ModelParams) else ModelParams(layers)
 
     @classmethod
     def _empty(cls, config: MobileNetV2Config, dtype: Any):
@@ -359,9 +368,11 @@ class MobileNetV2PreTrainedModel:
         return model
 
     def __copy__(self):
-        """A shallow copy with its own fold cache (the arrays are shared until replaced)."""
+        """A shallow copy with its own fold cache and its own params mapping: the read-only arrays
+        are shared until one model replaces one of its own."""
         new = type(self).__new__(type(self))
         vars(new).update({**vars(self), "_fold_cache": fast_forward.FoldCache()})
+        new.params = ModelParams({name: dict(arrays) for name, arrays in self.params.items()})
         return new
 
     # -- transformers state dicts ----------------------------------------------
@@ -522,16 +533,11 @@ class MobileNetV2PreTrainedModel:
     def folded_params(self) -> dict[str, fast_forward.FoldedConv]:
         """Every layer with its batch norm folded (`fast_forward.FoldedConv`), as the plain forward runs it.
 
-        Folded once from copies and cached; neither the model's arrays nor yours are changed. A
-        layer is refolded when one of its arrays in `self.params` is replaced by another array
-        (`p["kernel"] = edited`). After changing an array in place, call `model.refold()`.
+        Folded once from the model's arrays and cached. The arrays are read-only
+        (`npmnv2.parameters`), so a layer changes only when one of its arrays is replaced
+        (`p["kernel"] = edited`), and then it is refolded: the cache cannot go stale.
         """
         return self._fold_cache.folded(self.specs, self.params, self.dtype)
-
-    def refold(self) -> None:
-        """Forget every folded layer, so that the next plain forward folds the current arrays again
-        (needed only after editing an array of `self.params` in place)."""
-        self._fold_cache.clear()
 
     # -- tracing (see npmnv2.trace) ---------------------------------------------------
     @property
@@ -581,9 +587,7 @@ class MobileNetV2PreTrainedModel:
         stop_at: stop right after this step; nothing later is computed.
         Names may carry transformers' full-model prefix ("mobilenet_v2.layer.3").
         """
-        trace = trace_forward(self, pixel_values, layers, stop_at, **forward_kwargs)
-        self.last_traced_input = pixel_values  # what run_from continues from by default
-        return trace
+        return trace_forward(self, pixel_values, layers, stop_at, **forward_kwargs)
 
     def steps(self, pixel_values: np.ndarray, labels: Any = None, *, target: Any = None) -> Iterator[Step]:
         """The steps of one forward pass, in execution order, all tensors kept, each computed when
@@ -601,12 +605,12 @@ class MobileNetV2PreTrainedModel:
     def run_from(self, name: str, tensor: np.ndarray, *, pixel_values: np.ndarray | None = None):
         """Continue the forward pass with `tensor` (NCHW) in place of step `name`'s output.
 
-        The steps before `name` are those of `pixel_values` (default: the input of this model's
-        last `trace` call); everything after `name` is computed from `tensor`. Returns the model
-        output (logits, ...), so an ablated channel or a removed nonlinearity shows in the prediction.
+        The steps before `name` are those of `pixel_values` (required: the model keeps no input of
+        its own; `trace.run_from(name, tensor)` continues a trace from its input); everything after
+        `name` is computed from `tensor`. Returns the model output (logits, ...), so an ablated
+        channel or a removed nonlinearity shows in the prediction.
         """
-        source = self.last_traced_input if pixel_values is None else pixel_values
-        return run_from(self, name, tensor, pixel_values=source)
+        return run_from(self, name, tensor, pixel_values=pixel_values)
 
     def grad(
         self,

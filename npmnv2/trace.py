@@ -270,6 +270,15 @@ class Trace(Mapping):
         self._producers: dict[int, tuple[weakref.ref, str]] = {}  # id of a recorded output -> (the array, its step)
         self.output: Any = None  # the model output, when the forward ran to the end
         self.pixel_values: np.ndarray | None = None
+        self.model: Any = None  # the model that ran (`trace_forward` sets both)
+
+    def run_from(self, name: str, tensor: np.ndarray) -> Any:
+        """Continue this trace's forward pass with `tensor` (NCHW) in place of step `name`'s output:
+        the steps before `name` are this trace's input's, everything after is computed from
+        `tensor`. Returns the model output, so an ablated channel shows in the prediction."""
+        if self.model is None:
+            raise ValueError("run_from: this Trace was not made by model.trace(...); call model.run_from(...).")
+        return run_from(self.model, name, tensor, pixel_values=self.pixel_values)
 
     # ---------------------------------------------------------------- recording (called by the model)
     def keeps(self, name: str) -> bool:
@@ -529,7 +538,7 @@ def trace_forward(
     if stop_at is not None:
         stop_at = check_step_name(model, stop_at, names)
     trace = Trace(keep=patterns, stop_at=stop_at, tf_padding=model.tf_padding)
-    trace.pixel_values = pixel_values
+    trace.pixel_values, trace.model = pixel_values, model
     try:
         trace.output = model.forward(pixel_values, rec=trace, **forward_kwargs)
     except StopForward:
@@ -627,8 +636,8 @@ def run_from(model: TraceableModel, name: str, tensor: np.ndarray, *, pixel_valu
     name = check_step_name(model, name)
     if pixel_values is None:
         raise ValueError(
-            "run_from needs the input the edited tensor came from: call model.trace(pixel_values) first, "
-            "or pass pixel_values=."
+            "run_from needs the input the edited tensor came from: pass pixel_values=, or continue the trace "
+            "it came from with trace.run_from(name, tensor) (the model keeps no input of its own)."
         )
     trace = Trace(keep=[], replace={name: tensor}, tf_padding=model.tf_padding)
     return model.forward(pixel_values, rec=trace)

@@ -174,3 +174,25 @@ def test_step_names_come_from_the_forward_itself() -> None:
     folded = model.fold_batchnorm()
     assert not [n for n in folded.step_names() if n.endswith(".normalization")]
     assert len(folded.step_names()) == len(names) - sum(n.endswith(".normalization") for n in names)
+
+
+def test_running_a_model_leaves_no_state_on_it_and_its_arrays_cannot_be_edited_in_place() -> None:
+    """Issue 30: `last_traced_input` and an in-place edit the fold cache could not see were state
+    that went stale. After every way of running a model, its attributes are the same objects, and
+    every parameter array is read-only (replace one to change it)."""
+    for model in (
+        Cls(MobileNetV2Config(depth_multiplier=0.35, num_labels=5)),
+        Seg(MobileNetV2Config(depth_multiplier=0.35, num_labels=3, output_stride=16)),
+    ):
+        x = np.random.default_rng(0).normal(size=(1, 3, 65, 65)).astype(np.float32)
+        before = {k: (type(v), id(v)) for k, v in vars(model).items() if k != "_fold_cache"}
+        trace = model.trace(x)
+        model(x)
+        list(model.steps(x))
+        name = trace.steps[5].name
+        trace.run_from(name, trace[name])
+        model.run_from(name, trace[name], pixel_values=x)
+        model.summary(65)
+        after = {k: (type(v), id(v)) for k, v in vars(model).items() if k != "_fold_cache"}
+        assert after == before
+        assert not any(a.flags.writeable for p in model.params.values() for a in p.values())

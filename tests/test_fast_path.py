@@ -105,7 +105,7 @@ def test_fold_conv_matches_conv_then_batch_norm() -> None:
     np.testing.assert_allclose(x @ f.kernel[0, 0] + f.bias, expected, rtol=1e-12, atol=1e-12)
 
 
-def test_replacing_a_weight_refolds_and_refold_sees_an_edit_in_place() -> None:
+def test_replacing_a_weight_refolds_and_the_callers_array_stays_its_own() -> None:
     model = randomised(MobileNetV2ForImageClassification(MobileNetV2Config(depth_multiplier=0.35)))
     x = np.random.default_rng(3).normal(size=(1, 3, 64, 64)).astype(np.float32)
     before = model(x).logits
@@ -116,10 +116,31 @@ def test_replacing_a_weight_refolds_and_refold_sees_an_edit_in_place() -> None:
     after = model(x).logits
     assert not np.allclose(before, after)
     assert_close(after, model.trace(x).output.logits, np.float32, "logits after the edit")
-    assert edited.flags.writeable  # the plain forward never freezes the caller's array
-    edited[..., 5:9] = 0  # an edit in place: invisible to the cache until refold()
-    model.refold()
-    assert_close(model(x).logits, model.trace(x).output.logits, np.float32, "logits after refold")
+    assert edited.flags.writeable  # the model stored a copy: the caller's array keeps its flags
+    edited[..., 5:9] = 0  # editing the caller's array afterwards changes nothing of the model's
+    assert_close(model(x).logits, after, np.float32, "logits after an edit of the caller's array")
+
+
+def test_an_edit_in_place_of_a_models_array_raises_and_a_replaced_one_shows_in_both_paths() -> None:
+    """Issue 30: the fold cache went stale after an in-place edit (model(x) kept the old logits)."""
+    model = randomised(MobileNetV2ForImageClassification(MobileNetV2Config(depth_multiplier=0.35, num_labels=10)))
+    x = np.random.default_rng(4).normal(size=(1, 3, 64, 64)).astype(np.float32)
+    before = model(x).logits
+    kernel = model.params["layer.4.conv_3x3"]["kernel"]
+    with pytest.raises(ValueError, match="read-only"):
+        kernel[..., :8] = 0  # would leave the folded copy stale: refused
+    for name in ("kernel", "gamma", "mean"):
+        with pytest.raises(ValueError, match="read-only"):
+            model.params["layer.4.conv_3x3"][name] *= 2
+    np.testing.assert_array_equal(model(x).logits, before)
+    edited = kernel.copy()
+    edited[..., :8] = 0
+    model.params["layer.4.conv_3x3"]["kernel"] = edited
+    assert_close(model(x).logits, model.trace(x).output.logits, np.float32, "logits after a replacement")
+    assert not np.allclose(model(x).logits, before)
+    model.params["layer.4.conv_3x3"] = {**model.params["layer.4.conv_3x3"], "gamma": np.zeros(96, np.float32)}
+    assert_close(model(x).logits, model.trace(x).output.logits, np.float32, "logits after a whole layer")
+    assert not any(name.startswith("last_") for name in vars(model))  # no traced input kept on the model
 
 
 def test_the_caller_arrays_stay_writeable_and_unchanged() -> None:
@@ -144,7 +165,7 @@ def test_the_caller_arrays_stay_writeable_and_unchanged() -> None:
         np.testing.assert_array_equal(v, copies[k], err_msg=k)
     assert assigned.flags.writeable
     np.testing.assert_array_equal(assigned, assigned_copy)
-    assert all(a.flags.writeable for p in model.params.values() for a in p.values())
+    assert not any(a.flags.writeable for p in model.params.values() for a in p.values())  # the model's own: frozen
 
 
 @pytest.mark.parametrize(("stride", "dilation"), [(1, 1), (1, 2), (2, 1), (3, 1)])

@@ -93,9 +93,10 @@ def test_stop_at_layers_and_run_from(coral_dir):
     assert stopped.steps[-1].name == "layer.4" and list(stopped) == ["layer.1", "layer.3", "layer.4"]
     full = model.trace(pixels)
     zeroed = np.zeros_like(full["layer.15.expand_1x1.convolution"])
-    changed = model.run_from("layer.15.expand_1x1.convolution", zeroed)
+    changed = full.run_from("layer.15.expand_1x1.convolution", zeroed)
     assert not np.array_equal(changed.outputs[0], full.output.outputs[0])
-    same = model.run_from("layer.15.expand_1x1.convolution", full["layer.15.expand_1x1.convolution"])
+    name = "layer.15.expand_1x1.convolution"
+    same = model.run_from(name, full[name], pixel_values=pixels)
     np.testing.assert_array_equal(same.outputs[0], full.output.outputs[0])
 
 

@@ -88,7 +88,7 @@ def test_run_from_matches_transformers_with_the_same_edit(pair):
     name = "layer.10.expand_1x1.activation"
     edited = trace[name].copy()
     edited[:, :7] = 0  # ablate seven channels
-    ours = model.run_from(name, edited).logits
+    ours = trace.run_from(name, edited).logits
     module = hf_model.mobilenet_v2.layer[10].expand_1x1.activation
     handle = module.register_forward_hook(lambda *_: torch.from_numpy(edited))
     try:
@@ -98,19 +98,20 @@ def test_run_from_matches_transformers_with_the_same_edit(pair):
         handle.remove()
     assert np.abs(ours - theirs).max() <= FLOAT32_RTOL * max(1, np.abs(theirs).max())
     assert not np.allclose(ours, trace.output.logits)
-    np.testing.assert_array_equal(model.run_from(name, trace[name]).logits, trace.output.logits)
+    np.testing.assert_array_equal(trace.run_from(name, trace[name]).logits, trace.output.logits)
+    np.testing.assert_array_equal(model.run_from(name, edited, pixel_values=X224).logits, ours)
 
 
 def test_run_from_checks_shape_and_needs_an_input():
     model = Cls(MobileNetV2Config(depth_multiplier=0.35))
-    with pytest.raises(ValueError, match=r"call model.trace\(pixel_values\) first"):
-        model.run_from("layer.3", np.zeros((1, 24, 28, 28), np.float32))
     trace = model.trace(np.zeros((1, 3, 224, 224), np.float32), layers=["layer.2"])
+    with pytest.raises(ValueError, match=r"pass pixel_values=, or continue the trace .* keeps no input of its own"):
+        model.run_from("layer.3", np.zeros((1, 24, 28, 28), np.float32))  # tracing left nothing on the model
     assert trace["layer.2"].shape == (1, 16, 28, 28)
     with pytest.raises(
         ValueError, match=r"run_from at 'layer.2': expected an NCHW tensor of shape \(1, 16, 28, 28\), got"
     ):
-        model.run_from("layer.2", np.zeros((1, 24, 28, 28), np.float32))
+        trace.run_from("layer.2", np.zeros((1, 24, 28, 28), np.float32))
 
 
 def test_unknown_names_list_close_matches(pair):

@@ -297,5 +297,4 @@ def _as_float64(model: Any) -> Any:
         return model
     twin = type(model)(model.config, dtype=np.float64, seed=0)
     twin.params = {k: {n: np.asarray(v, np.float64) for n, v in p.items()} for k, p in model.params.items()}
-    twin.refold()
     return twin

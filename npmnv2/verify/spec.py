@@ -141,7 +141,6 @@ def model_from_peer(run: PeerRun, config: MobileNetV2Config, *, task: str = "cla
                     var=np.full(spec.c_out, 1 - spec.eps),
                 )
         model.params[spec.name] = params
-    model.refold()
     return model
 
 
@@ -187,12 +186,10 @@ def random_weights(
         p["kernel"] = (rng.standard_normal(kernel.shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
         if "bias" in p:
             p["bias"] = (rng.standard_normal(p["bias"].shape) * 0.1).astype(dtype)
-    model.refold()
     image = calibration_image(config, rng)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NpMnV2Warning)
         model.forward(image.astype(dtype), rec=_Calibrate(model, rng))
-    model.refold()
     return model
 
 
