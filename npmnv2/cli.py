@@ -971,7 +971,7 @@ def _one_line(err: Exception) -> str:
     return text
 
 
-MAX_MESSAGE = 600  # characters of the one line an error prints
+MAX_MESSAGE = 500  # characters of the one line an error prints
 
 
 def main(argv: Sequence[str] | None = None) -> int:
