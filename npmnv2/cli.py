@@ -552,7 +552,9 @@ def _compare_integer(args: argparse.Namespace) -> int:
     path = _tflite_path(args.weights, "--integer")
     pixels, _ = verify.tflite_input(path, _image_paths([args.image])[0])  # (1, H, W, 3) uint8
     reference = verify.tflite_integer_tensors(path, pixels, reference_kernels=True)
-    result = compare(model.trace(pixels.transpose(0, 3, 1, 2)), reference, tolerance=0.0)
+    from .ops import nhwc_to_nchw
+
+    result = compare(model.trace(nhwc_to_nchw(pixels)), reference, tolerance=0.0)
     print(repr(result))
     if result.first_divergence is None and len(result.rows) == len(model.graph.ops):
         total = sum(int(np.prod(r.shape)) for r in result.rows)

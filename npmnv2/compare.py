@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .ops import nhwc_to_nchw
 from .tables import format_table
 from .trace import Trace
 
@@ -160,7 +161,7 @@ def _align(ours: np.ndarray, theirs: np.ndarray) -> tuple[np.ndarray | None, str
     if theirs.shape == n_:
         return theirs, "NCHW"
     if theirs.ndim == 4 and len(n_) == 4 and theirs.shape == (n_[0], n_[2], n_[3], n_[1]):
-        return theirs.transpose(0, 3, 1, 2), "NHWC"
+        return nhwc_to_nchw(theirs), "NHWC"
     if theirs.size == ours.size and [s for s in theirs.shape if s != 1] == [s for s in n_ if s != 1]:
         return theirs.reshape(n_), "squeezed"
     return None, f"shape {theirs.shape}"

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from .ops import MACS, Pad2D, conv2d, conv_padding, depthwise_conv2d, linear, pointwise_conv2d
+from .formats.tflite_structure import FUSED_ACTIVATIONS
+from .ops import MACS, Pad2D, conv2d, conv_padding, depthwise_conv2d, linear, nhwc_to_nchw, pointwise_conv2d
 from .ops.conv import conv2d_int_requantized
 from .ops.depthwise import depthwise_conv2d_int_requantized
 from .ops.fully_connected import linear_int_requantized
@@ -43,7 +44,6 @@ from .tflite_import import TFLiteGraph, integer_steps, read_tflite_graph
 from .trace import NO_TRACE, Recorder, Step, Trace, run_from, stream_steps, trace_forward
 from .weights import WeightFileError, resolve_checkpoint
 
-FUSED_ACTIVATIONS = {0: None, 1: "relu", 2: "relu_n1_to_1", 3: "relu6"}  # TFLite's ActivationFunctionType
 SUPPORTED_OPS = (
     "CONV_2D",
     "DEPTHWISE_CONV_2D",
@@ -237,7 +237,7 @@ class QuantizedMobileNetV2:
         for t in self.output_indices:
             value = tensors[t].astype(self.graph.type_of(t))
             quant = self.graph.quantization(t)
-            outputs.append(value.transpose(0, 3, 1, 2) if value.ndim == 4 else value)
+            outputs.append(nhwc_to_nchw(value) if value.ndim == 4 else value)
             dequantized.append(outputs[-1] if quant is None else quant.dequantize(outputs[-1]))
         return QuantizedOutput(tuple(outputs), tuple(dequantized))
 

@@ -29,7 +29,14 @@ import numpy as np
 from .architecture import HEAD_EPS, backbone_spec, layer_specs
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .formats.errors import WeightFileError, regular_file
-from .formats.tflite_structure import check_structure, operator_codes, options_vector_ok
+from .formats.tflite_structure import (
+    ACTIVATION_NAMES,
+    FUSED_ACTIVATIONS,
+    FUSED_CODES,
+    check_structure,
+    operator_codes,
+    options_vector_ok,
+)
 from .formats.tflite_validate import OPTIONS_TYPE, validate
 from .ops.quantization import QuantParams
 from .state_dict import identity_batch_norm, infer_config
@@ -60,7 +67,6 @@ PASCAL_VOC_LABELS = [
 
 # TFLite enums (schema.fbs): tensor types and fused activations we understand.
 _TENSOR_TYPES = {0: np.float32, 2: np.int32, 3: np.uint8, 4: np.int64, 9: np.int8, 1: np.float16}
-_FUSED = {0: None, 1: "relu", 3: "relu6"}
 _PADDING = {0: "SAME", 1: "VALID"}
 
 
@@ -543,7 +549,7 @@ def _read_graph(
             strides.append(op["stride"][0])
             dilations.append(op["dilation"][0])
         if not hf.startswith("segmentation_head"):
-            acts[hf] = _FUSED.get(op["activation"], "unknown")
+            acts[hf] = FUSED_ACTIVATIONS.get(op["activation"], "unknown")
         quant = graph.quantization(op["outputs"][0])
         if quant is not None:
             quantization[hf] = (quant.tensor_scale, quant.tensor_zero_point)
@@ -575,10 +581,6 @@ def _effective_padding(graph: TFLiteGraph, op: dict[str, Any]) -> str:
     return op["padding"]
 
 
-_ACTIVATION_CODES = {None: 0, "relu": 1, "relu6": 3}
-_ACTIVATION_NAMES = {0: "none", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT", 6: "SIGMOID"}
-
-
 def _refuse_what_the_float_model_ignores(graph: TFLiteGraph, names: dict[int, str], config: dict[str, Any]) -> None:
     """Every op of the file must be something the float model computes, with the options it
     computes: a fused activation where the layer has one and none where it is linear, the stride,
@@ -607,12 +609,12 @@ def _refuse_what_the_float_model_ignores(graph: TFLiteGraph, names: dict[int, st
         op, spec = graph.ops[index], specs.get(hf)
         if spec is None:
             continue
-        wanted = _ACTIVATION_CODES[spec.activation]
+        wanted = FUSED_CODES[spec.activation]
         if op.get("activation", 0) != wanted:
             fail(
                 index,
-                f"fused activation {_ACTIVATION_NAMES.get(op.get('activation'), op.get('activation'))} where "
-                f"the layer has {_ACTIVATION_NAMES[wanted]}",
+                f"fused activation {ACTIVATION_NAMES.get(op.get('activation'), op.get('activation'))} where "
+                f"the layer has {ACTIVATION_NAMES[wanted]}",
             )
         if op["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
             kernel = graph.shape(op["inputs"][1])[1]
@@ -628,7 +630,7 @@ def _refuse_what_the_float_model_ignores(graph: TFLiteGraph, names: dict[int, st
         if op["type"] == "ADD" and (index not in adds or adds[index] not in residual):
             fail(index, "an ADD that is not the residual connection of a block with a skip path")
         if op["type"] == "ADD" and op.get("activation"):
-            fail(index, f"fused activation {_ACTIVATION_NAMES.get(op['activation'])} on a residual ADD")
+            fail(index, f"fused activation {ACTIVATION_NAMES.get(op['activation'])} on a residual ADD")
         if op["type"] in ("AVERAGE_POOL_2D",) and op.get("activation"):
             fail(index, "a fused activation on the pooling")
         if op["type"] == "SOFTMAX" and op["beta"] != 1.0:

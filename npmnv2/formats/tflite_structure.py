@@ -21,6 +21,12 @@ import struct
 
 from .errors import WeightFileError
 
+# TFLite's ActivationFunctionType (schema.fbs): every code's name, and the fused activations npmnv2
+# computes, as its `ops` function names (None: no activation). The validator refuses the others.
+ACTIVATION_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT", 6: "SIGMOID"}
+FUSED_ACTIVATIONS = {0: None, 1: "relu", 3: "relu6"}
+FUSED_CODES = {name: code for code, name in FUSED_ACTIVATIONS.items()}  # None -> 0, "relu" -> 1, "relu6" -> 3
+
 # Hard limits on list lengths: far above any MobileNetV2 (174 tensors, 65 ops), far below what
 # would make reading the lists slow.
 MAX_LIST = 1 << 16

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .errors import WeightFileError
+from .tflite_structure import ACTIVATION_NAMES, FUSED_ACTIVATIONS
 
 SCHEMA_VERSION = 3
 MAX_ELEMENTS = 1 << 25  # elements of any one tensor (33.5M; DeepLabV3 at 513 needs 5.5M)
@@ -45,7 +46,6 @@ BIAS_SCALE_RELATIVE = 1e-5
 
 QUANTIZED_TYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 ZERO_POINT_RANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
-FUSED = {0: None, 1: "relu", 3: "relu6"}  # fused activations npmnv2 computes (TFLite's enum)
 # Builtin options type each op must carry (schema.fbs BuiltinOptions); None: the op may also have
 # none, and TFLite's defaults apply.
 OPTIONS_TYPE = {
@@ -300,8 +300,9 @@ def _check_options_and_types(op: _Op) -> None:
     if len(op.inputs) not in INPUT_COUNTS[op.type]:
         op.fail(f"{len(op.inputs)} inputs; a {op.type} has {' or '.join(map(str, INPUT_COUNTS[op.type]))}")
     activation = op.record.get("activation", 0)
-    if activation not in FUSED:
-        op.fail(f"fused activation code {activation}; npmnv2 computes NONE (0), RELU (1) and RELU6 (3)")
+    if activation not in FUSED_ACTIVATIONS:
+        computed = ", ".join(f"{ACTIVATION_NAMES[c]} ({c})" for c in FUSED_ACTIVATIONS)
+        op.fail(f"fused activation code {activation}; npmnv2 computes {computed}")
 
 
 # ============================================================================ per-op checks

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..ops import nhwc_to_nchw
 from ..trace import Step
 from .peers import PeerRun, PeerTensor
 
@@ -53,7 +54,7 @@ def in_our_layout(array: np.ndarray, shape: tuple[int, ...], preferred: str) -> 
     a = np.asarray(array)
     candidates = []
     if a.ndim == 4:
-        candidates = [("NCHW", a), ("NHWC", a.transpose(0, 3, 1, 2))]
+        candidates = [("NCHW", a), ("NHWC", nhwc_to_nchw(a))]
         if preferred == "NHWC":
             candidates.reverse()
     elif a.ndim == 2:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import ops
-from ..ops import nchw_to_nhwc, softmax
+from ..ops import nchw_to_nhwc, nhwc_to_nchw, softmax
 from ..ops.quantization import round_half_away
 from ..trace import Step, internal_layout
 from ..warnings import NpMnV2Warning
@@ -84,7 +84,7 @@ def _hybrid_input(x: np.ndarray, rule: str) -> np.ndarray:
 
 
 def _public(step: Step, a: np.ndarray) -> np.ndarray:
-    return a.transpose(0, 3, 1, 2) if len(step.output_shape) == 4 else a.reshape(step.output_shape)
+    return nhwc_to_nchw(a) if len(step.output_shape) == 4 else a.reshape(step.output_shape)
 
 
 def _rms(a: np.ndarray) -> float:
@@ -390,7 +390,7 @@ def _upsample_step(logits: Step, size: tuple[int, int]) -> Step:
 
     internal = internal_layout(logits.output)
     up = resize_bilinear(internal, tuple(size), align_corners=False)
-    public = up.transpose(0, 3, 1, 2)
+    public = nhwc_to_nchw(up)
     return Step(
         name=UPSAMPLE,
         kind="resize",
@@ -533,7 +533,7 @@ def dump_input(run: PeerRun, pixel_values: np.ndarray, channels: int) -> tuple[n
     for t in run.tensors:
         a = t.array
         if a.ndim == 4 and a.dtype.kind == "f" and channels in (a.shape[1], a.shape[3]):
-            found = (t, a if a.shape[1] == channels else a.transpose(0, 3, 1, 2))
+            found = (t, a if a.shape[1] == channels else nhwc_to_nchw(a))
             break
         if a.ndim == 4:
             break  # the first 4-D tensor is the network's input or none is

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ops import Pad2D
+from ..ops import Pad2D, nhwc_to_nchw
 from ..ops.conv import conv2d_int
 from ..ops.depthwise import depthwise_conv2d_int
 from ..ops.quantization import multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_single_rounding
@@ -125,8 +125,8 @@ def runtime_names(peer: Mapping[Any, np.ndarray], model: Any, trace: Any) -> tup
         want = tuple(step.output.shape)
         if a.shape == want:
             return a
-        if a.ndim == 4 and a.transpose(0, 3, 1, 2).shape == want:
-            return a.transpose(0, 3, 1, 2)
+        if a.ndim == 4 and nhwc_to_nchw(a).shape == want:
+            return nhwc_to_nchw(a)
         if [d for d in a.shape if d != 1] == [d for d in want if d != 1]:  # (1, 1, 1, L) for (1, L)
             return a.reshape(want)
         return None

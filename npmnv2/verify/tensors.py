@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from ..image_processing_mobilenet_v2 import load_image
+from ..ops import nhwc_to_nchw
 from .interpreter import interpreter_tensors
 
 _CONTAINERS = ("conv_stem",)  # non-leaf modules whose output is also a step
@@ -91,7 +92,7 @@ def tflite_integer_tensors(path: str | Path, pixels: np.ndarray, *, reference_ke
     for op, (name, _, _) in zip(graph.ops, steps, strict=True):
         out = op["outputs"][0]
         value = computed[out]
-        tensors[name] = value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
+        tensors[name] = nhwc_to_nchw(value) if value.ndim == 4 else value
         quant = graph.quantization(out)
         if quant is not None:
             scales[name] = quant.tensor_scale
@@ -121,10 +122,10 @@ def tflite_input(path: str | Path, image: Any) -> tuple[np.ndarray, np.ndarray]:
     dtype, quant = graph.type_of(x), graph.quantization(x)
     taken = input_from_pixels(pixels, dtype)
     if quant is None and dtype == np.dtype(np.float32):
-        return taken, taken.transpose(0, 3, 1, 2).copy()
+        return taken, nhwc_to_nchw(taken).copy()
     scale, zero_point = (1 / 127.5, 127.5) if quant is None else (quant.tensor_scale, quant.tensor_zero_point)
     real = (taken.astype(np.float64) - zero_point) * scale  # the values the integer model's input stands for
-    return taken, real.astype(np.float32).transpose(0, 3, 1, 2)
+    return taken, nhwc_to_nchw(real.astype(np.float32))
 
 
 def _step_name(hf: str, op_type: str, activation: int) -> str:
@@ -204,7 +205,7 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
             zp = quant.tensor_zero_point
             ranges[name] = ((low - zp) * quant.tensor_scale, (high - zp) * quant.tensor_scale)
         value = raw.astype(np.float64) if quant is None else quant.dequantize(raw)
-        return value.transpose(0, 3, 1, 2) if value.ndim == 4 else value
+        return nhwc_to_nchw(value) if value.ndim == 4 else value
 
     acts: dict[str, np.ndarray] = {}
     hybrid: dict[str, str] = {}
