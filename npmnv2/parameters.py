@@ -17,7 +17,7 @@ the fold cache knows a layer changed exactly when one of its arrays was replaced
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,41 +33,39 @@ def frozen(value: Any) -> np.ndarray:
     return array
 
 
-class LayerParams(dict):
+class _Stored(dict):
+    """A dict that converts every value it stores (`stored`), through every way of storing one."""
+
+    def __init__(self, items: Any = (), /, **more: Any) -> None:
+        super().__init__()
+        self.update(items, **more)
+
+    @staticmethod
+    def stored(value: Any) -> Any:
+        raise NotImplementedError
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, self.stored(value))
+
+    def update(self, items: Any = (), /, **more: Any) -> None:
+        for key, value in dict(items, **more).items():
+            self[key] = value
+
+    def setdefault(self, key: str, value: Any = None) -> Any:
+        if key not in self:
+            self[key] = value
+        return self[key]
+
+
+class LayerParams(_Stored):
     """One layer's arrays by name; storing an array stores a read-only copy of it."""
 
-    def __init__(self, arrays: Mapping[str, Any] | Iterable[tuple[str, Any]] = (), **more: Any) -> None:
-        super().__init__()
-        self.update(arrays, **more)
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        super().__setitem__(name, frozen(value))
-
-    def update(self, arrays: Any = (), /, **more: Any) -> None:
-        for name, value in dict(arrays, **more).items():
-            self[name] = value
-
-    def setdefault(self, name: str, value: Any = None) -> np.ndarray:
-        if name not in self:
-            self[name] = value
-        return self[name]
+    stored = staticmethod(frozen)
 
 
-class ModelParams(dict):
+class ModelParams(_Stored):
     """Layer name -> `LayerParams`; storing a layer's mapping stores it as LayerParams."""
 
-    def __init__(self, layers: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        super().__init__()
-        self.update(layers or {})
-
-    def __setitem__(self, name: str, arrays: Mapping[str, Any]) -> None:
-        super().__setitem__(name, arrays if isinstance(arrays, LayerParams) else LayerParams(arrays))
-
-    def update(self, layers: Any = (), /, **more: Any) -> None:
-        for name, arrays in dict(layers, **more).items():
-            self[name] = arrays
-
-    def setdefault(self, name: str, arrays: Any = None) -> LayerParams:
-        if name not in self:
-            self[name] = arrays or {}
-        return self[name]
+    @staticmethod
+    def stored(arrays: Mapping[str, Any] | None) -> LayerParams:
+        return arrays if isinstance(arrays, LayerParams) else LayerParams(arrays or {})

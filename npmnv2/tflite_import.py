@@ -21,6 +21,7 @@ import io
 import itertools
 import math
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -671,7 +672,7 @@ def _refuse_what_the_float_model_ignores(graph: TFLiteGraph, names: dict[int, st
             source = producer.get(graph.ops[source]["inputs"][0], -1)
         if source != pools[0]:
             fail(index_of["classifier"], "the classifier does not read the pooled features")
-    _refuse_other_wiring(graph, names, producer, fail)
+    _refuse_other_wiring(graph, index_of, producer, fail)
 
 
 # ops a graph may apply to the network's output without changing what the float model computes
@@ -679,14 +680,14 @@ _PASS_ON = {"RESHAPE", "SQUEEZE", "SOFTMAX", "QUANTIZE", "DEQUANTIZE", "ARG_MAX"
 INPUT_RANGE_SLACK = 0.02  # how far the real range a quantized input holds may lie from [-1, 1]
 
 
-def _refuse_other_wiring(graph: TFLiteGraph, names: dict[int, str], producer: dict[int, int], fail: Any) -> None:
+def _refuse_other_wiring(graph: TFLiteGraph, index_of: dict[str, int], producer: dict[int, int], fail: Any) -> None:
     """The rest of what the integer model honours and the float model would not: the DeepLabV3
     concatenation's order (image pool first, then the 1x1 branch), an ARG_MAX over the classes (the
     last axis), an input quantized for real values in [-1, 1] (the float model is fed MobileNetV2's
     [-1, 1] pixels), and graph outputs computed from the classifier (not, say, from the pooling)."""
-    index_of = {hf: i for i, hf in names.items()}
 
-    def source(tensor: int, through: tuple[str, ...] = ("QUANTIZE", "DEQUANTIZE", "RESHAPE")) -> int:
+    def source(tensor: int, through: Iterable[str] = ("QUANTIZE", "DEQUANTIZE", "RESHAPE")) -> int:
+        """The op that made `tensor`, past the ops `through` that only pass it on (-1: none)."""
         at = producer.get(tensor, -1)
         while at >= 0 and graph.ops[at]["type"] in through:
             at = producer.get(graph.ops[at]["inputs"][0], -1)
@@ -705,7 +706,6 @@ def _refuse_other_wiring(graph: TFLiteGraph, names: dict[int, str], producer: di
             if rank and axis % rank != rank - 1:
                 fail(index, f"an argmax over axis {axis} of a {rank}-D tensor, not over its classes (the last axis)")
     feed = graph.graph.Inputs(0)
-    first = graph.ops[producer[feed]] if feed in producer else None
     held = feed if graph.quantization(feed) is not None else None
     if held is None:  # a float input quantized by the graph's first op
         held = next(
@@ -713,7 +713,7 @@ def _refuse_other_wiring(graph: TFLiteGraph, names: dict[int, str], producer: di
         )
     quant = None if held is None else graph.quantization(held)
     dtype = None if held is None else graph.type_of(held)
-    if quant is not None and dtype is not None and first is None:
+    if quant is not None and dtype is not None:
         info = np.iinfo(dtype)
         low = (info.min - quant.tensor_zero_point) * quant.tensor_scale
         high = (info.max - quant.tensor_zero_point) * quant.tensor_scale
@@ -728,9 +728,7 @@ def _refuse_other_wiring(graph: TFLiteGraph, names: dict[int, str], producer: di
     classifier = index_of.get("classifier", index_of.get("segmentation_head.classifier"))
     for k in range(graph.graph.OutputsLength()):
         out = graph.graph.Outputs(k)
-        at = producer.get(out, -1)
-        while at >= 0 and at != classifier and graph.ops[at]["type"] in _PASS_ON:
-            at = producer.get(graph.ops[at]["inputs"][0], -1)
+        at = source(out, _PASS_ON)
         if at != classifier:
             where = graph.ops[at]["type"] if at >= 0 else "the input"
             raise WeightFileError(

@@ -27,7 +27,7 @@ from .check import LOCAL_NOISE, dump_input, run_check
 from .integer import INTEGER_CATALOGUE, check_integer
 from .peers import PeerLayer, PeerRun, PeerTensor, keras_peer, onnx_peer, saved_peer, torch_peer
 from .report import CauseEvidence, Row, VerifyReport
-from .spec import PRESETS, computed_specs, fit_preset, model_from_peer, random_weights, set_weights, spec_config
+from .spec import PRESETS, fit_preset, model_from_peer, peer_specs, random_weights, set_weights, spec_config
 from .tensors import (
     QuantizedTensors,
     tflite_activations,
@@ -211,8 +211,7 @@ def check(
                 "weights, e.g. from_pretrained of its checkpoint)."
             )
         model = model_from_peer(run, spec, task=task)
-        specs = model.specs if len(run.layers) == len(model.specs) else computed_specs(model.specs, task)
-        weights_read, weight_gaps = weights_coverage(run, specs)
+        weights_read, weight_gaps = weights_coverage(run, peer_specs(model.specs, run, task))
     else:
         model = _as_float64(model)
     notes: list[str] = []

@@ -428,7 +428,7 @@ def _port_pixels(run: PeerRun, pixels: np.ndarray) -> np.ndarray | None:
     """The pixels the port's network read (NHWC, float64), when the port tells and they fit."""
     if run.input is None or run.input.ndim != 4:
         return None
-    for value in (run.input, run.input.transpose(0, 2, 3, 1)):
+    for value in (run.input, nchw_to_nhwc(run.input)):
         if value.shape == pixels.shape:
             return value.astype(np.float64)
     return None
@@ -546,7 +546,7 @@ def dump_input(run: PeerRun, pixel_values: np.ndarray, channels: int) -> tuple[n
         err = _rms(theirs.astype(np.float64) - pixel_values) / (_rms(pixel_values) or 1.0)
         if err <= 1e-5:
             return pixel_values, []
-        nhwc = pixel_values.transpose(0, 2, 3, 1).astype(np.float64)
+        nhwc = nchw_to_nhwc(pixel_values).astype(np.float64)
         if _diagnose_input(run, nhwc):  # a catalogued input-pipeline bug: judged at pixel_values
             return pixel_values, []
         how = f"differs from npmnv2's preprocessing of the image (relative RMS {err:.2g})"

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..ops import Pad2D, nhwc_to_nchw
+from ..ops import Pad2D, nchw_to_nhwc, nhwc_to_nchw
 from ..ops.conv import conv2d_int
 from ..ops.depthwise import depthwise_conv2d_int
 from ..ops.quantization import multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_single_rounding
@@ -87,7 +87,7 @@ def zero_point_off_by_one(model: Any, index: int, x: np.ndarray, step: Any) -> l
 
 
 def _internal(value: np.ndarray) -> np.ndarray:
-    return np.asarray(value).transpose(0, 2, 3, 1).astype(np.int64) if np.ndim(value) == 4 else np.asarray(value)
+    return nchw_to_nhwc(np.asarray(value)).astype(np.int64) if np.ndim(value) == 4 else np.asarray(value)
 
 
 def _like(value: np.ndarray, want: np.ndarray) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..formats.saved_arrays import BUDGET, read_npy, read_npz
+from ..ops import nchw_to_nhwc
 
 PeerKind = str  # conv | depthwise | batch_norm | activation | add | pool | linear | softmax | resize | other
 
@@ -356,8 +357,8 @@ def _check_keras_layers(config: dict[str, Any], where: str, depth: int) -> None:
     name = config.get("class_name")
     if name not in KERAS_MODELS or depth > 4:
         raise WeightFileError(f"{where}: its config.json describes a {str(name)[:60]!r}, not a Keras model.")
-    layers = (config.get("config") or {}).get("layers") if isinstance(config.get("config"), dict) else None
-    if not isinstance(layers, list):
+    layers = _config_layers(config)
+    if layers is None:
         raise WeightFileError(f"{where}: its config.json lists no layers.")
     for layer in layers:
         kind = layer.get("class_name") if isinstance(layer, dict) else None
@@ -371,11 +372,17 @@ def _check_keras_layers(config: dict[str, Any], where: str, depth: int) -> None:
             )
 
 
+def _config_layers(config: dict[str, Any]) -> list[Any] | None:
+    """The `layers` list of a Keras model's config (`{"class_name": ..., "config": {"layers": [...]}}`)."""
+    inner = config.get("config")
+    layers = inner.get("layers") if isinstance(inner, dict) else None
+    return layers if isinstance(layers, list) else None
+
+
 def keras_file_input_size(path: str | os.PathLike) -> tuple[int, int] | None:
     """(H, W) of a `.keras` file's input layer, read from its checked config.json (Keras is not run)."""
     _, described = checked_keras_file(path)
-    layers = (described.get("config") or {}).get("layers") if isinstance(described.get("config"), dict) else None
-    for layer in layers if isinstance(layers, list) else []:
+    for layer in _config_layers(described) or []:
         if isinstance(layer, dict) and layer.get("class_name") == "InputLayer":
             shape = (layer.get("config") or {}).get("batch_shape")
             if isinstance(shape, list) and len(shape) == 4 and all(type(d) is int and d > 0 for d in shape[1:3]):
@@ -395,7 +402,7 @@ def keras_file_peer(path: str | os.PathLike, pixel_values: np.ndarray) -> PeerRu
     path = path.resolve()  # the child runs in its own empty folder
     with tempfile.TemporaryDirectory(prefix="npmnv2-keras-") as folder:
         work = Path(folder)
-        pixels = np.ascontiguousarray(pixel_values.transpose(0, 2, 3, 1), np.float32)
+        pixels = np.ascontiguousarray(nchw_to_nhwc(pixel_values), np.float32)
         np.save(work / "pixels.npy", pixels, allow_pickle=False)
         args = [str(path), str(work / "pixels.npy"), str(work / "out.npz"), str(work / "layers.json")]
         limits = Limits(KERAS_MEMORY_LIMIT, KERAS_TIMEOUT)
@@ -413,7 +420,7 @@ def keras_peer(model: Any, pixel_values: np.ndarray) -> PeerRun:
     from .keras_record import record
 
     keras = need_peer_framework("keras", "keras")
-    return keras_run(*record(keras, model, pixel_values.transpose(0, 2, 3, 1)))
+    return keras_run(*record(keras, model, nchw_to_nhwc(pixel_values)))
 
 
 def keras_run(described: list[dict[str, Any]], arrays: dict[str, np.ndarray]) -> PeerRun:

@@ -62,9 +62,7 @@ def fit_preset(spec: MobileNetV2Config, run: PeerRun, *, task: str = "classifica
     for multiplier in dict.fromkeys(candidates):
         fields = {k: v for k, v in spec.to_dict().items() if k not in ("id2label", "label2id")}
         config = MobileNetV2Config.from_dict({**fields, "depth_multiplier": multiplier, "num_labels": linear})
-        specs = layer_specs(config, task)  # the layers a model of this config has, without building one
-        if len(specs) != len(run.layers):
-            specs = computed_specs(specs, task)
+        specs = peer_specs(layer_specs(config, task), run, task)  # without building a model
         if len(specs) == len(run.layers) and all(
             layer.kernel.shape == _kernel_shape(s) for s, layer in zip(specs, run.layers, strict=True)
         ):
@@ -76,6 +74,13 @@ def computed_specs(specs: list[Any], task: str) -> list[Any]:
     """The layers the task's network computes with: a segmentation model never uses the backbone's
     last 1x1 conv (`conv_1x1`: DeepLabV3's head reads the last block), so exports leave it out."""
     return [s for s in specs if not (task == "segmentation" and s.name == "conv_1x1")]
+
+
+def peer_specs(specs: list[Any], run: PeerRun, task: str) -> list[Any]:
+    """The spec's layers the peer's weight layers stand for, one each: all of them, or the ones the
+    task computes with when the peer (an export) left the unused one out and that makes them fit."""
+    computed = computed_specs(specs, task)
+    return computed if len(run.layers) == len(computed) != len(specs) else specs
 
 
 def _kernel_shape(spec: Any) -> tuple[int, ...]:
@@ -96,9 +101,7 @@ def model_from_peer(run: PeerRun, config: MobileNetV2Config, *, task: str = "cla
     weight layers in execution order, one per npmnv2 layer, kinds and shapes checked. A peer whose
     batch norm was folded into its conv (a bias, no batch norm) gets an identity batch norm."""
     model = _model_class(task)(config, dtype=np.float64, seed=0)
-    specs = model.specs
-    if len(run.layers) != len(specs) and len(run.layers) == len(computed_specs(specs, task)):
-        specs = computed_specs(specs, task)  # an export that left out the layer the task never uses
+    specs = peer_specs(model.specs, run, task)
     if len(run.layers) != len(specs):
         kinds = ", ".join(f"{layer.name} ({layer.kind} {layer.kernel.shape})" for layer in run.layers[-3:])
         raise ValueError(
