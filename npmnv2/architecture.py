@@ -5,7 +5,7 @@ Reading order: the tables -> `make_divisible` -> `ConvSpec` / `BlockSpec` -> `ba
 (with the output-stride -> dilation rule) -> the heads (`classifier_spec`, `deeplab_head_spec`)
 -> `layer_specs`, every layer of one model class in execution order.
 
-Imports only the config.
+Imports only the config and the table of layer kinds.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 from .configuration_mobilenet_v2 import MobileNetV2Config
+from .layer_kinds import ConvKind, layer_kind
 
 # ============================================================================ the tables
 
@@ -28,13 +29,6 @@ HEAD_EPS = 1e-5  # transformers' head batch norms use 1e-5, not config.layer_nor
 MIN_INPUT_SIZE = 32  # the documented minimum: 32 / output_stride 32 = a 1x1 final feature map
 
 Task = Literal["backbone", "classification", "segmentation"]
-
-# How a layer mixes its inputs:
-#   "conv"       dense KxK convolution (im2col, then one matrix product)  -- the stem
-#   "depthwise"  one KxK filter per channel, no mixing across channels
-#   "pointwise"  1x1 convolution: one matrix product over the channel axis
-#   "linear"     a fully connected layer on pooled features (transformers' nn.Linear classifier)
-ConvKind = Literal["conv", "depthwise", "pointwise", "linear"]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -63,7 +57,7 @@ class ConvSpec(NamedTuple):
     """One layer (conv -> optional batch norm -> optional activation), as data. Build it with keywords.
 
     name: transformers module path relative to the backbone ("layer.3.expand_1x1", "classifier").
-    kind: see `ConvKind`.
+    kind: see `npmnv2.layer_kinds.ConvKind` (its row of `LAYER_KINDS` says how it runs).
     c_in, c_out: channels in and out; kernel_size, stride, dilation: of the convolution.
     activation: transformers activation name, or None for a linear layer.
     eps: batch-norm epsilon, or None when the layer has no batch norm.
@@ -86,8 +80,7 @@ class ConvSpec(NamedTuple):
     # The names of this layer's steps in a trace, built here and nowhere else.
     @property
     def conv_step(self) -> str:
-        # transformers' classifier is a bare nn.Linear: its output is the module's own output
-        return self.name if self.kind == "linear" else f"{self.name}.convolution"
+        return self.name + layer_kind(self).step_suffix  # "layer.3.expand_1x1.convolution", "classifier"
 
     @property
     def norm_step(self) -> str:

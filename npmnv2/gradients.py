@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from . import fast_gradients, ops
+from . import ops
 from .architecture import classifier_spec
+from .fast import gradients as fast_gradients
 from .model_inputs import (
     check_pixel_values,
     check_segmentation_labels,

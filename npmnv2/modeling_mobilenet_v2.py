@@ -5,11 +5,12 @@ Mirrors transformers' `models/mobilenet_v2/modeling_mobilenet_v2.py`: the same m
 names and outputs. Inside, activations are NHWC and kernels HWIO (see `ops`); the public edges
 take and return transformers' NCHW.
 
-Reading order: one conv layer (pad -> conv -> batch norm -> activation) -> the inverted residual
-block -> the backbone -> pooling and the classifier -> the DeepLabV3 head -> the three model classes.
-These readable layers are what `model.trace` runs, one textbook op (`npmnv2.ops`) per step. The
-plain `model(x)` computes the same numbers with the folded layers of `npmnv2.fast_forward`.
-The architecture itself (channels, strides, dilations) is data in `npmnv2.architecture`.
+The network itself is assembled once, in `npmnv2.network` (one conv layer -> the inverted
+residual block -> the backbone -> pooling and the classifier -> the DeepLabV3 head); this module
+holds the three model classes around it. `model.trace` runs the assembly with its textbook
+layers (`network.TextbookLayers`, one op of `npmnv2.ops` per step); the plain `model(x)` runs the
+same assembly with the folded fast layers of `npmnv2.fast.forward`. The architecture itself
+(channels, strides, dilations) is data in `npmnv2.architecture`.
 """
 
 from __future__ import annotations
@@ -23,13 +24,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import checkpoints, fast_forward, weights
+from . import checkpoints, weights
 from .architecture import (
     POOLER,
-    BackboneSpec,
-    BlockSpec,
     ConvSpec,
-    DeepLabHeadSpec,
     Task,
     backbone_spec,
     classifier_spec,
@@ -37,30 +35,15 @@ from .architecture import (
     layer_specs,
 )
 from .configuration_mobilenet_v2 import MobileNetV2Config
+from .fast.forward import FastLayers, FoldCache, FoldedConv
 from .model_inputs import (
     check_pixel_values,
     check_segmentation_labels,
     classification_loss,
     segmentation_loss,
 )
-from .ops import (
-    activation,
-    add,
-    avg_pool2d,
-    batch_norm,
-    concat_channels,
-    conv2d,
-    conv_padding,
-    depthwise_conv2d,
-    fold_batch_norm,
-    global_average_pool,
-    linear,
-    nchw_to_nhwc,
-    nhwc_to_nchw,
-    pad2d,
-    pointwise_conv2d,
-    resize_bilinear,
-)
+from .network import Layers, TextbookLayers, backbone, classifier_layer, deeplab_head, pool
+from .ops import fold_batch_norm, nchw_to_nhwc, nhwc_to_nchw
 from .outputs import (
     BaseModelOutputWithPoolingAndNoAttention,
     ImageClassifierOutputWithNoAttention,
@@ -79,7 +62,6 @@ from .state_dict import (
     params_to_torch,
 )
 from .trace import (
-    NO_TRACE,
     Recorder,
     Step,
     Summary,
@@ -91,207 +73,7 @@ from .trace import (
 )
 from .warnings import NpMnV2Warning
 
-Params = Mapping[str, Mapping[str, np.ndarray]]  # layer name -> {"kernel", "bias", "gamma", ...}
-
-# ============================================================================ one conv layer
-
-
-def conv_layer(
-    x: np.ndarray, spec: ConvSpec, params: Mapping[str, np.ndarray], *, tf_padding: bool, rec: Recorder = NO_TRACE
-) -> np.ndarray:
-    """pad -> convolution -> batch norm -> activation, as transformers' `MobileNetV2ConvLayer`.
-
-    The padding is chosen for this input's size: TF SAME (`tf_padding=True`, the odd pixel after)
-    or PyTorch's symmetric padding. A layer whose batch norm was folded (`fold_batchnorm`) has no
-    "gamma" and skips the normalization; a linear layer (no activation) skips the activation.
-
-    Shapes: x (N, H, W, C_in) -> (N, Ho, Wo, C_out).
-    params: "kernel" (HWIO, or (KH, KW, C) depthwise), optional "bias", and the batch-norm
-    "gamma", "beta", "mean", "var" when the layer has one.
-    """
-    n, h, w, c_in = x.shape
-    if c_in != spec.c_in:
-        raise ValueError(
-            f"conv_layer at {spec.name!r}: expected {spec.c_in} input channels, got {c_in} (x.shape={x.shape})."
-        )
-    k, s, d = spec.kernel_size, spec.stride, spec.dilation
-    padding = conv_padding(h, w, kernel_size=k, stride=s, dilation=d, tf_padding=tf_padding)  # Pad2D
-    x_padded = pad2d(x, padding)  # (N, H + top + bottom, W + left + right, C_in)
-    kernel, bias = params["kernel"], params.get("bias")
-    if spec.kind == "depthwise":
-        op = depthwise_conv2d
-        y = depthwise_conv2d(x_padded, kernel, bias, stride=s, dilation=d)  # (N, Ho, Wo, C_out)
-    elif spec.kind == "pointwise":
-        op = pointwise_conv2d
-        y = pointwise_conv2d(x_padded, kernel, bias)  # (N, H, W, C_out): a 1x1 conv never pads
-    else:
-        op = conv2d
-        y = conv2d(x_padded, kernel, bias, stride=s, dilation=d)  # (N, Ho, Wo, C_out), im2col inside
-    folded = spec.eps is not None and "gamma" not in params  # batch norm already merged into kernel and bias
-    conv_params = {k: v for k, v in params.items() if k in ("kernel", "bias")}  # each parameter on one step
-    y = rec.add(
-        spec.conv_step,
-        "convolution",
-        y,
-        op=op,
-        inputs=(x,),
-        spec=spec,
-        params=conv_params,
-        attrs={"padding": tuple(padding), "folded_bn": folded},
-    )
-    if "gamma" in params:
-        p = {k: params[k] for k in ("gamma", "beta", "mean", "var")}
-        z = batch_norm(y, p["mean"], p["var"], p["gamma"], p["beta"], eps=spec.eps)  # (N, Ho, Wo, C_out)
-        y = rec.add(spec.norm_step, "batch_norm", z, op=batch_norm, inputs=(y,), spec=spec, params=p)
-    if spec.activation is None:  # a linear layer: the bottleneck projections and the classifier
-        return y
-    act = activation(spec.activation)
-    return rec.add(spec.act_step, "activation", act(y), op=act, inputs=(y,), spec=spec)
-
-
-# ============================================================================ blocks and backbone
-
-
-def inverted_residual(
-    x: np.ndarray, block: BlockSpec, params: Params, *, tf_padding: bool, rec: Recorder = NO_TRACE
-) -> np.ndarray:
-    """The paper's bottleneck: expand (1x1) -> depthwise (3x3) -> linear project (1x1) [+ input].
-
-    Shapes: x (N, H, W, C_in) -> (N, Ho, Wo, C_out); the expanded tensor is (N, H, W, M).
-    The stem's block has no expansion (its 3x3 conv comes first); the residual is added only
-    when stride is 1 and C_in == C_out, so that the shapes agree.
-    """
-    *expand, depthwise, project = block.convs
-    y = x
-    for spec in expand:  # the 1x1 expansion C_in -> M (+ ReLU6); the stem: its 3x3 conv
-        y = conv_layer(y, spec, params[spec.name], tf_padding=tf_padding, rec=rec)  # (N, H, W, M)
-    y = conv_layer(y, depthwise, params[depthwise.name], tf_padding=tf_padding, rec=rec)  # (N, Ho, Wo, M) + ReLU6
-    y = conv_layer(y, project, params[project.name], tf_padding=tf_padding, rec=rec)  # (N, Ho, Wo, C_out), linear
-    if block.residual:
-        return rec.add(block.name, "residual_add", add(x, y), op=add, inputs=(x, y), tf_scope=block.tf_scope)
-    # No residual (stride 2 or a channel change): the block output is the projection itself.
-    return rec.add(block.name, "block_output", y, op=None, inputs=(y,), tf_scope=block.tf_scope)
-
-
-def backbone(
-    x: np.ndarray,
-    arch: BackboneSpec,
-    params: Params,
-    *,
-    tf_padding: bool,
-    run_conv_1x1: bool = True,
-    rec: Recorder = NO_TRACE,
-) -> tuple[np.ndarray | None, list[np.ndarray]]:
-    """Stem, 16 inverted residual blocks, final 1x1 conv.
-
-    Shapes: x (N, H, W, C_in) -> last (N, H/os, W/os, C_last) and 16 block outputs (NHWC).
-    With run_conv_1x1=False (segmentation) the unused final conv is not computed and `last` is None.
-    """
-    y = inverted_residual(x, arch.stem, params, tf_padding=tf_padding, rec=rec)
-    hidden_states = []
-    for block in arch.layers:
-        y = inverted_residual(y, block, params, tf_padding=tf_padding, rec=rec)
-        hidden_states.append(y)
-    last = None
-    if run_conv_1x1:
-        last = conv_layer(y, arch.conv_1x1, params[arch.conv_1x1.name], tf_padding=tf_padding, rec=rec)
-    return last, hidden_states
-
-
-# ============================================================================ pooling, classifier, DeepLabV3 head
-
-
-def pool(last: np.ndarray, pooling: str, *, output_stride: int, rec: Recorder = NO_TRACE) -> np.ndarray:
-    """The pooler: global average (transformers) or TF-slim's fixed 7x7 average, VALID.
-
-    Shapes: last (N, H, W, C) -> (N, 1, 1, C) global, or (N, H-6, W-6, C) fixed_7x7.
-    """
-    n, h, w, c = last.shape
-    if pooling == "global":
-        pooled = global_average_pool(last)[:, None, None, :]  # (N, 1, 1, C)
-        return rec.add(
-            POOLER,
-            "pooling",
-            pooled,
-            op=global_average_pool,
-            inputs=(last,),
-            attrs={"window": "global"},
-            tf_scope="MobilenetV2/Logits/AvgPool",
-        )
-    if h < 7 or w < 7:
-        size = 7 * output_stride - 31
-        raise ValueError(
-            f"pooling='fixed_7x7' needs a final feature map of at least 7x7, got {h}x{w}; use an input of at "
-            f"least {size}x{size} or pooling='global'."
-        )
-    pooled = avg_pool2d(last, kernel_size=7, stride=1)  # (N, H-6, W-6, C)
-    return rec.add(
-        POOLER,
-        "pooling",
-        pooled,
-        op=avg_pool2d,
-        inputs=(last,),
-        attrs={"window": (7, 7), "stride": 1, "padding": "VALID"},
-        tf_scope="MobilenetV2/Logits/AvgPool",
-    )
-
-
-def classifier_layer(
-    pooled: np.ndarray, spec: ConvSpec, params: Mapping[str, np.ndarray], *, rec: Recorder = NO_TRACE
-) -> np.ndarray:
-    """The linear classifier (dropout before it is the identity at inference).
-
-    Shapes: pooled (N, h, w, C_last) -> (N, h, w, L); h = w = 1 with global pooling.
-    """
-    logits = linear(pooled, params["kernel"], params["bias"])  # (N, h, w, C_last) @ (C_last, L)
-    return rec.add(spec.conv_step, "linear", logits, op=linear, inputs=(pooled,), spec=spec, params=params)
-
-
-def deeplab_head(
-    features: np.ndarray, head: DeepLabHeadSpec, params: Params, *, tf_padding: bool, rec: Recorder = NO_TRACE
-) -> np.ndarray:
-    """DeepLabV3 head: [image pooling -> 1x1 -> broadcast back, 1x1] -> concat -> 1x1 -> classifier.
-
-    Shapes: features (N, H, W, C) -> logits (N, H, W, L).
-    """
-    n, h, w, c = features.shape
-    pooled = global_average_pool(features)[:, None, None, :]  # (N, 1, 1, C)
-    pooled = rec.add(
-        head.avg_pool,
-        "pooling",
-        pooled,
-        op=global_average_pool,
-        inputs=(features,),
-        attrs={"window": "global"},
-        tf_scope="image_pooling",
-    )
-    pooled = conv_layer(pooled, head.conv_pool, params[head.conv_pool.name], tf_padding=tf_padding, rec=rec)
-    # A 1x1 map resized bilinearly (align_corners=True, as transformers) is a broadcast.
-    resized = resize_bilinear(pooled, (h, w), align_corners=True)  # (N, H, W, 256)
-    pooled = rec.add(
-        head.interpolate,
-        "resize",
-        resized,
-        op=resize_bilinear,
-        inputs=(pooled,),
-        attrs={"align_corners": True},
-        tf_scope="image_pooling",
-    )
-    branch = conv_layer(features, head.conv_aspp, params[head.conv_aspp.name], tf_padding=tf_padding, rec=rec)
-    y = concat_channels(pooled, branch)  # (N, H, W, 512): image pool first, then the 1x1 branch
-    y = rec.add(head.concat, "concat", y, op=concat_channels, inputs=(pooled, branch), tf_scope="concat")
-    y = conv_layer(y, head.conv_projection, params[head.conv_projection.name], tf_padding=tf_padding, rec=rec)
-    # Dropout2d sits here in transformers; at inference it is the identity.
-    return conv_layer(y, head.classifier, params[head.classifier.name], tf_padding=tf_padding, rec=rec)  # (N, H, W, L)
-
-
 # ============================================================================ helpers of the model classes
-
-
-def _recorder(rec: Recorder | None) -> Recorder:
-    """The recorder of a traced forward, or the one that records nothing (a Trace with no kept
-    tensor is an empty Mapping, so `rec or NO_TRACE` would be wrong)."""
-    return NO_TRACE if rec is None else rec
 
 
 def _spatial_to_public(x: np.ndarray) -> np.ndarray:
@@ -349,7 +131,7 @@ class MobileNetV2PreTrainedModel:
         self.specs = layer_specs(self.config, self.task)  # every layer with parameters, in execution order
         self.params = ModelParams()
         self.quantization: dict[str, tuple[float, int]] = {}  # activation (scale, zero point), from TFLite
-        self._fold_cache = fast_forward.FoldCache()
+        self._fold_cache = FoldCache()
 
     @property
     def params(self) -> ModelParams:
@@ -371,7 +153,7 @@ class MobileNetV2PreTrainedModel:
         """A shallow copy with its own fold cache and its own params mapping: the read-only arrays
         are shared until one model replaces one of its own."""
         new = type(self).__new__(type(self))
-        vars(new).update({**vars(self), "_fold_cache": fast_forward.FoldCache()})
+        vars(new).update({**vars(self), "_fold_cache": FoldCache()})
         new.params = ModelParams({name: dict(arrays) for name, arrays in self.params.items()})
         return new
 
@@ -522,16 +304,15 @@ class MobileNetV2PreTrainedModel:
         check_pixel_values(pixel_values, self.config, type(self).__name__)
         return nchw_to_nhwc(pixel_values.astype(self.dtype, copy=False))  # (N, H, W, C_in)
 
-    def _backbone(self, x: np.ndarray, *, run_conv_1x1: bool, rec: Recorder | None):
-        """The plain forward (rec None) runs the folded fast path; a trace runs the readable layers."""
-        tf_padding = self.config.tf_padding
+    def _layers(self, rec: Recorder | None) -> Layers:
+        """How the assembly runs: the plain forward (rec None) on the folded fast layers, a trace on
+        the textbook layers, recorded."""
         if rec is None:
-            folded = self.folded_params()
-            return fast_forward.backbone(x, self.arch, folded, tf_padding=tf_padding, run_conv_1x1=run_conv_1x1)
-        return backbone(x, self.arch, self.params, tf_padding=tf_padding, run_conv_1x1=run_conv_1x1, rec=rec)
+            return FastLayers(self.folded_params(), tf_padding=self.config.tf_padding)
+        return TextbookLayers(self.params, tf_padding=self.config.tf_padding, rec=rec)
 
-    def folded_params(self) -> dict[str, fast_forward.FoldedConv]:
-        """Every layer with its batch norm folded (`fast_forward.FoldedConv`), as the plain forward runs it.
+    def folded_params(self) -> dict[str, FoldedConv]:
+        """Every layer with its batch norm folded (`fast.forward.FoldedConv`), as the plain forward runs it.
 
         Folded once from the model's arrays and cached. The arrays are read-only
         (`npmnv2.parameters`), so a layer changes only when one of its arrays is replaced
@@ -694,10 +475,11 @@ class MobileNetV2Model(MobileNetV2PreTrainedModel):
         """pixel_values (N, C, H, W) float -> last_hidden_state (N, C_last, H/os, W/os), pooler_output (N, C_last).
         return_dict=False gives transformers' tuple (`to_tuple()`)."""
         x = self._prepare(pixel_values)
-        last, hidden = self._backbone(x, run_conv_1x1=True, rec=rec)  # (N, h, w, C_last)
+        layers = self._layers(rec)
+        last, hidden = backbone(x, self.arch, layers)  # (N, h, w, C_last)
         pooled = None
         if self.add_pooling_layer:
-            pooled = pool(last, self.config.pooling, output_stride=self.config.output_stride, rec=_recorder(rec))
+            pooled = pool(last, self.config.pooling, layers, output_stride=self.config.output_stride)
         out = BaseModelOutputWithPoolingAndNoAttention(
             last_hidden_state=nhwc_to_nchw(last),
             pooler_output=None if pooled is None else _spatial_to_public(pooled),
@@ -727,12 +509,12 @@ class MobileNetV2ForImageClassification(MobileNetV2PreTrainedModel):
         """pixel_values (N, C, H, W) float -> logits (N, L) [and the loss when labels are given].
         return_dict=False gives transformers' tuple (loss if any, logits, hidden states if asked)."""
         x = self._prepare(pixel_values)
-        last, hidden = self._backbone(x, run_conv_1x1=True, rec=rec)  # (N, h, w, C_last)
-        rec = _recorder(rec)
-        logits = pool(last, self.config.pooling, output_stride=self.config.output_stride, rec=rec)  # (N, 1, 1, C_last)
+        layers = self._layers(rec)
+        last, hidden = backbone(x, self.arch, layers)  # (N, h, w, C_last)
+        logits = pool(last, self.config.pooling, layers, output_stride=self.config.output_stride)  # (N, 1, 1, C_last)
         spec = classifier_spec(self.config)
         if spec is not None:  # num_labels == 0: no classifier, the logits are the pooled features
-            logits = classifier_layer(logits, spec, self.params[spec.name], rec=rec)  # (N, 1, 1, L)
+            logits = classifier_layer(logits, spec, layers)  # (N, 1, 1, L)
         logits = _spatial_to_public(logits)  # (N, L), or (N, L, h, w) for a grid of logits
         if labels is not None and logits.ndim != 2:
             raise ValueError(
@@ -774,12 +556,9 @@ class MobileNetV2ForSemanticSegmentation(MobileNetV2PreTrainedModel):
             raise ValueError("MobileNetV2ForSemanticSegmentation: the loss needs num_labels > 1, the config has 1.")
         x = self._prepare(pixel_values)
         labels = None if labels is None else check_segmentation_labels(labels, pixel_values.shape[0], self.config)
-        _, hidden = self._backbone(x, run_conv_1x1=False, rec=rec)
-        head = deeplab_head_spec(self.config)
-        if rec is None:
-            logits = fast_forward.deeplab_head(hidden[-1], head, self.folded_params())
-        else:
-            logits = deeplab_head(hidden[-1], head, self.params, tf_padding=self.config.tf_padding, rec=rec)
+        layers = self._layers(rec)
+        _, hidden = backbone(x, self.arch, layers, run_conv_1x1=False)  # DeepLab never reads the final 1x1 conv
+        logits = deeplab_head(hidden[-1], deeplab_head_spec(self.config), layers)  # (N, H/os, W/os, L)
         loss = None if labels is None else segmentation_loss(logits, labels, self.config)
         out = SemanticSegmenterOutput(
             loss=loss, logits=nhwc_to_nchw(logits), hidden_states=_hidden(hidden, output_hidden_states)

@@ -1,4 +1,4 @@
-"""The plain forward (`npmnv2.fast_forward`: folded batch norm, in-place epilogues, pre-padded
+"""The plain forward (`npmnv2.fast`: folded batch norm, in-place epilogues, pre-padded
 expansions, split head projection) equals the readable step-by-step forward that traces record."""
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ from npmnv2 import (
     MobileNetV2ForSemanticSegmentation,
     MobileNetV2Model,
 )
-from npmnv2.fast_forward import (
+from npmnv2.fast.forward import fold_conv
+from npmnv2.fast.kernels import (
     FoldedConv,
     bias_activation,
     depthwise_rows,
     depthwise_windows,
-    fold_conv,
     pad2d_homogeneous,
 )
 from npmnv2.ops import Pad2D, depthwise_conv2d, pad2d, pointwise_conv2d

@@ -25,7 +25,8 @@ Shape vocabulary: N batch; H, W in; Ho, Wo out; C_in, C_out; M expanded channels
 K_eff = d*(K-1)+1 the dilated kernel extent; L labels; P = KH*KW*C_in.
 
 These are the textbook forms, the ones a trace runs: each op allocates its output and never
-writes into its inputs. The tricks that make the plain forward fast live in `npmnv2.fast_forward`.
+writes into its inputs. The tricks that make the plain forward fast live in `npmnv2.fast`
+(`fast.kernels`, `fast.forward`).
 """
 
 from __future__ import annotations

@@ -24,16 +24,16 @@ from .quantization import (
 # ============================================================================ textbook forward
 
 
-def global_average_pool(x: np.ndarray) -> np.ndarray:
+def global_average_pool(x: np.ndarray, *, keepdims: bool = False) -> np.ndarray:
     """Mean over all pixels of each channel (the classifier's pooler, DeepLab's image pooling).
 
     Math: out[n, c] = 1/(H*W) * sum_{y, x} x[n, y, x, c]
-    Shapes: x (N, H, W, C) -> (N, C).
+    Shapes: x (N, H, W, C) -> (N, C), or (N, 1, 1, C) with keepdims=True (as the network keeps it).
 
     >>> global_average_pool(np.arange(4.0).reshape(1, 2, 2, 1))
     array([[1.5]])
     """
-    return x.mean(axis=(1, 2), dtype=x.dtype)
+    return x.mean(axis=(1, 2), dtype=x.dtype, keepdims=keepdims)
 
 
 def avg_pool2d(x: np.ndarray, *, kernel_size: int | tuple[int, int], stride: int = 1) -> np.ndarray:
@@ -214,7 +214,7 @@ PAGES = (
         describe_pooling,
         global_average_pool_step_backward,
         global_average_pool_backward,
-        forward_step=lambda step, inputs: global_average_pool(inputs[0])[:, None, None, :],
+        forward_step=lambda step, inputs: global_average_pool(inputs[0], keepdims=True),
     ),
     OpPage(
         avg_pool2d,

@@ -4,7 +4,8 @@
 all ReLU6 / ReLU / linear, with batch norm not yet folded, when no traced tensor is asked for;
 every other case runs the readable backward (each op's backward on its page in `npmnv2.ops`).
 tests/test_gradients.py checks the two against each other and against PyTorch autograd. It reuses
-the fused forward of `npmnv2.fast_forward` (folded layers, strided depthwise views).
+the fast kernels of `npmnv2.fast.kernels` (folded layers, strided depthwise views); what differs
+between kinds of layer is read from their rows of `npmnv2.layer_kinds.LAYER_KINDS`.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from typing import NamedTuple
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .architecture import BackboneSpec, ConvSpec
-from .fast_forward import FoldedConv, bias_activation, depthwise, depthwise_rows, geometry, matmul_pixels, patch_image
-from .ops import Pad2D, pad2d
-from .ops.conv import col2im
+from ..architecture import BackboneSpec, ConvSpec
+from ..layer_kinds import layer_kind
+from ..ops import Pad2D, pad2d
+from ..ops.conv import col2im
+from .kernels import FoldedConv, bias_activation, depthwise, depthwise_rows, geometry, matmul_pixels, patch_image
 
 # ============================================================================ gradients, fast
 
 # `gradients.grad` runs this for classifiers whose layers are all ReLU6 / ReLU / linear, with
 # batch norm not yet folded, when no traced tensor is asked for; tests/test_gradients.py checks
-# it against PyTorch autograd and against the readable backward of `npmnv2.backward`. The tricks:
+# it against PyTorch autograd and against the readable backward of each op's page. The tricks:
 # the forward runs on folded layers and keeps only each layer's input and activated output; the
 # ReLU6 derivative is read from the activated output (a in (0, 6) exactly where y is); batch
 # norm's gradients come from the kernel's gradient (no normalised tensor is ever formed):
@@ -46,10 +48,11 @@ class _Kept(NamedTuple):
 def _conv_keep(x: np.ndarray, spec: ConvSpec, f: FoldedConv, tf_padding: bool, kept: list[_Kept]) -> np.ndarray:
     pad, _, _ = geometry(spec, x.shape[1], x.shape[2], tf_padding)
     patches = None
-    if spec.kind == "depthwise":
+    kind = layer_kind(spec)
+    if not kind.as_matrix:  # depthwise: its padded input is kept
         patches = pad2d(x, pad)
         y = depthwise(patches, f.kernel, stride=spec.stride, dilation=spec.dilation)
-    elif spec.kind == "pointwise":
+    elif not kind.patches:  # 1x1: the input itself is the matrix's rows
         y = matmul_pixels(x, f.kernel[0, 0])
     else:
         patches = patch_image(x, spec, tf_padding)
@@ -125,7 +128,8 @@ def _layer_backward(
     g_sum = g.sum(axis=(0, 1, 2))
     pad, _, _ = geometry(spec, k.x.shape[1], k.x.shape[2], tf_padding)
     g_x = None
-    if spec.kind == "depthwise":
+    kind = layer_kind(spec)
+    if not kind.as_matrix:  # depthwise
         x_padded = k.patches
         kh, kw, _ = f.kernel.shape
         G = _depthwise_kernel_grad(x_padded, g, kh, kw, spec.stride, spec.dilation)  # (KH, KW, C)
@@ -133,13 +137,13 @@ def _layer_backward(
             g_pad = _depthwise_input_grad(g, f.kernel, x_padded.shape, spec.stride, spec.dilation)
             g_x = g_pad[:, pad.top : pad.top + k.x.shape[1], pad.left : pad.left + k.x.shape[2]]
     else:
-        rows = k.x if spec.kind == "pointwise" else k.patches  # (N, Ho, Wo, P)
+        rows = k.patches if kind.patches else k.x  # (N, Ho, Wo, P)
         p = rows.shape[-1]
         g_rows = g.reshape(-1, c_out)
         G = (np.ascontiguousarray(rows).reshape(-1, p).T @ g_rows).reshape(params["kernel"].shape)  # like W (HWIO)
         if need_input:
             g_cols = g_rows @ f.kernel[0, 0].T  # (N*Ho*Wo, P)
-            if spec.kind == "pointwise":
+            if not kind.patches:
                 g_x = g_cols.reshape(k.x.shape)
             else:
                 n, h, w, c_in = k.x.shape

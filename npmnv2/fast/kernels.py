@@ -1,50 +1,53 @@
-"""The plain forward pass, fast: the one module of npmnv2 with performance tricks.
+"""The fast kernels of the plain forward: one fast form per layer kind, and the tricks they use.
 
-`model(pixel_values)` without a trace runs this module; `model.trace` runs the readable layers of
-`modeling_mobilenet_v2`, which compute the same numbers one textbook op at a time.
-`tests/test_fast_path.py` asserts the two agree on every block output, logits included, for many
-configurations. What happens here, and why (measurements in docs/decisions.md):
+`npmnv2.layer_kinds.LAYER_KINDS` names, for each layer kind, the textbook op a trace runs and the
+fast form here that `model(pixel_values)` runs (through `npmnv2.fast.forward.FastLayers`); the
+one assembly of the network (`npmnv2.network`) calls neither directly. What happens here, and
+why (measurements in docs/decisions.md):
 
-- batch norm is folded into every kernel once (`fold_conv`) and cached (`FoldCache`), not once
-  per call; the cache folds copies, so the model's and the caller's arrays are never changed;
 - a 1x1 (or im2col) conv that feeds a depthwise conv writes its output already zero-padded for
   it, with the bias inside the matrix product (`pad2d_homogeneous`): the wide expanded tensor is
-  never copied into a padded buffer;
+  never copied into a padded buffer (`Padded`);
 - stride-1 depthwise convs are one einsum over whole image rows (`depthwise_rows`), strided
   ones one einsum over a window view (`depthwise_windows`); both read strided views made with
   `as_strided`, which the textbook ops do not use;
 - bias and activation run in place on a conv's output, a whole image row at a time (`along_rows`);
-- in the DeepLab head, the image-pooling half of the projection is computed once per image
-  instead of being broadcast, concatenated and multiplied at every pixel.
+- a 1x1 conv of a channel concatenation is the sum of the 1x1 convs of its parts, and a part that
+  is one pixel broadcast to the grid (DeepLab's image pooling) is multiplied once per image
+  (`ChannelParts`).
+
+Imports only `npmnv2.ops`: a layer spec is anything with a `ConvSpec`'s fields (`LayerGeometry`).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from .architecture import HEAD_CHANNELS, BackboneSpec, BlockSpec, ConvSpec, DeepLabHeadSpec
-from .ops import (
-    Pad2D,
-    activation,
-    conv_output_size,
-    conv_padding,
-    fold_batch_norm,
-    global_average_pool,
-    im2col,
-    pad2d,
-)
-from .ops.padding import tap_slice
+from ..ops import Pad2D, activation, conv_output_size, conv_padding, im2col, pad2d
+from ..ops.padding import tap_slice
+
+
+class LayerGeometry(Protocol):
+    """The fields of `npmnv2.architecture.ConvSpec` the fast forms read."""
+
+    name: str
+    c_in: int
+    kernel_size: int
+    stride: int
+    dilation: int
+    activation: str | None
+
 
 # ============================================================================ geometry and padding
 
 
 @functools.lru_cache(maxsize=4096)
-def geometry(spec: ConvSpec, h: int, w: int, tf_padding: bool) -> tuple[Pad2D, int, int]:
+def geometry(spec: LayerGeometry, h: int, w: int, tf_padding: bool) -> tuple[Pad2D, int, int]:
     """The padding a conv layer applies to an H x W input and its output size (Ho, Wo), cached:
     the same few sizes come back on every forward pass."""
     k, s, d = spec.kernel_size, spec.stride, spec.dilation
@@ -203,7 +206,7 @@ def keeps_zero(name: str | None) -> bool:
     return name is None or bool(activation(name)(np.zeros(1))[0] == 0)
 
 
-# ============================================================================ folding
+# ============================================================================ folded layers
 
 
 class FoldedConv(NamedTuple):
@@ -222,63 +225,10 @@ class FoldedConv(NamedTuple):
     homogeneous: np.ndarray | None
 
 
-def _frozen(array: np.ndarray | None) -> np.ndarray | None:
-    if array is not None:
-        array.flags.writeable = False
-    return array
-
-
-def fold_conv(spec: ConvSpec, params: Mapping[str, np.ndarray], dtype: np.dtype) -> FoldedConv:
-    """Fold one layer's batch norm (when it has one) into new arrays laid out as `FoldedConv` says."""
-    kernel, bias = params["kernel"], params.get("bias")
-    if "gamma" in params:
-        kernel, bias = fold_batch_norm(
-            kernel, bias, params["gamma"], params["beta"], params["mean"], params["var"], eps=spec.eps
-        )
-    kernel = np.array(kernel, dtype=dtype)  # always a copy: the model's arrays stay as they are
-    bias = None if bias is None else np.array(bias, dtype=dtype)
-    if spec.kind in ("depthwise", "linear"):
-        return FoldedConv(_frozen(kernel), _frozen(bias), None)
-    kernel = kernel.reshape(1, 1, -1, kernel.shape[-1])  # (1, 1, P, C_out)
-    row = np.zeros(kernel.shape[-1], dtype) if bias is None else bias
-    homogeneous = np.concatenate([kernel, row[None, None, None, :]], axis=2)  # (1, 1, P + 1, C_out)
-    _frozen(homogeneous)
-    # The plain kernel is the homogeneous one without its bias row: a view, not a second copy.
-    return FoldedConv(homogeneous[:, :, :-1], _frozen(bias), homogeneous)
-
-
-class FoldCache:
-    """Folded layers, folded once and reused while the model's arrays stay the same objects.
-
-    A layer is refolded when any of its arrays in `model.params` is replaced by another array
-    (the cache holds the arrays it folded, so their ids cannot be reused while cached). The model's
-    arrays are read-only (`npmnv2.parameters`), so replacing one is the only way to change it.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[tuple[int, ...], FoldedConv, tuple[np.ndarray, ...]]] = {}
-
-    def folded(
-        self, specs: list[ConvSpec], params: Mapping[str, Mapping[str, np.ndarray]], dtype: np.dtype
-    ) -> dict[str, FoldedConv]:
-        out = {}
-        for spec in specs:
-            arrays = tuple(params[spec.name].values())
-            ids = tuple(map(id, arrays))
-            hit = self._entries.get(spec.name)
-            if hit is None or hit[0] != ids:
-                hit = self._entries[spec.name] = (ids, fold_conv(spec, params[spec.name], dtype), arrays)
-            out[spec.name] = hit[1]
-        return out
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
 # ============================================================================ layers
 
 
-def patch_image(x: np.ndarray, spec: ConvSpec, tf_padding: bool) -> np.ndarray:
+def patch_image(x: np.ndarray, spec: LayerGeometry, tf_padding: bool) -> np.ndarray:
     """A dense conv's input as the image of its patches, so that the conv is a 1x1 conv on it.
 
     Shapes: x (N, H, W, C_in) -> (N, Ho, Wo, P), P = KH*KW*C_in (`ops.im2col`, reshaped).
@@ -288,7 +238,7 @@ def patch_image(x: np.ndarray, spec: ConvSpec, tf_padding: bool) -> np.ndarray:
     return cols.reshape(x.shape[0], ho, wo, cols.shape[-1])  # (N, Ho, Wo, P)
 
 
-def _patch_planes(x: np.ndarray, spec: ConvSpec, tf_padding: bool, out_pad: Pad2D) -> np.ndarray:
+def patch_planes(x: np.ndarray, spec: LayerGeometry, tf_padding: bool, out_pad: Pad2D) -> np.ndarray:
     """The patch image of a dense conv, homogeneous and padded (`pad2d_homogeneous`), channel-major.
 
     planes[n, (i*KW + j)*C + c, top + y, left + x] = x_pad[n, y*s + i*d, x*s + j*d, c], then a plane
@@ -321,83 +271,112 @@ def matmul_pixels(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return (np.ascontiguousarray(x).reshape(n * h * w, p) @ kernel).reshape(n, h, w, -1)
 
 
-def conv_layer(
-    x: np.ndarray, spec: ConvSpec, f: FoldedConv, *, tf_padding: bool, pad_for: ConvSpec | None = None
-) -> tuple[np.ndarray, bool]:
-    """The readable `conv_layer` with batch norm folded, bias and activation in place.
+# ============================================================================ what the fast forms hand on
 
-    pad_for: the depthwise conv that reads this layer's output. When given (and the activation
-    keeps 0 at 0), the output comes back already zero-padded for it.
-    Shapes: x (N, H, W, C_in) -> (N, Ho, Wo, C_out), or (N, Ho + pads, Wo + pads, C_out) padded.
-    Returns the output and whether it is padded.
+
+class Padded(NamedTuple):
+    """A layer's output written already zero-padded for the depthwise conv that reads it.
+
+    array: (N, Ho + top + bottom, Wo + left + right, C), zero in the border.
     """
-    n, h, w, c_in = x.shape
-    if c_in != spec.c_in:
-        raise ValueError(
-            f"conv_layer at {spec.name!r}: expected {spec.c_in} input channels, got {c_in} (x.shape={x.shape})."
-        )
-    pad, ho, wo = geometry(spec, h, w, tf_padding)
-    if spec.kind == "depthwise":
-        y = depthwise(pad2d(x, pad), f.kernel, stride=spec.stride, dilation=spec.dilation)
-        return bias_activation(y, f.bias, spec.activation), False
-    if pad_for is None or not keeps_zero(spec.activation):
-        rows = x if spec.kind == "pointwise" else patch_image(x, spec, tf_padding)  # (N, Ho, Wo, P)
-        y = matmul_pixels(rows, f.kernel[0, 0])  # (N, Ho, Wo, P) @ (P, C_out) -> (N, Ho, Wo, C_out)
-        return bias_activation(y, f.bias, spec.activation), False
-    out_pad, _, _ = geometry(pad_for, ho, wo, tf_padding)
-    if spec.kind == "pointwise":
-        y = matmul_pixels(pad2d_homogeneous(x, out_pad), f.homogeneous[0, 0])  # W x + b inside, 0 in the border
+
+    array: np.ndarray
+
+
+class ChannelParts(NamedTuple):
+    """A channel concatenation not yet made: its parts, in channel order, each (N, H, W, C_i)
+    (a part may be a broadcast view of one pixel per image)."""
+
+    parts: tuple[np.ndarray, ...]
+
+    def made(self) -> np.ndarray:
+        """The concatenation itself, (N, H, W, sum C_i)."""
+        return np.concatenate(self.parts, axis=-1)
+
+
+def as_array(x: np.ndarray | Padded | ChannelParts, name: str) -> np.ndarray:
+    """x as a plain NHWC array, for a fast form that takes no `Padded` or `ChannelParts`."""
+    if isinstance(x, ChannelParts):
+        return x.made()
+    if isinstance(x, Padded):
+        raise TypeError(f"{name}: a padded tensor reached a step that pads its own input.")
+    return x
+
+
+def _one_pixel_per_image(x: np.ndarray) -> bool:
+    """Is x (N, H, W, C) one pixel per image broadcast to the grid (strides 0 along H and W)?"""
+    return x.ndim == 4 and x.strides[1] == 0 and x.strides[2] == 0
+
+
+def _parts_times(x: ChannelParts, kernel: np.ndarray) -> np.ndarray:
+    """concat(parts) @ kernel as the sum of part_i @ kernel[rows of part i], a broadcast part
+    multiplied once per image:  concat([p, b]) @ K = p @ K[:Cp] + b @ K[Cp:].
+
+    Shapes: parts (N, H, W, C_i), kernel (sum C_i, C_out) -> (N, H, W, C_out).
+    """
+    out = None
+    per_image = []
+    start = 0
+    for part in x.parts:
+        rows = kernel[start : start + part.shape[-1]]
+        start += part.shape[-1]
+        if _one_pixel_per_image(part):
+            per_image.append(matmul_pixels(part[:, :1, :1], rows))  # (N, 1, 1, C_out)
+        elif out is None:
+            out = matmul_pixels(part, rows)
+        else:
+            out += matmul_pixels(part, rows)
+    if out is None:
+        return np.broadcast_to(sum(per_image), (*x.parts[0].shape[:3], kernel.shape[1])).copy()
+    for term in per_image:
+        np.add(out, term, out=out)
+    return out
+
+
+# ============================================================================ one fast form per layer kind
+# Each: (x, spec, folded layer, tf_padding, out_pad) -> the layer's output, bias and activation
+# applied; out_pad is the padding the next layer (a depthwise conv) wants, or None.
+
+
+def fast_depthwise(x, spec: LayerGeometry, f: FoldedConv, tf_padding: bool, out_pad: Pad2D | None) -> np.ndarray:
+    """A depthwise layer: its input padded here, or already padded by the layer before (`Padded`)."""
+    if isinstance(x, Padded):
+        x_padded = x.array
     else:
-        planes = _patch_planes(x, spec, tf_padding, out_pad)  # (N, P + 1, Hp, Wp)
-        _, p1, hp, wp = planes.shape
-        rows = planes.reshape(n, p1, hp * wp).transpose(0, 2, 1)  # (N, Hp*Wp, P + 1), a view
-        y = (rows @ f.homogeneous[0, 0]).reshape(n, hp, wp, -1)  # (N, Hp, Wp, C_out)
-    return (y if spec.activation is None else activation_inplace(spec.activation, y)), True
+        pad, _, _ = geometry(spec, x.shape[1], x.shape[2], tf_padding)
+        x_padded = pad2d(as_array(x, spec.name), pad)
+    y = depthwise(x_padded, f.kernel, stride=spec.stride, dilation=spec.dilation)
+    return bias_activation(y, f.bias, spec.activation)
 
 
-def inverted_residual(x: np.ndarray, block: BlockSpec, folded: Mapping[str, FoldedConv], *, tf_padding: bool):
-    """The readable `inverted_residual` on folded layers; the expansion hands the depthwise conv a
-    padded tensor. Shapes: x (N, H, W, C_in) -> (N, Ho, Wo, C_out)."""
-    y, padded = x, False
-    for spec, after in zip(block.convs, (*block.convs[1:], None), strict=True):
-        if spec.kind == "depthwise" and padded:  # the layer before already padded its output
-            y = depthwise(y, folded[spec.name].kernel, stride=spec.stride, dilation=spec.dilation)
-            y, padded = bias_activation(y, folded[spec.name].bias, spec.activation), False
-            continue
-        pad_for = after if after is not None and after.kind == "depthwise" else None
-        y, padded = conv_layer(y, spec, folded[spec.name], tf_padding=tf_padding, pad_for=pad_for)
-    return np.add(y, x, out=y) if block.residual else y
+def fast_pointwise(x, spec: LayerGeometry, f: FoldedConv, tf_padding: bool, out_pad: Pad2D | None):
+    """A 1x1 layer: one matrix product (of each part, for `ChannelParts`); with out_pad, written
+    padded with the bias inside the product (`pad2d_homogeneous`)."""
+    if isinstance(x, ChannelParts):
+        y = _parts_times(x, f.kernel[0, 0])
+    elif out_pad is not None and keeps_zero(spec.activation):
+        y = matmul_pixels(pad2d_homogeneous(x, out_pad), f.homogeneous[0, 0])  # W x + b inside, 0 in the border
+        return Padded(y if spec.activation is None else activation_inplace(spec.activation, y))
+    else:
+        y = matmul_pixels(as_array(x, spec.name), f.kernel[0, 0])  # (N, H, W, C_in) @ (C_in, C_out)
+    return bias_activation(y, f.bias, spec.activation)
 
 
-def backbone(
-    x: np.ndarray, arch: BackboneSpec, folded: Mapping[str, FoldedConv], *, tf_padding: bool, run_conv_1x1: bool = True
-) -> tuple[np.ndarray | None, list[np.ndarray]]:
-    """The readable `backbone` on folded layers. Same shapes and outputs."""
-    y = inverted_residual(x, arch.stem, folded, tf_padding=tf_padding)
-    hidden_states = []
-    for block in arch.layers:
-        y = inverted_residual(y, block, folded, tf_padding=tf_padding)
-        hidden_states.append(y)
-    last = None
-    if run_conv_1x1:
-        last, _ = conv_layer(y, arch.conv_1x1, folded[arch.conv_1x1.name], tf_padding=tf_padding)
-    return last, hidden_states
+def fast_dense(x, spec: LayerGeometry, f: FoldedConv, tf_padding: bool, out_pad: Pad2D | None):
+    """A dense KxK layer: a 1x1 conv of its patch image; with out_pad, written padded
+    (`patch_planes`)."""
+    x = as_array(x, spec.name)
+    if out_pad is None or not keeps_zero(spec.activation):
+        y = matmul_pixels(patch_image(x, spec, tf_padding), f.kernel[0, 0])  # (N, Ho, Wo, P) @ (P, C_out)
+        return bias_activation(y, f.bias, spec.activation)
+    n = x.shape[0]
+    planes = patch_planes(x, spec, tf_padding, out_pad)  # (N, P + 1, Hp, Wp)
+    _, p1, hp, wp = planes.shape
+    rows = planes.reshape(n, p1, hp * wp).transpose(0, 2, 1)  # (N, Hp*Wp, P + 1), a view
+    y = (rows @ f.homogeneous[0, 0]).reshape(n, hp, wp, -1)  # (N, Hp, Wp, C_out)
+    return Padded(y if spec.activation is None else activation_inplace(spec.activation, y))
 
 
-def deeplab_head(features: np.ndarray, head: DeepLabHeadSpec, folded: Mapping[str, FoldedConv]) -> np.ndarray:
-    """The readable `deeplab_head` on folded layers, without materialising the broadcast image-pool branch.
-
-    The projection of concat([pooled broadcast to every pixel, branch]) splits by its input rows:
-        concat([p, b]) @ K + bias = b @ K[256:] + (p @ K[:256] + bias)
-    and the second term is one vector per image. Shapes: features (N, H, W, C) -> (N, H, W, L).
-    """
-    pooled = global_average_pool(features)[:, None, None, :]  # (N, 1, 1, C)
-    pooled, _ = conv_layer(pooled, head.conv_pool, folded[head.conv_pool.name], tf_padding=True)  # (N, 1, 1, 256)
-    branch, _ = conv_layer(features, head.conv_aspp, folded[head.conv_aspp.name], tf_padding=True)  # (N, H, W, 256)
-    projection = folded[head.conv_projection.name]
-    kernel = projection.kernel[0, 0]  # (512, 256): rows 0..255 read the image pool, 256..511 the branch
-    per_image = pooled @ kernel[:HEAD_CHANNELS] + projection.bias  # (N, 1, 1, 256)
-    y = matmul_pixels(branch, kernel[HEAD_CHANNELS:])  # (N, H, W, 256)
-    y = bias_activation(np.add(y, per_image, out=y), None, head.conv_projection.activation)
-    logits, _ = conv_layer(y, head.classifier, folded[head.classifier.name], tf_padding=True)  # (N, H, W, L)
-    return logits
+def fast_linear(x, spec: LayerGeometry, f: FoldedConv, tf_padding: bool, out_pad: Pad2D | None) -> np.ndarray:
+    """The classifier: pooled features (N, h, w, C) @ (C, L) + bias."""
+    return bias_activation(matmul_pixels(as_array(x, spec.name), f.kernel), f.bias, spec.activation)

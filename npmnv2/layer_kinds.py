@@ -1,0 +1,141 @@
+"""The one table of layer kinds: everything npmnv2 knows about a kind of layer, in one row.
+
+A layer spec (`npmnv2.architecture.ConvSpec`) says which kind it is ("conv", "depthwise",
+"pointwise", "linear"); every module that treats kinds differently reads the row here instead of
+comparing kind strings:
+
+- the textbook op a trace records and how a layer calls it (`op`, `run`), and whether the layer
+  pads its input first (`pads`); the step that holds its output (`step_kind`, `step_suffix`);
+- the fast form `model(pixel_values)` runs (`fast`, in `npmnv2.fast.kernels`), whether its folded
+  kernel is multiplied as a (P, C_out) matrix (`as_matrix`), whether it reads patches
+  (`patches`), and whether the layer before may hand it its input already padded (`reads_padded`);
+- its kernel in npmnv2's layout (`kernel_shape`), PyTorch's (`torch_weight`, `torch_shape`,
+  `from_torch`, `to_torch`) and TFLite's (`tflite_op`, `from_tflite`);
+- its MACs come from its op's page (`npmnv2.ops.PAGE_OF[row.op].macs`).
+
+Adding a kind of layer is adding a row (and its op page and fast form).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from .fast.kernels import fast_dense, fast_depthwise, fast_linear, fast_pointwise
+from .ops import conv2d, depthwise_conv2d, linear, pointwise_conv2d
+
+# How a layer mixes its inputs:
+#   "conv"       dense KxK convolution (im2col, then one matrix product)  -- the stem
+#   "depthwise"  one KxK filter per channel, no mixing across channels
+#   "pointwise"  1x1 convolution: one matrix product over the channel axis
+#   "linear"     a fully connected layer on pooled features (transformers' nn.Linear classifier)
+ConvKind = Literal["conv", "depthwise", "pointwise", "linear"]
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """One row of `LAYER_KINDS` (see the module docstring for what each field is for)."""
+
+    op: Callable[..., np.ndarray]
+    run: Callable[[np.ndarray, np.ndarray, np.ndarray | None, Any], np.ndarray]
+    pads: bool
+    step_kind: str
+    step_suffix: str
+    fast: Callable[..., Any]
+    as_matrix: bool
+    patches: bool
+    reads_padded: bool
+    kernel_shape: Callable[[Any], tuple[int, ...]]
+    torch_weight: str
+    torch_shape: Callable[[Any], tuple[int, ...]]
+    from_torch: Callable[[np.ndarray], np.ndarray]
+    to_torch: Callable[[np.ndarray], np.ndarray]
+    tflite_op: str
+    from_tflite: Callable[[np.ndarray], np.ndarray]
+
+
+LAYER_KINDS: dict[str, LayerKind] = {
+    "conv": LayerKind(
+        op=conv2d,
+        run=lambda x, kernel, bias, spec: conv2d(x, kernel, bias, stride=spec.stride, dilation=spec.dilation),
+        pads=True,
+        step_kind="convolution",
+        step_suffix=".convolution",
+        fast=fast_dense,
+        as_matrix=True,
+        patches=True,
+        reads_padded=False,
+        kernel_shape=lambda spec: (spec.kernel_size, spec.kernel_size, spec.c_in, spec.c_out),  # HWIO
+        torch_weight="convolution.weight",
+        torch_shape=lambda spec: (spec.c_out, spec.c_in, spec.kernel_size, spec.kernel_size),  # OIHW
+        from_torch=lambda w: w.transpose(2, 3, 1, 0),  # OIHW -> HWIO
+        to_torch=lambda k: k.transpose(3, 2, 0, 1),  # HWIO -> OIHW
+        tflite_op="CONV_2D",
+        from_tflite=lambda w: w.transpose(1, 2, 3, 0),  # OHWI -> HWIO
+    ),
+    "depthwise": LayerKind(
+        op=depthwise_conv2d,
+        run=lambda x, kernel, bias, spec: depthwise_conv2d(x, kernel, bias, stride=spec.stride, dilation=spec.dilation),
+        pads=True,
+        step_kind="convolution",
+        step_suffix=".convolution",
+        fast=fast_depthwise,
+        as_matrix=False,
+        patches=False,
+        reads_padded=True,
+        kernel_shape=lambda spec: (spec.kernel_size, spec.kernel_size, spec.c_out),  # (KH, KW, C)
+        torch_weight="convolution.weight",
+        torch_shape=lambda spec: (spec.c_out, 1, spec.kernel_size, spec.kernel_size),  # (C, 1, KH, KW)
+        from_torch=lambda w: w[:, 0].transpose(1, 2, 0),  # (C, 1, KH, KW) -> (KH, KW, C)
+        to_torch=lambda k: k.transpose(2, 0, 1)[:, None],  # (KH, KW, C) -> (C, 1, KH, KW)
+        tflite_op="DEPTHWISE_CONV_2D",
+        from_tflite=lambda w: w[0],  # (1, KH, KW, C) -> (KH, KW, C)
+    ),
+    "pointwise": LayerKind(
+        op=pointwise_conv2d,
+        run=lambda x, kernel, bias, spec: pointwise_conv2d(x, kernel, bias),  # a 1x1 conv never pads
+        pads=True,
+        step_kind="convolution",
+        step_suffix=".convolution",
+        fast=fast_pointwise,
+        as_matrix=True,
+        patches=False,
+        reads_padded=False,
+        kernel_shape=lambda spec: (1, 1, spec.c_in, spec.c_out),  # HWIO
+        torch_weight="convolution.weight",
+        torch_shape=lambda spec: (spec.c_out, spec.c_in, 1, 1),  # OIHW
+        from_torch=lambda w: w.transpose(2, 3, 1, 0),
+        to_torch=lambda k: k.transpose(3, 2, 0, 1),
+        tflite_op="CONV_2D",
+        from_tflite=lambda w: w.transpose(1, 2, 3, 0),
+    ),
+    "linear": LayerKind(
+        op=linear,
+        run=lambda x, kernel, bias, spec: linear(x, kernel, bias),
+        pads=False,
+        step_kind="linear",
+        step_suffix="",  # transformers' classifier is a bare nn.Linear: its output is the module's own
+        fast=fast_linear,
+        as_matrix=False,
+        patches=False,
+        reads_padded=False,
+        kernel_shape=lambda spec: (spec.c_in, spec.c_out),  # (C_in, L)
+        torch_weight="weight",
+        torch_shape=lambda spec: (spec.c_out, spec.c_in),  # (L, C_in)
+        from_torch=lambda w: w.T,
+        to_torch=lambda k: k.T,
+        tflite_op="FULLY_CONNECTED",
+        from_tflite=lambda w: w.T,  # (L, C_in) -> (C_in, L)
+    ),
+}
+
+
+def layer_kind(spec: Any) -> LayerKind:
+    """The row of a layer spec's kind, or a ValueError naming the layer and the known kinds."""
+    row = LAYER_KINDS.get(spec.kind)
+    if row is None:
+        raise ValueError(f"layer {spec.name!r}: unknown kind {spec.kind!r}; the kinds are {sorted(LAYER_KINDS)}.")
+    return row
