@@ -23,6 +23,7 @@ import numpy as np
 from . import ops
 from .architecture import classifier_spec
 from .fast import gradients as fast_gradients
+from .layer_kinds import layer_kind
 from .model_inputs import (
     check_pixel_values,
     check_segmentation_labels,
@@ -243,13 +244,10 @@ def _to_state_dict(model: Any, params: dict[str, dict[str, np.ndarray]]) -> dict
         zeros = {k: np.zeros_like(v) for k, v in p.items()}
         g = {**zeros, **(g or {})}
         name = hf_name(spec, model.task)
-        if spec.kind == "linear":
-            out[f"{name}.weight"] = kernel_to_torch(g["kernel"], "linear")
-            out[f"{name}.bias"] = g["bias"]
-            continue
-        out[f"{name}.convolution.weight"] = kernel_to_torch(g["kernel"], spec.kind)
+        weight = layer_kind(spec).torch_weight  # "convolution.weight", or the bare nn.Linear's "weight"
+        out[f"{name}.{weight}"] = kernel_to_torch(g["kernel"], spec.kind)
         if spec.bias:
-            out[f"{name}.convolution.bias"] = g["bias"]
+            out[f"{name}.{weight.replace('weight', 'bias')}"] = g["bias"]
         if spec.eps is not None:
             if "gamma" in p:
                 out[f"{name}.normalization.weight"] = g["gamma"]

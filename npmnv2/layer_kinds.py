@@ -11,6 +11,7 @@ comparing kind strings:
   (`patches`), and whether the layer before may hand it its input already padded (`reads_padded`);
 - its kernel in npmnv2's layout (`kernel_shape`), PyTorch's (`torch_weight`, `torch_shape`,
   `from_torch`, `to_torch`) and TFLite's (`tflite_op`, `from_tflite`);
+- how a figure labels and colours it (`role`, `colour`);
 - its MACs come from its op's page (`npmnv2.ops.PAGE_OF[row.op].macs`).
 
 Adding a kind of layer is adding a row (and its op page and fast form).
@@ -55,6 +56,8 @@ class LayerKind:
     to_torch: Callable[[np.ndarray], np.ndarray]
     tflite_op: str
     from_tflite: Callable[[np.ndarray], np.ndarray]
+    role: Callable[[Any], str]
+    colour: str
 
 
 LAYER_KINDS: dict[str, LayerKind] = {
@@ -75,6 +78,8 @@ LAYER_KINDS: dict[str, LayerKind] = {
         to_torch=lambda k: k.transpose(3, 2, 0, 1),  # HWIO -> OIHW
         tflite_op="CONV_2D",
         from_tflite=lambda w: w.transpose(1, 2, 3, 0),  # OHWI -> HWIO
+        role=lambda spec: f"{spec.kernel_size}x{spec.kernel_size} conv (stem)",  # how a block diagram labels it
+        colour="#a1d99b",
     ),
     "depthwise": LayerKind(
         op=depthwise_conv2d,
@@ -93,6 +98,8 @@ LAYER_KINDS: dict[str, LayerKind] = {
         to_torch=lambda k: k.transpose(2, 0, 1)[:, None],  # (KH, KW, C) -> (C, 1, KH, KW)
         tflite_op="DEPTHWISE_CONV_2D",
         from_tflite=lambda w: w[0],  # (1, KH, KW, C) -> (KH, KW, C)
+        role=lambda spec: f"depthwise {spec.kernel_size}x{spec.kernel_size}",  # how a block diagram labels it
+        colour="#fdae6b",
     ),
     "pointwise": LayerKind(
         op=pointwise_conv2d,
@@ -111,6 +118,8 @@ LAYER_KINDS: dict[str, LayerKind] = {
         to_torch=lambda k: k.transpose(3, 2, 0, 1),
         tflite_op="CONV_2D",
         from_tflite=lambda w: w.transpose(1, 2, 3, 0),
+        role=lambda spec: "expand 1x1" if "expand" in spec.name else "project 1x1 (linear)",
+        colour="#9ecae1",
     ),
     "linear": LayerKind(
         op=linear,
@@ -129,6 +138,8 @@ LAYER_KINDS: dict[str, LayerKind] = {
         to_torch=lambda k: k.T,
         tflite_op="FULLY_CONNECTED",
         from_tflite=lambda w: w.T,  # (L, C_in) -> (C_in, L)
+        role=lambda spec: "linear classifier",  # how a block diagram labels it
+        colour="#bcbddc",
     ),
 }
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from .architecture import ConvSpec, Task, backbone_spec, layer_specs
 from .configuration_mobilenet_v2 import MobileNetV2Config
+from .layer_kinds import LAYER_KINDS, layer_kind
 
 BACKBONE_PREFIX = "mobilenet_v2."  # transformers' prefix of the backbone inside a model with a head
 HEAD_PREFIXES = ("classifier.", "segmentation_head.")
@@ -33,14 +34,10 @@ def hf_name(spec: ConvSpec, task: Task) -> str:
 
 def hf_tensor_shapes(spec: ConvSpec) -> dict[str, tuple[int, ...]]:
     """transformers' parameter names (suffixes) and PyTorch shapes for one layer."""
-    if spec.kind == "linear":
-        return {"weight": (spec.c_out, spec.c_in), "bias": (spec.c_out,)}
-    if spec.kind == "depthwise":
-        shapes = {"convolution.weight": (spec.c_out, 1, spec.kernel_size, spec.kernel_size)}
-    else:
-        shapes = {"convolution.weight": (spec.c_out, spec.c_in, spec.kernel_size, spec.kernel_size)}
+    kind = layer_kind(spec)
+    shapes = {kind.torch_weight: kind.torch_shape(spec)}
     if spec.bias:
-        shapes["convolution.bias"] = (spec.c_out,)
+        shapes[kind.torch_weight.replace("weight", "bias")] = (spec.c_out,)
     if spec.eps is not None:
         for suffix in _BN_NAMES:
             shapes[f"normalization.{suffix}"] = (spec.c_out,)
@@ -63,12 +60,7 @@ def init_params(specs: list[ConvSpec], *, std: float, dtype: np.dtype, seed: int
     rng = np.random.default_rng(seed)
     params = {}
     for spec in specs:
-        if spec.kind == "depthwise":
-            shape = (spec.kernel_size, spec.kernel_size, spec.c_out)
-        elif spec.kind == "linear":
-            shape = (spec.c_in, spec.c_out)
-        else:
-            shape = (spec.kernel_size, spec.kernel_size, spec.c_in, spec.c_out)
+        shape = layer_kind(spec).kernel_shape(spec)
         p = {"kernel": rng.normal(0.0, std, shape).astype(dtype)}
         if spec.bias:
             p["bias"] = np.zeros(spec.c_out, dtype)
@@ -87,39 +79,27 @@ def init_params(specs: list[ConvSpec], *, std: float, dtype: np.dtype, seed: int
 
 
 def kernel_from_torch(weight: np.ndarray, kind: str) -> np.ndarray:
-    """PyTorch -> npmnv2 kernel layout.
+    """PyTorch -> npmnv2 kernel layout, by the kind's row of `LAYER_KINDS`.
 
     conv/pointwise: OIHW (C_out, C_in, KH, KW) -> HWIO (KH, KW, C_in, C_out)
     depthwise:      (C, 1, KH, KW)             -> (KH, KW, C)
     linear:         (L, C_in)                  -> (C_in, L)
     """
-    if kind == "linear":
-        return np.ascontiguousarray(weight.T)
-    if kind == "depthwise":
-        return np.ascontiguousarray(weight[:, 0].transpose(1, 2, 0))
-    return np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
+    return np.ascontiguousarray(LAYER_KINDS[kind].from_torch(weight))
 
 
 def kernel_to_torch(kernel: np.ndarray, kind: str) -> np.ndarray:
     """The inverse of `kernel_from_torch`."""
-    if kind == "linear":
-        return np.ascontiguousarray(kernel.T)
-    if kind == "depthwise":
-        return np.ascontiguousarray(kernel.transpose(2, 0, 1)[:, None])
-    return np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))
+    return np.ascontiguousarray(LAYER_KINDS[kind].to_torch(kernel))
 
 
 def params_from_torch(spec: ConvSpec, tensors: Mapping[str, np.ndarray], dtype: np.dtype) -> dict[str, np.ndarray]:
     """One layer's npmnv2 parameters from its transformers tensors (names without the layer path).
     Every array is a new one in `dtype`: the caller's arrays are never kept or changed."""
-    if spec.kind == "linear":
-        return {
-            "kernel": kernel_from_torch(tensors["weight"], "linear").astype(dtype),
-            "bias": np.array(tensors["bias"], dtype=dtype),
-        }
-    params = {"kernel": kernel_from_torch(tensors["convolution.weight"], spec.kind).astype(dtype)}
+    weight = layer_kind(spec).torch_weight  # "convolution.weight", or the bare nn.Linear's "weight"
+    params = {"kernel": kernel_from_torch(tensors[weight], spec.kind).astype(dtype)}
     if spec.bias:
-        params["bias"] = np.array(tensors["convolution.bias"], dtype=dtype)
+        params["bias"] = np.array(tensors[weight.replace("weight", "bias")], dtype=dtype)
     if spec.eps is not None:
         for hf, ours in _BN_NAMES.items():
             params[ours] = np.array(tensors[f"normalization.{hf}"], dtype=dtype)
@@ -141,11 +121,10 @@ def identity_batch_norm(bias: np.ndarray, eps: float) -> dict[str, np.ndarray]:
 
 def params_to_torch(spec: ConvSpec, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The inverse of `params_from_torch`; a layer whose batch norm was folded gets an identity one."""
-    if spec.kind == "linear":
-        return {"weight": kernel_to_torch(params["kernel"], "linear"), "bias": params["bias"].copy()}
-    tensors = {"convolution.weight": kernel_to_torch(params["kernel"], spec.kind)}
+    weight = layer_kind(spec).torch_weight
+    tensors = {weight: kernel_to_torch(params["kernel"], spec.kind)}
     if spec.bias:
-        tensors["convolution.bias"] = params["bias"].copy()
+        tensors[weight.replace("weight", "bias")] = params["bias"].copy()
     if spec.eps is not None:
         if "gamma" in params:
             tensors.update({f"normalization.{hf}": params[ours].copy() for hf, ours in _BN_NAMES.items()})

@@ -309,6 +309,8 @@ def inverted_residual_diagram(model: Any, block: str = "layer.3", image_size: in
     """One block drawn from the model itself: expand 1x1 -> depthwise 3x3 -> project 1x1 (linear)
     [-> + input], with the real channel counts, strides, dilations, padding and feature-map sizes
     of an `image_size` input (traced, so every number is what the network computes)."""
+    from .layer_kinds import layer_kind
+
     blocks = {b.name: b for b in model.arch.blocks}
     if block not in blocks:
         from .trace import unknown_name_error
@@ -319,21 +321,15 @@ def inverted_residual_diagram(model: Any, block: str = "layer.3", image_size: in
     trace = model.trace(np.zeros((1, model.config.num_channels, h, w), model.dtype), layers=[], stop_at=block)
     shapes = {s.name: s.output_shape for s in trace.steps}
     boxes = [("input", trace.step(spec.convs[0].conv_step).input_shapes[0], "#dddddd")]
-    colours = {"pointwise": "#9ecae1", "depthwise": "#fdae6b", "conv": "#a1d99b"}
     for conv in spec.convs:
         step = trace.step(conv.conv_step)
         last = [n for n in shapes if n.startswith(conv.name + ".")][-1]
-        if conv.kind == "depthwise":
-            role = f"depthwise {conv.kernel_size}x{conv.kernel_size}"
-        elif conv.kind == "conv":
-            role = f"{conv.kernel_size}x{conv.kernel_size} conv (stem)"
-        else:
-            role = "expand 1x1" if "expand" in conv.name else "project 1x1 (linear)"
+        role = layer_kind(conv).role(conv)
         detail = f"stride {conv.stride}" + (f", dilation {conv.dilation}" if conv.dilation > 1 else "")
         if conv.kernel_size > 1:
             detail += "\npad top,bottom,left,right = " + ",".join(map(str, step.attrs["padding"]))
         act = f"BN + {conv.activation}" if conv.activation else "BN, no activation"
-        boxes.append((f"{role}\n{detail}\n{act}", shapes[last], colours[conv.kind]))
+        boxes.append((f"{role}\n{detail}\n{act}", shapes[last], layer_kind(conv).colour))
     if spec.residual:
         boxes.append(("output = input + projection", shapes[block], "#dddddd"))
     width = 2.3

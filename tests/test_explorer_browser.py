@@ -275,7 +275,7 @@ def test_enlarged_channels_are_at_full_resolution_and_a_step_without_channels_sh
 
 HOSTILE_LABELS = [
     "<!--<script>",  # round 3: left the page blank
-    '<img src=x onerror="document.title=\'pwned\'">',  # ran on a page whose CSP allowed 'unsafe-inline'
+    "<img src=x onerror=\"document.title='pwned'\">",  # ran on a page whose CSP allowed 'unsafe-inline'
     "</script><script>document.title='pwned'</script>",
 ]
 
