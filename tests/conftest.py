@@ -60,3 +60,22 @@ def coral_dir() -> Path:
 def cat(coral_dir) -> Path:
     """Coral's photo of a cat, the image most verify tests run on."""
     return coral_dir / "cat.bmp"
+
+
+def randomised(model, seed: int = 0):
+    """Random kernels and batch-norm statistics, so that folding is not the identity."""
+    rng = np.random.default_rng(seed)
+    for p in model.params.values():
+        fan_in = np.prod(p["kernel"].shape[:-1])
+        p["kernel"] = (rng.normal(size=p["kernel"].shape) / np.sqrt(fan_in)).astype(model.dtype)
+        if "bias" in p:
+            p["bias"] = rng.normal(0, 0.1, p["bias"].shape).astype(model.dtype)
+        if "gamma" in p:
+            c = p["gamma"].shape[0]
+            p.update(
+                gamma=rng.uniform(0.5, 1.5, c).astype(model.dtype),
+                beta=rng.normal(0, 0.2, c).astype(model.dtype),
+                mean=rng.normal(0, 0.2, c).astype(model.dtype),
+                var=rng.uniform(0.5, 1.5, c).astype(model.dtype),
+            )
+    return model

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FLOAT32_RTOL, tolerance
+from conftest import FLOAT32_RTOL, randomised, tolerance
 
 from npmnv2 import (
     MobileNetV2Config,
@@ -23,25 +23,6 @@ from npmnv2.fast.kernels import (
 )
 from npmnv2.ops import Pad2D, depthwise_conv2d, pad2d, pointwise_conv2d
 from npmnv2.trace import NO_TRACE
-
-
-def randomised(model, seed: int = 0):
-    """Random kernels and batch-norm statistics, so that folding is not the identity."""
-    rng = np.random.default_rng(seed)
-    for p in model.params.values():
-        fan_in = np.prod(p["kernel"].shape[:-1])
-        p["kernel"] = (rng.normal(size=p["kernel"].shape) / np.sqrt(fan_in)).astype(model.dtype)
-        if "bias" in p:
-            p["bias"] = rng.normal(0, 0.1, p["bias"].shape).astype(model.dtype)
-        if "gamma" in p:
-            c = p["gamma"].shape[0]
-            p.update(
-                gamma=rng.uniform(0.5, 1.5, c).astype(model.dtype),
-                beta=rng.normal(0, 0.2, c).astype(model.dtype),
-                mean=rng.normal(0, 0.2, c).astype(model.dtype),
-                var=rng.uniform(0.5, 1.5, c).astype(model.dtype),
-            )
-    return model
 
 
 def assert_close(fast: np.ndarray, slow: np.ndarray, dtype, what: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import sys
 
 import numpy as np
 import pytest
@@ -21,19 +22,8 @@ def x4(*shape):
     return RNG.normal(size=shape)
 
 
-ACTIVATION_TWINS = {
-    ops.relu6: "relu6", ops.relu: "relu", ops.sigmoid: "sigmoid", ops.tanh: "tanh", ops.silu: "silu",
-    ops.gelu: "gelu", ops.gelu_tanh: "gelu_tanh", ops.quick_gelu: "quick_gelu", ops.hardswish: "hardswish",
-    ops.leaky_relu: "leaky_relu", ops.mish: "mish", ops.identity: "identity",
-}  # fmt: skip
-
-# Every public function of ops, and the test that ties it to its twin (or why it needs none).
-COVERED = {
-    "tf_same_padding", "conv_output_size", "pad2d", "kernel_tap", "im2col", "conv2d", "pointwise_conv2d",
-    "depthwise_conv2d", "batch_norm", "fold_batch_norm", "linear", "add", "concat_channels",
-    "global_average_pool", "avg_pool2d", "resize_bilinear", "softmax", "log_softmax", "cross_entropy", "mse_loss",
-    "bce_with_logits", "nchw_to_nhwc", "nhwc_to_nchw", *(f.__name__ for f in ACTIVATION_TWINS),
-}  # fmt: skip
+# The public functions of ops that need no loop twin, and why. Every other one has a twin: the
+# `loops` of its page (`ops.PAGE_OF`, tested in test_op_pages.py) or a `<name>_loops` beside it.
 NO_TWIN = {
     "symmetric_padding": "one formula, (k - 1) // 2 * d, checked against transformers in test_ops",
     "conv_padding": "picks tf_same_padding or symmetric_padding",
@@ -43,20 +33,28 @@ NO_TWIN = {
     "depthwise_conv2d_macs": "likewise",
     "linear_macs": "likewise",
     "bilinear_source": "resize_bilinear's indices and weights; resize_bilinear_loops computes them per pixel",
+    "tf_same_padding": "tf_same_padding_search tries every split (below)",
 }
+
+
+def twin_of(f):
+    """The loop twin of an ops function: its page's, or the `<name>_loops` of its module."""
+    page = ops.PAGE_OF.get(f)
+    if page is not None and page.loops is not None:
+        return page.loops
+    return getattr(sys.modules[f.__module__], f"{f.__name__}_loops", None)
 
 
 def test_every_op_has_a_loop_twin_or_a_reason() -> None:
     functions = inspect.getmembers(ops, inspect.isfunction)
-    public = {name for name, f in functions if f.__module__.startswith("npmnv2.ops.") and not name.startswith("_")}
-    assert public - COVERED - set(NO_TWIN) == set(), "ops without a loop twin in reference.py"
-    assert COVERED | set(NO_TWIN) <= public
+    public = {name: f for name, f in functions if f.__module__.startswith("npmnv2.ops.") and not name.startswith("_")}
+    without = {name for name, f in public.items() if twin_of(f) is None} - set(NO_TWIN)
+    assert without == set(), "ops without a loop twin (give the page `loops=`, or add `<name>_loops` beside it)"
+    assert set(NO_TWIN) <= set(public)
 
 
 def test_every_loop_twin_lives_on_the_page_of_its_op() -> None:
     """One op, one page: `x_loops` (and `x_backward`, `x_int`) sit in the module that defines `x`."""
-    import sys
-
     for name, twin in inspect.getmembers(reference, inspect.isfunction):
         op = getattr(ops, name.removesuffix("_loops"), None)
         if op is not None and inspect.isfunction(op):
@@ -113,10 +111,11 @@ def test_pointwise_batch_norm_and_folding_equal_their_loops() -> None:
         close(folded[1], twin[1])
 
 
-@pytest.mark.parametrize("op", list(ACTIVATION_TWINS), ids=lambda f: f.__name__)
+@pytest.mark.parametrize("op", list(dict.fromkeys(ops.ACTIVATIONS.values())), ids=lambda f: f.__name__)
 def test_each_activation_equals_its_scalar_formula(op) -> None:
+    """Over a wider range than the traced models reach (test_op_pages), from every activation's page."""
     x = RNG.normal(scale=4, size=(2, 3, 4))
-    close(op(x), reference.activation_loops(ACTIVATION_TWINS[op], x))
+    close(op(x), twin_of(op)(x))
 
 
 def test_linear_add_concat_pool_equal_their_loops() -> None:

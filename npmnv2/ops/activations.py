@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -217,6 +218,7 @@ PAGES = tuple(
         activation_backward,
         spec_attrs=lambda spec, tf_padding: {"function": spec.activation},
         forward_step=lambda step, inputs: step.op(inputs[0]),
+        loops=partial(activation_loops, function.__name__),
     )
     for function in dict.fromkeys(ACTIVATIONS.values())
 )

@@ -198,7 +198,7 @@ PAGES = (
         batch_norm_step_backward,
         batch_norm_backward,
         spec_attrs=lambda spec, tf_padding: {"eps": spec.eps},
-        forward_step=lambda step, inputs: batch_norm(
+        forward_step=lambda step, inputs: step.op(
             inputs[0],
             step.params["mean"],
             step.params["var"],
@@ -206,5 +206,6 @@ PAGES = (
             step.params["beta"],
             eps=step.attrs["eps"],
         ),
+        loops=batch_norm_loops,
     ),
 )

@@ -478,11 +478,11 @@ def describe_convolution(step: Any) -> str:
 def conv2d_step_forward(step: Any, inputs: list[np.ndarray]) -> np.ndarray:
     a = step.attrs
     x_padded = pad2d(inputs[0], Pad2D(*a["padding"]))
-    return conv2d(x_padded, step.params["kernel"], step.params.get("bias"), stride=a["stride"], dilation=a["dilation"])
+    return step.op(x_padded, step.params["kernel"], step.params.get("bias"), stride=a["stride"], dilation=a["dilation"])
 
 
 def pointwise_conv2d_step_forward(step: Any, inputs: list[np.ndarray]) -> np.ndarray:
-    return pointwise_conv2d(inputs[0], step.params["kernel"], step.params.get("bias"))
+    return step.op(inputs[0], step.params["kernel"], step.params.get("bias"))
 
 
 def conv2d_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.ndarray):
@@ -512,6 +512,7 @@ PAGES = (
         conv2d_macs,
         convolution_attrs,
         conv2d_step_forward,
+        conv2d_loops,
     ),
     OpPage(
         pointwise_conv2d,
@@ -521,6 +522,7 @@ PAGES = (
         pointwise_conv2d_macs,
         convolution_attrs,
         pointwise_conv2d_step_forward,
+        pointwise_conv2d_loops,
     ),
 )
 

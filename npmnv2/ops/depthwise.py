@@ -280,7 +280,7 @@ def depthwise_conv2d_step_forward(step: Any, inputs: list[np.ndarray]) -> np.nda
     a = step.attrs
     x_padded = pad2d(inputs[0], Pad2D(*a["padding"]))
     kernel, bias = step.params["kernel"], step.params.get("bias")
-    return depthwise_conv2d(x_padded, kernel, bias, stride=a["stride"], dilation=a["dilation"])
+    return step.op(x_padded, kernel, bias, stride=a["stride"], dilation=a["dilation"])
 
 
 def depthwise_conv2d_step_backward(step: Any, inputs: list[np.ndarray], grad_out: np.ndarray):
@@ -305,6 +305,7 @@ PAGES = (
         depthwise_conv2d_macs,
         convolution_attrs,
         depthwise_conv2d_step_forward,
+        depthwise_conv2d_loops,
     ),
 )
 

@@ -138,7 +138,8 @@ PAGES = (
         linear_backward,
         linear_macs,
         lambda spec, tf_padding: {"c_in": spec.c_in, "c_out": spec.c_out},
-        lambda step, inputs: linear(inputs[0], step.params["kernel"], step.params["bias"]),
+        lambda step, inputs: step.op(inputs[0], step.params["kernel"], step.params["bias"]),
+        linear_loops,
     ),
 )
 

@@ -176,14 +176,16 @@ PAGES = (
         describe_add,
         lambda step, inputs, g: (list(add_backward(g)), {}),
         add_backward,
-        forward_step=lambda step, inputs: add(inputs[0], inputs[1]),
+        forward_step=lambda step, inputs: step.op(inputs[0], inputs[1]),
+        loops=add_loops,
     ),
     OpPage(
         concat_channels,
         describe_concat,
         lambda step, inputs, g: (concat_channels_backward(g, [x.shape[-1] for x in inputs]), {}),
         concat_channels_backward,
-        forward_step=lambda step, inputs: concat_channels(*inputs),
+        forward_step=lambda step, inputs: step.op(*inputs),
+        loops=concat_channels_loops,
     ),
 )
 

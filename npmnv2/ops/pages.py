@@ -34,7 +34,14 @@ class OpPage:
         by no weights.
     spec_attrs(spec, tf_padding): the attributes a layer spec gives a step of this op.
     forward_step(step, inputs): the step computed again from `inputs` (NHWC), with the step's own
-        attributes and parameters: what `npmnv2.verify` runs on another implementation's tensors.
+        attributes and parameters, by the step's own function (`step.op`): what `npmnv2.verify`
+        runs on another implementation's tensors.
+    loops: the op's loop twin, called as the forward is (so `forward_step` runs it on a step whose
+        `op` is the twin): explicit Python loops, a test oracle for small arrays.
+
+    `tests/test_op_pages.py` reads these pages: every op a traced model runs is recomputed by its
+    `forward_step`, checked against its loop twin and, where it has a backward, against finite
+    differences, with no list of ops to keep.
     """
 
     forward: Callable[..., np.ndarray]
@@ -44,6 +51,7 @@ class OpPage:
     macs: Callable[[tuple[int, ...], tuple[int, ...]], int] | None = None
     spec_attrs: Callable[[Any, bool], Mapping[str, Any]] | None = None
     forward_step: Callable[[Any, list[np.ndarray]], np.ndarray] | None = None
+    loops: Callable[..., np.ndarray] | None = None
 
 
 def spatial(shape: tuple[int, ...]) -> str:

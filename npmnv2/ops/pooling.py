@@ -86,14 +86,15 @@ def avg_pool2d_backward(grad_out: np.ndarray, input_shape: tuple[int, ...], *, k
 # ============================================================================ loop twins
 
 
-def global_average_pool_loops(x: np.ndarray) -> np.ndarray:
-    """out[n, c] = sum of the channel's H*W values / (H*W). The twin of `ops.global_average_pool`."""
+def global_average_pool_loops(x: np.ndarray, *, keepdims: bool = False) -> np.ndarray:
+    """out[n, c] = sum of the channel's H*W values / (H*W). The twin of `ops.global_average_pool`
+    ((N, 1, 1, C) with keepdims)."""
     n, h, w, c = x.shape
     out = np.zeros((n, c), dtype=x.dtype)
     for b in range(n):
         for ch in range(c):
             out[b, ch] = sum(float(x[b, y, x_, ch]) for y in range(h) for x_ in range(w)) / (h * w)
-    return out
+    return out.reshape(n, 1, 1, c) if keepdims else out
 
 
 def avg_pool2d_loops(x: np.ndarray, *, kernel_size: int, stride: int = 1) -> np.ndarray:
@@ -214,16 +215,18 @@ PAGES = (
         describe_pooling,
         global_average_pool_step_backward,
         global_average_pool_backward,
-        forward_step=lambda step, inputs: global_average_pool(inputs[0], keepdims=True),
+        forward_step=lambda step, inputs: step.op(inputs[0], keepdims=True),
+        loops=global_average_pool_loops,
     ),
     OpPage(
         avg_pool2d,
         describe_pooling,
         avg_pool2d_step_backward,
         avg_pool2d_backward,
-        forward_step=lambda step, inputs: avg_pool2d(
+        forward_step=lambda step, inputs: step.op(
             inputs[0], kernel_size=step.attrs["window"][0], stride=step.attrs["stride"]
         ),
+        loops=avg_pool2d_loops,
     ),
 )
 

@@ -243,9 +243,10 @@ PAGES = (
         describe_resize,
         resize_bilinear_step_backward,
         resize_bilinear_backward,
-        forward_step=lambda step, inputs: resize_bilinear(
+        forward_step=lambda step, inputs: step.op(
             inputs[0], tuple(step.output_shape[2:]), align_corners=step.attrs.get("align_corners", True)
         ),
+        loops=resize_bilinear_loops,
     ),
 )
 
