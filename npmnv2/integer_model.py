@@ -22,10 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from .formats.tflite_ops import ARG_MAX, DEQUANTIZE, QUANTIZE, TFLITE_OPS, TfliteOp, has, op_is, tflite_op
 from .formats.tflite_structure import FUSED_ACTIVATIONS
 from .ops import MACS, Pad2D, conv2d, conv_padding, depthwise_conv2d, linear, nhwc_to_nchw, pointwise_conv2d
-from .ops.conv import conv2d_int_requantized
-from .ops.depthwise import depthwise_conv2d_int_requantized
 from .ops.fully_connected import linear_int_requantized
 from .ops.merge import add_int, concat_channels_int
 from .ops.pooling import avg_pool2d_int, global_average_pool_int
@@ -44,21 +43,7 @@ from .tflite_import import TFLiteGraph, integer_steps, read_tflite_graph
 from .trace import NO_TRACE, Recorder, Step, Trace, run_from, stream_steps, trace_forward
 from .weights import WeightFileError, resolve_checkpoint
 
-SUPPORTED_OPS = (
-    "CONV_2D",
-    "DEPTHWISE_CONV_2D",
-    "FULLY_CONNECTED",
-    "ADD",
-    "AVERAGE_POOL_2D",
-    "MEAN",
-    "RESHAPE",
-    "SOFTMAX",
-    "RESIZE_BILINEAR",
-    "CONCATENATION",
-    "QUANTIZE",
-    "DEQUANTIZE",
-    "ARG_MAX",
-)
+SUPPORTED_OPS = tuple(TFLITE_OPS)  # the ops the integer model runs: the rows of formats.tflite_ops
 
 
 @dataclass
@@ -75,11 +60,11 @@ class QuantizedOutput:
         return self.dequantized[0]
 
 
-def _integer_macs(op_type: str, output_shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> int:
+def _integer_macs(row: TfliteOp, output_shape: tuple[int, ...], kernel_shape: tuple[int, ...]) -> int:
     """MACs of a weighted TFLite op, by the float twin's formula (kernels in npmnv2's layout)."""
-    if op_type == "FULLY_CONNECTED":  # weights (L, C)
+    if row.fully_connected:  # weights (L, C)
         return MACS[linear](output_shape, kernel_shape[::-1])
-    if op_type == "DEPTHWISE_CONV_2D":  # (1, KH, KW, C) -> (KH, KW, C)
+    if row.depthwise:  # (1, KH, KW, C) -> (KH, KW, C)
         return MACS[depthwise_conv2d](output_shape, kernel_shape[1:])
     c_out, kh, kw, c_in = kernel_shape  # OHWI -> HWIO
     return MACS[pointwise_conv2d if kh == kw == 1 else conv2d](output_shape, (kh, kw, c_in, c_out))
@@ -128,7 +113,7 @@ class QuantizedMobileNetV2:
         self.input_dtype = graph.type_of(self.input_index)
         quant = graph.quantization(self.input_index)
         if quant is None:  # float input, quantized by the graph's first op (the converter's float I/O)
-            quant = graph.quantization(next(op["outputs"][0] for op in graph.ops if op["type"] == "QUANTIZE"))
+            quant = graph.quantization(next(op["outputs"][0] for op in graph.ops if op_is(op, QUANTIZE)))
         self.input_scale, self.input_zero_point = quant.tensor_scale, quant.tensor_zero_point
         self.input_shape = graph.shape(self.input_index)  # (1, H, W, C)
         # What TFLite computes once in each op's Prepare, computed once here too: constants,
@@ -153,7 +138,7 @@ class QuantizedMobileNetV2:
         g = self.graph
         x = g.graph.Inputs(0)
         readers = [op for op in g.ops if x in op["inputs"]]
-        float_in = g.type_of(x) == np.dtype(np.float32) and readers and all(op["type"] == "QUANTIZE" for op in readers)
+        float_in = g.type_of(x) == np.dtype(np.float32) and readers and all(op_is(op, QUANTIZE) for op in readers)
         if not float_in and (g.type_of(x) not in (np.dtype(np.uint8), np.dtype(np.int8)) or g.quantization(x) is None):
             raise WeightFileError(
                 f"{self.where}: its input tensor {g.name(x)!r} is {g.type_of(x)}, not quantized uint8 or int8 (nor "
@@ -167,7 +152,7 @@ class QuantizedMobileNetV2:
                     f"{self.where}: op {index} {op['type']} (tensor {g.name(out)!r}) is not implemented by npmnv2's "
                     f"integer model; it runs {', '.join(SUPPORTED_OPS)}."
                 )
-            if op["type"] == "DEQUANTIZE":
+            if op_is(op, DEQUANTIZE):
                 if op["inputs"][0] in g.constants or out not in self._graph_outputs():
                     raise WeightFileError(
                         f"{self.where}: op {index} DEQUANTIZE (tensor {g.name(out)!r}) makes a float tensor inside "
@@ -176,12 +161,12 @@ class QuantizedMobileNetV2:
                     )
                 continue
             dtype = g.type_of(out)
-            if op["type"] != "ARG_MAX" and dtype not in (np.dtype(np.uint8), np.dtype(np.int8)):
+            if not op_is(op, ARG_MAX) and dtype not in (np.dtype(np.uint8), np.dtype(np.int8)):
                 raise WeightFileError(
                     f"{self.where}: op {index} {op['type']} writes {dtype} tensor {g.name(out)!r}; the integer model "
                     "runs uint8/int8 activations only (a float or int16 model: load it with the float classes)."
                 )
-            if g.quantization(out) is None and op["type"] != "ARG_MAX":
+            if g.quantization(out) is None and not op_is(op, ARG_MAX):
                 raise WeightFileError(
                     f"{self.where}: tensor {g.name(out)!r} of op {index} {op['type']} is not quantized."
                 )
@@ -268,17 +253,17 @@ class QuantizedMobileNetV2:
         }
         params: dict[str, np.ndarray] = {}
         macs = 0
-        if op["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        if has(op, "weighted"):
             params["kernel"] = self._const(op["inputs"][1])
             if op["inputs"][2] >= 0:
                 params["bias"] = self._const(op["inputs"][2])
-            macs = _integer_macs(op["type"], output.shape, params["kernel"].shape)
-        if op["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            macs = _integer_macs(tflite_op(op), output.shape, params["kernel"].shape)
+        if has(op, "convolution"):
             padding = self._padding(op, tensors[op["inputs"][0]].shape)
             attrs.update(stride=op["stride"][0], dilation=op["dilation"][0], padding=tuple(padding))
         quant = g.quantization(out)
         if quant is not None:
-            low, high = self._range(op, out) if op["type"] != "ARG_MAX" else (None, None)
+            low, high = self._range(op, out) if not op_is(op, ARG_MAX) else (None, None)
             attrs.update(
                 scale=quant.scale if quant.per_channel else quant.tensor_scale,
                 zero_point=quant.zero_point if quant.per_channel else quant.tensor_zero_point,
@@ -306,7 +291,7 @@ class QuantizedMobileNetV2:
                 self._q(out).tensor_zero_point,
             )
             params["output_range"] = self._range(op, out)
-        if op["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):
+        if has(op, "weighted"):
             w_t, b_t = op["inputs"][1], op["inputs"][2]
             weights = self._q(w_t)
             m0, shift = self._multipliers(self._q(x_t).tensor_scale, weights, self._q(out).tensor_scale)
@@ -392,22 +377,10 @@ class QuantizedMobileNetV2:
 
     def _kernel(self, op: dict) -> tuple[Callable[[dict, dict], np.ndarray], Callable[..., Any]]:
         """The handler that runs op type `op["type"]`, and the public op function a step names."""
-        kinds = {
-            "CONV_2D": (self._conv, conv2d_int_requantized),
-            "DEPTHWISE_CONV_2D": (self._conv, depthwise_conv2d_int_requantized),
-            "FULLY_CONNECTED": (self._fully_connected, linear_int_requantized),
-            "ADD": (self._add, add_int),
-            "AVERAGE_POOL_2D": (self._average_pool, avg_pool2d_int),
-            "MEAN": (self._mean, global_average_pool_int),
-            "RESHAPE": (self._reshape, np.reshape),
-            "SOFTMAX": (self._softmax, softmax_int),
-            "RESIZE_BILINEAR": (self._resize, resize_bilinear_int),
-            "CONCATENATION": (self._concat, concat_channels_int),
-            "QUANTIZE": (self._quantize, quantize_float32 if self._reads_float(op) else requantize),
-            "DEQUANTIZE": (self._dequantize, dequantize_float32),
-            "ARG_MAX": (self._argmax, np.argmax),
-        }
-        return kinds[op["type"]]
+        row = tflite_op(op)
+        if row is QUANTIZE and self._reads_float(op):
+            return self._quantize, quantize_float32
+        return getattr(self, f"_{row.handler}"), row.integer_op
 
     # ---------------------------------------------------------------- one handler per op type
     def _conv(self, op: dict, tensors: dict) -> np.ndarray:
@@ -415,7 +388,7 @@ class QuantizedMobileNetV2:
         x = tensors[x_t]
         x_q, w_q, out_q = self._q(x_t), self._q(w_t), self._q(out)
         m0, shift = self._multipliers(x_q.tensor_scale, w_q, out_q.tensor_scale)
-        layer = depthwise_conv2d_int_requantized if op["type"] == "DEPTHWISE_CONV_2D" else conv2d_int_requantized
+        layer = tflite_op(op).integer_op  # depthwise_conv2d_int_requantized or conv2d_int_requantized
         return layer(
             x,
             x_q.tensor_zero_point,

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .fast.kernels import fast_dense, fast_depthwise, fast_linear, fast_pointwise
+from .formats.tflite_ops import CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED
 from .ops import conv2d, depthwise_conv2d, linear, pointwise_conv2d
 
 # How a layer mixes its inputs:
@@ -76,7 +77,7 @@ LAYER_KINDS: dict[str, LayerKind] = {
         torch_shape=lambda spec: (spec.c_out, spec.c_in, spec.kernel_size, spec.kernel_size),  # OIHW
         from_torch=lambda w: w.transpose(2, 3, 1, 0),  # OIHW -> HWIO
         to_torch=lambda k: k.transpose(3, 2, 0, 1),  # HWIO -> OIHW
-        tflite_op="CONV_2D",
+        tflite_op=CONV_2D.name,
         from_tflite=lambda w: w.transpose(1, 2, 3, 0),  # OHWI -> HWIO
         role=lambda spec: f"{spec.kernel_size}x{spec.kernel_size} conv (stem)",  # how a block diagram labels it
         colour="#a1d99b",
@@ -96,7 +97,7 @@ LAYER_KINDS: dict[str, LayerKind] = {
         torch_shape=lambda spec: (spec.c_out, 1, spec.kernel_size, spec.kernel_size),  # (C, 1, KH, KW)
         from_torch=lambda w: w[:, 0].transpose(1, 2, 0),  # (C, 1, KH, KW) -> (KH, KW, C)
         to_torch=lambda k: k.transpose(2, 0, 1)[:, None],  # (KH, KW, C) -> (C, 1, KH, KW)
-        tflite_op="DEPTHWISE_CONV_2D",
+        tflite_op=DEPTHWISE_CONV_2D.name,
         from_tflite=lambda w: w[0],  # (1, KH, KW, C) -> (KH, KW, C)
         role=lambda spec: f"depthwise {spec.kernel_size}x{spec.kernel_size}",  # how a block diagram labels it
         colour="#fdae6b",
@@ -116,7 +117,7 @@ LAYER_KINDS: dict[str, LayerKind] = {
         torch_shape=lambda spec: (spec.c_out, spec.c_in, 1, 1),  # OIHW
         from_torch=lambda w: w.transpose(2, 3, 1, 0),
         to_torch=lambda k: k.transpose(3, 2, 0, 1),
-        tflite_op="CONV_2D",
+        tflite_op=CONV_2D.name,
         from_tflite=lambda w: w.transpose(1, 2, 3, 0),
         role=lambda spec: "expand 1x1" if "expand" in spec.name else "project 1x1 (linear)",
         colour="#9ecae1",
@@ -136,7 +137,7 @@ LAYER_KINDS: dict[str, LayerKind] = {
         torch_shape=lambda spec: (spec.c_out, spec.c_in),  # (L, C_in)
         from_torch=lambda w: w.T,
         to_torch=lambda k: k.T,
-        tflite_op="FULLY_CONNECTED",
+        tflite_op=FULLY_CONNECTED.name,
         from_tflite=lambda w: w.T,  # (L, C_in) -> (C_in, L)
         role=lambda spec: "linear classifier",  # how a block diagram labels it
         colour="#bcbddc",

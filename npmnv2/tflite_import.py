@@ -21,7 +21,7 @@ import io
 import itertools
 import math
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,19 @@ import numpy as np
 from .architecture import HEAD_EPS, backbone_spec, layer_specs
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .formats.errors import WeightFileError, regular_file
+from .formats.tflite_ops import (
+    ARG_MAX,
+    CONV_2D,
+    DEQUANTIZE,
+    PASSES_ON,
+    QUANTIZE,
+    RESHAPE,
+    RESIZE_BILINEAR,
+    SOFTMAX,
+    has,
+    op_is,
+    tflite_op,
+)
 from .formats.tflite_structure import (
     ACTIVATION_NAMES,
     FUSED_ACTIVATIONS,
@@ -38,7 +51,7 @@ from .formats.tflite_structure import (
     operator_codes,
     options_vector_ok,
 )
-from .formats.tflite_validate import OPTIONS_TYPE, validate
+from .formats.tflite_validate import validate
 from .ops.quantization import QuantParams
 from .state_dict import identity_batch_norm, infer_config
 
@@ -164,64 +177,23 @@ class TFLiteGraph:
             "outputs": [int(v) for v in op.OutputsAsNumpy()] if op.OutputsLength() else [],
             "options_type": op.BuiltinOptionsType(),
         }
-        allowed = OPTIONS_TYPE.get(kind)
-        if allowed is not None and record["options_type"] not in allowed:
+        row = tflite_op(kind)  # None: an op npmnv2 does not run (the validator names it)
+        if row is not None and record["options_type"] not in row.options:
             raise WeightFileError(
                 f"{self.where}: op {i} {kind}: builtin_options_type is {record['options_type']}; a {kind} carries "
-                f"options type {' or '.join(map(str, allowed))}."
+                f"options type {' or '.join(map(str, row.options))}."
             )
+        if row is not None and row.fused_activation:
+            record.update(activation=0)  # TFLite's default for an op that carries no options
         table = op.BuiltinOptions()
-
-        def options_of(cls: Any) -> Any:
-            options = cls()
-            if table is not None:
-                options.Init(table.Bytes, table.Pos)
-            return options
-
-        if kind == "FULLY_CONNECTED" and table is not None:
-            o = options_of(tflite.FullyConnectedOptions)
-            record.update(
-                activation=o.FusedActivationFunction(),
-                keep_num_dims=bool(o.KeepNumDims()),
-                weights_format=o.WeightsFormat(),
-                asymmetric=bool(o.AsymmetricQuantizeInputs()),
-            )
-        elif kind in ("FULLY_CONNECTED", "ADD") and table is None:
-            record.update(activation=0)
-        elif kind == "ADD":
-            record.update(activation=options_of(tflite.AddOptions).FusedActivationFunction())
-        elif kind == "AVERAGE_POOL_2D":
-            o = options_of(tflite.Pool2DOptions)
-            record.update(
-                padding=_PADDING.get(o.Padding(), o.Padding()),
-                stride=(o.StrideH(), o.StrideW()),
-                filter=(o.FilterHeight(), o.FilterWidth()),
-                activation=o.FusedActivationFunction(),
-            )
-        elif kind == "RESIZE_BILINEAR":
-            o = options_of(tflite.ResizeBilinearOptions)
-            record.update(align_corners=bool(o.AlignCorners()), half_pixel_centers=bool(o.HalfPixelCenters()))
-        elif kind == "SOFTMAX":
-            record.update(beta=float(options_of(tflite.SoftmaxOptions).Beta()))
-        elif kind == "CONCATENATION":
-            o = options_of(tflite.ConcatenationOptions)
-            record.update(axis=o.Axis(), activation=o.FusedActivationFunction())
-        elif kind == "MEAN":
-            record.update(keep_dims=bool(options_of(tflite.ReducerOptions).KeepDims()))
-        elif kind == "RESHAPE" and table is not None:
-            options_vector_ok(self.buf, self.where, table.Pos, 0, 4)
-            o = options_of(tflite.ReshapeOptions)
-            record.update(new_shape=[int(v) for v in o.NewShapeAsNumpy()] if o.NewShapeLength() else [])
-        elif kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            o = options_of(tflite.Conv2DOptions if kind == "CONV_2D" else tflite.DepthwiseConv2DOptions)
-            record.update(
-                padding=_PADDING.get(o.Padding(), o.Padding()),
-                stride=(o.StrideH(), o.StrideW()),
-                dilation=(o.DilationHFactor(), o.DilationWFactor()),
-                activation=o.FusedActivationFunction(),
-            )
-            if kind == "DEPTHWISE_CONV_2D":
-                record.update(depth_multiplier=o.DepthMultiplier())
+        read = _OPTIONS.get(record["options_type"])  # by the union's own type code
+        if table is not None and read is not None:
+            if record["options_type"] == _RESHAPE_OPTIONS:
+                options_vector_ok(self.buf, self.where, table.Pos, 0, 4)
+            cls, fields = read
+            options = getattr(tflite, cls)()
+            options.Init(table.Bytes, table.Pos)
+            record.update(fields(options))
         return record
 
     def name(self, t: int) -> str:
@@ -266,7 +238,7 @@ class TFLiteGraph:
         """A constant tensor, dequantized to float64 when it is quantized; a tensor that a DEQUANTIZE
         op makes from a float16 constant (TensorFlow's float16 models) is that constant's values."""
         source = self.producers.get(t)
-        if source is not None and self.ops[source]["type"] == "DEQUANTIZE":
+        if source is not None and op_is(self.ops[source], DEQUANTIZE):
             t = self.ops[source]["inputs"][0]
         q = self.raw(t)
         quant = self.quantization(t)
@@ -330,13 +302,62 @@ def _read_bounded(path: Path, where: str) -> bytes:
     return data
 
 
-def _conv_tensors(graph: TFLiteGraph, op: dict[str, Any], hf: str, kind: str) -> dict[str, np.ndarray]:
+def _conv_options(o: Any) -> dict[str, Any]:
+    return {
+        "padding": _PADDING.get(o.Padding(), o.Padding()),
+        "stride": (o.StrideH(), o.StrideW()),
+        "dilation": (o.DilationHFactor(), o.DilationWFactor()),
+        "activation": o.FusedActivationFunction(),
+    }
+
+
+# What each builtin options table holds (schema.fbs BuiltinOptions: its type code -> its class and
+# the record fields read from it).
+_RESHAPE_OPTIONS = 17
+_OPTIONS: dict[int, tuple[str, Callable[[Any], dict[str, Any]]]] = {
+    1: ("Conv2DOptions", _conv_options),
+    2: ("DepthwiseConv2DOptions", lambda o: {**_conv_options(o), "depth_multiplier": o.DepthMultiplier()}),
+    5: (
+        "Pool2DOptions",
+        lambda o: {
+            "padding": _PADDING.get(o.Padding(), o.Padding()),
+            "stride": (o.StrideH(), o.StrideW()),
+            "filter": (o.FilterHeight(), o.FilterWidth()),
+            "activation": o.FusedActivationFunction(),
+        },
+    ),
+    8: (
+        "FullyConnectedOptions",
+        lambda o: {
+            "activation": o.FusedActivationFunction(),
+            "keep_num_dims": bool(o.KeepNumDims()),
+            "weights_format": o.WeightsFormat(),
+            "asymmetric": bool(o.AsymmetricQuantizeInputs()),
+        },
+    ),
+    9: ("SoftmaxOptions", lambda o: {"beta": float(o.Beta())}),
+    10: ("ConcatenationOptions", lambda o: {"axis": o.Axis(), "activation": o.FusedActivationFunction()}),
+    11: ("AddOptions", lambda o: {"activation": o.FusedActivationFunction()}),
+    15: (
+        "ResizeBilinearOptions",
+        lambda o: {"align_corners": bool(o.AlignCorners()), "half_pixel_centers": bool(o.HalfPixelCenters())},
+    ),
+    _RESHAPE_OPTIONS: (
+        "ReshapeOptions",
+        lambda o: {"new_shape": [int(v) for v in o.NewShapeAsNumpy()] if o.NewShapeLength() else []},
+    ),
+    27: ("ReducerOptions", lambda o: {"keep_dims": bool(o.KeepDims())}),
+}
+
+
+def _conv_tensors(graph: TFLiteGraph, op: dict[str, Any], hf: str) -> dict[str, np.ndarray]:
     """transformers tensors of one conv: OIHW / (C, 1, KH, KW) kernel, identity BN carrying the bias."""
     weight = graph.array(op["inputs"][1])
     bias = graph.array(op["inputs"][2]) if len(op["inputs"]) > 2 and op["inputs"][2] >= 0 else None
-    if kind == "FULLY_CONNECTED":
+    row = tflite_op(op)
+    if row.fully_connected:
         kernel = weight[:, :, None, None]  # (L, C) -> (L, C, 1, 1), as a 1x1 conv would be
-    elif kind == "DEPTHWISE_CONV_2D":
+    elif row.depthwise:
         kernel = weight.transpose(3, 0, 1, 2)  # (1, KH, KW, C) -> (C, 1, KH, KW)
     else:
         kernel = weight.transpose(0, 3, 1, 2)  # OHWI (C_out, KH, KW, C_in) -> OIHW
@@ -382,9 +403,6 @@ def read_tflite_graph(
         ) from None
 
 
-WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-
-
 def match_layers(graph: TFLiteGraph) -> dict[int, str]:
     """Which transformers module each weighted op of a MobileNetV2 / DeepLabV3 graph is, found from
     the graph's structure (op types, kernel sizes and how tensors connect), not from tensor names,
@@ -398,9 +416,9 @@ def match_layers(graph: TFLiteGraph) -> dict[int, str]:
     output (`conv_aspp`), the conv that reads the concatenation (`conv_projection`) and the one after it.
     Returns {op index: module path}; raises WeightFileError when the graph has another structure.
     """
-    weighted = [i for i, op in enumerate(graph.ops) if op["type"] in WEIGHTED_OPS]
-    depthwise = [i for i in weighted if graph.ops[i]["type"] == "DEPTHWISE_CONV_2D"]
-    if len(depthwise) != 17 or not weighted or graph.ops[weighted[0]]["type"] != "CONV_2D":
+    weighted = [i for i, op in enumerate(graph.ops) if has(op, "weighted")]
+    depthwise = [i for i in weighted if has(graph.ops[i], "depthwise")]
+    if len(depthwise) != 17 or not weighted or not op_is(graph.ops[weighted[0]], CONV_2D):
         raise WeightFileError(
             f"{graph.where}: not a MobileNetV2 graph npmnv2 knows: expected a CONV_2D stem and 17 depthwise "
             f"convolutions, found {len(depthwise)} depthwise among {len(weighted)} weighted ops."
@@ -423,18 +441,12 @@ def match_layers(graph: TFLiteGraph) -> dict[int, str]:
     backbone_out = graph.ops[weighted[weighted.index(depthwise[-1]) + 1]]["outputs"][0]
     head = [i for i in weighted if i not in names]
     producer = {t: i for i, op in enumerate(graph.ops) for t in op["outputs"]}
-    if any(graph.ops[i]["type"] == "CONCATENATION" for i in range(len(graph.ops))):  # DeepLabV3
+    if any(has(op, "joins") for op in graph.ops):  # DeepLabV3
         if len(head) != 4:
             raise WeightFileError(f"{graph.where}: a DeepLabV3 head has 4 convolutions, this one {len(head)}.")
         reads_backbone = [i for i in head if graph.ops[i]["inputs"][0] == backbone_out]
-        reads_pool = [
-            i
-            for i in head
-            if graph.ops[producer.get(graph.ops[i]["inputs"][0], -1)]["type"] in ("AVERAGE_POOL_2D", "MEAN")
-        ]
-        reads_concat = [
-            i for i in head if graph.ops[producer.get(graph.ops[i]["inputs"][0], -1)]["type"] == "CONCATENATION"
-        ]
+        reads_pool = [i for i in head if has(graph.ops[producer.get(graph.ops[i]["inputs"][0], -1)], "pools")]
+        reads_concat = [i for i in head if has(graph.ops[producer.get(graph.ops[i]["inputs"][0], -1)], "joins")]
         if len(reads_backbone) != 1 or len(reads_pool) != 1 or len(reads_concat) != 1:
             raise WeightFileError(f"{graph.where}: the DeepLabV3 head is not wired as image pool + 1x1 branch.")
         last = [i for i in head if i not in (*reads_backbone, *reads_pool, *reads_concat)]
@@ -465,32 +477,12 @@ def residual_adds(graph: TFLiteGraph, names: dict[int, str]) -> dict[int, str]:
     producer = {t: i for i, op in enumerate(graph.ops) for t in op["outputs"]}
     adds = {}
     for i, op in enumerate(graph.ops):
-        if op["type"] != "ADD":
+        if not has(op, "adds"):
             continue
         projections = [producer[t] for t in op["inputs"] if names.get(producer.get(t, -1), "").endswith(".reduce_1x1")]
         if projections:
             adds[i] = names[max(projections)].removesuffix(".reduce_1x1")
     return adds
-
-
-# What each TFLite op is in the float model's vocabulary: its step kind, and the float step whose
-# output equals the op's output (a conv op's output is the layer's activation, or its normalization
-# when the layer is linear: TFLite fuses conv, folded batch norm and activation into one op).
-INTEGER_KINDS = {
-    "CONV_2D": "convolution",
-    "DEPTHWISE_CONV_2D": "convolution",
-    "FULLY_CONNECTED": "linear",
-    "ADD": "residual_add",
-    "AVERAGE_POOL_2D": "pooling",
-    "MEAN": "pooling",
-    "RESIZE_BILINEAR": "resize",
-    "CONCATENATION": "concat",
-    "SOFTMAX": "softmax",
-    "RESHAPE": "reshape",
-    "QUANTIZE": "quantize",
-    "DEQUANTIZE": "dequantize",
-    "ARG_MAX": "argmax",
-}
 
 
 def integer_steps(graph: TFLiteGraph) -> list[tuple[str, str, str | None]]:
@@ -506,7 +498,8 @@ def integer_steps(graph: TFLiteGraph) -> list[tuple[str, str, str | None]]:
     steps: list[tuple[str, str, str | None]] = []
     resized = False
     for index, op in enumerate(graph.ops):
-        kind, float_step = INTEGER_KINDS.get(op["type"], op["type"].lower()), None
+        row = tflite_op(op)
+        kind, float_step = (row.step_kind if row else op["type"].lower()), None
         if index in names:
             hf = names[index]
             fused = f"{hf}.activation" if op.get("activation") else f"{hf}.normalization"
@@ -515,20 +508,20 @@ def integer_steps(graph: TFLiteGraph) -> list[tuple[str, str, str | None]]:
             float_step = {"classifier": "classifier", "segmentation_head.classifier": name}.get(hf, fused)
         elif index in adds:
             name = float_step = adds[index]
-        elif op["type"] in ("AVERAGE_POOL_2D", "MEAN"):
+        elif has(op, "pools"):
             name = float_step = "segmentation_head.avg_pool" if segmentation else "pooler"
-        elif op["type"] == "RESIZE_BILINEAR":
+        elif op_is(op, RESIZE_BILINEAR):
             name = "segmentation_head.upsample" if resized else "segmentation_head.interpolate"
             float_step = None if resized else name
             resized = True
-        elif op["type"] == "CONCATENATION":
+        elif has(op, "joins"):
             name = float_step = "segmentation_head.concat"
-        elif op["type"] == "QUANTIZE":
+        elif op_is(op, QUANTIZE):
             name = "quantize_input" if op["inputs"][0] == input_index else "quantize_output"
-        elif op["type"] == "DEQUANTIZE":
+        elif op_is(op, DEQUANTIZE):
             name = "dequantize_output"
         else:
-            name = op["type"].lower()
+            name = row.plain_name if row else op["type"].lower()
         taken = {n for n, _, _ in steps}
         steps.append((name if name not in taken else f"{name}.{index}", kind, float_step))
     return steps
@@ -543,10 +536,10 @@ def _read_graph(
     names = match_layers(graph)
     for index, hf in names.items():
         op = graph.ops[index]
-        tensors.update(_conv_tensors(graph, op, hf, op["type"]))
-        if op["type"] != "FULLY_CONNECTED":
+        tensors.update(_conv_tensors(graph, op, hf))
+        if has(op, "convolution"):
             paddings.add(_effective_padding(graph, op))
-        if op["type"] == "DEPTHWISE_CONV_2D":
+        if has(op, "depthwise"):
             strides.append(op["stride"][0])
             dilations.append(op["dilation"][0])
         if not hf.startswith("segmentation_head"):
@@ -617,7 +610,7 @@ def _refuse_what_the_float_model_ignores(graph: TFLiteGraph, names: dict[int, st
                 f"fused activation {ACTIVATION_NAMES.get(op.get('activation'), op.get('activation'))} where "
                 f"the layer has {ACTIVATION_NAMES[wanted]}",
             )
-        if op["type"] in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        if has(op, "convolution"):
             kernel = graph.shape(op["inputs"][1])[1]
             if (op["stride"][0], op["dilation"][0], kernel) != (spec.stride, spec.dilation, spec.kernel_size):
                 fail(
@@ -628,13 +621,13 @@ def _refuse_what_the_float_model_ignores(graph: TFLiteGraph, names: dict[int, st
                 )
     residual = {block.name for block in backbone_spec(cfg).layers if block.residual}
     for index, op in enumerate(graph.ops):
-        if op["type"] == "ADD" and (index not in adds or adds[index] not in residual):
+        if has(op, "adds") and (index not in adds or adds[index] not in residual):
             fail(index, "an ADD that is not the residual connection of a block with a skip path")
-        if op["type"] == "ADD" and op.get("activation"):
+        if has(op, "adds") and op.get("activation"):
             fail(index, f"fused activation {ACTIVATION_NAMES.get(op['activation'])} on a residual ADD")
-        if op["type"] in ("AVERAGE_POOL_2D",) and op.get("activation"):
+        if has(op, "pools") and op.get("activation"):
             fail(index, "a fused activation on the pooling")
-        if op["type"] == "SOFTMAX" and op["beta"] != 1.0:
+        if op_is(op, SOFTMAX) and op["beta"] != 1.0:
             fail(index, f"softmax beta {op['beta']!r} (the float model's probabilities use beta 1)")
     missing = residual - set(adds.values())
     if missing:
@@ -662,21 +655,19 @@ def _refuse_what_the_float_model_ignores(graph: TFLiteGraph, names: dict[int, st
         if sorted(graph.ops[index]["inputs"]) != sorted([projection, block_input]):
             fail(index, "it does not add the block's input to its projection")
     if task == "classification":  # conv_1x1 -> pool -> (reshape) -> classifier
-        pools = [i for i, op in enumerate(graph.ops) if op["type"] in ("AVERAGE_POOL_2D", "MEAN")]
+        pools = [i for i, op in enumerate(graph.ops) if has(op, "pools")]
         if len(pools) != 1 or producer.get(graph.ops[pools[0]]["inputs"][0]) != index_of.get("conv_1x1"):
             raise WeightFileError(
                 f"{graph.where}: the classifier head is not conv_1x1 -> one pooling op -> classifier."
             )
         source = producer.get(graph.ops[index_of["classifier"]]["inputs"][0], -1)
-        if source >= 0 and graph.ops[source]["type"] == "RESHAPE":
+        if source >= 0 and op_is(graph.ops[source], RESHAPE):
             source = producer.get(graph.ops[source]["inputs"][0], -1)
         if source != pools[0]:
             fail(index_of["classifier"], "the classifier does not read the pooled features")
     _refuse_other_wiring(graph, index_of, producer, fail)
 
 
-# ops a graph may apply to the network's output without changing what the float model computes
-_PASS_ON = {"RESHAPE", "SQUEEZE", "SOFTMAX", "QUANTIZE", "DEQUANTIZE", "ARG_MAX", "RESIZE_BILINEAR"}
 INPUT_RANGE_SLACK = 0.02  # how far the real range a quantized input holds may lie from [-1, 1]
 
 
@@ -686,21 +677,21 @@ def _refuse_other_wiring(graph: TFLiteGraph, index_of: dict[str, int], producer:
     last axis), an input quantized for real values in [-1, 1] (the float model is fed MobileNetV2's
     [-1, 1] pixels), and graph outputs computed from the classifier (not, say, from the pooling)."""
 
-    def source(tensor: int, through: Iterable[str] = ("QUANTIZE", "DEQUANTIZE", "RESHAPE")) -> int:
-        """The op that made `tensor`, past the ops `through` that only pass it on (-1: none)."""
+    def source(tensor: int, through: Iterable[str] = (QUANTIZE.name, DEQUANTIZE.name, RESHAPE.name)) -> int:
+        """The op that made `tensor`, past the ops `through` (names) that only pass it on (-1: none)."""
         at = producer.get(tensor, -1)
         while at >= 0 and graph.ops[at]["type"] in through:
             at = producer.get(graph.ops[at]["inputs"][0], -1)
         return at
 
     for index, op in enumerate(graph.ops):
-        if op["type"] == "CONCATENATION" and "segmentation_head.conv_aspp" in index_of:
+        if has(op, "joins") and "segmentation_head.conv_aspp" in index_of:
             first, second = (source(t) for t in op["inputs"][:2])
-            pooled = first >= 0 and graph.ops[first]["type"] == "RESIZE_BILINEAR"
+            pooled = first >= 0 and op_is(graph.ops[first], RESIZE_BILINEAR)
             pooled = pooled and source(graph.ops[first]["inputs"][0]) == index_of["segmentation_head.conv_pool"]
             if second != index_of["segmentation_head.conv_aspp"] or not pooled:
                 fail(index, "inputs in another order than the image pool's (resized), then the 1x1 branch's")
-        if op["type"] == "ARG_MAX":
+        if op_is(op, ARG_MAX):
             rank = len(graph.shape(op["inputs"][0]))
             axis = int(np.asarray(graph.raw(op["inputs"][1])).ravel()[0])
             if rank and axis % rank != rank - 1:
@@ -708,9 +699,7 @@ def _refuse_other_wiring(graph: TFLiteGraph, index_of: dict[str, int], producer:
     feed = graph.graph.Inputs(0)
     held = feed if graph.quantization(feed) is not None else None
     if held is None:  # a float input quantized by the graph's first op
-        held = next(
-            (op["outputs"][0] for op in graph.ops if op["type"] == "QUANTIZE" and op["inputs"][0] == feed), None
-        )
+        held = next((op["outputs"][0] for op in graph.ops if op_is(op, QUANTIZE) and op["inputs"][0] == feed), None)
     quant = None if held is None else graph.quantization(held)
     dtype = None if held is None else graph.type_of(held)
     if quant is not None and dtype is not None:
@@ -728,7 +717,7 @@ def _refuse_other_wiring(graph: TFLiteGraph, index_of: dict[str, int], producer:
     classifier = index_of.get("classifier", index_of.get("segmentation_head.classifier"))
     for k in range(graph.graph.OutputsLength()):
         out = graph.graph.Outputs(k)
-        at = source(out, _PASS_ON)
+        at = source(out, PASSES_ON)  # ops a graph may apply to the network's output (`TfliteOp.passes_on`)
         if at != classifier:
             where = graph.ops[at]["type"] if at >= 0 else "the input"
             raise WeightFileError(

@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..formats.tflite_ops import tflite_op
+from ..layer_kinds import LAYER_KINDS
 from ..ops import softmax
 from ..trace import Step, Trace, op_name
 
@@ -420,13 +422,9 @@ def _kernel_hwio(step: Step) -> np.ndarray:
     """The step's kernel as HWIO (depthwise: (KH, KW, C); linear: (C_in, C_out)), whichever
     model traced it (the integer model keeps TFLite's OHWI and (1, KH, KW, C))."""
     kernel = np.asarray(step.params["kernel"])
-    if "tflite_op" in step.attrs:
-        op = step.attrs["tflite_op"]
-        if op == "DEPTHWISE_CONV_2D":
-            return kernel[0]
-        if op == "FULLY_CONNECTED":
-            return kernel.T
-        return kernel.transpose(1, 2, 3, 0)
+    row = tflite_op(step.attrs["tflite_op"]) if "tflite_op" in step.attrs else None
+    if row is not None and row.weighted:
+        return LAYER_KINDS[row.layer].from_tflite(kernel)  # OHWI, (1, KH, KW, C) or (L, C) -> npmnv2's
     return kernel
 
 

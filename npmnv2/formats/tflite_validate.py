@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .errors import WeightFileError
+from .tflite_ops import ARG_MAX, DEQUANTIZE, TFLITE_OPS, op_is, tflite_op
 from .tflite_structure import ACTIVATION_NAMES, FUSED_ACTIVATIONS
 
 SCHEMA_VERSION = 3
@@ -46,57 +47,6 @@ BIAS_SCALE_RELATIVE = 1e-5
 
 QUANTIZED_TYPES = (np.dtype(np.uint8), np.dtype(np.int8))
 ZERO_POINT_RANGE = {np.dtype(np.uint8): (0, 255), np.dtype(np.int8): (-128, 127)}
-# Builtin options type each op must carry (schema.fbs BuiltinOptions); None: the op may also have
-# none, and TFLite's defaults apply.
-OPTIONS_TYPE = {
-    "CONV_2D": (1,),
-    "DEPTHWISE_CONV_2D": (2,),
-    "AVERAGE_POOL_2D": (5,),
-    "FULLY_CONNECTED": (8, 0),
-    "SOFTMAX": (9,),
-    "CONCATENATION": (10,),
-    "ADD": (11, 0),
-    "RESIZE_BILINEAR": (15,),
-    "RESHAPE": (17, 0),
-    "MEAN": (27,),
-    "ARG_MAX": (40, 0),
-    "QUANTIZE": (0,),
-    "DEQUANTIZE": (0,),
-}
-# The op versions the interpreter's reference op resolver (BUILTIN_REF, the kernels npmnv2 reproduces)
-# registers, measured on the pinned ai-edge-litert by loading real files with each version written
-# into their operator codes (RESHAPE: its registration's default, version 1). The optimized resolver
-# takes one more version of ADD, ARG_MAX, DEPTHWISE_CONV_2D and SOFTMAX; npmnv2 refuses those.
-OP_VERSIONS = {
-    "CONV_2D": range(1, 9),
-    "DEPTHWISE_CONV_2D": range(1, 7),
-    "FULLY_CONNECTED": range(1, 15),
-    "ADD": range(1, 6),
-    "AVERAGE_POOL_2D": range(1, 4),
-    "MEAN": range(1, 4),
-    "RESHAPE": range(1, 2),
-    "SOFTMAX": range(1, 4),
-    "RESIZE_BILINEAR": range(1, 5),
-    "CONCATENATION": range(1, 8),
-    "QUANTIZE": range(1, 7),
-    "DEQUANTIZE": range(1, 10),
-    "ARG_MAX": range(1, 3),
-}
-INPUT_COUNTS = {
-    "CONV_2D": (3,),
-    "DEPTHWISE_CONV_2D": (3,),
-    "FULLY_CONNECTED": (3,),
-    "ADD": (2,),
-    "AVERAGE_POOL_2D": (1,),
-    "MEAN": (2,),
-    "RESHAPE": (1, 2),
-    "SOFTMAX": (1,),
-    "RESIZE_BILINEAR": (2,),
-    "CONCATENATION": tuple(range(2, 9)),
-    "QUANTIZE": (1,),
-    "DEQUANTIZE": (1,),
-    "ARG_MAX": (2,),
-}
 
 
 class _Op:
@@ -105,10 +55,11 @@ class _Op:
     def __init__(self, graph: Any, index: int) -> None:
         self.graph, self.index, self.record = graph, index, graph.ops[index]
         self.type = self.record["type"]
+        self.row = tflite_op(self.type)  # None for an op npmnv2 does not run (refused by _check_tensors)
         self.inputs, self.outputs = self.record["inputs"], self.record["outputs"]
         # A float op (float32 activations, as in a float .tflite the float importer reads) is checked
         # for types, options and shapes; the integer checks apply to quantized ops only.
-        first = (self.inputs or [-1])[0] if self.type == "ARG_MAX" else (self.outputs or [-1])[0]
+        first = (self.inputs or [-1])[0] if self.row is ARG_MAX else (self.outputs or [-1])[0]
         in_range = 0 <= first < graph.graph.TensorsLength()  # the wiring check names a bad index
         self.float = in_range and graph.type_of(first) == np.dtype(np.float32)
 
@@ -130,7 +81,7 @@ def validate(graph: Any) -> None:
     for index in range(len(graph.ops)):
         op = _Op(graph, index)
         _check_options_and_types(op)
-        CHECKS[op.type](op)
+        CHECKS[op.row.handler](op)
 
 
 def _fail(graph: Any, message: str) -> None:
@@ -161,9 +112,9 @@ def _check_model(graph: Any) -> None:
         op, version = graph.codes[i]  # as the interpreter resolves it (`tflite_structure.operator_codes`)
         users = [j for j in range(graph.graph.OperatorsLength()) if graph.graph.Operators(j).OpcodeIndex() == i]
         who = f"op {users[0]} {op} (operator code {i})" if users else f"operator code {i}, {op}, used by no op,"
-        if op not in OP_VERSIONS:
-            _fail(graph, f"{who}: npmnv2 does not implement this op; it runs {', '.join(OP_VERSIONS)}")
-        versions = OP_VERSIONS[op]
+        if op not in TFLITE_OPS:
+            _fail(graph, f"{who}: npmnv2 does not implement this op; it runs {', '.join(TFLITE_OPS)}")
+        versions = TFLITE_OPS[op].versions
         if version not in versions:
             _fail(
                 graph,
@@ -262,8 +213,8 @@ def _check_wiring(graph: Any, constants: set[int]) -> None:
         code = graph.graph.Operators(index).OpcodeIndex()
         if not 0 <= code < n_codes:
             op.fail(f"opcode_index {code} is outside the file's {n_codes} operator codes", tensor=-1)
-        if op.type not in CHECKS:
-            op.fail(f"npmnv2 does not implement this op; it runs {', '.join(CHECKS)}", tensor=-1)
+        if op.row is None:
+            op.fail(f"npmnv2 does not implement this op; it runs {', '.join(TFLITE_OPS)}", tensor=-1)
         for position, t in enumerate(op.inputs):  # a bias of -1 (none) is refused: the interpreter's
             if not 0 <= t < n:  # reference conv kernels expect one
                 op.fail(f"input {position} is tensor index {t}, outside the {n} tensors", tensor=-1)
@@ -292,13 +243,13 @@ def _check_wiring(graph: Any, constants: set[int]) -> None:
 
 def _check_options_and_types(op: _Op) -> None:
     options_type = op.record["options_type"]
-    if options_type not in OPTIONS_TYPE[op.type]:
+    if options_type not in op.row.options:
         op.fail(
             f"builtin_options_type is {options_type}; a {op.type} carries options type "
-            f"{' or '.join(map(str, OPTIONS_TYPE[op.type]))}"
+            f"{' or '.join(map(str, op.row.options))}"
         )
-    if len(op.inputs) not in INPUT_COUNTS[op.type]:
-        op.fail(f"{len(op.inputs)} inputs; a {op.type} has {' or '.join(map(str, INPUT_COUNTS[op.type]))}")
+    if len(op.inputs) not in op.row.inputs:
+        op.fail(f"{len(op.inputs)} inputs; a {op.type} has {' or '.join(map(str, op.row.inputs))}")
     activation = op.record.get("activation", 0)
     if activation not in FUSED_ACTIVATIONS:
         computed = ", ".join(f"{ACTIVATION_NAMES[c]} ({c})" for c in FUSED_ACTIVATIONS)
@@ -395,7 +346,7 @@ def _check_weighted(op: _Op) -> None:
     wq = op.graph.quantization(w)
     if wq is None:
         op.fail("its weights are not quantized", tensor=w)
-    channel_axis = {"DEPTHWISE_CONV_2D": 3}.get(op.type, 0)
+    channel_axis = op.row.channel_axis
     n_out = weights.shape[channel_axis] if weights.ndim > channel_axis else 0
     if wq.scale.size > 1:
         if weights.dtype != np.int8:
@@ -409,7 +360,7 @@ def _check_weighted(op: _Op) -> None:
     if weights.dtype == np.int8 and np.any(wq.zero_point != 0):
         op.fail("its int8 weights have a nonzero zero point; TFLite's int8 kernels need 0", tensor=w)
     shape_x = _shape(op, x)
-    if op.type == "FULLY_CONNECTED":
+    if op.row.fully_connected:
         if weights.ndim != 2:
             op.fail(f"its weights have shape {weights.shape}; a FULLY_CONNECTED takes (outputs, inputs)", tensor=w)
         if op.record.get("keep_num_dims") or op.record.get("weights_format") or op.record.get("asymmetric"):
@@ -430,7 +381,7 @@ def _check_weighted(op: _Op) -> None:
         if kh != kw:
             op.fail(f"its kernel is {kh}x{kw}; npmnv2 runs square kernels", tensor=w)
         n, h, wd, c = shape_x
-        if op.type == "CONV_2D":
+        if not op.row.depthwise:
             if weights.shape[3] != c:
                 op.fail(f"its weights take {weights.shape[3]} input channels but its input has {c}", tensor=w)
             fan_in = weights.reshape(weights.shape[0], -1)
@@ -481,7 +432,7 @@ def _float_constant(op: _Op, t: int, role: str) -> np.ndarray:
     source = graph.producers.get(t)
     if source is not None:
         producer = graph.ops[source]
-        if producer["type"] != "DEQUANTIZE" or producer["inputs"][0] not in graph.constants:
+        if not op_is(producer, DEQUANTIZE) or producer["inputs"][0] not in graph.constants:
             op.fail(f"its {role} is computed by op {source} {producer['type']}, not a constant", tensor=t)
         t = producer["inputs"][0]
     values = _constant(op, t, role)
@@ -493,7 +444,7 @@ def _float_constant(op: _Op, t: int, role: str) -> np.ndarray:
     if values.dtype == np.int8 and q is not None and role == "weight tensor" and source is None:
         if np.any(q.zero_point != 0):
             op.fail(f"its int8 {role} has a nonzero zero point; a hybrid float op takes symmetric int8", tensor=t)
-        axis = {"DEPTHWISE_CONV_2D": 3}.get(op.type, 0)
+        axis = op.row.channel_axis
         if q.scale.size > 1 and q.axis != axis:
             op.fail(f"its int8 {role} is quantized along dimension {q.axis}, not {axis}", tensor=t)
         return q.dequantize(values).astype(np.float32)
@@ -507,13 +458,13 @@ def _check_float_weighted(op: _Op, weights: np.ndarray) -> None:
     w, b = op.inputs[1], op.inputs[2]
     if not np.all(np.isfinite(weights)):
         op.fail("a float op needs finite weights; its weights hold NaN or inf", tensor=w)
-    n_out = weights.shape[3 if op.type == "DEPTHWISE_CONV_2D" else 0]
+    n_out = weights.shape[op.row.channel_axis]
     if b >= 0:
         bias = _float_constant(op, b, "bias")
         if bias.dtype != np.float32 or bias.shape != (n_out,) or not np.all(np.isfinite(bias)):
             op.fail(f"its bias is {bias.dtype} {bias.shape}; a float op needs finite float32 ({n_out},)", tensor=b)
     shape_x = _shape(op, op.inputs[0])
-    if op.type == "FULLY_CONNECTED":
+    if op.row.fully_connected:
         size = math.prod(shape_x)
         if weights.ndim != 2 or size % weights.shape[1]:
             op.fail(f"weights {weights.shape} do not fit an input of {size} values", tensor=w)
@@ -524,7 +475,7 @@ def _check_float_weighted(op: _Op, weights: np.ndarray) -> None:
     stride, dilation = _window(op, "stride"), _window(op, "dilation")
     n, h, wd, c = shape_x
     kh = weights.shape[1]
-    if weights.shape[3] != c or (op.type == "DEPTHWISE_CONV_2D" and weights.shape[0] != 1):
+    if weights.shape[3] != c or (op.row.depthwise and weights.shape[0] != 1):
         op.fail(f"weights {weights.shape} do not fit an input of {c} channels", tensor=w)
     _expect_shape(
         op, (n, _spatial(op, h, kh, stride, dilation), _spatial(op, wd, weights.shape[2], stride, dilation), n_out)
@@ -751,18 +702,18 @@ def _check_argmax(op: _Op) -> None:
     _expect_shape(op, tuple(s for i, s in enumerate(shape) if i != a % len(shape)))
 
 
+# The check of each integer handler (`TfliteOp.handler` of `formats.tflite_ops.TFLITE_OPS`).
 CHECKS = {
-    "CONV_2D": _check_weighted,
-    "DEPTHWISE_CONV_2D": _check_weighted,
-    "FULLY_CONNECTED": _check_weighted,
-    "ADD": _check_add,
-    "AVERAGE_POOL_2D": _check_average_pool,
-    "MEAN": _check_mean,
-    "RESHAPE": _check_reshape,
-    "SOFTMAX": _check_softmax,
-    "RESIZE_BILINEAR": _check_resize,
-    "CONCATENATION": _check_concat,
-    "QUANTIZE": _check_quantize,
-    "DEQUANTIZE": _check_dequantize,
-    "ARG_MAX": _check_argmax,
+    "conv": _check_weighted,
+    "fully_connected": _check_weighted,
+    "add": _check_add,
+    "average_pool": _check_average_pool,
+    "mean": _check_mean,
+    "reshape": _check_reshape,
+    "softmax": _check_softmax,
+    "resize": _check_resize,
+    "concat": _check_concat,
+    "quantize": _check_quantize,
+    "dequantize": _check_dequantize,
+    "argmax": _check_argmax,
 }

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..formats.tflite_ops import has
 from ..ops import Pad2D, nchw_to_nhwc, nhwc_to_nchw
 from ..ops.conv import conv2d_int
 from ..ops.depthwise import depthwise_conv2d_int
@@ -37,10 +38,10 @@ def integer_hypothesis(cause_id: str) -> Callable[[IntegerHypothesis], IntegerHy
 def _sums(model: Any, index: int, x: np.ndarray, step: Any, x_zero_point: int) -> np.ndarray | None:
     """The int32 sums of a CONV_2D / DEPTHWISE_CONV_2D op from input x (NHWC)."""
     op = model.graph.ops[index]
-    if op["type"] not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+    if not has(op, "convolution"):
         return None
     p = model.op_parameters(index)
-    sums = depthwise_conv2d_int if op["type"] == "DEPTHWISE_CONV_2D" else conv2d_int
+    sums = depthwise_conv2d_int if has(op, "depthwise") else conv2d_int
     a = step.attrs
     return sums(
         x,

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..formats.tflite_ops import CONV_2D, RESIZE_BILINEAR, has, op_is
 from ..image_processing_mobilenet_v2 import load_image
 from ..ops import nhwc_to_nchw
 from .interpreter import interpreter_tensors
@@ -128,7 +129,7 @@ def tflite_input(path: str | Path, image: Any) -> tuple[np.ndarray, np.ndarray]:
     return taken, nhwc_to_nchw(real.astype(np.float32))
 
 
-def _step_name(hf: str, op_type: str, activation: int) -> str:
+def _step_name(hf: str, activation: int) -> str:
     """The npmnv2 step whose output equals a TFLite op's output (conv + bias + fused activation)."""
     if hf == "classifier":
         return "classifier"
@@ -145,11 +146,11 @@ def _hybrid_rule(graph: Any, op: dict, reference_kernels: bool) -> str:
     FULLY_CONNECTED without asymmetric_quantize_inputs, quantize symmetrically (max |x| / 127).
     Returns "asymmetric/batch", "asymmetric/pixel" or "symmetric/batch"."""
     per_channel = graph.quantization(op["inputs"][1]).per_channel
-    if op["type"] == "FULLY_CONNECTED":
+    if has(op, "fully_connected"):
         mode = "asymmetric" if op.get("asymmetric") or per_channel else "symmetric"
     else:
         mode = "asymmetric" if per_channel else "symmetric"
-    pixel = not reference_kernels and op["type"] == "CONV_2D" and graph.shape(op["inputs"][1])[1:3] == (1, 1)
+    pixel = not reference_kernels and op_is(op, CONV_2D) and graph.shape(op["inputs"][1])[1:3] == (1, 1)
     return f"{mode}/{'pixel' if pixel else 'batch'}"
 
 
@@ -216,18 +217,18 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
     for index, op in enumerate(graph.ops):
         out = op["outputs"][0]
         if index in names:
-            name = _step_name(names[index], op["type"], op["activation"])
+            name = _step_name(names[index], op["activation"])
             acts[name] = read(out, name)
             if graph.quantization(out) is None and graph.type_of(op["inputs"][1]) == np.dtype(np.int8):
                 hybrid[name] = _hybrid_rule(graph, op, reference_kernels)
         elif index in adds:
             acts[adds[index]] = read(out, adds[index])
-        elif op["type"] in ("AVERAGE_POOL_2D", "MEAN"):
+        elif has(op, "pools"):
             name = "segmentation_head.avg_pool" if segmentation else "pooler"
             acts[name] = read(out, name)
-        elif op["type"] == "RESIZE_BILINEAR" and segmentation and not resized:
+        elif op_is(op, RESIZE_BILINEAR) and segmentation and not resized:
             acts["segmentation_head.interpolate"] = read(out, "segmentation_head.interpolate")  # pool, broadcast
             resized = True
-        elif op["type"] == "CONCATENATION":
+        elif has(op, "joins"):
             acts["segmentation_head.concat"] = read(out, "segmentation_head.concat")
     return QuantizedTensors(acts, scales, ranges, hybrid, tensor_names)
