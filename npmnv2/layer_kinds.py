@@ -12,6 +12,10 @@ comparing kind strings:
 - its kernel in npmnv2's layout (`kernel_shape`), PyTorch's (`torch_weight`, `torch_shape`,
   `from_torch`, `to_torch`) and TFLite's (`tflite_op`, `from_tflite`);
 - how a figure labels and colours it (`role`, `colour`);
+- what a port's weight layer of this kind is in `npmnv2.verify`'s vocabulary (`peer_kind`: "conv",
+  "depthwise" or "linear"), its kernel's fan-in (`fan_in`, from the kernel's shape, for a
+  He-scaled random init), and whether it reads pooled (N, C) features and always has a bias
+  (`pooled`: the linear classifier);
 - its MACs come from its op's page (`npmnv2.ops.PAGE_OF[row.op].macs`).
 
 Adding a kind of layer is adding a row (and its op page and fast form).
@@ -59,6 +63,9 @@ class LayerKind:
     from_tflite: Callable[[np.ndarray], np.ndarray]
     role: Callable[[Any], str]
     colour: str
+    peer_kind: str
+    fan_in: Callable[[tuple[int, ...]], int]
+    pooled: bool
 
 
 LAYER_KINDS: dict[str, LayerKind] = {
@@ -81,6 +88,9 @@ LAYER_KINDS: dict[str, LayerKind] = {
         from_tflite=lambda w: w.transpose(1, 2, 3, 0),  # OHWI -> HWIO
         role=lambda spec: f"{spec.kernel_size}x{spec.kernel_size} conv (stem)",  # how a block diagram labels it
         colour="#a1d99b",
+        peer_kind="conv",
+        fan_in=lambda shape: shape[0] * shape[1] * shape[2],  # KH * KW * C_in
+        pooled=False,
     ),
     "depthwise": LayerKind(
         op=depthwise_conv2d,
@@ -101,6 +111,9 @@ LAYER_KINDS: dict[str, LayerKind] = {
         from_tflite=lambda w: w[0],  # (1, KH, KW, C) -> (KH, KW, C)
         role=lambda spec: f"depthwise {spec.kernel_size}x{spec.kernel_size}",  # how a block diagram labels it
         colour="#fdae6b",
+        peer_kind="depthwise",
+        fan_in=lambda shape: shape[0] * shape[1],  # KH * KW: one channel each
+        pooled=False,
     ),
     "pointwise": LayerKind(
         op=pointwise_conv2d,
@@ -121,6 +134,9 @@ LAYER_KINDS: dict[str, LayerKind] = {
         from_tflite=lambda w: w.transpose(1, 2, 3, 0),
         role=lambda spec: "expand 1x1" if "expand" in spec.name else "project 1x1 (linear)",
         colour="#9ecae1",
+        peer_kind="conv",  # a port's 1x1 conv is a conv (its kernel says 1x1)
+        fan_in=lambda shape: shape[2],  # C_in
+        pooled=False,
     ),
     "linear": LayerKind(
         op=linear,
@@ -141,6 +157,9 @@ LAYER_KINDS: dict[str, LayerKind] = {
         from_tflite=lambda w: w.T,  # (L, C_in) -> (C_in, L)
         role=lambda spec: "linear classifier",  # how a block diagram labels it
         colour="#bcbddc",
+        peer_kind="linear",
+        fan_in=lambda shape: shape[0],  # C_in
+        pooled=True,
     ),
 }
 

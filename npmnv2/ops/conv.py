@@ -453,7 +453,7 @@ def convolution_attrs(spec: Any, tf_padding: bool) -> dict[str, Any]:
         "kernel_size": spec.kernel_size,
         "stride": spec.stride,
         "dilation": spec.dilation,
-        "groups": spec.c_in if spec.kind == "depthwise" else 1,
+        "groups": 1,  # the depthwise page's attributes say c_in
         "tf_padding": tf_padding,
         "c_in": spec.c_in,
         "c_out": spec.c_out,

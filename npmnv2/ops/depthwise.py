@@ -303,7 +303,7 @@ PAGES = (
         depthwise_conv2d_step_backward,
         depthwise_conv2d_backward,
         depthwise_conv2d_macs,
-        convolution_attrs,
+        lambda spec, tf_padding: {**convolution_attrs(spec, tf_padding), "groups": spec.c_in},
         depthwise_conv2d_step_forward,
         depthwise_conv2d_loops,
     ),

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..architecture import layer_specs
 from ..configuration_mobilenet_v2 import MobileNetV2Config
+from ..layer_kinds import layer_kind
 from ..modeling_mobilenet_v2 import MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation
 from ..trace import Trace
 from ..warnings import NpMnV2Warning
@@ -85,11 +86,7 @@ def peer_specs(specs: list[Any], run: PeerRun, task: str) -> list[Any]:
 
 def _kernel_shape(spec: Any) -> tuple[int, ...]:
     """A layer's kernel shape in npmnv2's layouts (HWIO, (KH, KW, C) depthwise, (C_in, L) linear)."""
-    if spec.kind == "linear":
-        return (spec.c_in, spec.c_out)
-    if spec.kind == "depthwise":
-        return (spec.kernel_size, spec.kernel_size, spec.c_out)
-    return (spec.kernel_size, spec.kernel_size, spec.c_in, spec.c_out)
+    return layer_kind(spec).kernel_shape(spec)
 
 
 def _model_class(task: str) -> type:
@@ -111,7 +108,7 @@ def model_from_peer(run: PeerRun, config: MobileNetV2Config, *, task: str = "cla
         )
     for spec, layer in zip(specs, run.layers, strict=True):
         ours = model.params[spec.name]
-        want = "linear" if spec.kind == "linear" else ("depthwise" if spec.kind == "depthwise" else "conv")
+        want = layer_kind(spec).peer_kind
         if layer.kind != want or layer.kernel.shape != ours["kernel"].shape:
             raise ValueError(
                 f"verify: the peer's layer {layer.name!r} ({layer.kind}, kernel {layer.kernel.shape} in npmnv2's "
@@ -119,7 +116,7 @@ def model_from_peer(run: PeerRun, config: MobileNetV2Config, *, task: str = "cla
                 "are matched in execution order, so an extra or missing layer before it shifts them."
             )
         params = {"kernel": layer.kernel.astype(np.float64)}
-        if spec.bias or spec.kind == "linear":
+        if spec.bias or layer_kind(spec).pooled:
             bias = layer.bias if layer.bias is not None else np.zeros(spec.c_out)
             params["bias"] = np.asarray(bias, np.float64)
         if spec.eps is not None:
@@ -185,7 +182,7 @@ def random_weights(
     for spec in model.specs:
         p = model.params[spec.name]
         kernel = p["kernel"]
-        fan_in = int(np.prod(kernel.shape[:-1])) if spec.kind != "depthwise" else int(np.prod(kernel.shape[:2]))
+        fan_in = layer_kind(spec).fan_in(kernel.shape)
         p["kernel"] = (rng.standard_normal(kernel.shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
         if "bias" in p:
             p["bias"] = (rng.standard_normal(p["bias"].shape) * 0.1).astype(dtype)
@@ -239,7 +236,7 @@ def set_weights(port: Any, model: Any) -> Any:
             continue
         spec = next(it)
         p = {k: np.asarray(v, np.float32) for k, v in model.params[spec.name].items()}
-        want = "linear" if spec.kind == "linear" else ("depthwise" if spec.kind == "depthwise" else "conv")
+        want = layer_kind(spec).peer_kind
         if kind != want:
             raise ValueError(
                 f"verify.set_weights: the port's layer {name!r} is a {kind}, npmnv2's {spec.name} a {want}."

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from ..layer_kinds import layer_kind
+
 FLOAT_TOLERANCE = 1e-5  # relative RMS: float32 rounding of a conversion
 QUANTIZED_TOLERANCE = 0.05  # relative RMS: an 8-bit kernel differs from its float source by a few percent
 EPS_CANDIDATES = (1e-5, 1e-3, 1e-4, 1e-6, 0.0)  # PyTorch's, Keras's and TF-Slim's, others seen in ports
@@ -149,7 +151,7 @@ def _diagnose(port: Any, reference: Any, name: str, tolerance: float) -> list[We
             residual = _relative(raw, their_raw)  # the kernel alone: the layer kept its own batch norm
             if residual <= max(tolerance, EXPLAINED * base):
                 found.append(WeightCause("weights.from_another_layer", f"{name}: the kernel of {other.name}", residual))
-    if spec.kind == "linear" and ref is not None:  # the classifier's background class
+    if layer_kind(spec).pooled and ref is not None:  # the (linear) classifier's background class
         k, b = folded(ref, ref_spec.eps)
         if k.shape[-1] == ours_k.shape[-1] + 1:
             consider("weights.background_class_dropped", "the reference's class 0 (background) dropped",
