@@ -11,7 +11,6 @@ from .auto import (
 from .compare import Comparison, compare
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
-from .integer_model import QuantizedMobileNetV2, QuantizedOutput
 from .modeling_mobilenet_v2 import (
     MobileNetV2ForImageClassification,
     MobileNetV2ForSemanticSegmentation,
@@ -23,6 +22,7 @@ from .outputs import (
     ImageClassifierOutputWithNoAttention,
     SemanticSegmenterOutput,
 )
+from .tflite.integer_model import QuantizedMobileNetV2, QuantizedOutput
 from .trace import Step, Summary, Trace
 from .warnings import NpMnV2Warning
 

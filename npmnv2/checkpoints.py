@@ -3,7 +3,7 @@
 `resolve_checkpoint` (from `weights`) turns a source into a local path (downloading a hub id
 into the huggingface_hub cache); `read_source` reads a checkpoint folder, a weight file or a .tflite
 model into transformers-named tensors. The file formats themselves are in `weights` and
-`tflite_import`.
+`npmnv2.tflite.float_import`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .tflite_import import read_tflite
+from .tflite.float_import import read_tflite
 from .weights import read_checkpoint, resolve_checkpoint
 
 __all__ = ["Checkpoint", "read_source", "resolve_checkpoint"]

@@ -406,7 +406,7 @@ class MobileNetV2ImageProcessor:
 
         path = resolve_checkpoint(source)
         if path.suffix == ".tflite":
-            from .tflite_import import read_tflite_input_size
+            from .tflite.graph import read_tflite_input_size
 
             h, w = read_tflite_input_size(path)
             return cls(size={"height": h, "width": w}, do_center_crop=False)

@@ -30,8 +30,8 @@ from typing import Any, Literal
 import numpy as np
 
 from .fast.kernels import fast_dense, fast_depthwise, fast_linear, fast_pointwise
-from .formats.tflite_ops import CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED
 from .ops import conv2d, depthwise_conv2d, linear, pointwise_conv2d
+from .tflite.ops import CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED
 
 # How a layer mixes its inputs:
 #   "conv"       dense KxK convolution (im2col, then one matrix product)  -- the stem

@@ -130,7 +130,7 @@ def test_no_module_uses_another_modules_private_names() -> None:
 
 
 def test_the_weight_readers_never_import_the_model_classes() -> None:
-    for reader in ("tflite_import", "state_dict", "weights", "architecture"):
+    for reader in ("tflite.graph", "tflite.layers", "tflite.float_import", "state_dict", "weights", "architecture"):
         assert "modeling_mobilenet_v2" not in _imports(MODULES[reader]), reader
 
 

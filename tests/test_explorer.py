@@ -11,7 +11,7 @@ import npmnv2
 from npmnv2 import viz
 from npmnv2.explorer import page_html, session_for
 from npmnv2.explorer.session import MAX_TILES
-from npmnv2.integer_model import QuantizedMobileNetV2
+from npmnv2.tflite.integer_model import QuantizedMobileNetV2
 
 
 @pytest.fixture(scope="module")

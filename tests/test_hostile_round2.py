@@ -14,8 +14,8 @@ from safetensors.numpy import save_file
 
 from npmnv2 import MobileNetV2Config, MobileNetV2ForImageClassification, MobileNetV2ImageProcessor
 from npmnv2.cli import main
-from npmnv2.integer_model import QuantizedMobileNetV2
-from npmnv2.tflite_import import TFLiteGraph
+from npmnv2.tflite.graph import TFLiteGraph
+from npmnv2.tflite.integer_model import QuantizedMobileNetV2
 from npmnv2.weights import WeightFileError
 
 SMALL = {"depth_multiplier": 0.35, "image_size": 32, "num_labels": 3}

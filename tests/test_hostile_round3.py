@@ -167,7 +167,7 @@ def test_an_operator_code_whose_two_fields_disagree_is_read_as_the_interpreter_r
     convolution by npmnv2 and as MUL by the interpreter."""
     import tflite
 
-    from npmnv2.formats.tflite_structure import operator_codes
+    from npmnv2.tflite.structure import operator_codes
     from npmnv2.weights import WeightFileError
 
     e = _edit(coral_dir / "tf2_mobilenet_v2_1.0_224_ptq.tflite")
@@ -267,7 +267,7 @@ def test_a_graph_output_moved_to_the_pooling_is_refused_by_the_float_importer(tm
 def _with_labels(coral_dir, tmp_path, text: str):
     import zipfile
 
-    from npmnv2.tflite_import import TFLiteGraph
+    from npmnv2.tflite.graph import TFLiteGraph
 
     raw = (coral_dir / "mobilenet_v2_1.0_224_quant.tflite").read_bytes()
     start = raw.index(b"PK\x03\x04")
@@ -426,7 +426,8 @@ def test_a_tflite_that_is_not_a_mobilenetv2_never_reaches_the_interpreter(monkey
         raise WeightFileError("not a MobileNetV2 graph npmnv2 knows")
 
     monkeypatch.setattr(tensors, "match_layers", not_a_mobilenet, raising=False)
-    monkeypatch.setattr("npmnv2.tflite_import.match_layers", not_a_mobilenet)
+    monkeypatch.setattr("npmnv2.tflite.float_import.match_layers", not_a_mobilenet)
+    monkeypatch.setattr("npmnv2.tflite.layers.match_layers", not_a_mobilenet)
     with pytest.raises(WeightFileError, match="not a MobileNetV2"):
         verify.check(EMBEDDED, coral_dir / "cat.bmp")
     with pytest.raises(WeightFileError, match="not a MobileNetV2"):

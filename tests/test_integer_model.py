@@ -101,7 +101,7 @@ def test_stop_at_layers_and_run_from(coral_dir):
 
 
 def test_bad_input_and_unsupported_graphs_get_clear_errors(coral_dir, monkeypatch):
-    import npmnv2.integer_model as im
+    import npmnv2.tflite.integer_model as im
 
     path = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
     model = QuantizedMobileNetV2.from_pretrained(path)

@@ -20,7 +20,8 @@ from ai_edge_litert.interpreter import Interpreter
 
 import npmnv2
 from npmnv2 import verify
-from npmnv2.tflite_import import TFLiteGraph, match_layers
+from npmnv2.tflite.graph import TFLiteGraph
+from npmnv2.tflite.layers import match_layers
 from npmnv2.verify.interpreter import interpreter_tensors
 from tests.tflite_edit import TFLiteEdit
 

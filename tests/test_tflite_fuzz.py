@@ -30,8 +30,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from npmnv2.integer_model import QuantizedMobileNetV2
 from npmnv2.ops.probability import KernelAbortError
+from npmnv2.tflite.integer_model import QuantizedMobileNetV2
 from npmnv2.weights import WeightFileError
 from tests.tflite_edit import FIELDS, TFLiteEdit
 

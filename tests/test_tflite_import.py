@@ -138,7 +138,7 @@ def test_renamed_tensors_still_import_because_layers_are_found_by_structure(tmp_
 def test_a_graph_that_is_not_mobilenet_v2_is_refused():
     from types import SimpleNamespace
 
-    from npmnv2.tflite_import import match_layers
+    from npmnv2.tflite.layers import match_layers
 
     def op(kind: str, inp: int, out: int) -> dict:
         return {"type": kind, "inputs": [inp, 100 + out, -1], "outputs": [out], "activation": 3}
@@ -186,7 +186,8 @@ def test_other_exporters_import_by_structure_and_match_the_interpreters_top1(cor
 
 
 def test_layers_are_matched_by_structure_not_by_names(coral_dir):
-    from npmnv2.tflite_import import TFLiteGraph, match_layers, residual_adds
+    from npmnv2.tflite.graph import TFLiteGraph
+    from npmnv2.tflite.layers import match_layers, residual_adds
 
     graph = TFLiteGraph(coral_dir / "tf2_mobilenet_v2_1.0_224_ptq.tflite")
     names = match_layers(graph)

@@ -14,8 +14,9 @@ import pytest
 import tflite
 
 import npmnv2
-from npmnv2.integer_model import QuantizedMobileNetV2
-from npmnv2.tflite_import import TFLiteGraph, read_tflite
+from npmnv2.tflite.float_import import read_tflite
+from npmnv2.tflite.graph import TFLiteGraph
+from npmnv2.tflite.integer_model import QuantizedMobileNetV2
 from npmnv2.weights import WeightFileError
 from tests.tflite_edit import TFLiteEdit
 
@@ -195,7 +196,7 @@ def test_schema_version_99_is_refused(edit, tmp_path):
 def test_weights_marked_variable_are_refused(coral_dir, monkeypatch):
     """The Coral files omit is_variable (false); here the reader reports every tensor variable."""
     monkeypatch.setattr(tflite.Tensor, "IsVariable", lambda self: True)
-    monkeypatch.setattr("npmnv2.tflite_import._VALIDATED", {})  # validate these bytes again
+    monkeypatch.setattr("npmnv2.tflite.graph._VALIDATED", {})  # validate these bytes again
     with pytest.raises(WeightFileError, match=r"is both constant .* and variable"):
         TFLiteGraph(coral_dir / CLASSIFIER)
 

@@ -9,7 +9,7 @@ import pytest
 
 import npmnv2
 from npmnv2 import verify
-from npmnv2.tflite_import import TFLiteGraph
+from npmnv2.tflite.graph import TFLiteGraph
 from npmnv2.verify.interpreter import interpreter_tensors
 
 

@@ -159,7 +159,7 @@ def distinct_outputs(*named: tuple[str, str | None]) -> None:
 def integer_model(source: str | None) -> Any:
     """The integer model of a quantized .tflite file (the only source it takes; default: the embedded one)."""
     from ..checkpoints import resolve_checkpoint
-    from ..integer_model import QuantizedMobileNetV2
+    from ..tflite.integer_model import QuantizedMobileNetV2
 
     path = resolve_checkpoint(source or DEFAULT_MODEL)
     if path.suffix != ".tflite":

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..formats.tflite_ops import tflite_op
 from ..layer_kinds import LAYER_KINDS
 from ..ops import softmax
+from ..tflite.ops import tflite_op
 from ..trace import Step, Trace, op_name
 
 MAX_TILES = 64  # channels shown per step (the first 64)

@@ -250,7 +250,8 @@ def _tflite_model(path: Path, config: Any) -> Any:
     from ..checkpoints import Checkpoint
     from ..configuration_mobilenet_v2 import MobileNetV2Config as Config
     from ..modeling_mobilenet_v2 import MobileNetV2ForImageClassification, MobileNetV2ForSemanticSegmentation
-    from ..tflite_import import TFLiteGraph, read_tflite_graph
+    from ..tflite.float_import import read_tflite_graph
+    from ..tflite.graph import TFLiteGraph
 
     tensors, file_config, quantization = read_tflite_graph(TFLiteGraph(path), weights_only=True)
     seg = any(k.startswith("segmentation_head.") for k in tensors)

@@ -16,11 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from ..formats.tflite_ops import has
 from ..ops import Pad2D, nchw_to_nhwc, nhwc_to_nchw
 from ..ops.conv import conv2d_int
 from ..ops.depthwise import depthwise_conv2d_int
 from ..ops.quantization import multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_single_rounding
+from ..tflite.ops import has
 from .report import CauseEvidence, Row, VerifyReport
 
 IntegerHypothesis = Callable[[Any, int, np.ndarray, Any], list[tuple[str, np.ndarray]]]

@@ -38,11 +38,11 @@ def interpreter_tensors(
     tensor index, computed in a child process. reference_kernels: its reference op resolver
     (`OpResolverType.BUILTIN_REF`), the kernels npmnv2's integer model reproduces bit for bit.
 
-    The file is validated first (`npmnv2.tflite_import.TFLiteGraph`); raises InterpreterError
+    The file is validated first (`npmnv2.tflite.graph.TFLiteGraph`); raises InterpreterError
     naming the file when the interpreter is missing, refuses the file, crashes on it, or exceeds
     the limits (memory_limit is capped by this process's own hard address-space limit).
     """
-    from ..tflite_import import TFLiteGraph
+    from ..tflite.graph import TFLiteGraph
 
     path = Path(path).resolve()
     TFLiteGraph(path)  # the validator runs before the interpreter ever sees the file

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..formats.tflite_ops import CONV_2D, RESIZE_BILINEAR, has, op_is
 from ..image_processing_mobilenet_v2 import load_image
 from ..ops import nhwc_to_nchw
+from ..tflite.ops import CONV_2D, RESIZE_BILINEAR, has, op_is
 from .interpreter import interpreter_tensors
 
 _CONTAINERS = ("conv_stem",)  # non-leaf modules whose output is also a step
@@ -78,12 +78,13 @@ def transformers_twin(model: Any) -> Any:
 
 def tflite_integer_tensors(path: str | Path, pixels: np.ndarray, *, reference_kernels: bool = True) -> QuantizedTensors:
     """Every op output of the interpreter, as the integers it stores (NCHW when 4-D), under the step
-    names of `npmnv2.integer_model` (the float model's names: `layer.3.conv_3x3.convolution`, ...),
+    names of `npmnv2.tflite.integer_model` (the float model's names: `layer.3.conv_3x3.convolution`, ...),
     with each tensor's scale.
 
     pixels: the quantized input, NHWC as the interpreter takes it (see `tflite_input`).
     """
-    from ..tflite_import import TFLiteGraph, integer_steps
+    from ..tflite.graph import TFLiteGraph
+    from ..tflite.layers import integer_steps
 
     path = Path(path)
     graph = TFLiteGraph(path)
@@ -111,10 +112,10 @@ def tflite_input(path: str | Path, image: Any) -> tuple[np.ndarray, np.ndarray]:
       same scale), standing for scale * (int8 - zero_point);
     - float32 input (TensorFlow's converter with float I/O): the pixels mapped to [-1, 1] as
       MobileNetV2's preprocessing does, p / 127.5 - 1.
-    (`npmnv2.integer_model.input_from_pixels` is the rule.)
+    (`npmnv2.tflite.integer_model.input_from_pixels` is the rule.)
     """
-    from ..integer_model import input_from_pixels
-    from ..tflite_import import TFLiteGraph, read_tflite_input_size
+    from ..tflite.graph import TFLiteGraph, read_tflite_input_size
+    from ..tflite.integer_model import input_from_pixels
 
     h, w = read_tflite_input_size(path)
     pixels = np.asarray(load_image(image).resize((w, h), Image.NEAREST), dtype=np.uint8)[None]  # (1, H, W, 3)
@@ -182,7 +183,8 @@ def tflite_activations(path: str | Path, image: Any, *, reference_kernels: bool 
     ones npmnv2's integer model reproduces bit for bit, instead of its default optimized kernels
     (which differ by a few quantization steps on some tensors; see docs/concepts/integer_inference.md).
     """
-    from ..tflite_import import TFLiteGraph, match_layers, residual_adds
+    from ..tflite.graph import TFLiteGraph
+    from ..tflite.layers import match_layers, residual_adds
 
     path = Path(path)
     graph = TFLiteGraph(path)

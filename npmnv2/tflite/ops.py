@@ -1,7 +1,7 @@
 """The one table of TFLite ops: everything npmnv2 knows about a TFLite builtin op, in one row.
 
-The float importer (`npmnv2.tflite_import`), the validator (`formats.tflite_validate`), the
-integer model (`npmnv2.integer_model`), `npmnv2.verify` and the explorer read an op's facts here
+The float importer (`npmnv2.tflite.float_import`, `graph`, `layers`), the validator (`validate`),
+the integer model (`integer_model`), `npmnv2.verify` and the explorer read an op's facts here
 instead of comparing op-type strings:
 
 - what the file may say about it: the builtin options type it carries (`options`, schema.fbs

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 
-from .errors import WeightFileError
+from ..formats.errors import WeightFileError
 
 # TFLite's ActivationFunctionType (schema.fbs): every code's name, and the fused activations npmnv2
 # computes, as its `ops` function names (None: no activation). The validator refuses the others.

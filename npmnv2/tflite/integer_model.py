@@ -22,14 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from .formats.tflite_ops import ARG_MAX, DEQUANTIZE, QUANTIZE, TFLITE_OPS, TfliteOp, has, op_is, tflite_op
-from .formats.tflite_structure import FUSED_ACTIVATIONS
-from .ops import MACS, Pad2D, conv2d, conv_padding, depthwise_conv2d, linear, nhwc_to_nchw, pointwise_conv2d
-from .ops.fully_connected import linear_int_requantized
-from .ops.merge import add_int, concat_channels_int
-from .ops.pooling import avg_pool2d_int, global_average_pool_int
-from .ops.probability import softmax_int
-from .ops.quantization import (
+from ..ops import MACS, Pad2D, conv2d, conv_padding, depthwise_conv2d, linear, nhwc_to_nchw, pointwise_conv2d
+from ..ops.fully_connected import linear_int_requantized
+from ..ops.merge import add_int, concat_channels_int
+from ..ops.pooling import avg_pool2d_int, global_average_pool_int
+from ..ops.probability import softmax_int
+from ..ops.quantization import (
     DTYPE_RANGE,
     QuantParams,
     activation_range,
@@ -38,12 +36,16 @@ from .ops.quantization import (
     quantize_multiplier,
     requantize,
 )
-from .ops.resize import resize_bilinear_int
-from .tflite_import import TFLiteGraph, integer_steps, read_tflite_graph
-from .trace import NO_TRACE, Recorder, Step, Trace, run_from, stream_steps, trace_forward
-from .weights import WeightFileError, resolve_checkpoint
+from ..ops.resize import resize_bilinear_int
+from ..trace import NO_TRACE, Recorder, Step, Trace, run_from, stream_steps, trace_forward
+from ..weights import WeightFileError, resolve_checkpoint
+from .float_import import read_tflite_graph
+from .graph import TFLiteGraph
+from .layers import integer_steps
+from .ops import ARG_MAX, DEQUANTIZE, QUANTIZE, TFLITE_OPS, TfliteOp, has, op_is, tflite_op
+from .structure import FUSED_ACTIVATIONS
 
-SUPPORTED_OPS = tuple(TFLITE_OPS)  # the ops the integer model runs: the rows of formats.tflite_ops
+SUPPORTED_OPS = tuple(TFLITE_OPS)  # the ops the integer model runs: the rows of npmnv2.tflite.ops
 
 
 @dataclass

@@ -30,9 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import WeightFileError
-from .tflite_ops import ARG_MAX, DEQUANTIZE, TFLITE_OPS, op_is, tflite_op
-from .tflite_structure import ACTIVATION_NAMES, FUSED_ACTIVATIONS
+from ..formats.errors import WeightFileError
+from .ops import ARG_MAX, DEQUANTIZE, TFLITE_OPS, op_is, tflite_op
+from .structure import ACTIVATION_NAMES, FUSED_ACTIVATIONS
 
 SCHEMA_VERSION = 3
 MAX_ELEMENTS = 1 << 25  # elements of any one tensor (33.5M; DeepLabV3 at 513 needs 5.5M)
@@ -109,7 +109,7 @@ def _check_model(graph: Any) -> None:
         if code.CustomCode() is not None:
             name = code.CustomCode().decode("utf-8", "replace")
             _fail(graph, f"operator code {i} is the custom op {name!r}; npmnv2 runs builtin ops only")
-        op, version = graph.codes[i]  # as the interpreter resolves it (`tflite_structure.operator_codes`)
+        op, version = graph.codes[i]  # as the interpreter resolves it (`npmnv2.tflite.structure.operator_codes`)
         users = [j for j in range(graph.graph.OperatorsLength()) if graph.graph.Operators(j).OpcodeIndex() == i]
         who = f"op {users[0]} {op} (operator code {i})" if users else f"operator code {i}, {op}, used by no op,"
         if op not in TFLITE_OPS:
@@ -702,7 +702,7 @@ def _check_argmax(op: _Op) -> None:
     _expect_shape(op, tuple(s for i, s in enumerate(shape) if i != a % len(shape)))
 
 
-# The check of each integer handler (`TfliteOp.handler` of `formats.tflite_ops.TFLITE_OPS`).
+# The check of each integer handler (`TfliteOp.handler` of `npmnv2.tflite.ops.TFLITE_OPS`).
 CHECKS = {
     "conv": _check_weighted,
     "fully_connected": _check_weighted,
