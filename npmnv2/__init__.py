@@ -1,6 +1,6 @@
 """npmnv2: MobileNetV2 and its DeepLabV3 head in readable NumPy, with transformers' public API."""
 
-from . import backward, data_files, integer_ops, ops, reference, verify, viz
+from . import data_files, ops, verify, viz
 from .auto import (
     AutoImageProcessor,
     AutoModel,
@@ -58,13 +58,10 @@ __all__ = [
     "Step",
     "Summary",
     "Trace",
-    "backward",
     "compare",
     "data_files",
     "explore",
-    "integer_ops",
     "ops",
-    "reference",
     "verify",
     "viz",
 ]

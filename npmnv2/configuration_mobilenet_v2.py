@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .formats.json_file import read_json_object
 from .ops import ACTIVATIONS
-from .weights import read_json_object
 
 # Caps on the sizes a config.json can set, checked before anything is allocated.
 MAX_IMAGE_SIDE = 4096

@@ -130,7 +130,7 @@ def grad(
     for the traced tensors named in `layers` (names or glob patterns).
 
     With layers= or keep_steps=True it runs the readable path (the trace walked backward, one
-    `npmnv2.backward` op per step) and returns the trace and the backward steps. Otherwise a
+    backward op per step, from its page) and returns the trace and the backward steps. Otherwise a
     classifier with ReLU6/ReLU layers and unfolded batch norm takes the fast path of
     `fast_gradients.classifier_gradients` (same numbers; trace None, no backward steps); any other
     model takes the readable path."""

@@ -402,7 +402,9 @@ class MobileNetV2ImageProcessor:
         with scale 1/128, zero point 128, i.e. the same [-1, 1] range); otherwise a preset from the
         model's config.json (224: transformers' defaults; other sizes: shortest edge = crop = size)."""
         from .checkpoints import resolve_checkpoint
-        from .weights import CONFIG_NAME, WeightFileError, read_json_object
+        from .formats import CONFIG_NAME
+        from .formats.errors import WeightFileError
+        from .formats.json_file import read_json_object
 
         path = resolve_checkpoint(source)
         if path.suffix == ".tflite":

@@ -21,6 +21,7 @@ from .formats import CONFIG_NAME, PYTORCH_NAME, SAFETENSORS_NAME
 from .formats.atomic import write_file_atomically, write_folder
 from .formats.errors import WeightFileError, regular_file
 from .formats.hub import HUB_ID, download_from_hub
+from .formats.json_file import read_json_object
 from .formats.safetensors_format import bfloat16_to_float32, load_safetensors, safetensors_bytes, save_safetensors
 from .formats.torch_bin import load_pytorch_bin
 
@@ -105,29 +106,6 @@ def read_checkpoint(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any] |
         weights_path, config_path = path, path.with_name(CONFIG_NAME)
     config = read_json_object(config_path, "config") if config_path.exists() else None
     return load_tensors(weights_path), config
-
-
-def read_json_object(path: Path, what: str) -> dict[str, Any]:
-    """A JSON file that must hold one object (config.json, preprocessor_config.json), or a clear error."""
-    path = regular_file(path, f"{what} file")
-    if path.stat().st_size > 16 * 2**20:
-        raise WeightFileError(f"{what} file {str(path)!r} is {path.stat().st_size:,} bytes; a {what} is a few KiB.")
-
-    def not_a_number(constant: str) -> Any:  # NaN, Infinity: Python's json reads them, JSON has none
-        raise ValueError(f"{constant} is not a JSON number; give a finite number or leave the field out")
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=not_a_number)
-    except (UnicodeDecodeError, ValueError) as err:
-        raise WeightFileError(f"{what} file {str(path)!r} is not valid JSON ({err}).") from None
-    except RecursionError:
-        raise WeightFileError(f"{what} file {str(path)!r} nests its JSON too deeply to be a {what}.") from None
-    if not isinstance(data, dict):
-        raise WeightFileError(
-            f"{what} file {str(path)!r} holds {type(data).__name__ if data is not None else 'null'}, not a JSON "
-            f"object of {what} fields."
-        )
-    return data
 
 
 def checkpoint_files(tensors: Mapping[str, np.ndarray], config: dict[str, Any]) -> dict[str, bytes]:

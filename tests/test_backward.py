@@ -1,4 +1,4 @@
-"""Each backward op against its loop twin in npmnv2.reference, against PyTorch autograd and
+"""Each backward op against its loop twin on its page, against PyTorch autograd and
 against central finite differences of the forward op (float64)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from npmnv2 import backward, ops, reference
+from npmnv2 import ops
 from npmnv2.ops import Pad2D
 
 RNG = np.random.default_rng(2026)
@@ -44,8 +44,8 @@ def test_conv2d_backward_matches_loops_torch_and_finite_differences(h, w, stride
     padding = ops.conv_padding(h, w, kernel_size=3, stride=stride, dilation=dilation, tf_padding=tf_padding)
     out = ops.conv2d(x, kernel, stride=stride, dilation=dilation, padding=padding)
     grad_out = RNG.standard_normal(out.shape)
-    got = backward.conv2d_backward(x, kernel, grad_out, stride=stride, dilation=dilation, padding=padding)
-    loops = reference.conv2d_backward_loops(x, kernel, grad_out, stride=stride, dilation=dilation, padding=padding)
+    got = ops.conv.conv2d_backward(x, kernel, grad_out, stride=stride, dilation=dilation, padding=padding)
+    loops = ops.conv.conv2d_backward_loops(x, kernel, grad_out, stride=stride, dilation=dilation, padding=padding)
     for a, b in zip(got, loops, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
@@ -70,8 +70,10 @@ def test_depthwise_conv2d_backward_matches_loops_torch_and_finite_differences(h,
     padding = ops.conv_padding(h, w, kernel_size=3, stride=stride, dilation=dilation, tf_padding=tf_padding)
     out = ops.depthwise_conv2d(x, kernel, stride=stride, dilation=dilation, padding=padding)
     grad_out = RNG.standard_normal(out.shape)
-    got = backward.depthwise_conv2d_backward(x, kernel, grad_out, stride=stride, dilation=dilation, padding=padding)
-    loops = reference.depthwise_conv2d_backward_loops(
+    got = ops.depthwise.depthwise_conv2d_backward(
+        x, kernel, grad_out, stride=stride, dilation=dilation, padding=padding
+    )
+    loops = ops.depthwise.depthwise_conv2d_backward_loops(
         x, kernel, grad_out, stride=stride, dilation=dilation, padding=padding
     )
     for a, b in zip(got, loops, strict=True):
@@ -95,8 +97,8 @@ def test_pointwise_backward_equals_the_general_conv_backward():
     x = RNG.standard_normal((2, 4, 5, 6))
     kernel = RNG.standard_normal((1, 1, 6, 3))
     grad_out = RNG.standard_normal((2, 4, 5, 3))
-    got = backward.pointwise_conv2d_backward(x, kernel, grad_out)
-    general = backward.conv2d_backward(x, kernel, grad_out, stride=1, dilation=1, padding=Pad2D(0, 0, 0, 0))
+    got = ops.conv.pointwise_conv2d_backward(x, kernel, grad_out)
+    general = ops.conv.conv2d_backward(x, kernel, grad_out, stride=1, dilation=1, padding=Pad2D(0, 0, 0, 0))
     for a, b in zip(got, general, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
@@ -107,9 +109,9 @@ def test_col2im_is_the_adjoint_of_im2col(stride, dilation):
     x = RNG.standard_normal((2, 7, 8, 3))
     cols = ops.im2col(x, kernel_size=3, stride=stride, dilation=dilation)
     c = RNG.standard_normal(cols.shape)
-    back = backward.col2im(c, x.shape, kernel_size=3, stride=stride, dilation=dilation)
+    back = ops.conv.col2im(c, x.shape, kernel_size=3, stride=stride, dilation=dilation)
     assert float((cols * c).sum()) == pytest.approx(float((x * back).sum()), rel=1e-12)
-    loops = reference.col2im_loops(c, x.shape, kernel_size=3, stride=stride, dilation=dilation)
+    loops = ops.conv.col2im_loops(c, x.shape, kernel_size=3, stride=stride, dilation=dilation)
     np.testing.assert_allclose(back, loops, rtol=1e-12, atol=1e-12)
 
 
@@ -118,7 +120,7 @@ def test_pad2d_backward_crops_the_border():
     padding = Pad2D(1, 2, 0, 1)
     g = RNG.standard_normal(ops.pad2d(x, padding).shape)
     assert float((ops.pad2d(x, padding) * g).sum()) == pytest.approx(
-        float((x * backward.pad2d_backward(g, padding)).sum()), rel=1e-12
+        float((x * ops.padding.pad2d_backward(g, padding)).sum()), rel=1e-12
     )
 
 
@@ -127,8 +129,8 @@ def test_batch_norm_backward_matches_loops_and_torch():
     mean, beta = RNG.standard_normal(5), RNG.standard_normal(5)
     var, gamma = RNG.random(5) + 0.5, RNG.random(5) + 0.5
     grad_out = RNG.standard_normal(x.shape)
-    got = backward.batch_norm_backward(x, var, gamma, mean, grad_out, eps=1e-3)
-    loops = reference.batch_norm_backward_loops(x, var, gamma, mean, grad_out, eps=1e-3)
+    got = ops.batchnorm.batch_norm_backward(x, var, gamma, mean, grad_out, eps=1e-3)
+    loops = ops.batchnorm.batch_norm_backward_loops(x, var, gamma, mean, grad_out, eps=1e-3)
     for a, b in zip(got, loops, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
@@ -145,8 +147,8 @@ def test_training_mode_batch_norm_backward_matches_torch_and_finite_differences(
     x = RNG.standard_normal((3, 4, 2, 5)) * 2 + 1
     gamma, beta = RNG.random(5) + 0.5, RNG.standard_normal(5)
     grad_out = RNG.standard_normal(x.shape)
-    y, mu, v = backward.batch_norm_train(x, gamma, beta, eps=1e-5)
-    grad_x, grad_gamma, grad_beta = backward.batch_norm_train_backward(x, gamma, grad_out, eps=1e-5)
+    y, mu, v = ops.batchnorm.batch_norm_train(x, gamma, beta, eps=1e-5)
+    grad_x, grad_gamma, grad_beta = ops.batchnorm.batch_norm_train_backward(x, gamma, grad_out, eps=1e-5)
 
     tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
     tg, tb = torch.tensor(gamma, requires_grad=True), torch.tensor(beta, requires_grad=True)
@@ -158,13 +160,13 @@ def test_training_mode_batch_norm_backward_matches_torch_and_finite_differences(
     np.testing.assert_allclose(grad_beta, tb.grad.numpy(), rtol=1e-10)
 
     def forward(z):
-        return backward.batch_norm_train(z, gamma, beta, eps=1e-5)[0]
+        return ops.batchnorm.batch_norm_train(z, gamma, beta, eps=1e-5)[0]
 
     assert_gradient_matches_finite_differences(forward, x, grad_out, grad_x)
 
 
 def test_every_activation_has_a_derivative():
-    assert set(backward.DERIVATIVES) == set(ops.ACTIVATIONS)
+    assert set(ops.activations.DERIVATIVES) == set(ops.ACTIVATIONS)
 
 
 @pytest.mark.parametrize("name", sorted(ops.ACTIVATIONS))
@@ -175,7 +177,7 @@ def test_activation_derivative_matches_finite_differences(name):
     f = ops.ACTIVATIONS[name]
     h = 1e-6
     numeric = (f(x + h) - f(x - h)) / (2 * h)
-    np.testing.assert_allclose(backward.DERIVATIVES[name](x), numeric, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ops.activations.DERIVATIVES[name](x), numeric, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize(
@@ -187,18 +189,20 @@ def test_activation_backward_matches_torch(name, torch_fn):
     grad_out = RNG.standard_normal(x.shape)
     tx = torch.tensor(x, requires_grad=True)
     torch_fn(tx).backward(torch.tensor(grad_out))
-    np.testing.assert_allclose(backward.activation_backward(name, x, grad_out), tx.grad.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(
+        ops.activations.activation_backward(name, x, grad_out), tx.grad.numpy(), rtol=1e-9, atol=1e-12
+    )
 
 
 def test_relu6_passes_gradient_only_inside_zero_to_six():
-    grad = backward.activation_backward("relu6", np.array([-2.0, 0.5, 5.9, 6.5]), np.ones(4))
+    grad = ops.activations.activation_backward("relu6", np.array([-2.0, 0.5, 5.9, 6.5]), np.ones(4))
     np.testing.assert_array_equal(grad, [0.0, 1.0, 1.0, 0.0])
 
 
 def test_linear_backward_matches_torch():
     x, kernel = RNG.standard_normal((3, 7)), RNG.standard_normal((7, 4))
     grad_out = RNG.standard_normal((3, 4))
-    got = backward.linear_backward(x, kernel, grad_out)
+    got = ops.fully_connected.linear_backward(x, kernel, grad_out)
     tx, tk = torch.tensor(x, requires_grad=True), torch.tensor(kernel, requires_grad=True)
     (tx @ tk).backward(torch.tensor(grad_out))
     np.testing.assert_allclose(got[0], tx.grad.numpy(), rtol=1e-12)
@@ -207,16 +211,16 @@ def test_linear_backward_matches_torch():
 
 
 def test_concat_backward_splits_and_add_backward_copies():
-    parts = backward.concat_channels_backward(np.arange(10.0).reshape(1, 1, 1, 10), [3, 7])
+    parts = ops.merge.concat_channels_backward(np.arange(10.0).reshape(1, 1, 1, 10), [3, 7])
     assert [p.shape[-1] for p in parts] == [3, 7]
     g = np.ones(3)
-    assert all(a is g for a in backward.add_backward(g))
+    assert all(a is g for a in ops.merge.add_backward(g))
 
 
 def test_global_average_pool_backward_spreads_evenly():
     x = RNG.standard_normal((2, 3, 4, 5))
     g = RNG.standard_normal((2, 5))
-    back = backward.global_average_pool_backward(g, x.shape)
+    back = ops.pooling.global_average_pool_backward(g, x.shape)
     assert float((ops.global_average_pool(x) * g).sum()) == pytest.approx(float((x * back).sum()), rel=1e-12)
 
 
@@ -225,8 +229,8 @@ def test_avg_pool2d_backward_matches_loops_and_adjoint(h, w, kernel_size, stride
     x = RNG.standard_normal((2, h, w, 3))
     out = ops.avg_pool2d(x, kernel_size=kernel_size, stride=stride)
     g = RNG.standard_normal(out.shape)
-    back = backward.avg_pool2d_backward(g, x.shape, kernel_size=kernel_size, stride=stride)
-    loops = reference.avg_pool2d_backward_loops(g, x.shape, kernel_size=kernel_size, stride=stride)
+    back = ops.pooling.avg_pool2d_backward(g, x.shape, kernel_size=kernel_size, stride=stride)
+    loops = ops.pooling.avg_pool2d_backward_loops(g, x.shape, kernel_size=kernel_size, stride=stride)
     np.testing.assert_allclose(back, loops, rtol=1e-12, atol=1e-12)
     assert float((out * g).sum()) == pytest.approx(float((x * back).sum()), rel=1e-12)
 
@@ -236,8 +240,8 @@ def test_avg_pool2d_backward_matches_loops_and_adjoint(h, w, kernel_size, stride
 def test_resize_bilinear_backward_matches_loops_and_torch(in_hw, out_hw, align_corners):
     x = RNG.standard_normal((2, *in_hw, 3))
     g = RNG.standard_normal((2, *out_hw, 3))
-    back = backward.resize_bilinear_backward(g, x.shape, align_corners=align_corners)
-    loops = reference.resize_bilinear_backward_loops(g, x.shape, align_corners=align_corners)
+    back = ops.resize.resize_bilinear_backward(g, x.shape, align_corners=align_corners)
+    loops = ops.resize.resize_bilinear_backward_loops(g, x.shape, align_corners=align_corners)
     np.testing.assert_allclose(back, loops, rtol=1e-10, atol=1e-12)
     tx = torch.tensor(x.transpose(0, 3, 1, 2), requires_grad=True)
     F.interpolate(tx, size=out_hw, mode="bilinear", align_corners=align_corners).backward(
@@ -249,8 +253,8 @@ def test_resize_bilinear_backward_matches_loops_and_torch(in_hw, out_hw, align_c
 def test_cross_entropy_backward_matches_loops_torch_and_ignores_ignore_index():
     logits = RNG.standard_normal((6, 5)) * 3
     labels = np.array([0, 4, -100, 2, 2, -100])
-    got = backward.cross_entropy_backward(logits, labels)
-    np.testing.assert_allclose(got, reference.cross_entropy_backward_loops(logits, labels), rtol=1e-12, atol=1e-15)
+    got = ops.losses.cross_entropy_backward(logits, labels)
+    np.testing.assert_allclose(got, ops.losses.cross_entropy_backward_loops(logits, labels), rtol=1e-12, atol=1e-15)
     assert not got[2].any() and not got[5].any()
     tl = torch.tensor(logits, requires_grad=True)
     F.cross_entropy(tl, torch.tensor(labels), ignore_index=-100).backward()
@@ -261,20 +265,20 @@ def test_mse_and_bce_backward_match_torch():
     p, t = RNG.standard_normal((4, 3)), RNG.random((4, 3))
     tp = torch.tensor(p, requires_grad=True)
     F.mse_loss(tp, torch.tensor(t)).backward()
-    np.testing.assert_allclose(backward.mse_loss_backward(p, t), tp.grad.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(ops.losses.mse_loss_backward(p, t), tp.grad.numpy(), rtol=1e-12)
     tp = torch.tensor(p, requires_grad=True)
     F.binary_cross_entropy_with_logits(tp, torch.tensor(t)).backward()
-    np.testing.assert_allclose(backward.bce_with_logits_backward(p, t), tp.grad.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(ops.losses.bce_with_logits_backward(p, t), tp.grad.numpy(), rtol=1e-10)
 
 
 def test_backward_ops_keep_float32():
     x = RNG.standard_normal((1, 6, 6, 4)).astype(np.float32)
     kernel = RNG.standard_normal((3, 3, 4)).astype(np.float32)
     g = RNG.standard_normal((1, 6, 6, 4)).astype(np.float32)
-    grads = backward.depthwise_conv2d_backward(x, kernel, g, stride=1, dilation=1, padding=Pad2D(1, 1, 1, 1))
+    grads = ops.depthwise.depthwise_conv2d_backward(x, kernel, g, stride=1, dilation=1, padding=Pad2D(1, 1, 1, 1))
     assert all(a.dtype == np.float32 for a in grads)
-    assert backward.activation_backward("gelu", x, g).dtype == np.float32
-    assert backward.resize_bilinear_backward(g, (1, 3, 3, 4), align_corners=False).dtype == np.float32
+    assert ops.activations.activation_backward("gelu", x, g).dtype == np.float32
+    assert ops.resize.resize_bilinear_backward(g, (1, 3, 3, 4), align_corners=False).dtype == np.float32
 
 
 def _fd_cases():
@@ -292,46 +296,46 @@ def _fd_cases():
     conv = dict(stride=2, dilation=1, padding=pad)
     dil = dict(stride=1, dilation=2, padding=Pad2D(2, 2, 2, 2))
     return [
-        ("pad2d", lambda z: ops.pad2d(z, pad), lambda z, g: backward.pad2d_backward(g, pad), x),
+        ("pad2d", lambda z: ops.pad2d(z, pad), lambda z, g: ops.padding.pad2d_backward(g, pad), x),
         ("conv2d x", lambda z: ops.conv2d(z, k_conv, **conv),
-         lambda z, g: backward.conv2d_backward(z, k_conv, g, **conv)[0], x),
+         lambda z, g: ops.conv.conv2d_backward(z, k_conv, g, **conv)[0], x),
         ("conv2d kernel", lambda k: ops.conv2d(x, k, **dil),
-         lambda k, g: backward.conv2d_backward(x, k, g, **dil)[1], k_conv),
+         lambda k, g: ops.conv.conv2d_backward(x, k, g, **dil)[1], k_conv),
         ("depthwise x", lambda z: ops.depthwise_conv2d(z, k_dw, **dil),
-         lambda z, g: backward.depthwise_conv2d_backward(z, k_dw, g, **dil)[0], x),
+         lambda z, g: ops.depthwise.depthwise_conv2d_backward(z, k_dw, g, **dil)[0], x),
         ("depthwise kernel", lambda k: ops.depthwise_conv2d(x, k, **conv),
-         lambda k, g: backward.depthwise_conv2d_backward(x, k, g, **conv)[1], k_dw),
+         lambda k, g: ops.depthwise.depthwise_conv2d_backward(x, k, g, **conv)[1], k_dw),
         ("pointwise x", lambda z: ops.pointwise_conv2d(z, k_pw),
-         lambda z, g: backward.pointwise_conv2d_backward(z, k_pw, g)[0], x),
+         lambda z, g: ops.conv.pointwise_conv2d_backward(z, k_pw, g)[0], x),
         ("pointwise kernel", lambda k: ops.pointwise_conv2d(x, k),
-         lambda k, g: backward.pointwise_conv2d_backward(x, k, g)[1], k_pw),
+         lambda k, g: ops.conv.pointwise_conv2d_backward(x, k, g)[1], k_pw),
         ("batch_norm x", lambda z: ops.batch_norm(z, mean, var, gamma, beta, eps=1e-3),
-         lambda z, g: backward.batch_norm_backward(z, var, gamma, mean, g, eps=1e-3)[0], x),
+         lambda z, g: ops.batchnorm.batch_norm_backward(z, var, gamma, mean, g, eps=1e-3)[0], x),
         ("batch_norm gamma", lambda c: ops.batch_norm(x, mean, var, c, beta, eps=1e-3),
-         lambda c, g: backward.batch_norm_backward(x, var, c, mean, g, eps=1e-3)[1], gamma),
-        ("batch_norm_train gamma", lambda c: backward.batch_norm_train(x, c, beta, eps=1e-5)[0],
-         lambda c, g: backward.batch_norm_train_backward(x, c, g, eps=1e-5)[1], gamma),
+         lambda c, g: ops.batchnorm.batch_norm_backward(x, var, c, mean, g, eps=1e-3)[1], gamma),
+        ("batch_norm_train gamma", lambda c: ops.batchnorm.batch_norm_train(x, c, beta, eps=1e-5)[0],
+         lambda c, g: ops.batchnorm.batch_norm_train_backward(x, c, g, eps=1e-5)[1], gamma),
         ("linear x", lambda z: ops.linear(z, k_lin, beta[:3]),
-         lambda z, g: backward.linear_backward(z, k_lin, g)[0], RNG.standard_normal((5, 4))),
+         lambda z, g: ops.fully_connected.linear_backward(z, k_lin, g)[0], RNG.standard_normal((5, 4))),
         ("linear kernel", lambda k: ops.linear(x[0, 0], k, beta[:3]),
-         lambda k, g: backward.linear_backward(x[0, 0], k, g)[1], k_lin),
-        ("add", lambda z: ops.add(z, x), lambda z, g: backward.add_backward(g)[0], x),
+         lambda k, g: ops.fully_connected.linear_backward(x[0, 0], k, g)[1], k_lin),
+        ("add", lambda z: ops.add(z, x), lambda z, g: ops.merge.add_backward(g)[0], x),
         ("concat", lambda z: ops.concat_channels(z, x),
-         lambda z, g: backward.concat_channels_backward(g, [4, 4])[0], x),
+         lambda z, g: ops.merge.concat_channels_backward(g, [4, 4])[0], x),
         ("global_average_pool", ops.global_average_pool,
-         lambda z, g: backward.global_average_pool_backward(g, z.shape), x),
+         lambda z, g: ops.pooling.global_average_pool_backward(g, z.shape), x),
         ("avg_pool2d", lambda z: ops.avg_pool2d(z, kernel_size=3, stride=2),
-         lambda z, g: backward.avg_pool2d_backward(g, z.shape, kernel_size=3, stride=2), x),
+         lambda z, g: ops.pooling.avg_pool2d_backward(g, z.shape, kernel_size=3, stride=2), x),
         ("resize_bilinear", lambda z: ops.resize_bilinear(z, (11, 5), align_corners=False),
-         lambda z, g: backward.resize_bilinear_backward(g, z.shape, align_corners=False), x),
+         lambda z, g: ops.resize.resize_bilinear_backward(g, z.shape, align_corners=False), x),
         ("resize_bilinear align_corners", lambda z: ops.resize_bilinear(z, (3, 13), align_corners=True),
-         lambda z, g: backward.resize_bilinear_backward(g, z.shape, align_corners=True), x),
+         lambda z, g: ops.resize.resize_bilinear_backward(g, z.shape, align_corners=True), x),
         ("cross_entropy", lambda z: np.asarray(ops.cross_entropy(z, labels)),
-         lambda z, g: g * backward.cross_entropy_backward(z, labels), RNG.standard_normal((4, 3))),
+         lambda z, g: g * ops.losses.cross_entropy_backward(z, labels), RNG.standard_normal((4, 3))),
         ("mse_loss", lambda z: np.asarray(ops.mse_loss(z, targets)),
-         lambda z, g: g * backward.mse_loss_backward(z, targets), RNG.standard_normal((4, 3))),
+         lambda z, g: g * ops.losses.mse_loss_backward(z, targets), RNG.standard_normal((4, 3))),
         ("bce_with_logits", lambda z: np.asarray(ops.bce_with_logits(z, targets)),
-         lambda z, g: g * backward.bce_with_logits_backward(z, targets), RNG.standard_normal((4, 3))),
+         lambda z, g: g * ops.losses.bce_with_logits_backward(z, targets), RNG.standard_normal((4, 3))),
     ]  # fmt: skip
 
 

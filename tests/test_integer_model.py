@@ -80,7 +80,7 @@ def test_outputs_dequantize_and_steps_carry_scale_zero_point_and_names(coral_dir
     same_pixels, real = tflite_input(path, coral_dir / "cat.bmp")  # the same image for both models
     float_trace = float_model.trace(real)
     step = model.trace(same_pixels.transpose(0, 3, 1, 2)).step("conv_stem.conv_3x3.convolution")
-    ours = npmnv2.integer_ops.dequantize(step.output, step.attrs["scale"], step.attrs["zero_point"])
+    ours = npmnv2.ops.quantization.dequantize(step.output, step.attrs["scale"], step.attrs["zero_point"])
     theirs = float_trace[step.attrs["float_step"]]
     assert np.sqrt(np.mean((ours - theirs) ** 2)) < 0.05 * np.sqrt(np.mean(theirs**2))  # rounding noise, in real units
 

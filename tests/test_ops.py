@@ -1,4 +1,4 @@
-"""Each op against torch.nn.functional and against its loop version in npmnv2.reference."""
+"""Each op against torch.nn.functional and against its loop version on its page."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from npmnv2 import ops, reference
+from npmnv2 import ops
 from npmnv2.ops import Pad2D
 
 RNG = np.random.default_rng(1234)
@@ -76,7 +76,7 @@ def test_conv2d_matches_torch_and_loops(h, w, stride, dilation, tf_padding):
     )
     np.testing.assert_allclose(ours, nhwc(theirs), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(
-        ours, reference.conv2d_loops(x, k, b, stride=stride, dilation=dilation, padding=pad), rtol=1e-12, atol=1e-12
+        ours, ops.conv.conv2d_loops(x, k, b, stride=stride, dilation=dilation, padding=pad), rtol=1e-12, atol=1e-12
     )
 
 
@@ -98,7 +98,7 @@ def test_depthwise_conv2d_matches_torch_groups_and_loops(h, w, stride, dilation,
     np.testing.assert_allclose(ours, nhwc(theirs), rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(
         ours,
-        reference.depthwise_conv2d_loops(x, k, stride=stride, dilation=dilation, padding=pad),
+        ops.depthwise.depthwise_conv2d_loops(x, k, stride=stride, dilation=dilation, padding=pad),
         rtol=1e-12,
         atol=1e-12,
     )
@@ -111,7 +111,7 @@ def test_depthwise_conv2d_takes_non_square_kernels_and_batches(stride, dilation)
     pad = ops.Pad2D(1, 2, 0, 3)
     np.testing.assert_allclose(
         ops.depthwise_conv2d(x, k, stride=stride, dilation=dilation, padding=pad),
-        reference.depthwise_conv2d_loops(x, k, stride=stride, dilation=dilation, padding=pad),
+        ops.depthwise.depthwise_conv2d_loops(x, k, stride=stride, dilation=dilation, padding=pad),
         rtol=1e-12,
         atol=1e-12,
     )
@@ -213,7 +213,7 @@ def test_avg_pool2d_matches_torch_and_loops(h, w):
     x = RNG.normal(size=(2, h, w, 3))
     ours = ops.avg_pool2d(x, kernel_size=7, stride=1)
     np.testing.assert_allclose(ours, nhwc(F.avg_pool2d(nchw(x), 7, stride=1)), rtol=1e-12)
-    np.testing.assert_allclose(ours, reference.avg_pool2d_loops(x, kernel_size=7), rtol=1e-12)
+    np.testing.assert_allclose(ours, ops.pooling.avg_pool2d_loops(x, kernel_size=7), rtol=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -230,7 +230,7 @@ def test_resize_bilinear_matches_torch_interpolate(in_hw, out_hw, align_corners,
     np.testing.assert_allclose(ours, theirs, rtol=tol, atol=tol)
     if out_hw != (513, 513):
         np.testing.assert_allclose(
-            ours, reference.resize_bilinear_loops(x, out_hw, align_corners=align_corners), rtol=tol, atol=tol
+            ours, ops.resize.resize_bilinear_loops(x, out_hw, align_corners=align_corners), rtol=tol, atol=tol
         )
 
 

@@ -57,7 +57,7 @@ def depthwise_conv2d(
 
     References: Sandler et al., MobileNetV2 (arXiv 1801.04381), section 3.1; Chen et al.,
     "Rethinking Atrous Convolution" (arXiv 1706.05587) for dilation. The tap-by-tap loop version
-    is `npmnv2.reference.depthwise_conv2d_loops`.
+    is `depthwise_conv2d_loops` (below).
 
     >>> x = np.arange(9.0).reshape(1, 3, 3, 1)
     >>> depthwise_conv2d(x, np.ones((3, 3, 1)), dilation=1, padding=Pad2D(1, 1, 1, 1))[0, :, :, 0]

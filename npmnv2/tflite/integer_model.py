@@ -193,7 +193,7 @@ class QuantizedMobileNetV2:
             raise TypeError(
                 f"QuantizedMobileNetV2: pixel_values must be {self.input_dtype} (the file's quantized input, scale "
                 f"{self.input_scale:.6g}, zero point {self.input_zero_point}), got {pixel_values.dtype}. Quantize with "
-                f"npmnv2.integer_ops.quantize, or use MobileNetV2ImageProcessor(...).integer_pixels(images)."
+                f"npmnv2.ops.quantization.quantize, or use MobileNetV2ImageProcessor(...).integer_pixels(images)."
             )
         if pixel_values.shape[1:] != (c, h, w):
             raise ValueError(

@@ -1,4 +1,4 @@
-"""Every op in npmnv2.ops equals its loop twin in npmnv2.reference, on small float64 arrays."""
+"""Every op in npmnv2.ops equals its loop twin on its page (`ops.<family>.<name>_loops`), on small float64 arrays."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from npmnv2 import ops, reference
+from npmnv2 import ops
 from npmnv2.ops import Pad2D
 
 RNG = np.random.default_rng(11)
@@ -55,7 +55,8 @@ def test_every_op_has_a_loop_twin_or_a_reason() -> None:
 
 def test_every_loop_twin_lives_on_the_page_of_its_op() -> None:
     """One op, one page: `x_loops` (and `x_backward`, `x_int`) sit in the module that defines `x`."""
-    for name, twin in inspect.getmembers(reference, inspect.isfunction):
+    twins = [m for family in ops.FAMILIES for m in inspect.getmembers(family, inspect.isfunction)]
+    for name, twin in (m for m in twins if m[0].endswith("_loops")):
         op = getattr(ops, name.removesuffix("_loops"), None)
         if op is not None and inspect.isfunction(op):
             assert twin.__module__ == op.__module__, f"{name} is in {twin.__module__}, {op.__name__} in {op.__module__}"
@@ -72,12 +73,12 @@ def test_every_loop_twin_lives_on_the_page_of_its_op() -> None:
     ("size", "k", "s", "d"), [(7, 3, 1, 1), (8, 3, 2, 1), (9, 3, 2, 1), (14, 3, 1, 2), (5, 1, 1, 1)]
 )
 def test_padding_arithmetic_equals_search(size, k, s, d) -> None:
-    assert ops.tf_same_padding(size, kernel_size=k, stride=s, dilation=d) == reference.tf_same_padding_search(
+    assert ops.tf_same_padding(size, kernel_size=k, stride=s, dilation=d) == ops.padding.tf_same_padding_search(
         size, kernel_size=k, stride=s, dilation=d
     )
     for pad in (0, 1, 2, 3):
         assert ops.conv_output_size(size, kernel_size=k, stride=s, dilation=d, pad=pad) == (
-            reference.conv_output_size_loops(size, kernel_size=k, stride=s, dilation=d, pad=pad)
+            ops.padding.conv_output_size_loops(size, kernel_size=k, stride=s, dilation=d, pad=pad)
         )
 
 
@@ -86,27 +87,27 @@ def test_pad_tap_and_im2col_equal_their_loops(stride, dilation) -> None:
     x = x4(2, 5, 6, 3)
     pad = Pad2D(0, 1, 2, 1)
     padded = ops.pad2d(x, pad)
-    close(padded, reference.pad2d_loops(x, pad))
+    close(padded, ops.padding.pad2d_loops(x, pad))
     out = (2, 2)
     close(
         ops.kernel_tap(padded, 1, 2, out_size=out, stride=stride, dilation=dilation),
-        reference.kernel_tap_loops(padded, 1, 2, out_size=out, stride=stride, dilation=dilation),
+        ops.padding.kernel_tap_loops(padded, 1, 2, out_size=out, stride=stride, dilation=dilation),
     )
     close(
         ops.im2col(padded, kernel_size=3, stride=stride, dilation=dilation),
-        reference.im2col_loops(padded, kernel_size=3, stride=stride, dilation=dilation),
+        ops.conv.im2col_loops(padded, kernel_size=3, stride=stride, dilation=dilation),
     )
 
 
 def test_pointwise_batch_norm_and_folding_equal_their_loops() -> None:
     x, kernel, bias = x4(2, 3, 4, 5), x4(1, 1, 5, 6), x4(6)
-    close(ops.pointwise_conv2d(x, kernel, bias), reference.pointwise_conv2d_loops(x, kernel, bias))
+    close(ops.pointwise_conv2d(x, kernel, bias), ops.conv.pointwise_conv2d_loops(x, kernel, bias))
     mean, gamma, beta, var = x4(5), x4(5), x4(5), RNG.uniform(0.5, 2, 5)
     ours = ops.batch_norm(x, mean, var, gamma, beta, eps=1e-3)
-    close(ours, reference.batch_norm_loops(x, mean, var, gamma, beta, eps=1e-3))
+    close(ours, ops.batchnorm.batch_norm_loops(x, mean, var, gamma, beta, eps=1e-3))
     for conv_bias in (None, x4(6)):
         args = (kernel, conv_bias, x4(6), x4(6), x4(6), RNG.uniform(0.5, 2, 6))  # kernel, bias, gamma, beta, mean, var
-        folded, twin = ops.fold_batch_norm(*args, eps=1e-5), reference.fold_batch_norm_loops(*args, eps=1e-5)
+        folded, twin = ops.fold_batch_norm(*args, eps=1e-5), ops.batchnorm.fold_batch_norm_loops(*args, eps=1e-5)
         close(folded[0], twin[0])
         close(folded[1], twin[1])
 
@@ -120,29 +121,29 @@ def test_each_activation_equals_its_scalar_formula(op) -> None:
 
 def test_linear_add_concat_pool_equal_their_loops() -> None:
     x, kernel, bias = x4(2, 1, 1, 5), x4(5, 3), x4(3)
-    close(ops.linear(x, kernel, bias), reference.linear_loops(x, kernel, bias))
+    close(ops.linear(x, kernel, bias), ops.fully_connected.linear_loops(x, kernel, bias))
     a, b = x4(1, 3, 3, 2), x4(1, 3, 3, 2)
-    close(ops.add(a, b), reference.add_loops(a, b))
-    close(ops.concat_channels(a, b, a), reference.concat_channels_loops(a, b, a))
-    close(ops.global_average_pool(a), reference.global_average_pool_loops(a))
+    close(ops.add(a, b), ops.merge.add_loops(a, b))
+    close(ops.concat_channels(a, b, a), ops.merge.concat_channels_loops(a, b, a))
+    close(ops.global_average_pool(a), ops.pooling.global_average_pool_loops(a))
     with pytest.raises(ValueError, match="equal shapes"):
         ops.add(a, x4(1, 3, 3, 3))
 
 
 def test_softmax_and_losses_equal_their_loops() -> None:
     logits, labels = x4(6, 4) * 3, np.array([0, 3, -100, 2, 1, -100])
-    close(ops.softmax(logits), reference.softmax_loops(logits))
-    close(ops.log_softmax(logits), reference.log_softmax_loops(logits))
-    close(ops.cross_entropy(logits, labels), reference.cross_entropy_loops(logits, labels))
+    close(ops.softmax(logits), ops.probability.softmax_loops(logits))
+    close(ops.log_softmax(logits), ops.probability.log_softmax_loops(logits))
+    close(ops.cross_entropy(logits, labels), ops.losses.cross_entropy_loops(logits, labels))
     targets = RNG.uniform(size=(6, 4))
-    close(ops.mse_loss(logits, targets), reference.mse_loss_loops(logits, targets))
-    close(ops.bce_with_logits(logits, targets), reference.bce_with_logits_loops(logits, targets))
+    close(ops.mse_loss(logits, targets), ops.losses.mse_loss_loops(logits, targets))
+    close(ops.bce_with_logits(logits, targets), ops.losses.bce_with_logits_loops(logits, targets))
 
 
 def test_layout_conversions_equal_their_loops() -> None:
     x = x4(2, 3, 4, 5)
-    close(ops.nchw_to_nhwc(x), reference.nchw_to_nhwc_loops(x))
-    close(ops.nhwc_to_nchw(x), reference.nhwc_to_nchw_loops(x))
+    close(ops.nchw_to_nhwc(x), ops.layout.nchw_to_nhwc_loops(x))
+    close(ops.nhwc_to_nchw(x), ops.layout.nhwc_to_nchw_loops(x))
 
 
 def test_mac_formulas_count_what_the_loops_multiply() -> None:
