@@ -22,8 +22,9 @@ from .outputs import (
     ImageClassifierOutputWithNoAttention,
     SemanticSegmenterOutput,
 )
+from .summary import Summary
 from .tflite.integer_model import QuantizedMobileNetV2, QuantizedOutput
-from .trace import Step, Summary, Trace
+from .trace import Step, Trace
 from .warnings import NpMnV2Warning
 
 

@@ -61,14 +61,13 @@ from .state_dict import (
     params_from_torch,
     params_to_torch,
 )
+from .summary import Summary, summarize
 from .trace import (
     Recorder,
     Step,
-    Summary,
     Trace,
     run_from,
     stream_steps,
-    summarize,
     trace_forward,
 )
 from .warnings import NpMnV2Warning

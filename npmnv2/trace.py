@@ -7,7 +7,7 @@ the outputs you ask for (all by default, or names / glob patterns), can stop rig
 step, and can put an edited tensor in place of a step's output (`model.run_from`).
 
 This module also holds what the model's `trace`, `steps`, `run_from`, `step_names` and `summary`
-methods do (`trace_forward`, `run_from`, `step_names`, `summarize`); it never imports the model.
+methods do (`trace_forward`, `run_from`, `step_names`; `summary.summarize`); it never imports the model.
 
 Arrays in steps are NCHW (transformers' layout, views of npmnv2's NHWC tensors, no copies).
 """
@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from . import ops
-from .architecture import MIN_INPUT_SIZE, ConvSpec
+from .architecture import ConvSpec
 from .ops import nchw_to_nhwc, nhwc_to_nchw
 from .tables import format_table, html_table
 
@@ -95,9 +95,6 @@ def unknown_name_error(name: str, known: Sequence[str], what: str = "layer") -> 
     return KeyError(f"unknown {what} {name!r}.{hint}")
 
 
-# ============================================================================ one step
-
-
 class Explanation(str):
     """A step's explanation: a plain str that Jupyter shows as text, not as a quoted string."""
 
@@ -108,7 +105,7 @@ class Explanation(str):
         return f"<p>{html.escape(str(self))}</p>"
 
 
-def _shape(shape: Sequence[int]) -> str:
+def shape_text(shape: Sequence[int]) -> str:
     return "x".join(map(str, shape))
 
 
@@ -184,13 +181,13 @@ class Step:
     def _card_rows(self) -> list[list[str]]:
         rows = [["step", f"{self.index}: {self.name}"], ["op", op_name(self.op) if self.op else "-"]]
         rows.append(
-            ["in -> out", f"{' + '.join(map(_shape, self.input_shapes)) or '-'} -> {_shape(self.output_shape)}"]
+            ["in -> out", f"{' + '.join(map(shape_text, self.input_shapes)) or '-'} -> {shape_text(self.output_shape)}"]
         )
         shown = {k: v for k, v in self.attrs.items() if np.ndim(v) == 0 or k == "padding"}
         if shown:
             rows.append(["attrs", ", ".join(f"{k}={v}" for k, v in shown.items())])
         if self.params:
-            parts = [f"{k} {_shape(v.shape)}" for k, v in self.params.items()]
+            parts = [f"{k} {shape_text(v.shape)}" for k, v in self.params.items()]
             rows.append(["params", f"{', '.join(parts)} ({self.n_params:,} learnable)"])
         rows.append(["MACs", f"{self.macs:,}"])
         stats = self.stats()
@@ -224,9 +221,6 @@ def op_name(op: Callable[..., Any]) -> str:
     if module.startswith("npmnv2.ops.") and getattr(ops, name, None) is op:
         module = "npmnv2.ops"  # the public name; the op's page is npmnv2.ops.<family>
     return f"{module}.{name}"
-
-
-# ============================================================================ the trace
 
 
 def public_layout(kind: StepKind, output: np.ndarray) -> np.ndarray:
@@ -395,7 +389,7 @@ class Trace(Mapping):
                 continue
             stats = [f"{r[k]:.3g}" if k in r else "-" for k in ("min", "mean", "max")]
             fracs = [f"{r[k]:.0%}" if k in r else "-" for k in ("zeros", "at6")]
-            rows.append([r["name"], r["kind"], _shape(r["shape"]), _human(r["macs"]), *stats, *fracs])
+            rows.append([r["name"], r["kind"], shape_text(r["shape"]), _human(r["macs"]), *stats, *fracs])
         return rows
 
     _HEAD = ("name", "kind", "shape (NCHW)", "MACs", "min", "mean", "max", "zeros", "at 6")
@@ -421,56 +415,6 @@ class Trace(Mapping):
     def _repr_html_(self) -> str:
         kept_only = self.patterns is not None
         return html_table([list(self._HEAD), *self._rows_text(kept_only)], foot=self._foot(kept_only))
-
-
-# ============================================================================ summary
-
-
-@dataclass
-class Summary:
-    """Per-layer output shapes, parameters, MACs and activation memory of one forward at a size.
-
-    total_params counts every learnable parameter, batch norm included (transformers'
-    num_parameters()); bn_params is the batch-norm part; total_macs the MACs of convolutions and
-    linear layers (batch 1).
-    """
-
-    rows: list[dict[str, Any]]
-    total_macs: int
-    total_params: int
-    bn_params: int
-    image_size: tuple[int, int]
-
-    _HEAD = ("name", "kind", "output (NCHW)", "params", "MACs", "activation KiB")
-
-    def _rows_text(self) -> list[list[str]]:
-        return [
-            [
-                r["name"],
-                r["kind"],
-                _shape(r["shape"]),
-                f"{r['params']:,}",
-                f"{r['macs']:,}",
-                f"{r['bytes'] / 1024:,.1f}",
-            ]
-            for r in self.rows
-        ]
-
-    def _foot(self) -> str:
-        h, w = self.image_size
-        return (
-            f"input {h}x{w}: {self.total_macs:,} MACs ({self.total_macs / 1e6:.1f}M), {self.total_params:,} parameters "
-            f"({self.bn_params:,} in batch norm; {(self.total_params - self.bn_params) / 1e6:.2f}M without)"
-        )
-
-    def __repr__(self) -> str:
-        return format_table([list(self._HEAD), *self._rows_text()]) + "\n" + self._foot()
-
-    def _repr_html_(self) -> str:
-        return html_table([list(self._HEAD), *self._rows_text()], foot=self._foot())
-
-
-# ============================================================================ what the model's methods do
 
 
 class TraceableModel(Protocol):
@@ -641,40 +585,3 @@ def run_from(model: TraceableModel, name: str, tensor: np.ndarray, *, pixel_valu
         )
     trace = Trace(keep=[], replace={name: tensor}, tf_padding=model.tf_padding)
     return model.forward(pixel_values, rec=trace)
-
-
-def summarize(model: TraceableModel, image_size: int | tuple[int, int] = 224) -> Summary:
-    """`model.summary`: output shape, parameters, MACs and activation memory of every step."""
-    sizes = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else image_size
-    if (
-        isinstance(image_size, bool)
-        or not isinstance(sizes, (tuple, list))
-        or len(sizes) != 2
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in sizes)
-    ):
-        raise TypeError(f"summary: image_size must be an int or a pair (height, width) of ints, got {image_size!r}.")
-    h, w = int(sizes[0]), int(sizes[1])
-    if h < MIN_INPUT_SIZE or w < MIN_INPUT_SIZE:
-        raise ValueError(
-            f"summary: image_size {h}x{w} is smaller than the minimum {MIN_INPUT_SIZE}x{MIN_INPUT_SIZE}; "
-            "pass a larger size, e.g. summary(224)."
-        )
-    if h * w > 8192 * 8192:
-        raise ValueError(
-            f"summary: image_size {h}x{w} is too large to trace (the limit is 8192x8192 = 67M pixels); the MACs "
-            "grow with the pixel count, so summarise a smaller size and scale."
-        )
-    trace = trace_forward(model, np.zeros((1, model.config.num_channels, h, w), model.dtype), layers=[])
-    rows = [
-        {
-            "name": s.name,
-            "kind": s.kind,
-            "shape": s.output_shape,
-            "params": s.n_params,
-            "macs": s.macs,
-            "bytes": int(np.prod(s.output_shape)) * model.dtype.itemsize,
-        }
-        for s in trace.steps
-    ]
-    bn = sum(2 * s.c_out for s in model.specs if s.eps is not None)
-    return Summary(rows, trace.total_macs, model.num_parameters(), bn, (h, w))

@@ -457,20 +457,20 @@ def test_an_onnx_peer_that_is_a_pipe_or_a_device_is_refused_at_once(tmp_path, co
     os.mkfifo(fifo)
     for peer in (fifo, Path("/dev/zero")):
         with pytest.raises(WeightFileError, match="not a regular file"):
-            verify.peers.onnx_peer(peer, np.zeros((1, 3, 96, 96), np.float32))
+            verify.onnx_peers.onnx_peer(peer, np.zeros((1, 3, 96, 96), np.float32))
     with pytest.raises(WeightFileError, match="not a regular file"):
         verify.check(fifo, coral_dir / "cat.bmp")
 
 
 def test_an_oversized_onnx_file_is_refused_from_its_size(tmp_path):
-    from npmnv2.verify import peers
+    from npmnv2.verify import onnx_peers
     from npmnv2.weights import WeightFileError
 
     sparse = tmp_path / "huge.onnx"
     with open(sparse, "wb") as f:
-        f.truncate(peers.MAX_ONNX_BYTES + 1)  # 512 MiB of holes: nothing is read
+        f.truncate(onnx_peers.MAX_ONNX_BYTES + 1)  # 512 MiB of holes: nothing is read
     with pytest.raises(WeightFileError, match="bytes; npmnv2 reads MobileNetV2 exports of at most"):
-        peers.onnx_peer(sparse, np.zeros((1, 3, 96, 96), np.float32))
+        onnx_peers.onnx_peer(sparse, np.zeros((1, 3, 96, 96), np.float32))
 
 
 def test_control_flow_custom_domains_and_external_data_are_refused_before_a_session_is_built(tmp_path):
@@ -478,7 +478,7 @@ def test_control_flow_custom_domains_and_external_data_are_refused_before_a_sess
     import onnx
     from onnx import helper
 
-    from npmnv2.verify import child, peers
+    from npmnv2.verify import child, onnx_peers
 
     def loop(model):
         body = helper.make_graph([], "body", [], [])
@@ -501,17 +501,17 @@ def test_control_flow_custom_domains_and_external_data_are_refused_before_a_sess
     ]:
         path = _onnx_with(tmp_path, change)
         with pytest.raises(child.ChildError, match=message) as caught:
-            peers.onnx_peer(path, np.zeros((1, 3, 96, 96), np.float32))
+            onnx_peers.onnx_peer(path, np.zeros((1, 3, 96, 96), np.float32))
         assert "\n" not in str(caught.value) and len(str(caught.value)) < 500
 
 
 def test_onnx_runtime_runs_in_the_isolated_child(monkeypatch, tmp_path):
-    from npmnv2.verify import child, peers
+    from npmnv2.verify import child, onnx_peers
 
     seen = []
     real = child.subprocess.run
     monkeypatch.setattr(child.subprocess, "run", lambda command, **kw: seen.append(command) or real(command, **kw))
-    peers.onnx_peer(Path(__file__).with_name("ports") / "timm_dynamo.onnx", np.zeros((1, 3, 96, 96), np.float32))
+    onnx_peers.onnx_peer(Path(__file__).with_name("ports") / "timm_dynamo.onnx", np.zeros((1, 3, 96, 96), np.float32))
     assert seen and seen[0][1:3] == ["-I", str(child.SCRIPT)] and "onnx" in seen[0]
 
 

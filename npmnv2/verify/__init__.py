@@ -25,7 +25,8 @@ from ..configuration_mobilenet_v2 import MobileNetV2Config
 from .causes import CATALOGUE, Proposal, hypothesis
 from .check import LOCAL_NOISE, dump_input, run_check
 from .integer import INTEGER_CATALOGUE, check_integer
-from .peers import PeerLayer, PeerRun, PeerTensor, keras_peer, onnx_peer, saved_peer, torch_peer
+from .onnx_peers import onnx_peer
+from .peers import PeerLayer, PeerRun, PeerTensor, keras_peer, saved_peer, torch_peer
 from .report import CauseEvidence, Row, VerifyReport
 from .spec import PRESETS, fit_preset, model_from_peer, peer_specs, random_weights, set_weights, spec_config
 from .tensors import (
@@ -128,7 +129,7 @@ def declared_input_size(peer: Any) -> tuple[int, int] | None:
 
             return keras_file_input_size(path)
         if path.suffix == ".onnx":
-            from .peers import onnx_input_shape
+            from .onnx_peers import onnx_input_shape
 
             shape = onnx_input_shape(path)
             if len(shape) == 4 and all(isinstance(d, int) for d in shape[1:]):
