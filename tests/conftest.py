@@ -11,7 +11,9 @@ import pytest
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # The scripts that made the committed ports need the producers (TensorFlow, tf2onnx): run by hand only.
 collect_ignore_glob = ["ports/*.py"]
-MARKER = "mobilenet_v2_1.0_224_quant.tflite"
+CORAL_CLASSIFIER = "mobilenet_v2_1.0_224_quant.tflite"  # the Coral uint8 ImageNet classifier (also embedded)
+MARKER = CORAL_CLASSIFIER
+TINY_MULTIPLIER = 0.35  # the narrowest published width: the small models most tests build
 
 
 def _find_data() -> Path | None:
@@ -54,6 +56,19 @@ def coral_dir() -> Path:
     if not (CORAL_DIR / MARKER).is_file():
         pytest.fail(f"real test data not found in {CORAL_DIR}: run `npmnv2 data fetch` or set NPMNV2_DATA.")
     return CORAL_DIR
+
+
+def tiny_config(**fields):
+    """A MobileNetV2Config at the narrowest published width (depth multiplier 0.35), other fields as given."""
+    from npmnv2 import MobileNetV2Config
+
+    return MobileNetV2Config(depth_multiplier=TINY_MULTIPLIER, **fields)
+
+
+@pytest.fixture(scope="session")
+def coral_classifier(coral_dir) -> Path:
+    """The Coral uint8 ImageNet classifier in the shared data folder."""
+    return coral_dir / CORAL_CLASSIFIER
 
 
 @pytest.fixture(scope="session")

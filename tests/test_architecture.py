@@ -9,11 +9,12 @@ import re
 from pathlib import Path
 
 import numpy as np
+from conftest import tiny_config
 
 import npmnv2
-from npmnv2 import MobileNetV2Config, ops
 from npmnv2 import MobileNetV2ForImageClassification as Cls
 from npmnv2 import MobileNetV2ForSemanticSegmentation as Seg
+from npmnv2 import ops
 
 PACKAGE = Path(npmnv2.__file__).parent
 
@@ -143,7 +144,7 @@ def test_speed_tricks_stay_in_the_fast_path_module() -> None:
 
 
 def test_every_traced_step_names_the_op_that_computed_it() -> None:
-    model = Seg(MobileNetV2Config(depth_multiplier=0.35, num_labels=3, output_stride=16))
+    model = Seg(tiny_config(num_labels=3, output_stride=16))
     trace = model.trace(np.zeros((1, 3, 65, 65), np.float32))
     for step in trace.steps:
         if step.kind == "block_output":  # the projection passed on: nothing computed
@@ -161,7 +162,7 @@ def test_every_traced_step_names_the_op_that_computed_it() -> None:
 
 
 def test_a_stride_2_depthwise_step_keeps_its_unpadded_input_and_the_padding() -> None:
-    model = Cls(MobileNetV2Config(depth_multiplier=0.35))
+    model = Cls(tiny_config())
     step = model.trace(np.zeros((1, 3, 224, 224), np.float32)).step("layer.12.conv_3x3.convolution")
     assert step.op is ops.depthwise_conv2d
     assert step.inputs[0].shape[2:] == (14, 14) and step.output.shape[2:] == (7, 7)
@@ -169,7 +170,7 @@ def test_a_stride_2_depthwise_step_keeps_its_unpadded_input_and_the_padding() ->
 
 
 def test_step_names_come_from_the_forward_itself() -> None:
-    model = Cls(MobileNetV2Config(depth_multiplier=0.35, num_labels=4))
+    model = Cls(tiny_config(num_labels=4))
     names = model.step_names()
     assert names == [s.name for s in model.trace(np.zeros((1, 3, 64, 64), np.float32), layers=[]).steps]
     folded = model.fold_batchnorm()
@@ -182,8 +183,8 @@ def test_running_a_model_leaves_no_state_on_it_and_its_arrays_cannot_be_edited_i
     that went stale. After every way of running a model, its attributes are the same objects, and
     every parameter array is read-only (replace one to change it)."""
     for model in (
-        Cls(MobileNetV2Config(depth_multiplier=0.35, num_labels=5)),
-        Seg(MobileNetV2Config(depth_multiplier=0.35, num_labels=3, output_stride=16)),
+        Cls(tiny_config(num_labels=5)),
+        Seg(tiny_config(num_labels=3, output_stride=16)),
     ):
         x = np.random.default_rng(0).normal(size=(1, 3, 65, 65)).astype(np.float32)
         before = {k: (type(v), id(v)) for k, v in vars(model).items() if k != "_fold_cache"}

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 
 import npmnv2
-from npmnv2 import MobileNetV2Config
 from npmnv2 import MobileNetV2ForImageClassification as Cls
 from npmnv2 import MobileNetV2ForSemanticSegmentation as Seg
 
-SMALL = MobileNetV2Config(depth_multiplier=0.35, num_labels=3)
+SMALL = tiny_config(num_labels=3)
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import CORAL_CLASSIFIER
 from PIL import Image
 
 import npmnv2 as npmnv2_package
@@ -25,7 +26,7 @@ def npmnv2(*args, env=None):
 
 @pytest.fixture(scope="module")
 def tflite(coral_dir):
-    return coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    return coral_dir / CORAL_CLASSIFIER
 
 
 def test_classify_prints_label_id_and_probability(coral_dir, tflite):

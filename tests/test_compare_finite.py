@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +17,7 @@ X = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
 
 @pytest.fixture(scope="module")
 def trace():
-    model = npmnv2.MobileNetV2ForImageClassification(npmnv2.MobileNetV2Config(depth_multiplier=0.35, num_labels=5))
+    model = npmnv2.MobileNetV2ForImageClassification(tiny_config(num_labels=5))
     return model.trace(X, stop_at="layer.1")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import CORAL_CLASSIFIER
 from PIL import Image
 
 import npmnv2
@@ -79,7 +80,7 @@ def test_grad_cam_of_the_predicted_class_lights_up_the_bird(coral_dir, bird, wei
 
 
 def test_explanation_figures_show_input_overlay_and_heat(coral_dir):
-    weights = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    weights = coral_dir / CORAL_CLASSIFIER
     model = CLS.from_pretrained(weights)
     processor = npmnv2.MobileNetV2ImageProcessor.from_pretrained(weights)
     fig = viz.grad_cam(model, coral_dir / "cat.bmp", processor=processor)
@@ -98,7 +99,7 @@ def test_grad_cam_refuses_a_layer_without_a_feature_map():
 
 def test_cli_explain_writes_the_figure(tmp_path, coral_dir):
     out = tmp_path / "cam.png"
-    weights = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    weights = coral_dir / CORAL_CLASSIFIER
     run = run_cli("explain", coral_dir / "cat.bmp", "--weights", weights, "-o", out)
     assert run.returncode == 0, run.stderr
     assert "Egyptian cat" in run.stdout and Image.open(out).size[0] > 500

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import FLOAT32_RTOL, randomised, tolerance
+from conftest import FLOAT32_RTOL, randomised, tiny_config, tolerance
 
 from npmnv2 import (
     MobileNetV2Config,
@@ -75,7 +75,7 @@ def test_homogeneous_padding_puts_the_bias_inside_and_zero_outside() -> None:
 
 
 def test_fold_conv_matches_conv_then_batch_norm() -> None:
-    model = randomised(MobileNetV2ForImageClassification(MobileNetV2Config(depth_multiplier=0.35), dtype=np.float64))
+    model = randomised(MobileNetV2ForImageClassification(tiny_config(), dtype=np.float64))
     spec = model.arch.layers[3].convs[0]  # an expansion 1x1
     p = model.params[spec.name]
     f = fold_conv(spec, p, model.dtype)
@@ -87,7 +87,7 @@ def test_fold_conv_matches_conv_then_batch_norm() -> None:
 
 
 def test_replacing_a_weight_refolds_and_the_callers_array_stays_its_own() -> None:
-    model = randomised(MobileNetV2ForImageClassification(MobileNetV2Config(depth_multiplier=0.35)))
+    model = randomised(MobileNetV2ForImageClassification(tiny_config()))
     x = np.random.default_rng(3).normal(size=(1, 3, 64, 64)).astype(np.float32)
     before = model(x).logits
     p = model.params["layer.4.conv_3x3"]
@@ -104,7 +104,7 @@ def test_replacing_a_weight_refolds_and_the_callers_array_stays_its_own() -> Non
 
 def test_an_edit_in_place_of_a_models_array_raises_and_a_replaced_one_shows_in_both_paths() -> None:
     """Issue 30: the fold cache went stale after an in-place edit (model(x) kept the old logits)."""
-    model = randomised(MobileNetV2ForImageClassification(MobileNetV2Config(depth_multiplier=0.35, num_labels=10)))
+    model = randomised(MobileNetV2ForImageClassification(tiny_config(num_labels=10)))
     x = np.random.default_rng(4).normal(size=(1, 3, 64, 64)).astype(np.float32)
     before = model(x).logits
     kernel = model.params["layer.4.conv_3x3"]["kernel"]
@@ -126,7 +126,7 @@ def test_an_edit_in_place_of_a_models_array_raises_and_a_replaced_one_shows_in_b
 
 def test_the_caller_arrays_stay_writeable_and_unchanged() -> None:
     rng = np.random.default_rng(7)
-    config = MobileNetV2Config(depth_multiplier=0.35, num_labels=5)
+    config = tiny_config(num_labels=5)
     shapes = MobileNetV2ForImageClassification(config).expected_state_dict_shapes()
     state = {k: rng.normal(0, 0.1, s).astype(np.float32) for k, s in shapes.items()}
     for k, v in state.items():
@@ -163,7 +163,7 @@ def test_fast_depthwise_einsums_equal_the_textbook_depthwise_conv(stride, dilati
 
 
 def test_a_folded_copy_keeps_its_own_cache() -> None:
-    model = randomised(MobileNetV2ForImageClassification(MobileNetV2Config(depth_multiplier=0.35)))
+    model = randomised(MobileNetV2ForImageClassification(tiny_config()))
     x = np.random.default_rng(4).normal(size=(1, 3, 64, 64)).astype(np.float32)
     expected = model(x).logits
     folded = model.fold_batchnorm()

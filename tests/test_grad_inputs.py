@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import npmnv2
 from npmnv2 import gradients
 
-CONFIG = npmnv2.MobileNetV2Config(depth_multiplier=0.35, num_labels=5)
+CONFIG = tiny_config(num_labels=5)
 GOOD = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
 
 
@@ -22,7 +23,7 @@ def classifier():
 
 @pytest.fixture(scope="module")
 def segmenter():
-    return npmnv2.MobileNetV2ForSemanticSegmentation(npmnv2.MobileNetV2Config(depth_multiplier=0.35, num_labels=4))
+    return npmnv2.MobileNetV2ForSemanticSegmentation(tiny_config(num_labels=4))
 
 
 def _bad_inputs():

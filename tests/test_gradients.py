@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import CORAL_CLASSIFIER, tiny_config
 
 import npmnv2
 from npmnv2.gradients import fast_path_applies
@@ -194,7 +195,7 @@ def test_grad_rejects_bad_requests_with_clear_messages():
         model.grad(x, target=0, layers=["layer.99.output"])
     with pytest.raises(ValueError, match="labels"):
         model.grad(x, labels=np.array([0, 1, 2]))
-    backbone = npmnv2.MobileNetV2Model(npmnv2.MobileNetV2Config(depth_multiplier=0.35))
+    backbone = npmnv2.MobileNetV2Model(tiny_config())
     with pytest.raises(ValueError, match="head"):
         backbone.grad(x, target=0)
     _, seg = build_pair(SEG, dict(depth_multiplier=0.35, num_labels=3), dtype=np.float32, seed=15)
@@ -236,13 +237,13 @@ def test_fast_path_takes_relu6_classifiers_and_leaves_the_rest_to_the_readable_p
     assert not fast_path_applies(gelu, shape)
     _, seg = build_pair(SEG, dict(depth_multiplier=0.35, num_labels=3), seed=18)
     assert not fast_path_applies(seg, shape)
-    fixed = CLS(npmnv2.MobileNetV2Config(depth_multiplier=0.35, num_labels=3, pooling="fixed_7x7"))
+    fixed = CLS(tiny_config(num_labels=3, pooling="fixed_7x7"))
     assert fast_path_applies(fixed, (1, 3, 224, 224)) and not fast_path_applies(fixed, (1, 3, 256, 256))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fast_path_equals_the_readable_backward_on_the_real_classifier(coral_dir, dtype):
-    weights = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    weights = coral_dir / CORAL_CLASSIFIER
     model = CLS.from_pretrained(weights, dtype=dtype)
     processor = npmnv2.MobileNetV2ImageProcessor.from_pretrained(weights)
     x = np.concatenate([processor(coral_dir / name)["pixel_values"] for name in ("cat.bmp", "bird.bmp")])

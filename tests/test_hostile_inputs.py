@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CORAL_CLASSIFIER, tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -105,7 +106,7 @@ def test_bin_tensor_outside_its_storage_is_refused(tmp_path, offset, size, strid
 
 
 def test_convert_of_an_out_of_bounds_bin_writes_nothing(tmp_path):
-    config = MobileNetV2Config(depth_multiplier=0.35, num_labels=10)
+    config = tiny_config(num_labels=10)
     state = Cls(config).state_dict()
     storages, tensors = {}, {}
     for i, (name, value) in enumerate(state.items()):
@@ -207,11 +208,11 @@ def test_writes_never_follow_a_planted_symlink(tmp_path, coral_dir):
     dest.mkdir()
     for name in ("model.safetensors.tmp", "config.json.tmp", "model.safetensors", "config.json"):
         (dest / name).symlink_to(victim)
-    model = Cls(MobileNetV2Config(depth_multiplier=0.35))
+    model = Cls(tiny_config())
     model.save_pretrained(dest)
     assert victim.read_text() == "keep me"
     assert not (dest / "model.safetensors").is_symlink() and Cls.from_pretrained(dest).config.depth_multiplier == 0.35
-    result = run_cli("convert", str(coral_dir / "mobilenet_v2_1.0_224_quant.tflite"), str(dest), "--overwrite")
+    result = run_cli("convert", str(coral_dir / CORAL_CLASSIFIER), str(dest), "--overwrite")
     assert result.returncode == 0, result.stderr
     assert victim.read_text() == "keep me"
 
@@ -231,13 +232,13 @@ def test_a_failed_write_leaves_no_temporary_file_and_no_half_folder(tmp_path, mo
 
     monkeypatch.setattr(w.os, "fdopen", failing)
     with pytest.raises(OSError, match="No space"):
-        Cls(MobileNetV2Config(depth_multiplier=0.35)).save_pretrained(tmp_path / "new")
+        Cls(tiny_config()).save_pretrained(tmp_path / "new")
     assert not (tmp_path / "new").exists()
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "config.json").write_text("{}")
     calls.clear()
     with pytest.raises(OSError, match="No space"):
-        Cls(MobileNetV2Config(depth_multiplier=0.35)).save_pretrained(tmp_path / "old")
+        Cls(tiny_config()).save_pretrained(tmp_path / "old")
     assert sorted(p.name for p in (tmp_path / "old").iterdir()) == ["config.json"]
     assert (tmp_path / "old" / "config.json").read_text() == "{}"
 
@@ -246,7 +247,7 @@ def test_convert_overwrite_removes_a_stale_bin(tmp_path, coral_dir):
     dest = tmp_path / "d"
     dest.mkdir()
     (dest / "pytorch_model.bin").write_bytes(b"stale")
-    result = run_cli("convert", str(coral_dir / "mobilenet_v2_1.0_224_quant.tflite"), str(dest), "--overwrite")
+    result = run_cli("convert", str(coral_dir / CORAL_CLASSIFIER), str(dest), "--overwrite")
     assert result.returncode == 0, result.stderr
     names = sorted(p.name for p in dest.iterdir())
     assert names == ["config.json", "model.safetensors", "preprocessor_config.json"]
@@ -314,7 +315,7 @@ def test_weights_that_are_not_regular_files_are_refused(tmp_path, special):
     ("layer.3.conv_3x3.normalization.running_var", -1.0, "negative variances"),
 ])  # fmt: skip
 def test_nan_weights_and_negative_variances_are_refused(suffix, value, message):
-    config = MobileNetV2Config(depth_multiplier=0.35, num_labels=3)
+    config = tiny_config(num_labels=3)
     state = Cls(config).state_dict()
     key = next(k for k in state if k.endswith(suffix))
     state[key] = state[key].copy()
@@ -324,7 +325,7 @@ def test_nan_weights_and_negative_variances_are_refused(suffix, value, message):
 
 
 def test_compare_refuses_empty_pickled_or_foreign_references_and_bad_tolerances(tmp_path, coral_dir):
-    weights = str(coral_dir / "mobilenet_v2_1.0_224_quant.tflite")
+    weights = str(coral_dir / CORAL_CLASSIFIER)
     image = str(coral_dir / "cat.bmp")
     np.savez(tmp_path / "empty.npz")
     np.savez(tmp_path / "other.npz", foo=np.zeros(3))
@@ -347,7 +348,7 @@ def test_compare_refuses_empty_pickled_or_foreign_references_and_bad_tolerances(
 
 
 def test_a_tflite_missing_its_last_byte_is_refused(tmp_path, coral_dir):
-    raw = (coral_dir / "mobilenet_v2_1.0_224_quant.tflite").read_bytes()
+    raw = (coral_dir / CORAL_CLASSIFIER).read_bytes()
     (tmp_path / "cut.tflite").write_bytes(raw[:-1])
     with pytest.raises(WeightFileError, match="truncated or corrupt"):
         Cls.from_pretrained(tmp_path / "cut.tflite")
@@ -399,7 +400,7 @@ def test_bad_config_json_is_explained(tmp_path, content, message):
 
 
 def test_num_labels_zero_with_a_classifier_names_the_config_field(tmp_path):
-    model = Cls(MobileNetV2Config(depth_multiplier=0.35, num_labels=5))
+    model = Cls(tiny_config(num_labels=5))
     model.save_pretrained(tmp_path / "ck")
     config = json.loads((tmp_path / "ck" / "config.json").read_text())
     config.pop("id2label"), config.pop("label2id")
@@ -412,7 +413,7 @@ def test_num_labels_zero_with_a_classifier_names_the_config_field(tmp_path):
 
 
 def test_api_misuse_gets_clear_errors():
-    model = Cls(MobileNetV2Config(depth_multiplier=0.35))
+    model = Cls(tiny_config())
     with pytest.raises(ValueError, match="holds no image"):
         model(np.zeros((0, 3, 64, 64), np.float32))
     with pytest.raises(TypeError, match="layers must be a step name"):

@@ -10,6 +10,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import CORAL_CLASSIFIER
 from safetensors.numpy import save_file
 
 from npmnv2 import MobileNetV2Config, MobileNetV2ForImageClassification, MobileNetV2ImageProcessor
@@ -45,7 +46,7 @@ def test_float64_weights_beyond_float32_are_refused_not_turned_into_nan(tmp_path
 
 
 def test_a_label_zip_bomb_appended_to_a_tflite_is_refused(tmp_path, coral_dir):
-    raw = (coral_dir / "mobilenet_v2_1.0_224_quant.tflite").read_bytes()
+    raw = (coral_dir / CORAL_CLASSIFIER).read_bytes()
     start = raw.index(b"PK\x03\x04")
     bomb = tmp_path / "labels.zip"
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -140,7 +141,7 @@ def test_a_null_config_is_named_not_a_nonetype_error(tmp_path):
 
 
 def test_the_integer_model_runs_a_batch_of_16(coral_dir):
-    model = QuantizedMobileNetV2.from_pretrained(coral_dir / "mobilenet_v2_1.0_224_quant.tflite")
+    model = QuantizedMobileNetV2.from_pretrained(coral_dir / CORAL_CLASSIFIER)
     x = np.random.default_rng(0).integers(0, 256, (16, 3, 224, 224)).astype(np.uint8)
     out = model(x)
     assert out.outputs[0].shape == (16, 1001)
@@ -157,7 +158,7 @@ def test_compare_against_a_single_npy_is_refused_clearly(tmp_path, coral_dir, ca
 def test_a_non_utf8_tensor_name_is_read_and_shown_replaced(tmp_path, coral_dir):
     from tests.tflite_edit import TFLiteEdit
 
-    e = TFLiteEdit(coral_dir / "mobilenet_v2_1.0_224_quant.tflite")
+    e = TFLiteEdit(coral_dir / CORAL_CLASSIFIER)
     name = e.graph.Tensors(e.op_output(0))
     start = name._tab.Vector(name._tab.Offset(10))  # Tensor.name
     e.buf[start] = 0xFF

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CORAL_CLASSIFIER, tiny_config
 
 from npmnv2.verify import child, interpreter
 
@@ -243,7 +244,7 @@ def test_an_input_quantized_for_another_range_is_refused_by_the_float_importer(t
     """The float model is fed [-1, 1] pixels; a file whose input holds [0, 2] would be computed apart."""
     from npmnv2.weights import WeightFileError
 
-    e = _edit(coral_dir / "mobilenet_v2_1.0_224_quant.tflite")
+    e = _edit(coral_dir / CORAL_CLASSIFIER)
     e.set_zero_point(e.graph.Inputs(0), 0)  # the same scale: real values 0 .. 2
     path = e.save(tmp_path / "input_0_2.tflite")
     with pytest.raises(WeightFileError, match=r"zero point 0 \(real values 0 \.\. 1\.99\), but the float model"):
@@ -253,7 +254,7 @@ def test_an_input_quantized_for_another_range_is_refused_by_the_float_importer(t
 def test_a_graph_output_moved_to_the_pooling_is_refused_by_the_float_importer(tmp_path, coral_dir):
     from npmnv2.weights import WeightFileError
 
-    e = _edit(coral_dir / "mobilenet_v2_1.0_224_quant.tflite")
+    e = _edit(coral_dir / CORAL_CLASSIFIER)
     pool = e.ops_of("AVERAGE_POOL_2D")[0]
     e.set_element(e.graph, 8, 0, "<i", e.op_output(pool))  # the subgraph's outputs[0]
     path = e.save(tmp_path / "pool_out.tflite")
@@ -269,7 +270,7 @@ def _with_labels(coral_dir, tmp_path, text: str):
 
     from npmnv2.tflite.graph import TFLiteGraph
 
-    raw = (coral_dir / "mobilenet_v2_1.0_224_quant.tflite").read_bytes()
+    raw = (coral_dir / CORAL_CLASSIFIER).read_bytes()
     start = raw.index(b"PK\x03\x04")
     archive_path = tmp_path / "labels.zip"
     with zipfile.ZipFile(archive_path, "w") as archive:
@@ -358,9 +359,7 @@ def test_a_preprocessor_config_whose_size_makes_activations_too_wide_is_refused_
     import npmnv2
     from npmnv2.weights import WeightFileError
 
-    model = npmnv2.MobileNetV2ForImageClassification(
-        npmnv2.MobileNetV2Config(depth_multiplier=0.35, image_size=96, num_labels=10)
-    )
+    model = npmnv2.MobileNetV2ForImageClassification(tiny_config(image_size=96, num_labels=10))
     model.save_pretrained(tmp_path)
     size = {"size": {"height": 8000, "width": 8000}, "do_center_crop": False}
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(size))

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import CORAL_CLASSIFIER
 
 import npmnv2
 from npmnv2 import QuantizedMobileNetV2
@@ -54,7 +55,7 @@ def test_every_tensor_equals_the_reference_kernels_on_random_images(coral_dir, n
 
 
 def test_outputs_dequantize_and_steps_carry_scale_zero_point_and_names(coral_dir):
-    path = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    path = coral_dir / CORAL_CLASSIFIER
     model = QuantizedMobileNetV2.from_pretrained(path)
     processor = npmnv2.MobileNetV2ImageProcessor.from_pretrained(path)
     pixels = processor.integer_pixels(coral_dir / "cat.bmp")  # (1, 3, 224, 224) uint8
@@ -86,7 +87,7 @@ def test_outputs_dequantize_and_steps_carry_scale_zero_point_and_names(coral_dir
 
 
 def test_stop_at_layers_and_run_from(coral_dir):
-    path = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    path = coral_dir / CORAL_CLASSIFIER
     model = QuantizedMobileNetV2.from_pretrained(path)
     pixels = np.random.default_rng(0).integers(0, 256, (1, 3, 224, 224)).astype(np.uint8)
     stopped = model.trace(pixels, layers="layer.[0-9]", stop_at="layer.4")  # the residual ADDs of blocks 0-9
@@ -103,7 +104,7 @@ def test_stop_at_layers_and_run_from(coral_dir):
 def test_bad_input_and_unsupported_graphs_get_clear_errors(coral_dir, monkeypatch):
     import npmnv2.tflite.integer_model as im
 
-    path = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    path = coral_dir / CORAL_CLASSIFIER
     model = QuantizedMobileNetV2.from_pretrained(path)
     with pytest.raises(TypeError, match=r"must be uint8 .*zero point 128\), got float32"):
         model(np.zeros((1, 3, 224, 224), np.float32))
@@ -121,7 +122,7 @@ def test_cli_runs_the_integer_model_and_compare_reports_exact_equality(coral_dir
         return subprocess.run([sys.executable, "-m", "npmnv2.cli", *map(str, args)], capture_output=True, text=True,
                               timeout=600)  # fmt: skip
 
-    weights = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    weights = coral_dir / CORAL_CLASSIFIER
     classify = cli("classify", coral_dir / "cat.bmp", "--weights", weights, "--integer", "--top-k", "1")
     assert classify.returncode == 0 and "286  Egyptian cat" in classify.stdout
     compare = cli("compare", coral_dir / "bird.bmp", "--weights", weights, "--against", "tflite", "--integer")
@@ -139,7 +140,7 @@ def test_cli_runs_the_integer_model_and_compare_reports_exact_equality(coral_dir
 
 
 def test_the_integer_model_uses_the_float_models_trace_machinery_and_errors(coral_dir):
-    model = QuantizedMobileNetV2.from_pretrained(coral_dir / "mobilenet_v2_1.0_224_quant.tflite")
+    model = QuantizedMobileNetV2.from_pretrained(coral_dir / CORAL_CLASSIFIER)
     pixels = np.zeros((1, 3, 224, 224), np.uint8)
     with pytest.raises(KeyError, match=r"unknown layer 'layer\.99"):
         model.trace(pixels, layers=["layer.99.*"])  # the float model's KeyError, not an empty trace

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 
 import npmnv2
 from npmnv2 import viz
@@ -17,7 +18,7 @@ X = np.random.default_rng(0).uniform(-1, 1, (1, 3, 64, 64)).astype(np.float32)
 
 @pytest.fixture(scope="module")
 def model():
-    return npmnv2.MobileNetV2ForImageClassification(npmnv2.MobileNetV2Config(depth_multiplier=0.35, num_labels=7))
+    return npmnv2.MobileNetV2ForImageClassification(tiny_config(num_labels=7))
 
 
 def test_steps_computes_each_step_only_when_asked(model):

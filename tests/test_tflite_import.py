@@ -7,7 +7,7 @@ import pytest
 import torch
 import transformers
 from ai_edge_litert.interpreter import Interpreter
-from conftest import FLOAT32_RTOL
+from conftest import CORAL_CLASSIFIER, FLOAT32_RTOL
 from PIL import Image
 
 import npmnv2
@@ -41,7 +41,7 @@ def pixel_values(image):
 
 @pytest.fixture(scope="module")
 def classifier(coral_dir):
-    return Cls.from_pretrained(coral_dir / "mobilenet_v2_1.0_224_quant.tflite")
+    return Cls.from_pretrained(coral_dir / CORAL_CLASSIFIER)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_classifier_config_and_labels_come_from_the_file(classifier):
 @pytest.mark.parametrize("name", IMAGES)
 def test_dequantized_classifier_agrees_with_the_interpreter(coral_dir, classifier, name):
     image = image_uint8(coral_dir / f"{name}.bmp", 224)
-    theirs = interpreter_output(coral_dir / "mobilenet_v2_1.0_224_quant.tflite", image)
+    theirs = interpreter_output(coral_dir / CORAL_CLASSIFIER, image)
     ours = softmax(classifier(pixel_values(image)).logits)[0]
     assert ours.argmax() == theirs.argmax()
     assert abs(ours.max() - theirs.max()) <= 0.05
@@ -126,11 +126,11 @@ def test_per_channel_dequantization_broadcasts_along_the_axis():
 
 
 def test_renamed_tensors_still_import_because_layers_are_found_by_structure(tmp_path, coral_dir):
-    blob = (coral_dir / "mobilenet_v2_1.0_224_quant.tflite").read_bytes()
+    blob = (coral_dir / CORAL_CLASSIFIER).read_bytes()
     renamed_blob = blob.replace(b"MobilenetV2/expanded_conv_3/", b"ResNetBlock/expanded_conv_3/")
     (tmp_path / "renamed.tflite").write_bytes(renamed_blob)
     renamed = Cls.from_pretrained(tmp_path / "renamed.tflite")
-    original = Cls.from_pretrained(coral_dir / "mobilenet_v2_1.0_224_quant.tflite")
+    original = Cls.from_pretrained(coral_dir / CORAL_CLASSIFIER)
     key = "mobilenet_v2.layer.2.conv_3x3.convolution.weight"
     np.testing.assert_array_equal(renamed.state_dict()[key], original.state_dict()[key])
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import FLOAT32_RTOL
+from conftest import CORAL_CLASSIFIER, FLOAT32_RTOL, tiny_config
 from torch_peer import build_pair
 
 import npmnv2
@@ -45,7 +45,7 @@ def test_every_step_matches_transformers_hooks_by_name(cls, kwargs, size):
 
 
 def test_step_knows_its_padding_and_explains_it():
-    model = Cls(MobileNetV2Config(depth_multiplier=0.35))
+    model = Cls(tiny_config())
     step = model.trace(np.zeros((1, 3, 225, 225), np.float32), stop_at="conv_stem.first_conv.convolution").steps[0]
     assert step.attrs["padding"] == (1, 1, 1, 1) and step.attrs["stride"] == 2 and step.attrs["groups"] == 1
     assert (
@@ -103,7 +103,7 @@ def test_run_from_matches_transformers_with_the_same_edit(pair):
 
 
 def test_run_from_checks_shape_and_needs_an_input():
-    model = Cls(MobileNetV2Config(depth_multiplier=0.35))
+    model = Cls(tiny_config())
     trace = model.trace(np.zeros((1, 3, 224, 224), np.float32), layers=["layer.2"])
     with pytest.raises(ValueError, match=r"pass pixel_values=, or continue the trace .* keeps no input of its own"):
         model.run_from("layer.3", np.zeros((1, 24, 28, 28), np.float32))  # tracing left nothing on the model
@@ -237,7 +237,7 @@ def test_compare_detects_nhwc_and_lists_unmatched(pair):
 
 
 def test_tflite_interpreter_tensors_line_up_with_the_imported_model(coral_dir):
-    path = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    path = coral_dir / CORAL_CLASSIFIER
     model = Cls.from_pretrained(path)
     acts = tflite_activations(path, coral_dir / "cat.bmp")
     _, x = tflite_input(path, coral_dir / "cat.bmp")

@@ -12,6 +12,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import CORAL_CLASSIFIER
 from PIL import Image
 
 import npmnv2
@@ -152,7 +153,7 @@ def test_return_dict_false_gives_transformers_tuples(checkpoints, coral_dir):
 def test_preprocess_takes_transformers_arguments_and_both_array_layouts(coral_dir):
     from npmnv2 import AutoImageProcessor
 
-    processor = AutoImageProcessor.from_pretrained(coral_dir / "mobilenet_v2_1.0_224_quant.tflite")
+    processor = AutoImageProcessor.from_pretrained(coral_dir / CORAL_CLASSIFIER)
     image = np.asarray(Image.open(coral_dir / "cat.bmp").convert("RGB"))  # (H, W, 3)
     expected = processor(image)["pixel_values"]
     first = processor.preprocess(image.transpose(2, 0, 1), input_data_format="channels_first")["pixel_values"]

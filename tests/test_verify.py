@@ -12,6 +12,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")  # Keras 3 on the torch backend 
 import numpy as np
 import pytest
 import torch
+from conftest import CORAL_CLASSIFIER
 from torchvision_port import Port, randomize
 
 import npmnv2
@@ -166,7 +167,7 @@ def test_a_peer_with_fewer_layers_than_the_spec_is_refused_clearly(cat):
 
 
 def _integer_setup(coral_dir):
-    path = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    path = coral_dir / CORAL_CLASSIFIER
     model = npmnv2.QuantizedMobileNetV2.from_pretrained(path)
     pixels, _ = verify.tflite_input(path, coral_dir / "cat.bmp")
     return path, model, pixels

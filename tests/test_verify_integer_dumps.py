@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import CORAL_CLASSIFIER
 
 import npmnv2
 from npmnv2 import verify
@@ -15,7 +16,7 @@ from npmnv2.verify.interpreter import interpreter_tensors
 
 @pytest.fixture(scope="module")
 def setup(coral_dir):
-    path = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    path = coral_dir / CORAL_CLASSIFIER
     model = npmnv2.QuantizedMobileNetV2.from_pretrained(path)
     pixels, _ = verify.tflite_input(path, coral_dir / "cat.bmp")
     return path, model, pixels

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import CORAL_CLASSIFIER
 from torchvision_port import Port
 
 from npmnv2 import verify
@@ -117,7 +118,7 @@ def test_a_quantized_file_against_its_float_reference_is_within_eight_bit_roundi
     """The Coral .tflite against its own dequantized weights saved as a checkpoint: equal within 8 bits."""
     folder = tmp_path / "coral"
     assert subprocess.run([str(NPMNV2), "convert", "npmnv2/default", str(folder)], capture_output=True).returncode == 0
-    report = verify.check(coral_dir / "mobilenet_v2_1.0_224_quant.tflite", cat, reference=folder)
+    report = verify.check(coral_dir / CORAL_CLASSIFIER, cat, reference=folder)
     assert report.weight_divergence is None and report.weight_rows, report.explain()
 
 

@@ -6,6 +6,7 @@ import io
 
 import numpy as np
 import pytest
+from conftest import CORAL_CLASSIFIER
 from PIL import Image
 
 import npmnv2
@@ -15,7 +16,7 @@ from npmnv2.verify import tflite_activations, tflite_input
 
 @pytest.fixture(scope="module")
 def real(coral_dir):
-    path = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    path = coral_dir / CORAL_CLASSIFIER
     model = npmnv2.MobileNetV2ForImageClassification.from_pretrained(path)
     processor = npmnv2.MobileNetV2ImageProcessor.from_pretrained(path)
     return model, model.trace(processor(coral_dir / "cat.bmp")["pixel_values"])
@@ -134,7 +135,7 @@ def test_pascal_palette_matches_the_voc_colours():
 
 def test_comparison_plot_marks_the_first_divergence(coral_dir, real):
     model, _ = real
-    path = coral_dir / "mobilenet_v2_1.0_224_quant.tflite"
+    path = coral_dir / CORAL_CLASSIFIER
     acts = tflite_activations(path, coral_dir / "cat.bmp")
     _, x = tflite_input(path, coral_dir / "cat.bmp")
     result = npmnv2.compare(model.trace(x), acts, tolerance=0.05)

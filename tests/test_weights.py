@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
-from conftest import FLOAT32_RTOL
+from conftest import CORAL_CLASSIFIER, FLOAT32_RTOL, tiny_config
 from torch_peer import build_pair
 
 import npmnv2
@@ -66,7 +66,7 @@ def test_transformers_checkpoint_folder_loads_from_safetensors_and_bin(tmp_path)
 
 
 def test_single_file_needs_config_argument_or_config_json_beside(tmp_path):
-    model = Cls(MobileNetV2Config(depth_multiplier=0.35, num_labels=3), seed=1)
+    model = Cls(tiny_config(num_labels=3), seed=1)
     save_safetensors(model.state_dict(), tmp_path / "w.safetensors")
     with pytest.raises(ValueError, match=r"has no config.json beside it; pass config=MobileNetV2Config"):
         Cls.from_pretrained(tmp_path / "w.safetensors")
@@ -77,7 +77,7 @@ def test_single_file_needs_config_argument_or_config_json_beside(tmp_path):
 
 
 def test_classification_checkpoint_into_segmentation_warns_and_keeps_backbone(tmp_path):
-    model = Cls(MobileNetV2Config(depth_multiplier=0.35, num_labels=3), seed=1)
+    model = Cls(tiny_config(num_labels=3), seed=1)
     model.save_pretrained(tmp_path)
     with pytest.warns(NpMnV2Warning, match=r"classifier.\*\) were dropped; this class's head \(segmentation_head.\*\)"):
         seg = Seg.from_pretrained(tmp_path)
@@ -153,7 +153,7 @@ def test_pickle_calling_builtins_eval_is_refused(tmp_path):
 
 
 def test_truncated_and_corrupt_files_get_clear_errors(tmp_path, coral_dir):
-    model = Cls(MobileNetV2Config(depth_multiplier=0.35))
+    model = Cls(tiny_config())
     save_safetensors(model.state_dict(), tmp_path / "good.safetensors")
     raw = (tmp_path / "good.safetensors").read_bytes()
     (tmp_path / "short.safetensors").write_bytes(raw[: len(raw) // 2])
@@ -172,7 +172,7 @@ def test_truncated_and_corrupt_files_get_clear_errors(tmp_path, coral_dir):
     with pytest.raises(WeightFileError, match="not a zip archive: it is truncated, corrupt"):
         load_pytorch_bin(tmp_path / "short.bin")
 
-    tflite = (coral_dir / "mobilenet_v2_1.0_224_quant.tflite").read_bytes()
+    tflite = (coral_dir / CORAL_CLASSIFIER).read_bytes()
     for name, blob in (("short.tflite", tflite[: len(tflite) // 3]), ("junk.tflite", b"\x00" * 64)):
         (tmp_path / name).write_bytes(blob)
         with pytest.raises(WeightFileError, match=r"TFLite"):
@@ -196,7 +196,7 @@ def test_safetensors_header_that_lies_about_sizes(tmp_path):
 def test_save_pretrained_refuses_to_overwrite_a_file(tmp_path):
     (tmp_path / "file").write_text("keep me")
     with pytest.raises(FileExistsError, match="exists and is not a folder"):
-        Cls(MobileNetV2Config(depth_multiplier=0.35)).save_pretrained(tmp_path / "file")
+        Cls(tiny_config()).save_pretrained(tmp_path / "file")
     assert (tmp_path / "file").read_text() == "keep me"
 
 
@@ -218,7 +218,7 @@ def _run_hub(repo_id, cache, extra_env=None):
 
 
 def test_hub_id_loads_offline_from_a_laid_out_cache(tmp_path):
-    model = Cls(MobileNetV2Config(depth_multiplier=0.35, num_labels=4), seed=7)
+    model = Cls(tiny_config(num_labels=4), seed=7)
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo = tmp_path / "hub" / "models--google--mobilenet_v2_1.0_224"
     model.save_pretrained(repo / "snapshots" / commit)
