@@ -53,7 +53,7 @@ def test_the_existing_tests_check_the_added_ops_unedited(project_with_the_guide_
     env = {**os.environ, "PYTHONPATH": str(copy), "NPMNV2_DATA": str(CORAL_DIR)}
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-n", "0", "-o", "addopts=", "-rA",
-         "tests/test_op_pages.py", "tests/test_fast_path.py"],
+         "tests/ops/test_op_pages.py", "tests/test_fast_path.py"],
         cwd=copy, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert run.returncode == 0, run.stdout[-4000:]

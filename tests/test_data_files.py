@@ -203,7 +203,7 @@ def test_the_tests_stop_with_one_line_naming_data_fetch_when_the_data_is_missing
 
     tests = tmp_path / "project" / "tests"
     tests.mkdir(parents=True)
-    for name in ("conftest.py", "test_ops.py"):
+    for name in ("conftest.py", "test_trace.py"):
         (tests / name).write_bytes((PROJECT_ROOT / "tests" / name).read_bytes())
     env = {k: v for k, v in os.environ.items() if k != "NPMNV2_DATA"}
     env.update(HOME=str(tmp_path), XDG_CACHE_HOME=str(tmp_path / "cache"), NPMNV2_DATA=str(tmp_path / "no-data"))

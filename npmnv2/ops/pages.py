@@ -39,7 +39,7 @@ class OpPage:
     loops: the op's loop twin, called as the forward is (so `forward_step` runs it on a step whose
         `op` is the twin): explicit Python loops, a test oracle for small arrays.
 
-    `tests/test_op_pages.py` reads these pages: every op a traced model runs is recomputed by its
+    `tests/ops/test_op_pages.py` reads these pages: every op a traced model runs is recomputed by its
     `forward_step`, checked against its loop twin and, where it has a backward, against finite
     differences, with no list of ops to keep.
     """
