@@ -18,6 +18,7 @@ from .common import (
     files_of,
     image_paths,
     integer_model,
+    kernels_option,
     load_model,
     model_options,
     tflite_path,
@@ -33,15 +34,15 @@ def _progress(line: str) -> None:
 
 
 def _compare_integer(args: argparse.Namespace) -> int:
-    """compare --integer --against tflite: the integer model against the interpreter's reference kernels."""
+    """compare --integer --against tflite: the integer model against the interpreter's kernels (--kernels)."""
     from .. import compare, verify
 
     if args.against != "tflite":
         raise CLIError("--integer compares with the TFLite interpreter: use --against tflite.")
-    model = integer_model(args.weights)
+    model = integer_model(args.weights, args.kernels)
     path = tflite_path(args.weights, "--integer")
     pixels, _ = verify.tflite_input(path, image_paths([args.image])[0])  # (1, H, W, 3) uint8
-    reference = verify.tflite_integer_tensors(path, pixels, reference_kernels=True)
+    reference = verify.tflite_integer_tensors(path, pixels, kernels=args.kernels)  # the same kernel set
     from ..ops import nhwc_to_nchw
 
     result = compare(model.trace(nhwc_to_nchw(pixels)), reference, tolerance=0.0)
@@ -50,7 +51,7 @@ def _compare_integer(args: argparse.Namespace) -> int:
         total = sum(int(np.prod(r.shape)) for r in result.rows)
         print(
             f"exact: all {len(result.rows)} op outputs ({total:,} integers) equal the TFLite interpreter's "
-            "reference kernels, element by element."
+            f"{args.kernels} kernels, element by element."
         )
         return 0
     return 3
@@ -181,6 +182,7 @@ def compare_parser(add: AddParser) -> None:
     p.add_argument(
         "--integer",
         action="store_true",
-        help="with --against tflite: the integer model against the interpreter's reference kernels, exactly",
+        help="with --against tflite: the integer model against the interpreter's kernels (--kernels), exactly",
     )
+    kernels_option(p)
     p.set_defaults(func=cmd_compare)

@@ -156,15 +156,26 @@ def distinct_outputs(*named: tuple[str, str | None]) -> None:
         seen[key] = f"{option} {name!r}"
 
 
-def integer_model(source: str | None) -> Any:
-    """The integer model of a quantized .tflite file (the only source it takes; default: the embedded one)."""
+def integer_model(source: str | None, kernels: str = "reference") -> Any:
+    """The integer model of a quantized .tflite file (the only source it takes; default: the embedded
+    one), computing as the interpreter's `kernels` do ("reference" or "optimized")."""
     from ..checkpoints import resolve_checkpoint
     from ..tflite.integer_model import QuantizedMobileNetV2
 
     path = resolve_checkpoint(source or DEFAULT_MODEL)
     if path.suffix != ".tflite":
         raise CLIError(f"--integer runs a quantized .tflite file; --weights {source!r} is not one.")
-    return QuantizedMobileNetV2.from_pretrained(path)
+    return QuantizedMobileNetV2.from_pretrained(path, kernels=kernels)
+
+
+def kernels_option(p: argparse.ArgumentParser) -> None:
+    """--kernels: which of the interpreter's kernel sets the integer model reproduces (`npmnv2.tflite.kernels`)."""
+    p.add_argument(
+        "--kernels",
+        choices=("reference", "optimized"),
+        default="reference",
+        help="with --integer: compute as the interpreter's reference kernels (default) or its optimized ones",
+    )
 
 
 def tflite_path(source: str | None, option: str) -> Path:

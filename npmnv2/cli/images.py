@@ -22,6 +22,7 @@ from .common import (
     distinct_outputs,
     image_paths,
     integer_model,
+    kernels_option,
     load_model,
     positive_int,
     sample_image,
@@ -38,7 +39,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     say_default(args.weights)
     processor = MobileNetV2ImageProcessor.from_pretrained(args.weights)
     if args.integer:
-        model = integer_model(args.weights)
+        model = integer_model(args.weights, args.kernels)
         labels = {int(k): v for k, v in model.float_config.get("id2label", {}).items()}
     else:
         model = load_model(args.weights, "classification")
@@ -93,7 +94,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     scale = min(1.0, SEGMENT_WORKING_SIZE / max(image.width, image.height))
     work = (max(1, round(image.height * scale)), max(1, round(image.width * scale)))
     if args.integer:  # the file's own ARG_MAX output, at its input size, resized to the working size
-        model = integer_model(args.weights)
+        model = integer_model(args.weights, args.kernels)
         id2label = {int(k): v for k, v in model.float_config.get("id2label", {}).items()}
         ids = model(model.input_from_pixels(processor.integer_pixels(image))).outputs[0][0].astype(np.uint8)
         resized = Image.fromarray(ids).resize((work[1], work[0]), Image.Resampling.NEAREST)
@@ -160,7 +161,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     path = image_paths([args.image])[0]
     check_output(args.output, {".html", ".htm"}, "-o", inputs=[path])
     say_default(args.weights)
-    model = integer_model(args.weights) if args.integer else load_model(args.weights, "auto")
+    model = integer_model(args.weights, args.kernels) if args.integer else load_model(args.weights, "auto")
     started = time.perf_counter()
     session = session_for(model, path)
     kind = "integer model" if args.integer else type(model).__name__
@@ -186,6 +187,7 @@ def classify_parser(add: AddParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default 8)")
     p.add_argument("--integer", action="store_true", help="run the quantized .tflite in integer arithmetic")
+    kernels_option(p)
     p.set_defaults(func=cmd_classify)
 
 
@@ -200,6 +202,7 @@ def segment_parser(add: AddParser) -> None:
     p.add_argument("-o", "--output", required=True, help="overlay PNG to write (image + colours + legend)")
     p.add_argument("--mask", help="also write the class ids as a palette PNG here")
     p.add_argument("--integer", action="store_true", help="run the quantized .tflite in integer arithmetic")
+    kernels_option(p)
     p.set_defaults(func=cmd_segment)
 
 
@@ -231,5 +234,6 @@ def explore_parser(add: AddParser) -> None:
     p.add_argument("image", metavar="IMAGE", help="the image file")
     p.add_argument("--weights", default=DEFAULT_MODEL, help=f"{WEIGHTS_HELP} (default: the embedded model)")
     p.add_argument("--integer", action="store_true", help="explore the integer model of a quantized .tflite file")
+    kernels_option(p)
     p.add_argument("-o", "--output", required=True, help="the .html page to write")
     p.set_defaults(func=cmd_explore)

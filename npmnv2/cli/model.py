@@ -21,6 +21,7 @@ from .common import (
     files_of,
     image_paths,
     integer_model,
+    kernels_option,
     load_model,
     model_options,
     say_default,
@@ -157,7 +158,7 @@ def _trace_integer(args: argparse.Namespace) -> int:
     """trace --integer: every op of the quantized file, with its scale, zero point and saturation counts."""
     from ..image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
 
-    model = integer_model(args.weights)
+    model = integer_model(args.weights, args.kernels)
     raw = MobileNetV2ImageProcessor.from_pretrained(args.weights).integer_pixels(image_paths([args.image])[0])
     trace = model.trace(model.input_from_pixels(raw), layers=args.layers or None, stop_at=args.stop_at)
     head = ["step", "float step", "shape", "scale", "zero point", "min", "max", "at min", "at max"]
@@ -239,4 +240,5 @@ def trace_parser(add: AddParser) -> None:
         action="store_true",
         help="trace the quantized .tflite's integer ops (scale, zero point, saturation counts per step)",
     )
+    kernels_option(p)
     p.set_defaults(func=cmd_trace)

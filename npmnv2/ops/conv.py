@@ -27,7 +27,7 @@ from .padding import (
     tap_slice,
 )
 from .pages import OpPage, parameter_grads, spatial
-from .quantization import describe_requantization, exact_int_matmul, requantize_output
+from .quantization import Multiplier, describe_requantization, exact_int_matmul, requantize_output
 
 # ============================================================================ textbook forward
 
@@ -397,8 +397,12 @@ def conv2d_int_requantized(
     stride: int,
     dilation: int,
     padding: Pad2D,
+    multiply: Multiplier | None = None,
 ) -> np.ndarray:
-    """A whole quantized CONV_2D, as TFLite's reference kernel runs it: integer sums, then requantized.
+    """A whole quantized CONV_2D, as TFLite's kernels run it: integer sums, then requantized with the
+    kernel set's rounding rule `multiply` (the reference kernels' `multiply_by_quantized_multiplier`
+    by default; the optimized kernels round the final shift's ties up,
+    `multiply_by_quantized_multiplier_ties_up`).
 
     Math: acc = bias + sum (x - x_zero_point) * (kernel - kernel_zero_point)      (`conv2d_int`, int32)
           out = clamp(out_zero_point + round(acc * M0 * 2^(shift - 31)), act_min, act_max)
@@ -410,7 +414,7 @@ def conv2d_int_requantized(
     acc = conv2d_int(
         x, x_zero_point, kernel, kernel_zero_point, bias, stride=stride, dilation=dilation, padding=padding
     )
-    return requantize_output(acc, m0, shift, out_zero_point, act_range)
+    return requantize_output(acc, m0, shift, out_zero_point, act_range, multiply=multiply)
 
 
 def conv2d_int_loops(x, x_zero_point, kernel, kernel_zero_point, bias, *, stride, dilation, padding):

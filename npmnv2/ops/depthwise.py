@@ -24,7 +24,7 @@ from .padding import (
     tap_slice,
 )
 from .pages import OpPage, parameter_grads
-from .quantization import requantize_output
+from .quantization import Multiplier, requantize_output
 
 # ============================================================================ textbook forward
 
@@ -233,6 +233,7 @@ def depthwise_conv2d_int_requantized(
     stride: int,
     dilation: int,
     padding: Pad2D,
+    multiply: Multiplier | None = None,
 ) -> np.ndarray:
     """A whole quantized DEPTHWISE_CONV_2D, as TFLite's reference kernel runs it.
 
@@ -244,7 +245,7 @@ def depthwise_conv2d_int_requantized(
     acc = depthwise_conv2d_int(
         x, x_zero_point, kernel, kernel_zero_point, bias, stride=stride, dilation=dilation, padding=padding
     )
-    return requantize_output(acc, m0, shift, out_zero_point, act_range)
+    return requantize_output(acc, m0, shift, out_zero_point, act_range, multiply=multiply)
 
 
 def depthwise_conv2d_int_loops(x, x_zero_point, kernel, kernel_zero_point, bias, *, stride, dilation, padding):

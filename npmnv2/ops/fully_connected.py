@@ -12,7 +12,12 @@ from typing import Any
 import numpy as np
 
 from .pages import OpPage
-from .quantization import describe_integer_op, exact_int_matmul, multiply_by_quantized_multiplier_single_rounding
+from .quantization import (
+    Multiplier,
+    describe_integer_op,
+    exact_int_matmul,
+    multiply_by_quantized_multiplier_single_rounding,
+)
 
 # ============================================================================ textbook forward
 
@@ -91,17 +96,20 @@ def linear_int_requantized(
     shift: int,
     out_zero_point: int,
     act_range: tuple[int, int],
+    *,
+    multiply: Multiplier | None = None,
 ) -> np.ndarray:
-    """A whole quantized FULLY_CONNECTED, as TFLite's reference kernel runs it: int32 sums, then one
-    rounding (unlike the convolutions, this kernel rounds once: see
-    `multiply_by_quantized_multiplier_single_rounding`).
+    """A whole quantized FULLY_CONNECTED, as TFLite's kernels run it: int32 sums, then requantized
+    with the kernel set's rounding rule `multiply`. The reference kernel rounds once (the default,
+    `multiply_by_quantized_multiplier_single_rounding`, unlike its convolutions); the optimized one
+    rounds twice, the final shift's ties up (`multiply_by_quantized_multiplier_ties_up`).
 
     Math: acc = bias + (x - x_zero_point) @ (weights - weight_zero_point)^T           (`linear_int`)
           out = clamp(out_zero_point + round(acc * M0 * 2^(shift - 31)), act_min, act_max)
     Shapes: x (N, C), weights (L, C) -> (N, L) int64.
     """
     acc = linear_int(x, x_zero_point, weights, weight_zero_point, bias)
-    scaled = multiply_by_quantized_multiplier_single_rounding(acc, m0, shift)
+    scaled = (multiply or multiply_by_quantized_multiplier_single_rounding)(acc, m0, shift)
     return np.clip(scaled + out_zero_point, *act_range)
 
 

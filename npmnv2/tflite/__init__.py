@@ -7,6 +7,7 @@
     layers         which transformers layer each op is, found from the graph's structure
     float_import   the file's weights as transformers-named float tensors, and its config
     integer_model  QuantizedMobileNetV2: the graph run op by op in integer arithmetic
+    kernels        the interpreter's kernel sets it reproduces (reference, optimized) and their rounding rules
 
 Nothing here imports TensorFlow or the interpreter (`npmnv2.verify.interpreter` runs that, in a
 child process). `import npmnv2.tflite` imports none of the parts: each is imported where it is used.

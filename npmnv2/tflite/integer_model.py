@@ -25,7 +25,7 @@ import numpy as np
 from ..ops import MACS, Pad2D, conv2d, conv_padding, depthwise_conv2d, linear, nhwc_to_nchw, pointwise_conv2d
 from ..ops.fully_connected import linear_int_requantized
 from ..ops.merge import add_int, concat_channels_int
-from ..ops.pooling import avg_pool2d_int, global_average_pool_int
+from ..ops.pooling import avg_pool2d_int, global_average_pool_int, global_average_pool_int_optimized
 from ..ops.probability import softmax_int
 from ..ops.quantization import (
     DTYPE_RANGE,
@@ -41,8 +41,9 @@ from ..trace import NO_TRACE, Recorder, Step, Trace, run_from, stream_steps, tra
 from ..weights import WeightFileError, resolve_checkpoint
 from .float_import import read_tflite_graph
 from .graph import TFLiteGraph
+from .kernels import kernel_set
 from .layers import integer_steps
-from .ops import ARG_MAX, DEQUANTIZE, QUANTIZE, TFLITE_OPS, TfliteOp, has, op_is, tflite_op
+from .ops import ARG_MAX, DEQUANTIZE, MEAN, QUANTIZE, TFLITE_OPS, TfliteOp, has, op_is, tflite_op
 from .structure import FUSED_ACTIVATIONS
 
 SUPPORTED_OPS = tuple(TFLITE_OPS)  # the ops the integer model runs: the rows of npmnv2.tflite.ops
@@ -99,7 +100,8 @@ class QuantizedMobileNetV2:
     the op and its tensor: there is never a silent float fallback.
     """
 
-    def __init__(self, graph: TFLiteGraph) -> None:
+    def __init__(self, graph: TFLiteGraph, *, kernels: str = "reference") -> None:
+        self.kernels = kernel_set(kernels)  # whose rounding rules: the interpreter's reference or optimized kernels
         self.graph = graph
         self.where = graph.where
         self.float_config = read_tflite_graph(graph)[1]
@@ -124,15 +126,20 @@ class QuantizedMobileNetV2:
         self._prepared: dict[Any, Any] = {}
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> QuantizedMobileNetV2:
-        """Load a quantized MobileNetV2 / DeepLabV3 `.tflite` file ("npmnv2/default": the embedded one)."""
-        return cls(TFLiteGraph(resolve_checkpoint(path)))
+    def from_pretrained(cls, path: str | os.PathLike, *, kernels: str = "reference") -> QuantizedMobileNetV2:
+        """Load a quantized MobileNetV2 / DeepLabV3 `.tflite` file ("npmnv2/default": the embedded one).
+
+        kernels: whose numbers to compute, "reference" (the interpreter's reference kernels) or
+        "optimized" (its default kernels without a delegate); see `npmnv2.tflite.kernels`.
+        """
+        return cls(TFLiteGraph(resolve_checkpoint(path)), kernels=kernels)
 
     def __repr__(self) -> str:
         n, h, w, c = self.input_shape
         return (
             f"QuantizedMobileNetV2({self.task}, {len(self.graph.ops)} ops, input {self.input_dtype} "
-            f"(N, {c}, {h}, {w}) scale {self.input_scale:.6g} zero point {self.input_zero_point})"
+            f"(N, {c}, {h}, {w}) scale {self.input_scale:.6g} zero point {self.input_zero_point}, "
+            f"{self.kernels.name} kernels)"
         )
 
     # ---------------------------------------------------------------- checks
@@ -249,6 +256,7 @@ class QuantizedMobileNetV2:
         out = op["outputs"][0]
         attrs: dict[str, Any] = {
             "tflite_op": op["type"],
+            "kernels": self.kernels.name,
             "tflite_index": index,
             "tflite_tensor": g.name(out),
             "float_step": self.float_step(index),
@@ -382,6 +390,8 @@ class QuantizedMobileNetV2:
         row = tflite_op(op)
         if row is QUANTIZE and self._reads_float(op):
             return self._quantize, quantize_float32
+        if row is MEAN and self.kernels.optimized_mean:
+            return self._mean, global_average_pool_int_optimized
         return getattr(self, f"_{row.handler}"), row.integer_op
 
     # ---------------------------------------------------------------- one handler per op type
@@ -391,6 +401,7 @@ class QuantizedMobileNetV2:
         x_q, w_q, out_q = self._q(x_t), self._q(w_t), self._q(out)
         m0, shift = self._multipliers(x_q.tensor_scale, w_q, out_q.tensor_scale)
         layer = tflite_op(op).integer_op  # depthwise_conv2d_int_requantized or conv2d_int_requantized
+        multiply = self.kernels.depthwise if has(op, "depthwise") else self.kernels.conv
         return layer(
             x,
             x_q.tensor_zero_point,
@@ -404,6 +415,7 @@ class QuantizedMobileNetV2:
             stride=op["stride"][0],
             dilation=op["dilation"][0],
             padding=self._padding(op, x.shape),
+            multiply=multiply,
         )
 
     def _fully_connected(self, op: dict, tensors: dict) -> np.ndarray:
@@ -421,6 +433,7 @@ class QuantizedMobileNetV2:
             shift,
             out_q.tensor_zero_point,
             self._range(op, out),
+            multiply=self.kernels.fully_connected,
         )
 
     def _add(self, op: dict, tensors: dict) -> np.ndarray:
@@ -454,8 +467,13 @@ class QuantizedMobileNetV2:
             raise WeightFileError(f"{self.where}: MEAN over axes {axes} is not implemented (only over H and W).")
         x, o = self._q(x_t), self._q(out)
         out_range = DTYPE_RANGE[self.graph.type_of(out)]
-        m0, shift = quantize_multiplier(x.tensor_scale / o.tensor_scale)  # in double, as TFLite
-        mean = global_average_pool_int(tensors[x_t], x.tensor_zero_point, m0, shift, o.tensor_zero_point, out_range)
+        if self.kernels.optimized_mean:
+            mean = global_average_pool_int_optimized(
+                tensors[x_t], x.tensor_scale, x.tensor_zero_point, o.tensor_scale, o.tensor_zero_point, out_range
+            )
+        else:
+            m0, shift = quantize_multiplier(x.tensor_scale / o.tensor_scale)  # in double, as TFLite
+            mean = global_average_pool_int(tensors[x_t], x.tensor_zero_point, m0, shift, o.tensor_zero_point, out_range)
         return mean if op.get("keep_dims", True) else mean.reshape(mean.shape[0], -1)  # keep_dims=False: (N, C)
 
     def _reshape(self, op: dict, tensors: dict) -> np.ndarray:

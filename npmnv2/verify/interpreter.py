@@ -31,12 +31,15 @@ def interpreter_tensors(
     pixels: np.ndarray,
     *,
     reference_kernels: bool = True,
+    kernels: str | None = None,
     memory_limit: int = MEMORY_LIMIT,
     timeout: float = TIMEOUT,
 ) -> dict[int, np.ndarray]:
     """Every tensor the interpreter holds after running `pixels` (NHWC, as it takes them), by
     tensor index, computed in a child process. reference_kernels: its reference op resolver
     (`OpResolverType.BUILTIN_REF`), the kernels npmnv2's integer model reproduces bit for bit.
+    kernels: instead, one of the kernel sets of `npmnv2.tflite.kernels` ("reference", "optimized"),
+    run by its own resolver: what `QuantizedMobileNetV2(..., kernels=...)` is compared with.
 
     The file is validated first (`npmnv2.tflite.graph.TFLiteGraph`); raises InterpreterError
     naming the file when the interpreter is missing, refuses the file, crashes on it, or exceeds
@@ -51,6 +54,10 @@ def interpreter_tensors(
         pixels_file, out_file = work / "pixels.npy", work / "tensors.npz"
         np.save(pixels_file, np.ascontiguousarray(pixels), allow_pickle=False)
         args = [str(path), str(pixels_file), str(out_file)] + (["--reference"] if reference_kernels else [])
+        if kernels is not None:
+            from ..tflite.kernels import kernel_set
+
+            args = [str(path), str(pixels_file), str(out_file), "--resolver", kernel_set(kernels).resolver]
         run_child("litert", args, file=path, what=WHAT, limits=Limits(memory_limit, timeout), workdir=work)
         with np.load(out_file, allow_pickle=False) as stored:
             return {int(key.removeprefix("t")): stored[key] for key in stored.files}

@@ -76,7 +76,9 @@ def transformers_twin(model: Any) -> Any:
     return twin
 
 
-def tflite_integer_tensors(path: str | Path, pixels: np.ndarray, *, reference_kernels: bool = True) -> QuantizedTensors:
+def tflite_integer_tensors(
+    path: str | Path, pixels: np.ndarray, *, reference_kernels: bool = True, kernels: str | None = None
+) -> QuantizedTensors:
     """Every op output of the interpreter, as the integers it stores (NCHW when 4-D), under the step
     names of `npmnv2.tflite.integer_model` (the float model's names: `layer.3.conv_3x3.convolution`, ...),
     with each tensor's scale.
@@ -89,7 +91,7 @@ def tflite_integer_tensors(path: str | Path, pixels: np.ndarray, *, reference_ke
     path = Path(path)
     graph = TFLiteGraph(path)
     steps = integer_steps(graph)  # the structure first: a graph that is not a MobileNetV2 never runs
-    computed = interpreter_tensors(path, pixels, reference_kernels=reference_kernels)  # in a child process
+    computed = interpreter_tensors(path, pixels, reference_kernels=reference_kernels, kernels=kernels)  # a child
     tensors, scales = {}, {}
     for op, (name, _, _) in zip(graph.ops, steps, strict=True):
         out = op["outputs"][0]
