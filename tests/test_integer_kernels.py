@@ -98,3 +98,21 @@ def test_kernel_sets_are_named_and_xnnpack_is_refused_with_a_reason() -> None:
         kernel_set("xnnpack")
     with pytest.raises(ValueError, match="reproduces 'reference', 'optimized'"):
         QuantizedMobileNetV2.from_pretrained("npmnv2/default", kernels="fast")
+
+
+def test_verify_checks_an_integer_port_against_the_kernel_set_it_targets(coral_dir) -> None:
+    """The optimized kernels' own tensors, as a port: faithful against kernels="optimized"; against the
+    reference rules, located at the first projection and named rounding.ties_up."""
+    from npmnv2 import verify
+
+    path = coral_dir / CORAL_CLASSIFIER
+    pixels, _ = verify.tflite_input(path, coral_dir / "cat.bmp")
+    port = verify.tflite_integer_tensors(path, pixels, kernels="optimized")
+    optimized = QuantizedMobileNetV2.from_pretrained(path, kernels="optimized")
+    report = verify.check_integer(port, optimized, pixels.transpose(0, 3, 1, 2))
+    assert report.faithful and len(report.rows) == len(optimized.graph.ops), report.explain()
+    reference = QuantizedMobileNetV2.from_pretrained(path)
+    report = verify.check_integer(port, reference, pixels.transpose(0, 3, 1, 2))
+    assert not report.faithful
+    assert report.first_local_divergence == "conv_stem.reduce_1x1.convolution"
+    assert report.cause == "rounding.ties_up", report.explain()

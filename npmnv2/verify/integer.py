@@ -19,7 +19,11 @@ import numpy as np
 from ..ops import Pad2D, nchw_to_nhwc, nhwc_to_nchw
 from ..ops.conv import conv2d_int
 from ..ops.depthwise import depthwise_conv2d_int
-from ..ops.quantization import multiply_by_quantized_multiplier, multiply_by_quantized_multiplier_single_rounding
+from ..ops.quantization import (
+    multiply_by_quantized_multiplier,
+    multiply_by_quantized_multiplier_single_rounding,
+    multiply_by_quantized_multiplier_ties_up,
+)
 from ..tflite.ops import has
 from .report import CauseEvidence, Row, VerifyReport
 
@@ -67,6 +71,27 @@ def rounding_single(model: Any, index: int, x: np.ndarray, step: Any) -> list[tu
         (
             f"{step.name}: the requantization rounded once ((acc * M0 + 2^(30 - shift)) >> (31 - shift)) where "
             "the reference kernels round twice",
+            out,
+        )
+    ]
+
+
+@integer_hypothesis("rounding.ties_up")
+def rounding_ties_up(model: Any, index: int, x: np.ndarray, step: Any) -> list[tuple[str, np.ndarray]]:
+    """The port rounds the final shift's ties up: what the interpreter's optimized kernels do (a port
+    that matches them, checked against the reference kernels' rules)."""
+    p = model.op_parameters(index)
+    own = model.kernels.depthwise if has(model.graph.ops[index], "depthwise") else model.kernels.conv
+    acc = _sums(model, index, x, step, p.get("input_zero_point", 0))
+    if acc is None or own is multiply_by_quantized_multiplier_ties_up:
+        return []
+    scaled = multiply_by_quantized_multiplier_ties_up(acc, np.asarray(p["m0"]), np.asarray(p["shift"]))
+    out = np.clip(scaled + p["output_zero_point"], *p["output_range"])
+    return [
+        (
+            f"{step.name}: the requantization's final shift rounded ties up (toward +infinity), as the "
+            f"interpreter's optimized kernels do, where the {model.kernels.name} kernels round ties away from zero "
+            "(check against kernels='optimized' if the port targets them)",
             out,
         )
     ]
