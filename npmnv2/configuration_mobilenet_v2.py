@@ -271,7 +271,9 @@ class MobileNetV2Config:
     def from_pretrained(cls, source: str | os.PathLike, **overrides: Any) -> MobileNetV2Config:
         """The config of a checkpoint folder, a config.json file or a hub id, with fields changed by
         keyword (as transformers: `MobileNetV2Config.from_pretrained(path, tf_padding=False)`)."""
-        from .weights import CONFIG_NAME, WeightFileError, resolve_checkpoint
+        from .formats import CONFIG_NAME
+        from .formats.errors import WeightFileError
+        from .weights import resolve_checkpoint
 
         path = resolve_checkpoint(source)
         if path.suffix == ".tflite":

@@ -370,8 +370,8 @@ class MobileNetV2ImageProcessor:
         return data
 
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
-        """Write preprocessor_config.json (transformers' format), atomically (`weights.write_folder`)."""
-        from .weights import write_folder
+        """Write preprocessor_config.json (transformers' format), atomically (`formats.atomic.write_folder`)."""
+        from .formats.atomic import write_folder
 
         return write_folder(directory, self.checkpoint_files())
 

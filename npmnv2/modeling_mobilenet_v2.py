@@ -36,6 +36,7 @@ from .architecture import (
 )
 from .configuration_mobilenet_v2 import MobileNetV2Config
 from .fast.forward import FastLayers, FoldCache, FoldedConv
+from .formats.atomic import write_folder
 from .model_inputs import (
     check_pixel_values,
     check_segmentation_labels,
@@ -283,8 +284,8 @@ class MobileNetV2PreTrainedModel:
     def save_pretrained(self, directory: str | os.PathLike) -> Path:
         """Write a transformers checkpoint folder (config.json + model.safetensors) that
         `transformers.<same class>.from_pretrained` loads with no missing or unexpected keys.
-        Both files are written or neither (`weights.write_folder`)."""
-        return weights.write_folder(directory, self.checkpoint_files())
+        Both files are written or neither (`formats.atomic.write_folder`)."""
+        return write_folder(directory, self.checkpoint_files())
 
     def checkpoint_files(self) -> dict[str, bytes]:
         """The bytes `save_pretrained` writes: {"model.safetensors": ..., "config.json": ...}."""

@@ -18,35 +18,21 @@ import numpy as np
 
 from .data_files import DEFAULT_MODEL, default_model_path
 from .formats import CONFIG_NAME, PYTORCH_NAME, SAFETENSORS_NAME
-from .formats.atomic import write_file_atomically, write_folder
 from .formats.errors import WeightFileError, regular_file
 from .formats.hub import HUB_ID, download_from_hub
 from .formats.json_file import read_json_object
-from .formats.safetensors_format import bfloat16_to_float32, load_safetensors, safetensors_bytes, save_safetensors
+from .formats.safetensors_format import load_safetensors, safetensors_bytes
 from .formats.torch_bin import load_pytorch_bin
 
+# What this module defines (the formats' own names are imported from `npmnv2.formats.*`; WeightFileError,
+# the error every reader raises, is named here too, as the one a caller of `read_checkpoint` catches).
 __all__ = [
-    "CONFIG_NAME",
-    "DEFAULT_MODEL",
-    "HUB_ID",
-    "PYTORCH_NAME",
-    "SAFETENSORS_NAME",
     "WeightFileError",
-    "bfloat16_to_float32",
     "checkpoint_files",
-    "download_from_hub",
     "json_bytes",
-    "load_pytorch_bin",
-    "load_safetensors",
     "load_tensors",
     "read_checkpoint",
-    "read_json_object",
-    "regular_file",
     "resolve_checkpoint",
-    "safetensors_bytes",
-    "save_safetensors",
-    "write_file_atomically",
-    "write_folder",
 ]
 
 # ============================================================================ dtypes

@@ -27,8 +27,10 @@ from PIL import Image
 import npmnv2
 from npmnv2 import MobileNetV2Config
 from npmnv2 import MobileNetV2ForImageClassification as Cls
+from npmnv2.formats.errors import WeightFileError
+from npmnv2.formats.safetensors_format import load_safetensors
+from npmnv2.formats.torch_bin import load_pytorch_bin
 from npmnv2.image_processing_mobilenet_v2 import ImageLoadError, MobileNetV2ImageProcessor
-from npmnv2.weights import WeightFileError, load_pytorch_bin, load_safetensors
 
 CLI = [sys.executable, "-m", "npmnv2.cli"]
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

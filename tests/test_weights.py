@@ -21,7 +21,9 @@ import npmnv2
 from npmnv2 import MobileNetV2Config, NpMnV2Warning
 from npmnv2 import MobileNetV2ForImageClassification as Cls
 from npmnv2 import MobileNetV2ForSemanticSegmentation as Seg
-from npmnv2.weights import WeightFileError, load_pytorch_bin, load_safetensors, save_safetensors
+from npmnv2.formats.errors import WeightFileError
+from npmnv2.formats.safetensors_format import load_safetensors, save_safetensors
+from npmnv2.formats.torch_bin import load_pytorch_bin
 
 X = np.random.default_rng(0).uniform(-1, 1, size=(2, 3, 96, 96)).astype(np.float32)
 

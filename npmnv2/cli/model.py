@@ -30,8 +30,9 @@ from .common import (
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from ..formats import PYTORCH_NAME
+    from ..formats.atomic import write_folder
     from ..image_processing_mobilenet_v2 import MobileNetV2ImageProcessor
-    from ..weights import PYTORCH_NAME, write_folder
 
     dest = Path(args.dest)
     if dest.exists() and not dest.is_dir():
