@@ -16,13 +16,15 @@ from npmnv2.ops.pooling import global_average_pool_int_optimized, global_average
 from npmnv2.tflite.kernels import KERNEL_SETS, kernel_set
 from npmnv2.verify.interpreter import interpreter_tensors
 
-CASES = [
-    (CORAL_CLASSIFIER, "cat.bmp"),
-    (CORAL_CLASSIFIER, "grace_hopper.bmp"),
-    ("tf2_mobilenet_v2_1.0_224_ptq.tflite", "sunflower.bmp"),  # int8 per channel, a MEAN
-    ("mobilenet_v2_1.0_224_inat_insect_quant.tflite", "dragonfly.bmp"),  # a FULLY_CONNECTED head
-    ("deeplabv3_mnv2_pascal_quant.tflite", "bird_segmentation.bmp"),
-    ("deeplabv3_mnv2_dm05_pascal_quant.tflite", "bird_segmentation.bmp"),
+PHOTOS = ["cat.bmp", "grace_hopper.bmp", "bird.bmp", "sunflower.bmp", "dragonfly.bmp"]
+CLASSIFIERS = [
+    CORAL_CLASSIFIER,
+    "tf2_mobilenet_v2_1.0_224_ptq.tflite",  # int8 per channel, a MEAN
+    "mobilenet_v2_1.0_224_inat_insect_quant.tflite",  # a FULLY_CONNECTED head
+]
+SEGMENTERS = ["deeplabv3_mnv2_pascal_quant.tflite", "deeplabv3_mnv2_dm05_pascal_quant.tflite"]
+CASES = [(m, p) for m in CLASSIFIERS for p in PHOTOS] + [
+    (m, p) for m in SEGMENTERS for p in ("bird_segmentation.bmp", "cat.bmp")
 ]
 
 
