@@ -43,13 +43,13 @@ def _say(message: str) -> None:
 
 def litert(args: list[str]) -> int:
     """Run the TFLite interpreter once on MODEL with PIXELS.npy and write every tensor it can read to
-    OUT.npz (keys t<index>). --reference: its reference op resolver (BUILTIN_REF); --resolver NAME:
-    the OpResolverType called NAME (BUILTIN_WITHOUT_DEFAULT_DELEGATES: the optimized kernels)."""
+    OUT.npz (keys t<index>). --resolver NAME: the OpResolverType called NAME (BUILTIN_REF: the
+    reference kernels; BUILTIN_WITHOUT_DEFAULT_DELEGATES: the optimized ones); without it, the default."""
     import numpy as np
     from ai_edge_litert import interpreter as runtime
 
     model, pixels_file, out_file = args[:3]
-    kwargs = {"experimental_op_resolver_type": runtime.OpResolverType.BUILTIN_REF} if "--reference" in args else {}
+    kwargs = {}
     if "--resolver" in args:
         kwargs = {"experimental_op_resolver_type": getattr(runtime.OpResolverType, args[args.index("--resolver") + 1])}
     devnull = os.open(os.devnull, os.O_WRONLY)

@@ -53,11 +53,11 @@ def interpreter_tensors(
         work = Path(folder)
         pixels_file, out_file = work / "pixels.npy", work / "tensors.npz"
         np.save(pixels_file, np.ascontiguousarray(pixels), allow_pickle=False)
-        args = [str(path), str(pixels_file), str(out_file)] + (["--reference"] if reference_kernels else [])
-        if kernels is not None:
+        args = [str(path), str(pixels_file), str(out_file)]
+        if kernels is not None or reference_kernels:
             from ..tflite.kernels import kernel_set
 
-            args = [str(path), str(pixels_file), str(out_file), "--resolver", kernel_set(kernels).resolver]
+            args += ["--resolver", kernel_set(kernels or "reference").resolver]
         run_child("litert", args, file=path, what=WHAT, limits=Limits(memory_limit, timeout), workdir=work)
         with np.load(out_file, allow_pickle=False) as stored:
             return {int(key.removeprefix("t")): stored[key] for key in stored.files}
