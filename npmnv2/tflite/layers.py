@@ -114,8 +114,8 @@ def integer_steps(graph: TFLiteGraph) -> list[tuple[str, str, str | None]]:
     steps: list[tuple[str, str, str | None]] = []
     resized = False
     for index, op in enumerate(graph.ops):
-        row = tflite_op(op)
-        kind, float_step = (row.step_kind if row else op["type"].lower()), None
+        row = tflite_op(op)  # every op has a row: the validator refuses the others before a graph exists
+        kind, float_step = row.step_kind, None
         if index in names:
             hf = names[index]
             fused = f"{hf}.activation" if op.get("activation") else f"{hf}.normalization"
@@ -137,7 +137,7 @@ def integer_steps(graph: TFLiteGraph) -> list[tuple[str, str, str | None]]:
         elif op_is(op, DEQUANTIZE):
             name = "dequantize_output"
         else:
-            name = row.plain_name if row else op["type"].lower()
+            name = row.plain_name
         taken = {n for n, _, _ in steps}
         steps.append((name if name not in taken else f"{name}.{index}", kind, float_step))
     return steps

@@ -116,7 +116,6 @@ TFLITE_OPS: Mapping[str, TfliteOp] = {row.name: row for row in _ROWS}
 
 # SQUEEZE is no op npmnv2 runs, but a graph may apply it to the network's output.
 PASSES_ON = frozenset({*(row.name for row in _ROWS if row.passes_on), "SQUEEZE"})
-WEIGHTED = tuple(row.name for row in _ROWS if row.weighted)
 
 
 def tflite_op(op: Mapping[str, Any] | str) -> TfliteOp | None:
