@@ -20,9 +20,9 @@ from ..ops import Pad2D, nchw_to_nhwc, nhwc_to_nchw
 from ..ops.conv import conv2d_int
 from ..ops.depthwise import depthwise_conv2d_int
 from ..ops.quantization import (
-    multiply_by_quantized_multiplier,
     multiply_by_quantized_multiplier_single_rounding,
     multiply_by_quantized_multiplier_ties_up,
+    requantize_output,
 )
 from ..tflite.ops import has
 from .report import CauseEvidence, Row, VerifyReport
@@ -59,14 +59,24 @@ def _sums(model: Any, index: int, x: np.ndarray, step: Any, x_zero_point: int) -
     )
 
 
+def _own_rule(model: Any, index: int) -> Any:
+    """The rounding rule the model's kernel set requantizes conv op `index` with."""
+    return model.kernels.depthwise if has(model.graph.ops[index], "depthwise") else model.kernels.conv
+
+
+def _requantized(p: dict[str, Any], acc: np.ndarray, multiply: Any) -> np.ndarray:
+    """The op's int32 sums requantized to its output integers with the rounding rule `multiply`."""
+    m0, shift = np.asarray(p["m0"]), np.asarray(p["shift"])
+    return requantize_output(acc, m0, shift, p["output_zero_point"], p["output_range"], multiply=multiply)
+
+
 @integer_hypothesis("rounding.single")
 def rounding_single(model: Any, index: int, x: np.ndarray, step: Any) -> list[tuple[str, np.ndarray]]:
     p = model.op_parameters(index)
     acc = _sums(model, index, x, step, p.get("input_zero_point", 0))
     if acc is None:
         return []
-    scaled = multiply_by_quantized_multiplier_single_rounding(acc, np.asarray(p["m0"]), np.asarray(p["shift"]))
-    out = np.clip(scaled + p["output_zero_point"], *p["output_range"])
+    out = _requantized(p, acc, multiply_by_quantized_multiplier_single_rounding)
     return [
         (
             f"{step.name}: the requantization rounded once ((acc * M0 + 2^(30 - shift)) >> (31 - shift)) where "
@@ -81,12 +91,10 @@ def rounding_ties_up(model: Any, index: int, x: np.ndarray, step: Any) -> list[t
     """The port rounds the final shift's ties up: what the interpreter's optimized kernels do (a port
     that matches them, checked against the reference kernels' rules)."""
     p = model.op_parameters(index)
-    own = model.kernels.depthwise if has(model.graph.ops[index], "depthwise") else model.kernels.conv
     acc = _sums(model, index, x, step, p.get("input_zero_point", 0))
-    if acc is None or own is multiply_by_quantized_multiplier_ties_up:
+    if acc is None or _own_rule(model, index) is multiply_by_quantized_multiplier_ties_up:
         return []
-    scaled = multiply_by_quantized_multiplier_ties_up(acc, np.asarray(p["m0"]), np.asarray(p["shift"]))
-    out = np.clip(scaled + p["output_zero_point"], *p["output_range"])
+    out = _requantized(p, acc, multiply_by_quantized_multiplier_ties_up)
     return [
         (
             f"{step.name}: the requantization's final shift rounded ties up (toward +infinity), as the "
@@ -106,8 +114,7 @@ def zero_point_off_by_one(model: Any, index: int, x: np.ndarray, step: Any) -> l
         acc = _sums(model, index, x, step, zp)
         if acc is None:
             return []
-        scaled = multiply_by_quantized_multiplier(acc, np.asarray(p["m0"]), np.asarray(p["shift"]))
-        candidate = np.clip(scaled + p["output_zero_point"], *p["output_range"])
+        candidate = _requantized(p, acc, _own_rule(model, index))  # the kernel set's own rounding
         out.append((f"{step.name}: the input zero point {zp} where the file says {zp - delta}", candidate))
     return out
 
