@@ -18,7 +18,7 @@ from .common import (
     files_of,
     image_paths,
     integer_model,
-    kernels_option,
+    integer_options,
     load_model,
     model_options,
     tflite_path,
@@ -179,10 +179,7 @@ def compare_parser(add: AddParser) -> None:
         help="max |diff| / max(1, max |reference|) (default: 1e-4 against torch or a .npz; against tflite, "
         "differences are judged against the integer model's quantization noise unless this is given)",
     )
-    p.add_argument(
-        "--integer",
-        action="store_true",
-        help="with --against tflite: the integer model against the interpreter's kernels (--kernels), exactly",
+    integer_options(
+        p, "with --against tflite: the integer model against the interpreter's kernels (--kernels), exactly"
     )
-    kernels_option(p)
     p.set_defaults(func=cmd_compare)

@@ -168,11 +168,15 @@ def integer_model(source: str | None, kernels: str = "reference") -> Any:
     return QuantizedMobileNetV2.from_pretrained(path, kernels=kernels)
 
 
-def kernels_option(p: argparse.ArgumentParser) -> None:
-    """--kernels: which of the interpreter's kernel sets the integer model reproduces (`npmnv2.tflite.kernels`)."""
+def integer_options(p: argparse.ArgumentParser, help_text: str) -> None:
+    """--integer (the command's integer-model mode, described by help_text) and --kernels: which of the
+    interpreter's kernel sets the integer model reproduces (`npmnv2.tflite.kernels`)."""
+    from ..tflite.kernels import KERNEL_SETS
+
+    p.add_argument("--integer", action="store_true", help=help_text)
     p.add_argument(
         "--kernels",
-        choices=("reference", "optimized"),
+        choices=tuple(KERNEL_SETS),
         default="reference",
         help="with --integer: compute as the interpreter's reference kernels (default) or its optimized ones",
     )

@@ -22,7 +22,7 @@ from .common import (
     distinct_outputs,
     image_paths,
     integer_model,
-    kernels_option,
+    integer_options,
     load_model,
     positive_int,
     sample_image,
@@ -186,8 +186,7 @@ def classify_parser(add: AddParser) -> None:
     p.add_argument("--top-k", type=positive_int, default=5, help="how many classes to print per image (default 5)")
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default 8)")
-    p.add_argument("--integer", action="store_true", help="run the quantized .tflite in integer arithmetic")
-    kernels_option(p)
+    integer_options(p, "run the quantized .tflite in integer arithmetic")
     p.set_defaults(func=cmd_classify)
 
 
@@ -201,8 +200,7 @@ def segment_parser(add: AddParser) -> None:
     p.add_argument("--weights", default=DEFAULT_SEGMENTER, help=f"{WEIGHTS_HELP} (default: {DEFAULT_SEGMENTER})")
     p.add_argument("-o", "--output", required=True, help="overlay PNG to write (image + colours + legend)")
     p.add_argument("--mask", help="also write the class ids as a palette PNG here")
-    p.add_argument("--integer", action="store_true", help="run the quantized .tflite in integer arithmetic")
-    kernels_option(p)
+    integer_options(p, "run the quantized .tflite in integer arithmetic")
     p.set_defaults(func=cmd_segment)
 
 
@@ -233,7 +231,6 @@ def explore_parser(add: AddParser) -> None:
     )
     p.add_argument("image", metavar="IMAGE", help="the image file")
     p.add_argument("--weights", default=DEFAULT_MODEL, help=f"{WEIGHTS_HELP} (default: the embedded model)")
-    p.add_argument("--integer", action="store_true", help="explore the integer model of a quantized .tflite file")
-    kernels_option(p)
+    integer_options(p, "explore the integer model of a quantized .tflite file")
     p.add_argument("-o", "--output", required=True, help="the .html page to write")
     p.set_defaults(func=cmd_explore)

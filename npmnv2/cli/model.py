@@ -21,7 +21,7 @@ from .common import (
     files_of,
     image_paths,
     integer_model,
-    kernels_option,
+    integer_options,
     load_model,
     model_options,
     say_default,
@@ -236,10 +236,5 @@ def trace_parser(add: AddParser) -> None:
     p.add_argument("--layers", nargs="+", metavar="PATTERN", help="names or glob patterns of the tensors to keep")
     p.add_argument("--stop-at", metavar="NAME", help="stop right after this step")
     p.add_argument("--save", metavar="FILE.npz", help="write the kept tensors (NCHW) to an .npz file")
-    p.add_argument(
-        "--integer",
-        action="store_true",
-        help="trace the quantized .tflite's integer ops (scale, zero point, saturation counts per step)",
-    )
-    kernels_option(p)
+    integer_options(p, "trace the quantized .tflite's integer ops (scale, zero point, saturation counts per step)")
     p.set_defaults(func=cmd_trace)
