@@ -19,8 +19,7 @@ GUIDE = PROJECT_ROOT / "docs" / "architecture.md"
 def guide_patches() -> list[str]:
     """The ```diff blocks of the guide's "How to add an op" section, in order."""
     text = GUIDE.read_text()
-    section = text[text.index("## How to add an op") :]
-    section = section[: section.find("\n## ", 3) if "\n## " in section[3:] else len(section)]
+    section = text[text.index("## How to add an op") :].split("\n## ", 1)[0]  # up to the next heading
     return re.findall(r"^```diff\n(.*?)^```", section, flags=re.MULTILINE | re.DOTALL)
 
 
