@@ -1,6 +1,7 @@
 """The deployed integer model: a quantized TFLite MobileNetV2 / DeepLabV3 run op by op in NumPy
 integer arithmetic (the integer form of each op, in `npmnv2.ops`), bit-exact with TFLite's
-reference kernels.
+reference kernels, or (kernels="optimized" / "xnnpack") with its optimized kernels or the XNNPACK
+delegate (`npmnv2.tflite.kernels`).
 
 `QuantizedMobileNetV2.from_pretrained(path)` reads the graph; `model(pixel_values)` runs every op
 of the file in its order and returns the graph's outputs as the interpreter gives them, plus their
@@ -24,8 +25,8 @@ import numpy as np
 
 from ..ops import MACS, Pad2D, conv2d, conv_padding, depthwise_conv2d, linear, nhwc_to_nchw, pointwise_conv2d
 from ..ops.fully_connected import linear_int_requantized
-from ..ops.merge import add_int, concat_channels_int
-from ..ops.pooling import avg_pool2d_int, global_average_pool_int, global_average_pool_int_optimized
+from ..ops.merge import concat_channels_int
+from ..ops.pooling import avg_pool2d_int, global_average_pool_int
 from ..ops.probability import softmax_int
 from ..ops.quantization import (
     DTYPE_RANGE,
@@ -35,6 +36,7 @@ from ..ops.quantization import (
     quantize_float32,
     quantize_multiplier,
     requantize,
+    xnnpack_scale,
 )
 from ..ops.resize import resize_bilinear_int
 from ..trace import NO_TRACE, Recorder, Step, Trace, run_from, stream_steps, trace_forward
@@ -43,7 +45,7 @@ from .float_import import read_tflite_graph
 from .graph import TFLiteGraph
 from .kernels import kernel_set
 from .layers import integer_steps
-from .ops import ARG_MAX, DEQUANTIZE, MEAN, QUANTIZE, TFLITE_OPS, TfliteOp, has, op_is, tflite_op
+from .ops import ADD, ARG_MAX, DEQUANTIZE, MEAN, QUANTIZE, TFLITE_OPS, TfliteOp, has, op_is, tflite_op
 from .structure import FUSED_ACTIVATIONS
 
 SUPPORTED_OPS = tuple(TFLITE_OPS)  # the ops the integer model runs: the rows of npmnv2.tflite.ops
@@ -101,7 +103,7 @@ class QuantizedMobileNetV2:
     """
 
     def __init__(self, graph: TFLiteGraph, *, kernels: str = "reference") -> None:
-        self.kernels = kernel_set(kernels)  # whose rounding rules: the interpreter's reference or optimized kernels
+        self.kernels = kernel_set(kernels)  # whose rounding rules: reference, optimized or XNNPACK
         self.graph = graph
         self.where = graph.where
         self.float_config = read_tflite_graph(graph)[1]
@@ -129,8 +131,9 @@ class QuantizedMobileNetV2:
     def from_pretrained(cls, path: str | os.PathLike, *, kernels: str = "reference") -> QuantizedMobileNetV2:
         """Load a quantized MobileNetV2 / DeepLabV3 `.tflite` file ("npmnv2/default": the embedded one).
 
-        kernels: whose numbers to compute, "reference" (the interpreter's reference kernels) or
-        "optimized" (its default kernels without a delegate); see `npmnv2.tflite.kernels`.
+        kernels: whose numbers to compute, "reference" (the interpreter's reference kernels),
+        "optimized" (its optimized kernels, without a delegate) or "xnnpack" (its default, the XNNPACK
+        delegate); see `npmnv2.tflite.kernels`.
         """
         return cls(TFLiteGraph(resolve_checkpoint(path)), kernels=kernels)
 
@@ -371,6 +374,18 @@ class QuantizedMobileNetV2:
         key = ("multipliers", float(x_scale), weights.scale.tobytes(), float(out_scale))
         return self._prepare(key, lambda: self._compute_multipliers(x_scale, weights, out_scale))
 
+    def _requantization(self, x_scale: float, weights: QuantParams, out_scale: float):
+        """What the kernel set's requantization rule takes: TFLite's (M0, shift), or XNNPACK's one float32
+        scale per channel (with shift 0)."""
+        if not self.kernels.float32_scales:
+            return self._multipliers(x_scale, weights, out_scale)
+        key = ("float32 scales", float(x_scale), weights.scale.tobytes(), float(out_scale))
+        scale = self._prepare(
+            key,
+            lambda: xnnpack_scale(x_scale, weights.scale if weights.per_channel else weights.tensor_scale, out_scale),
+        )
+        return scale, 0
+
     def _compute_multipliers(self, x_scale: float, weights: QuantParams, out_scale: float):
         if weights.per_channel:
             pairs = [quantize_multiplier(float(x_scale) * float(ws) / float(out_scale)) for ws in weights.scale]
@@ -388,10 +403,12 @@ class QuantizedMobileNetV2:
     def _kernel(self, op: dict) -> tuple[Callable[[dict, dict], np.ndarray], Callable[..., Any]]:
         """The handler that runs op type `op["type"]`, and the public op function a step names."""
         row = tflite_op(op)
-        if row is QUANTIZE and self._reads_float(op):
-            return self._quantize, quantize_float32
-        if row is MEAN and self.kernels.optimized_mean:
-            return self._mean, global_average_pool_int_optimized
+        if row is QUANTIZE:
+            return self._quantize, quantize_float32 if self._reads_float(op) else self.kernels.requantize
+        if row is MEAN:
+            return self._mean, self.kernels.mean
+        if row is ADD:
+            return self._add, self.kernels.add
         return getattr(self, f"_{row.handler}"), row.integer_op
 
     # ---------------------------------------------------------------- one handler per op type
@@ -399,7 +416,7 @@ class QuantizedMobileNetV2:
         x_t, w_t, b_t, out = op["inputs"][0], op["inputs"][1], op["inputs"][2], op["outputs"][0]
         x = tensors[x_t]
         x_q, w_q, out_q = self._q(x_t), self._q(w_t), self._q(out)
-        m0, shift = self._multipliers(x_q.tensor_scale, w_q, out_q.tensor_scale)
+        m0, shift = self._requantization(x_q.tensor_scale, w_q, out_q.tensor_scale)
         layer = tflite_op(op).integer_op  # depthwise_conv2d_int_requantized or conv2d_int_requantized
         multiply = self.kernels.depthwise if has(op, "depthwise") else self.kernels.conv
         return layer(
@@ -422,7 +439,7 @@ class QuantizedMobileNetV2:
         x_t, w_t, b_t, out = op["inputs"][0], op["inputs"][1], op["inputs"][2], op["outputs"][0]
         x = tensors[x_t].reshape(-1, self._const(w_t).shape[1])
         x_q, w_q, out_q = self._q(x_t), self._q(w_t), self._q(out)
-        m0, shift = self._multipliers(x_q.tensor_scale, w_q, out_q.tensor_scale)
+        m0, shift = self._requantization(x_q.tensor_scale, w_q, out_q.tensor_scale)
         return linear_int_requantized(
             x,
             x_q.tensor_zero_point,
@@ -439,7 +456,7 @@ class QuantizedMobileNetV2:
     def _add(self, op: dict, tensors: dict) -> np.ndarray:
         a_t, b_t, out = op["inputs"][0], op["inputs"][1], op["outputs"][0]
         a, b, o = self._q(a_t), self._q(b_t), self._q(out)
-        return add_int(
+        return self.kernels.add(
             tensors[a_t],
             a.tensor_scale,
             a.tensor_zero_point,
@@ -467,13 +484,13 @@ class QuantizedMobileNetV2:
             raise WeightFileError(f"{self.where}: MEAN over axes {axes} is not implemented (only over H and W).")
         x, o = self._q(x_t), self._q(out)
         out_range = DTYPE_RANGE[self.graph.type_of(out)]
-        if self.kernels.optimized_mean:
-            mean = global_average_pool_int_optimized(
-                tensors[x_t], x.tensor_scale, x.tensor_zero_point, o.tensor_scale, o.tensor_zero_point, out_range
-            )
-        else:
+        if self.kernels.mean is global_average_pool_int:  # the reference kernel: TFLite's (M0, shift)
             m0, shift = quantize_multiplier(x.tensor_scale / o.tensor_scale)  # in double, as TFLite
             mean = global_average_pool_int(tensors[x_t], x.tensor_zero_point, m0, shift, o.tensor_zero_point, out_range)
+        else:  # the optimized kernels and XNNPACK take the scales themselves
+            mean = self.kernels.mean(
+                tensors[x_t], x.tensor_scale, x.tensor_zero_point, o.tensor_scale, o.tensor_zero_point, out_range
+            )
         return mean if op.get("keep_dims", True) else mean.reshape(mean.shape[0], -1)  # keep_dims=False: (N, C)
 
     def _reshape(self, op: dict, tensors: dict) -> np.ndarray:
@@ -522,9 +539,13 @@ class QuantizedMobileNetV2:
                 tensors[x_t], o.tensor_scale, o.tensor_zero_point, DTYPE_RANGE[self.graph.type_of(out)]
             )
         x, o = self._q(x_t), self._q(out)
-        m0, shift = quantize_multiplier(x.tensor_scale / o.tensor_scale)
         out_range = DTYPE_RANGE[self.graph.type_of(out)]
-        return requantize(tensors[x_t], x.tensor_zero_point, m0, shift, o.tensor_zero_point, out_range)
+        if self.kernels.requantize is requantize:  # TFLite's kernels: a 31-bit multiplier
+            m0, shift = quantize_multiplier(x.tensor_scale / o.tensor_scale)
+            return requantize(tensors[x_t], x.tensor_zero_point, m0, shift, o.tensor_zero_point, out_range)
+        return self.kernels.requantize(
+            tensors[x_t], x.tensor_scale, x.tensor_zero_point, o.tensor_scale, o.tensor_zero_point, out_range
+        )
 
     def _argmax(self, op: dict, tensors: dict) -> np.ndarray:
         axis = int(np.ravel(self._const(op["inputs"][1]))[0])

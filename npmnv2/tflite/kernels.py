@@ -1,51 +1,70 @@
 """The kernel sets the integer model can reproduce: which rounding rule each op of a kernel set uses.
 
-The TFLite interpreter ships more than one implementation of each op. npmnv2 reproduces two, bit
+The TFLite interpreter ships more than one implementation of each op. npmnv2 reproduces three, bit
 for bit on every op output:
 
     reference   `OpResolverType.BUILTIN_REF`: the reference kernels (reference_ops, reference_integer_ops)
     optimized   `OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`: the optimized kernels the
-                interpreter runs by default when no delegate takes the graph (optimized_ops, ruy)
+                interpreter runs when no delegate takes the graph (optimized_ops, ruy)
+    xnnpack     `OpResolverType.BUILTIN`: the interpreter's default, the XNNPACK delegate, which takes
+                the ops it supports and leaves the rest to the optimized kernels
 
-Measured op by op on the five shipped models and their photos, each op run on the optimized
-kernels' own inputs: the two sets differ in three ops only, and there only in how they round:
+Measured op by op on the five shipped models and their photos, each op run on the kernel set's own
+inputs (for XNNPACK, whose intermediates are not readable, every op output is made a graph output:
+`npmnv2.verify.interpreter_tensors(..., kernels="xnnpack")`), and on one-op graphs with random inputs:
 
-    CONV_2D          reference: doubling high multiply, then a shift rounding ties away from zero
-                     optimized: the same, but the final shift rounds ties up (toward +infinity)
-    FULLY_CONNECTED  reference: one rounding (x * M0 + 2^(30 - shift)) >> (31 - shift)
-                     optimized: as its CONV_2D (two roundings, ties up)
-    MEAN             reference: the offset sum, the count folded into the integer multiplier
-                     optimized: the raw sum, a float32 multiplier and bias (`global_average_pool_int_optimized`)
+    op               reference                    optimized                 xnnpack
+    CONV_2D          double rounding, ties away   double rounding, ties up  float32 scale, ties to even
+    DEPTHWISE_CONV   double rounding, ties away   as reference              float32 scale, ties to even
+    FULLY_CONNECTED  single rounding              as its CONV_2D            float32 scale, ties to even
+    ADD              three 31-bit requantizations as reference              20-bit multipliers, one shift
+    MEAN             count in the multiplier      raw sum, float32 bias     offset sum, float32 scale
+    QUANTIZE (8->8)  31-bit multiplier            as reference              8-bit multiplier, one shift
 
-DEPTHWISE_CONV_2D, ADD, AVERAGE_POOL_2D, SOFTMAX, RESIZE_BILINEAR, CONCATENATION, QUANTIZE,
-DEQUANTIZE, RESHAPE and ARG_MAX: the same numbers on every element (the optimized depthwise and
-ADD round as the reference ones do). The rules hold for this x86-64 build of the pinned
-ai-edge-litert; the interpreter's ARM (NEON) paths are other code and are not measured here.
+DEPTHWISE_CONV_2D (optimized), AVERAGE_POOL_2D, SOFTMAX, RESIZE_BILINEAR, CONCATENATION, QUANTIZE of a
+float input, DEQUANTIZE, RESHAPE and ARG_MAX: the reference numbers in every set (XNNPACK leaves the
+quantized softmax, average pool and argmax to the optimized kernels, and its other ops compute them
+the same). The functions named in each row are on the op's page (`npmnv2.ops.quantization`,
+`npmnv2.ops.merge`, `npmnv2.ops.pooling`).
 
-XNNPACK (the delegate the interpreter applies by default) requantizes in float32 and is not
-reproduced yet: asking for it is an error that says so.
+The rules depend on the processor: they were measured on x86-64 with the pinned ai-edge-litert. On
+ARM the optimized kernels take NEON paths and XNNPACK may requantize with fixed-point ("rndnu")
+kernels, neither measured here, so `kernel_set` refuses "optimized" and "xnnpack" on any other
+machine instead of pretending (`check_machine`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import platform
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
+from ..ops.merge import add_int, add_int_xnnpack
+from ..ops.pooling import global_average_pool_int, global_average_pool_int_optimized, global_average_pool_int_xnnpack
 from ..ops.quantization import (
     Multiplier,
+    multiply_by_float32_scale,
     multiply_by_quantized_multiplier,
     multiply_by_quantized_multiplier_single_rounding,
     multiply_by_quantized_multiplier_ties_up,
+    requantize,
+    requantize_xnnpack,
 )
+
+MEASURED_ON = ("x86_64", "AMD64")  # platform.machine() of the builds the optimized and XNNPACK rules hold for
 
 
 @dataclass(frozen=True)
 class KernelSet:
-    """One kernel set: the interpreter's resolver that runs it and each op's rounding rule.
+    """One kernel set: the interpreter's resolver that runs it and each op's rule.
 
     conv, depthwise, fully_connected: the rule that requantizes the op's int32 sums.
-    optimized_mean: MEAN by `ops.pooling.global_average_pool_int_optimized` instead of the
-        reference kernel's `global_average_pool_int`.
+    float32_scales: those rules take XNNPACK's one float32 multiplier (`ops.quantization.xnnpack_scale`)
+        rather than TFLite's fixed-point (M0, shift).
+    add, mean, requantize: the op functions for ADD, MEAN over H and W, and QUANTIZE between 8-bit scales.
+    delegate: the set is a delegate that keeps its intermediates to itself (read them by making every op
+        output a graph output, `npmnv2.verify.interpreter_tensors`).
     """
 
     name: str
@@ -53,7 +72,11 @@ class KernelSet:
     conv: Multiplier
     depthwise: Multiplier
     fully_connected: Multiplier
-    optimized_mean: bool
+    float32_scales: bool
+    add: Callable[..., Any]
+    mean: Callable[..., Any]
+    requantize: Callable[..., Any]
+    delegate: bool = False
 
 
 KERNEL_SETS: Mapping[str, KernelSet] = {
@@ -63,7 +86,10 @@ KERNEL_SETS: Mapping[str, KernelSet] = {
         conv=multiply_by_quantized_multiplier,
         depthwise=multiply_by_quantized_multiplier,
         fully_connected=multiply_by_quantized_multiplier_single_rounding,
-        optimized_mean=False,
+        float32_scales=False,
+        add=add_int,
+        mean=global_average_pool_int,
+        requantize=requantize,
     ),
     "optimized": KernelSet(
         "optimized",
@@ -71,19 +97,41 @@ KERNEL_SETS: Mapping[str, KernelSet] = {
         conv=multiply_by_quantized_multiplier_ties_up,
         depthwise=multiply_by_quantized_multiplier,
         fully_connected=multiply_by_quantized_multiplier_ties_up,
-        optimized_mean=True,
+        float32_scales=False,
+        add=add_int,
+        mean=global_average_pool_int_optimized,
+        requantize=requantize,
+    ),
+    "xnnpack": KernelSet(
+        "xnnpack",
+        "BUILTIN",
+        conv=multiply_by_float32_scale,
+        depthwise=multiply_by_float32_scale,
+        fully_connected=multiply_by_float32_scale,
+        float32_scales=True,
+        add=add_int_xnnpack,
+        mean=global_average_pool_int_xnnpack,
+        requantize=requantize_xnnpack,
+        delegate=True,
     ),
 }
 
 
-def kernel_set(name: str) -> KernelSet:
-    """The kernel set called `name`, or a ValueError saying which ones npmnv2 reproduces."""
-    if name == "xnnpack":
+def check_machine(name: str, machine: str | None = None) -> None:
+    """Refuse a kernel set whose rules were not measured on this processor, naming what would differ."""
+    machine = platform.machine() if machine is None else machine
+    if name != "reference" and machine not in MEASURED_ON:
         raise ValueError(
-            "kernels='xnnpack': npmnv2 does not reproduce the XNNPACK delegate yet (it requantizes in "
-            "float32); use kernels='reference' (the interpreter's reference kernels) or 'optimized' (its "
-            "default kernels without a delegate)."
+            f"kernels={name!r}: the {name} kernels' rules were measured on x86-64, and this machine is "
+            f"{machine!r}. There the interpreter's optimized CONV_2D / FULLY_CONNECTED / MEAN take NEON paths and "
+            "XNNPACK may requantize convolutions in fixed point ('rndnu') rather than float32; npmnv2 has not "
+            "measured them. Use kernels='reference' (the same on every machine)."
         )
+
+
+def kernel_set(name: str) -> KernelSet:
+    """The kernel set called `name`, or a ValueError saying which ones npmnv2 reproduces (and where)."""
     if name not in KERNEL_SETS:
         raise ValueError(f"kernels={name!r}: npmnv2 reproduces {', '.join(map(repr, KERNEL_SETS))}.")
+    check_machine(name)
     return KERNEL_SETS[name]

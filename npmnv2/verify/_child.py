@@ -41,10 +41,29 @@ def _say(message: str) -> None:
     print(" ".join(message.split())[:300], file=sys.stderr, flush=True)
 
 
+def _every_op_output(model: str) -> bytes:
+    """MODEL's bytes with every op's output made an output of the graph: how a delegate that keeps its
+    intermediates to itself (XNNPACK) is made to write each one where it can be read. Nothing else changes."""
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as schema
+
+    with open(model, "rb") as f:
+        tree = schema.ModelT.InitFromPackedBuf(bytearray(f.read()), 0)
+    for subgraph in tree.subgraphs:
+        ops_outputs = [int(t) for op in subgraph.operators for t in op.outputs if t >= 0]
+        subgraph.outputs = list(dict.fromkeys([int(t) for t in subgraph.outputs] + ops_outputs))
+    builder = flatbuffers.Builder(1 << 20)
+    builder.Finish(tree.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
 def litert(args: list[str]) -> int:
     """Run the TFLite interpreter once on MODEL with PIXELS.npy and write every tensor it can read to
     OUT.npz (keys t<index>). --resolver NAME: the OpResolverType called NAME (BUILTIN_REF: the
-    reference kernels; BUILTIN_WITHOUT_DEFAULT_DELEGATES: the optimized ones); without it, the default."""
+    reference kernels; BUILTIN_WITHOUT_DEFAULT_DELEGATES: the optimized ones; BUILTIN: the default,
+    with the XNNPACK delegate); without it, the default. --every-op-output: run the file with every
+    op output made a graph output (`_every_op_output`) and write only those tensors: the only way to
+    read a delegate's intermediates (preserving all tensors would switch the delegate off)."""
     import numpy as np
     from ai_edge_litert import interpreter as runtime
 
@@ -52,11 +71,15 @@ def litert(args: list[str]) -> int:
     kwargs = {}
     if "--resolver" in args:
         kwargs = {"experimental_op_resolver_type": getattr(runtime.OpResolverType, args[args.index("--resolver") + 1])}
+    every_op = "--every-op-output" in args
     devnull = os.open(os.devnull, os.O_WRONLY)
     saved = os.dup(2)
     os.dup2(devnull, 2)  # the interpreter's INFO lines; errors are re-raised below on the real stderr
     try:
-        interpreter = runtime.Interpreter(model_path=model, experimental_preserve_all_tensors=True, **kwargs)
+        if every_op:
+            interpreter = runtime.Interpreter(model_content=_every_op_output(model), **kwargs)
+        else:
+            interpreter = runtime.Interpreter(model_path=model, experimental_preserve_all_tensors=True, **kwargs)
         interpreter.allocate_tensors()
         interpreter.set_tensor(interpreter.get_input_details()[0]["index"], np.load(pixels_file, allow_pickle=False))
         interpreter.invoke()
@@ -68,7 +91,8 @@ def litert(args: list[str]) -> int:
         return REFUSED
     os.dup2(saved, 2)
     tensors = {}
-    for detail in interpreter.get_tensor_details():
+    details = interpreter.get_output_details() if every_op else interpreter.get_tensor_details()
+    for detail in details:
         try:
             tensors[f"t{detail['index']}"] = interpreter.get_tensor(detail["index"])
         except ValueError:  # a tensor without data (an unused constant slot)

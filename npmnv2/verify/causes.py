@@ -21,7 +21,7 @@ The ids, the bugs they name, and what they re-run:
     stride.misplaced         the stride on another conv         the block with its stride moved to the 1x1 conv
     dilation.wrong           another dilation rate              the depthwise conv at dilation 1, 2, 4
     upsample.align_corners   the other corner convention        the resize with align_corners flipped
-Integer peers (`check_integer`): rounding.single, rounding.ties_up, zero_point.off_by_one.
+Integer peers (`check_integer`): rounding.single, rounding.ties_up, rounding.float32, zero_point.off_by_one.
 """
 
 from __future__ import annotations

@@ -1,11 +1,14 @@
 """Verify an integer implementation (a C++ runtime, a microcontroller, an NPU) against npmnv2's
-integer model, which is bit-exact with TFLite's reference kernels.
+integer model, which is bit-exact with TFLite's reference kernels (or, loaded with kernels=, with its
+optimized kernels or the XNNPACK delegate).
 
 `check_integer(peer, model, pixels)`: the peer's integer tensors, under the integer model's step
 names (`tflite_integer_tensors` gives the interpreter's this way); every op is re-run by npmnv2 on
 the peer's own integer inputs and must give the peer's output exactly. At the first op that does
 not, the integer hypotheses of the catalogue are tried:
     rounding.single        the requantization rounded once where the reference kernels round twice
+    rounding.ties_up       the final shift rounded ties up (the optimized kernels' rule)
+    rounding.float32       requantized by one float32 multiply, ties to even (XNNPACK's rule)
     zero_point.off_by_one  the input's zero point off by one in the sums
 """
 
@@ -20,9 +23,11 @@ from ..ops import Pad2D, nchw_to_nhwc, nhwc_to_nchw
 from ..ops.conv import conv2d_int
 from ..ops.depthwise import depthwise_conv2d_int
 from ..ops.quantization import (
+    multiply_by_float32_scale,
     multiply_by_quantized_multiplier_single_rounding,
     multiply_by_quantized_multiplier_ties_up,
     requantize_output,
+    xnnpack_scale,
 )
 from ..tflite.ops import has
 from .report import CauseEvidence, Row, VerifyReport
@@ -65,8 +70,12 @@ def _own_rule(model: Any, index: int) -> Any:
 
 
 def _requantized(p: dict[str, Any], acc: np.ndarray, multiply: Any) -> np.ndarray:
-    """The op's int32 sums requantized to its output integers with the rounding rule `multiply`."""
-    m0, shift = np.asarray(p["m0"]), np.asarray(p["shift"])
+    """The op's int32 sums requantized to its output integers with the rounding rule `multiply`, on the
+    multiplier that rule takes: XNNPACK's float32 scale, or TFLite's (M0, shift)."""
+    if multiply is multiply_by_float32_scale:
+        m0, shift = xnnpack_scale(p["input_scale"], p["weight_scale"], p["output_scale"]), 0
+    else:
+        m0, shift = np.asarray(p["m0"]), np.asarray(p["shift"])
     return requantize_output(acc, m0, shift, p["output_zero_point"], p["output_range"], multiply=multiply)
 
 
@@ -100,6 +109,25 @@ def rounding_ties_up(model: Any, index: int, x: np.ndarray, step: Any) -> list[t
             f"{step.name}: the requantization's final shift rounded ties up (toward +infinity), as the "
             f"interpreter's optimized kernels do, where the {model.kernels.name} kernels round ties away from zero "
             "(check against kernels='optimized' if the port targets them)",
+            out,
+        )
+    ]
+
+
+@integer_hypothesis("rounding.float32")
+def rounding_float32(model: Any, index: int, x: np.ndarray, step: Any) -> list[tuple[str, np.ndarray]]:
+    """The port requantizes in float32 (float32(acc) times the scales' float32 quotient, ties to even):
+    what the XNNPACK delegate does (a port that matches it, checked against TFLite's own kernels)."""
+    p = model.op_parameters(index)
+    acc = _sums(model, index, x, step, p.get("input_zero_point", 0))
+    if acc is None or _own_rule(model, index) is multiply_by_float32_scale:
+        return []
+    out = _requantized(p, acc, multiply_by_float32_scale)
+    return [
+        (
+            f"{step.name}: the requantization was one float32 multiply rounded to even, as the XNNPACK delegate "
+            f"does, where the {model.kernels.name} kernels use a fixed-point multiplier and round twice (check "
+            "against kernels='xnnpack' if the port targets it)",
             out,
         )
     ]
@@ -193,6 +221,22 @@ def runtime_names(peer: Mapping[Any, np.ndarray], model: Any, trace: Any) -> tup
     return named, theirs_of
 
 
+def _explains(cause: str, model: Any, divergent: list[tuple[int, dict, np.ndarray, Any]]) -> int:
+    """How many of the other ops that are wrong on their own the hypothesis `cause` reproduces exactly:
+    what tells apart two rules that agree at the first one (XNNPACK's float32 requantization and a
+    single rounding differ only where a value sits on a tie: on XNNPACK's own tensors of the Coral
+    classifier both explain its first op, and single rounding then fails one of the 50 others)."""
+    count = 0
+    for index, tensors, want, step in divergent:
+        x = tensors[model.graph.ops[index]["inputs"][0]]
+        for _, candidate in INTEGER_CATALOGUE[cause](model, index, x, step):
+            candidate = _like(candidate, want)
+            if candidate.shape == want.shape and np.array_equal(candidate, want):
+                count += 1
+                break
+    return count
+
+
 def check_integer(peer: Mapping[Any, np.ndarray], model: Any, pixels: np.ndarray) -> VerifyReport:
     """Every op of `model` (a `QuantizedMobileNetV2`) re-run on the peer's integer inputs against the
     peer's integer output, exactly; the first op that differs, and the integer cause that reproduces it.
@@ -206,6 +250,7 @@ def check_integer(peer: Mapping[Any, np.ndarray], model: Any, pixels: np.ndarray
     graph = model.graph
     producer = {t: i for i, op in enumerate(graph.ops) for t in op["outputs"]}
     rows, first, explained = [], None, None
+    divergent = []  # (op, its inputs, the peer's output, step) of every op that is wrong on its own
     for index, op in enumerate(graph.ops):
         step = trace.steps[index]
         theirs = peer.get(step.name)
@@ -243,8 +288,10 @@ def check_integer(peer: Mapping[Any, np.ndarray], model: Any, pixels: np.ndarray
                 [],
             )
         )
-        if differ and first is None:
-            first, explained = (index, tensors, want), step
+        if differ:
+            divergent.append((index, tensors, want, step))
+            if first is None:
+                first, explained = (index, tensors, want), step
     names = model.step_names()
     report = VerifyReport(
         rows=rows,
@@ -274,6 +321,11 @@ def check_integer(peer: Mapping[Any, np.ndarray], model: Any, pixels: np.ndarray
                     continue
                 residual = float(np.count_nonzero(candidate != want)) / want.size
                 found.append(CauseEvidence(cause, detail, residual, base, explained.name))
-        report.causes = sorted((e for e in found if e.residual == 0), key=lambda e: e.cause)
+        exact = [e for e in found if e.residual == 0]
+        if len({e.cause for e in exact}) > 1:  # two rules give the same numbers here: the later ops decide
+            later = {e.cause: _explains(e.cause, model, divergent[1:]) for e in exact}
+            order = list(INTEGER_CATALOGUE)
+            exact.sort(key=lambda e: (-later[e.cause], order.index(e.cause)))
+        report.causes = exact
         report.cause = report.causes[0].cause if report.causes else None
     return report

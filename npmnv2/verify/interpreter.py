@@ -38,8 +38,10 @@ def interpreter_tensors(
     """Every tensor the interpreter holds after running `pixels` (NHWC, as it takes them), by
     tensor index, computed in a child process. reference_kernels: its reference op resolver
     (`OpResolverType.BUILTIN_REF`), the kernels npmnv2's integer model reproduces bit for bit.
-    kernels: instead, one of the kernel sets of `npmnv2.tflite.kernels` ("reference", "optimized"),
-    run by its own resolver: what `QuantizedMobileNetV2(..., kernels=...)` is compared with.
+    kernels: instead, one of the kernel sets of `npmnv2.tflite.kernels` ("reference", "optimized",
+    "xnnpack"), run by its own resolver: what `QuantizedMobileNetV2(..., kernels=...)` is compared with.
+    XNNPACK keeps its intermediates to itself, so with kernels="xnnpack" the file runs with every op
+    output made a graph output, and only those tensors (and the input) come back.
 
     The file is validated first (`npmnv2.tflite.graph.TFLiteGraph`); raises InterpreterError
     naming the file when the interpreter is missing, refuses the file, crashes on it, or exceeds
@@ -58,6 +60,8 @@ def interpreter_tensors(
             from ..tflite.kernels import kernel_set
 
             args += ["--resolver", kernel_set(kernels or "reference").resolver]
+            if kernel_set(kernels or "reference").delegate:  # its intermediates made graph outputs
+                args += ["--every-op-output"]
         run_child("litert", args, file=path, what=WHAT, limits=Limits(memory_limit, timeout), workdir=work)
         with np.load(out_file, allow_pickle=False) as stored:
             return {int(key.removeprefix("t")): stored[key] for key in stored.files}
