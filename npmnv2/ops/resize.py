@@ -145,6 +145,23 @@ def _trunc_div(a: np.ndarray, b: int) -> np.ndarray:
     return np.where(a >= 0, a // b, -((-a) // b))
 
 
+def source_pixels_10bit(
+    out_size: int, in_size: int, *, align_corners: bool, half_pixel_centers: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """TFLite's integer source positions along one axis: (weight of the second neighbour in units of
+    2^-10, first neighbour, second neighbour) for every output index (see `resize_bilinear_int`)."""
+    if align_corners and out_size > 1:
+        scale = ((1 << 10) * (in_size - 1) + (out_size - 1) // 2) // (out_size - 1)
+    else:
+        scale = ((1 << 10) * in_size + out_size // 2) // out_size
+    value = np.arange(out_size, dtype=np.int64) * scale
+    if half_pixel_centers:
+        value = value + scale // 2 - (1 << 9)
+    low = np.maximum(_trunc_div(value, 1 << 10), 0)
+    high = np.minimum(_trunc_div(value + (1 << 10) - 1, 1 << 10), in_size - 1)
+    return value - (1 << 10) * low, low, high
+
+
 def resize_bilinear_int(
     x: np.ndarray, size: tuple[int, int], *, align_corners: bool, half_pixel_centers: bool
 ) -> np.ndarray:
@@ -160,21 +177,8 @@ def resize_bilinear_int(
     """
     n, h, w, c = x.shape
     ho, wo = size
-
-    def source(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if align_corners and out_size > 1:
-            scale = ((1 << 10) * (in_size - 1) + (out_size - 1) // 2) // (out_size - 1)
-        else:
-            scale = ((1 << 10) * in_size + out_size // 2) // out_size
-        value = np.arange(out_size, dtype=np.int64) * scale
-        if half_pixel_centers:
-            value = value + scale // 2 - (1 << 9)
-        low = np.maximum(_trunc_div(value, 1 << 10), 0)
-        high = np.minimum(_trunc_div(value + (1 << 10) - 1, 1 << 10), in_size - 1)
-        return value - (1 << 10) * low, low, high
-
-    wy, y0, y1 = source(ho, h)
-    wx, x0, x1 = source(wo, w)
+    wy, y0, y1 = source_pixels_10bit(ho, h, align_corners=align_corners, half_pixel_centers=half_pixel_centers)
+    wx, x0, x1 = source_pixels_10bit(wo, w, align_corners=align_corners, half_pixel_centers=half_pixel_centers)
     # float64 holds every value below exactly (|x| <= 255 times 2^20 four times < 2^31)
     wy = wy.astype(np.float64)[:, None, None]  # (Ho, 1, 1): weight of the lower neighbour y1
     wx = wx.astype(np.float64)[None, :, None]  # (1, Wo, 1)

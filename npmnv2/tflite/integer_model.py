@@ -39,7 +39,7 @@ from ..ops.quantization import (
     xnnpack_scale,
 )
 from ..ops.resize import resize_bilinear_int
-from ..trace import NO_TRACE, Recorder, Step, Trace, run_from, stream_steps, trace_forward
+from ..trace import Recorder, Step, Trace, run_from, stream_steps, trace_forward
 from ..weights import WeightFileError, resolve_checkpoint
 from .float_import import read_tflite_graph
 from .graph import TFLiteGraph
@@ -126,6 +126,7 @@ class QuantizedMobileNetV2:
         # quantization parameters, multipliers and activation ranges, per tensor or op.
         self._constants: dict[int, np.ndarray] = {}
         self._prepared: dict[Any, Any] = {}
+        self._fast: Any = None  # npmnv2.fast.integer.FastIntegerModel, made on the first plain call
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, kernels: str = "reference") -> QuantizedMobileNetV2:
@@ -219,17 +220,30 @@ class QuantizedMobileNetV2:
 
     def forward(self, pixel_values: np.ndarray, *, rec: Recorder | None = None) -> QuantizedOutput:
         """Run every op of the graph in order on a quantized NCHW input; returns the graph's outputs.
-        With a recorder (a Trace) every op is recorded as one step, named as the float model names it."""
-        tracing = rec is not None
-        rec = NO_TRACE if rec is None else rec
+        With a recorder (a Trace) every op is its readable integer op, recorded as one step named as the
+        float model names it; without one, its fast form (`npmnv2.fast.integer`: the same integers)."""
+        if rec is None:
+            return self._outputs(self._fast_model().run(self._check_input(pixel_values)))
         tensors: dict[int, np.ndarray] = {self.input_index: self._check_input(pixel_values)}
         for index, op in enumerate(self.graph.ops):
             run, function = self._kernel(op)
             output = run(op, tensors)
             name, kind, _ = self.graph_steps[index]
-            info = self._step_info(index, op, tensors, output) if tracing else {}
-            inputs = tuple(tensors[t] for t in op["inputs"] if t in tensors) if tracing else ()
+            info = self._step_info(index, op, tensors, output)
+            inputs = tuple(tensors[t] for t in op["inputs"] if t in tensors)
             tensors[op["outputs"][0]] = rec.add(name, kind, output, op=function, inputs=inputs, **info)
+        return self._outputs(tensors)
+
+    def _fast_model(self) -> Any:
+        """The fast forms of this model's ops, made once (their tables and weights) on the first plain call."""
+        if self._fast is None:
+            from ..fast.integer import FastIntegerModel
+
+            self._fast = FastIntegerModel(self)
+        return self._fast
+
+    def _outputs(self, tensors: dict[int, np.ndarray]) -> QuantizedOutput:
+        """The graph's outputs among all tensors of a pass: as the interpreter gives them, and dequantized."""
         outputs, dequantized = [], []
         for t in self.output_indices:
             value = tensors[t].astype(self.graph.type_of(t))
