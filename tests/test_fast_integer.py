@@ -95,7 +95,7 @@ def test_the_separable_resize_equals_the_readable_one(dtype, align_corners, half
 
     op = {"inputs": [0, 1], "outputs": [2], "align_corners": align_corners, "half_pixel_centers": half_pixel_centers}
     graph = SimpleNamespace(ops=[op], type_of=lambda t: np.dtype(dtype))
-    model = SimpleNamespace(graph=graph, _const=lambda t: np.array([17, 12]))  # the op's size input
+    model = SimpleNamespace(graph=graph, constant=lambda t: np.array([17, 12]))  # the op's size input
     flags = {"align_corners": align_corners, "half_pixel_centers": half_pixel_centers}
     got = fast.FastResize(model, 0)({0: x})
     np.testing.assert_array_equal(got, resize_bilinear_int(x.astype(np.int64), (17, 12), **flags))

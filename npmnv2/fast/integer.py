@@ -166,9 +166,9 @@ class FastConv:
         x_t, w_t, b_t, out = op["inputs"][0], op["inputs"][1], op["inputs"][2], op["outputs"][0]
         self.op, self.model, self.x_t = op, model, x_t
         self.depthwise = tflite_op(op) is DEPTHWISE_CONV_2D
-        x_q, w_q, out_q = model._q(x_t), model._q(w_t), model._q(out)
+        x_q, w_q, out_q = model.quantization_of(x_t), model.quantization_of(w_t), model.quantization_of(out)
         self.x_zero_point = x_q.tensor_zero_point
-        kernel = model._const(w_t).astype(np.int64)
+        kernel = model.constant(w_t).astype(np.int64)
         w_zp = np.asarray(w_q.zero_point if w_q.per_channel else w_q.tensor_zero_point, np.int64)
         if self.depthwise:  # (1, KH, KW, C) -> (KH, KW, C)
             weights = kernel[0] - w_zp
@@ -177,24 +177,24 @@ class FastConv:
             weights = (kernel - w_zp.reshape(-1, 1, 1, 1)).reshape(kernel.shape[0], -1).T
             per_output = weights
         self.kernel_size = kernel.shape[1]
-        bias = model._const(b_t).astype(np.int64) if b_t >= 0 else np.zeros(per_output.shape[1], np.int64)
+        bias = model.constant(b_t).astype(np.int64) if b_t >= 0 else np.zeros(per_output.shape[1], np.int64)
         bias = bias - self.x_zero_point * per_output.sum(axis=0)  # sum (x - zp) w = sum x w - zp sum w
         low, high = DTYPE_RANGE[_storage(model, x_t)]
         bound = max(abs(low), abs(high)) * float(np.abs(per_output).sum(axis=0).max()) + float(np.abs(bias).max())
         self.sums = _sum_dtype(bound)
         self.weights = weights.astype(self.sums)
         self.bias = bias.astype(self.sums)
-        m0, shift = model._requantization(x_q.tensor_scale, w_q, out_q.tensor_scale)
+        m0, shift = model.requantization(x_q.tensor_scale, w_q, out_q.tensor_scale)
         multiply = model.kernels.depthwise if self.depthwise else model.kernels.conv
         self.requantize = Requantizer(
-            multiply, m0, shift, out_q.tensor_zero_point, model._range(op, out), _storage(model, out)
+            multiply, m0, shift, out_q.tensor_zero_point, model.output_range(op, out), _storage(model, out)
         )
 
     def __call__(self, tensors: dict[int, np.ndarray]) -> np.ndarray:
         x = tensors[self.x_t]
         op, k = self.op, self.kernel_size
         stride, dilation = op["stride"][0], op["dilation"][0]
-        padding = self.model._padding(op, x.shape)
+        padding = self.model.padding(op, x.shape)
         xf = x.astype(self.sums)
         if padding != Pad2D(0, 0, 0, 0):
             xf = np.pad(xf, ((0, 0), padding[:2], padding[2:], (0, 0)), constant_values=self.x_zero_point)
@@ -247,7 +247,7 @@ class FastResize:
 
         op = model.graph.ops[index]
         self.x_t = op["inputs"][0]
-        self.size = tuple(int(v) for v in np.ravel(model._const(op["inputs"][1])))
+        self.size = tuple(int(v) for v in np.ravel(model.constant(op["inputs"][1])))
         self.flags = {"align_corners": op["align_corners"], "half_pixel_centers": op["half_pixel_centers"]}
         self.source = source_pixels_10bit
         self.dtype = _storage(model, op["outputs"][0])
@@ -281,7 +281,7 @@ def fast_form(model: Any, index: int) -> FastOp | None:
     if row is ADD:
         shapes = {model.graph.shape(t) for t in op["inputs"]}
         return FastTable(model, index) if len(shapes) == 1 else None
-    if row is QUANTIZE and not model._reads_float(op):
+    if row is QUANTIZE and not model.reads_float(op):
         return FastTable(model, index)
     if row is RESIZE_BILINEAR:
         return FastResize(model, index)
@@ -305,7 +305,7 @@ class FastIntegerModel:
             if form is not None:
                 out = form(tensors)
             else:  # the readable handler, on int64 inputs as the step path gives them
-                run, _ = model._kernel(op)
+                run, _ = model.handler(op)
                 given = {
                     t: v if v.dtype.kind == "f" else v.astype(np.int64) for t, v in tensors.items() if t in op["inputs"]
                 }

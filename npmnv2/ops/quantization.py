@@ -274,8 +274,8 @@ def multiply_by_float32_scale(x: np.ndarray, scale: Any, shift: Any = 0) -> np.n
     4,455 of a depthwise layer's 47,040.
     Shapes: x any; scale a number or per-channel (last axis) float32 array.
 
-    >>> multiply_by_float32_scale(np.array([5, 7, -5, 1000]), np.float32(0.5))  # 2.5 -> 2, 3.5 -> 4
-    array([   2,    4,   -2,  500])
+    >>> multiply_by_float32_scale(np.array([5, 7, -5, 9]), np.float32(0.5))  # 2.5 -> 2, 3.5 -> 4, 4.5 -> 4
+    array([ 2,  4, -2,  4])
     """
     if np.any(np.asarray(shift) != 0):
         raise ValueError("multiply_by_float32_scale: XNNPACK's multiplier is one float32 scale; shift must be 0.")

@@ -226,7 +226,7 @@ class QuantizedMobileNetV2:
             return self._outputs(self._fast_model().run(self._check_input(pixel_values)))
         tensors: dict[int, np.ndarray] = {self.input_index: self._check_input(pixel_values)}
         for index, op in enumerate(self.graph.ops):
-            run, function = self._kernel(op)
+            run, function = self.handler(op)
             output = run(op, tensors)
             name, kind, _ = self.graph_steps[index]
             info = self._step_info(index, op, tensors, output)
@@ -281,16 +281,16 @@ class QuantizedMobileNetV2:
         params: dict[str, np.ndarray] = {}
         macs = 0
         if has(op, "weighted"):
-            params["kernel"] = self._const(op["inputs"][1])
+            params["kernel"] = self.constant(op["inputs"][1])
             if op["inputs"][2] >= 0:
-                params["bias"] = self._const(op["inputs"][2])
+                params["bias"] = self.constant(op["inputs"][2])
             macs = _integer_macs(tflite_op(op), output.shape, params["kernel"].shape)
         if has(op, "convolution"):
-            padding = self._padding(op, tensors[op["inputs"][0]].shape)
+            padding = self.padding(op, tensors[op["inputs"][0]].shape)
             attrs.update(stride=op["stride"][0], dilation=op["dilation"][0], padding=tuple(padding))
         quant = g.quantization(out)
         if quant is not None:
-            low, high = self._range(op, out) if not op_is(op, ARG_MAX) else (None, None)
+            low, high = self.output_range(op, out) if not op_is(op, ARG_MAX) else (None, None)
             attrs.update(
                 scale=quant.scale if quant.per_channel else quant.tensor_scale,
                 zero_point=quant.zero_point if quant.per_channel else quant.tensor_zero_point,
@@ -309,22 +309,23 @@ class QuantizedMobileNetV2:
         params: dict[str, Any] = {"op": op["type"], "step": self.step_name(index), "float_step": self.float_step(index)}
         if g.quantization(x_t) is not None:
             params["input_scale"], params["input_zero_point"] = (
-                self._q(x_t).tensor_scale,
-                self._q(x_t).tensor_zero_point,
+                self.quantization_of(x_t).tensor_scale,
+                self.quantization_of(x_t).tensor_zero_point,
             )
         if g.quantization(out) is not None:
             params["output_scale"], params["output_zero_point"] = (
-                self._q(out).tensor_scale,
-                self._q(out).tensor_zero_point,
+                self.quantization_of(out).tensor_scale,
+                self.quantization_of(out).tensor_zero_point,
             )
-            params["output_range"] = self._range(op, out)
+            params["output_range"] = self.output_range(op, out)
         if has(op, "weighted"):
             w_t, b_t = op["inputs"][1], op["inputs"][2]
-            weights = self._q(w_t)
-            m0, shift = self._multipliers(self._q(x_t).tensor_scale, weights, self._q(out).tensor_scale)
+            weights = self.quantization_of(w_t)
+            x_scale, out_scale = self.quantization_of(x_t).tensor_scale, self.quantization_of(out).tensor_scale
+            m0, shift = self._multipliers(x_scale, weights, out_scale)
             params.update(
-                weights=self._const(w_t),
-                bias=self._const(b_t) if b_t >= 0 else None,
+                weights=self.constant(w_t),
+                bias=self.constant(b_t) if b_t >= 0 else None,
                 weight_scale=weights.scale if weights.per_channel else weights.tensor_scale,
                 weight_zero_point=weights.zero_point if weights.per_channel else weights.tensor_zero_point,
                 multiplier=np.asarray(m0) * np.exp2(np.asarray(shift) - 31.0),
@@ -336,7 +337,7 @@ class QuantizedMobileNetV2:
     def run_op(self, index: int, tensors: Mapping[int, np.ndarray]) -> np.ndarray:
         """Op `index` alone, on given input tensors (TFLite tensor index -> integers, NHWC): what
         `npmnv2.verify.check_integer` runs on another implementation's tensors."""
-        run, _ = self._kernel(self.graph.ops[index])
+        run, _ = self.handler(self.graph.ops[index])
         return run(self.graph.ops[index], dict(tensors))
 
     # ---------------------------------------------------------------- tracing: the float model's machinery
@@ -361,7 +362,9 @@ class QuantizedMobileNetV2:
         return run_from(self, name, tensor, pixel_values=pixel_values)
 
     # ---------------------------------------------------------------- what TFLite prepares once per op
-    def _const(self, t: int) -> np.ndarray:
+    # Public so that the fast forms (`npmnv2.fast.integer`) read the same prepared values as the handlers.
+    def constant(self, t: int) -> np.ndarray:
+        """Constant tensor `t` (weights, bias, a shape or axis) as stored, read once."""
         if t not in self._constants:
             self._constants[t] = self.graph.raw(t)
         return self._constants[t]
@@ -371,12 +374,15 @@ class QuantizedMobileNetV2:
             self._prepared[key] = compute()
         return self._prepared[key]
 
-    def _q(self, t: int) -> QuantParams:
+    def quantization_of(self, t: int) -> QuantParams:
+        """Tensor `t`'s scale and zero point (per tensor or per channel)."""
         return self._prepare(("q", t), lambda: self.graph.quantization(t))
 
-    def _range(self, op: dict, t: int) -> tuple[int, int]:
+    def output_range(self, op: dict, t: int) -> tuple[int, int]:
+        """The integer range op `op`'s fused activation leaves in its output tensor `t`."""
+
         def compute() -> tuple[int, int]:
-            q = self._q(t)
+            q = self.quantization_of(t)
             activation = FUSED_ACTIVATIONS.get(op.get("activation", 0))
             return activation_range(activation, q.tensor_scale, q.tensor_zero_point, self.graph.type_of(t))
 
@@ -388,7 +394,7 @@ class QuantizedMobileNetV2:
         key = ("multipliers", float(x_scale), weights.scale.tobytes(), float(out_scale))
         return self._prepare(key, lambda: self._compute_multipliers(x_scale, weights, out_scale))
 
-    def _requantization(self, x_scale: float, weights: QuantParams, out_scale: float):
+    def requantization(self, x_scale: float, weights: QuantParams, out_scale: float):
         """What the kernel set's requantization rule takes: TFLite's (M0, shift), or XNNPACK's one float32
         scale per channel (with shift 0)."""
         if not self.kernels.float32_scales:
@@ -407,18 +413,19 @@ class QuantizedMobileNetV2:
         product = float(np.float32(x_scale) * np.float32(weights.tensor_scale))
         return quantize_multiplier(product / float(np.float32(out_scale)))
 
-    def _padding(self, op: dict, x_shape: tuple[int, ...]) -> Pad2D:
+    def padding(self, op: dict, x_shape: tuple[int, ...]) -> Pad2D:
+        """The padding conv op `op` applies to an NHWC input of `x_shape` (SAME: the TensorFlow way)."""
         if op["padding"] != "SAME":
             return Pad2D(0, 0, 0, 0)
         n, h, w, c = x_shape
-        kh = self._const(op["inputs"][1]).shape[1]
+        kh = self.constant(op["inputs"][1]).shape[1]
         return conv_padding(h, w, kernel_size=kh, stride=op["stride"][0], dilation=op["dilation"][0], tf_padding=True)
 
-    def _kernel(self, op: dict) -> tuple[Callable[[dict, dict], np.ndarray], Callable[..., Any]]:
+    def handler(self, op: dict) -> tuple[Callable[[dict, dict], np.ndarray], Callable[..., Any]]:
         """The handler that runs op type `op["type"]`, and the public op function a step names."""
         row = tflite_op(op)
         if row is QUANTIZE:
-            return self._quantize, quantize_float32 if self._reads_float(op) else self.kernels.requantize
+            return self._quantize, quantize_float32 if self.reads_float(op) else self.kernels.requantize
         if row is MEAN:
             return self._mean, self.kernels.mean
         if row is ADD:
@@ -429,47 +436,47 @@ class QuantizedMobileNetV2:
     def _conv(self, op: dict, tensors: dict) -> np.ndarray:
         x_t, w_t, b_t, out = op["inputs"][0], op["inputs"][1], op["inputs"][2], op["outputs"][0]
         x = tensors[x_t]
-        x_q, w_q, out_q = self._q(x_t), self._q(w_t), self._q(out)
-        m0, shift = self._requantization(x_q.tensor_scale, w_q, out_q.tensor_scale)
+        x_q, w_q, out_q = self.quantization_of(x_t), self.quantization_of(w_t), self.quantization_of(out)
+        m0, shift = self.requantization(x_q.tensor_scale, w_q, out_q.tensor_scale)
         layer = tflite_op(op).integer_op  # depthwise_conv2d_int_requantized or conv2d_int_requantized
         multiply = self.kernels.depthwise if has(op, "depthwise") else self.kernels.conv
         return layer(
             x,
             x_q.tensor_zero_point,
-            self._const(w_t),
+            self.constant(w_t),
             w_q.zero_point if w_q.per_channel else w_q.tensor_zero_point,
-            self._const(b_t) if b_t >= 0 else None,
+            self.constant(b_t) if b_t >= 0 else None,
             m0,
             shift,
             out_q.tensor_zero_point,
-            self._range(op, out),
+            self.output_range(op, out),
             stride=op["stride"][0],
             dilation=op["dilation"][0],
-            padding=self._padding(op, x.shape),
+            padding=self.padding(op, x.shape),
             multiply=multiply,
         )
 
     def _fully_connected(self, op: dict, tensors: dict) -> np.ndarray:
         x_t, w_t, b_t, out = op["inputs"][0], op["inputs"][1], op["inputs"][2], op["outputs"][0]
-        x = tensors[x_t].reshape(-1, self._const(w_t).shape[1])
-        x_q, w_q, out_q = self._q(x_t), self._q(w_t), self._q(out)
-        m0, shift = self._requantization(x_q.tensor_scale, w_q, out_q.tensor_scale)
+        x = tensors[x_t].reshape(-1, self.constant(w_t).shape[1])
+        x_q, w_q, out_q = self.quantization_of(x_t), self.quantization_of(w_t), self.quantization_of(out)
+        m0, shift = self.requantization(x_q.tensor_scale, w_q, out_q.tensor_scale)
         return linear_int_requantized(
             x,
             x_q.tensor_zero_point,
-            self._const(w_t),
+            self.constant(w_t),
             w_q.tensor_zero_point,
-            self._const(b_t) if b_t >= 0 else None,
+            self.constant(b_t) if b_t >= 0 else None,
             m0,
             shift,
             out_q.tensor_zero_point,
-            self._range(op, out),
+            self.output_range(op, out),
             multiply=self.kernels.fully_connected,
         )
 
     def _add(self, op: dict, tensors: dict) -> np.ndarray:
         a_t, b_t, out = op["inputs"][0], op["inputs"][1], op["outputs"][0]
-        a, b, o = self._q(a_t), self._q(b_t), self._q(out)
+        a, b, o = self.quantization_of(a_t), self.quantization_of(b_t), self.quantization_of(out)
         return self.kernels.add(
             tensors[a_t],
             a.tensor_scale,
@@ -479,7 +486,7 @@ class QuantizedMobileNetV2:
             b.tensor_zero_point,
             o.tensor_scale,
             o.tensor_zero_point,
-            self._range(op, out),
+            self.output_range(op, out),
         )
 
     def _average_pool(self, op: dict, tensors: dict) -> np.ndarray:
@@ -489,14 +496,14 @@ class QuantizedMobileNetV2:
                 raise WeightFileError(
                     f"{self.where}: AVERAGE_POOL_2D other than a VALID whole-window pool is not implemented."
                 )
-        return avg_pool2d_int(x, kernel_size=op["filter"], act_range=self._range(op, op["outputs"][0]))
+        return avg_pool2d_int(x, kernel_size=op["filter"], act_range=self.output_range(op, op["outputs"][0]))
 
     def _mean(self, op: dict, tensors: dict) -> np.ndarray:
         x_t, out = op["inputs"][0], op["outputs"][0]
-        axes = sorted(int(a) for a in np.ravel(self._const(op["inputs"][1])))
+        axes = sorted(int(a) for a in np.ravel(self.constant(op["inputs"][1])))
         if axes != [1, 2]:
             raise WeightFileError(f"{self.where}: MEAN over axes {axes} is not implemented (only over H and W).")
-        x, o = self._q(x_t), self._q(out)
+        x, o = self.quantization_of(x_t), self.quantization_of(out)
         out_range = DTYPE_RANGE[self.graph.type_of(out)]
         if self.kernels.mean is global_average_pool_int:  # the reference kernel: TFLite's (M0, shift)
             m0, shift = quantize_multiplier(x.tensor_scale / o.tensor_scale)  # in double, as TFLite
@@ -514,10 +521,10 @@ class QuantizedMobileNetV2:
     def _softmax(self, op: dict, tensors: dict) -> np.ndarray:
         x_t, out = op["inputs"][0], op["outputs"][0]
         out_range = DTYPE_RANGE[self.graph.type_of(out)]
-        return softmax_int(tensors[x_t], self._q(x_t).tensor_scale, beta=op["beta"], out_range=out_range)
+        return softmax_int(tensors[x_t], self.quantization_of(x_t).tensor_scale, beta=op["beta"], out_range=out_range)
 
     def _resize(self, op: dict, tensors: dict) -> np.ndarray:
-        size = tuple(int(v) for v in np.ravel(self._const(op["inputs"][1])))
+        size = tuple(int(v) for v in np.ravel(self.constant(op["inputs"][1])))
         return resize_bilinear_int(
             tensors[op["inputs"][0]],
             size,
@@ -527,8 +534,8 @@ class QuantizedMobileNetV2:
 
     def _concat(self, op: dict, tensors: dict) -> np.ndarray:
         out = op["outputs"][0]
-        quants = [self._q(t) for t in op["inputs"]]
-        o = self._q(out)
+        quants = [self.quantization_of(t) for t in op["inputs"]]
+        o = self.quantization_of(out)
         return concat_channels_int(
             [tensors[t] for t in op["inputs"]],
             [q.tensor_scale for q in quants],
@@ -538,21 +545,22 @@ class QuantizedMobileNetV2:
             DTYPE_RANGE[self.graph.type_of(out)],
         )
 
-    def _reads_float(self, op: dict) -> bool:
+    def reads_float(self, op: dict) -> bool:
+        """Whether op `op` reads a float32 tensor (the QUANTIZE of a float input)."""
         return self.graph.type_of(op["inputs"][0]) == np.dtype(np.float32)
 
     def _dequantize(self, op: dict, tensors: dict) -> np.ndarray:
-        q = self._q(op["inputs"][0])
+        q = self.quantization_of(op["inputs"][0])
         return dequantize_float32(tensors[op["inputs"][0]], q.tensor_scale, q.tensor_zero_point)
 
     def _quantize(self, op: dict, tensors: dict) -> np.ndarray:
         x_t, out = op["inputs"][0], op["outputs"][0]
-        if self._reads_float(op):  # real numbers in: the graph's float input
-            o = self._q(out)
+        if self.reads_float(op):  # real numbers in: the graph's float input
+            o = self.quantization_of(out)
             return quantize_float32(
                 tensors[x_t], o.tensor_scale, o.tensor_zero_point, DTYPE_RANGE[self.graph.type_of(out)]
             )
-        x, o = self._q(x_t), self._q(out)
+        x, o = self.quantization_of(x_t), self.quantization_of(out)
         out_range = DTYPE_RANGE[self.graph.type_of(out)]
         if self.kernels.requantize is requantize:  # TFLite's kernels: a 31-bit multiplier
             m0, shift = quantize_multiplier(x.tensor_scale / o.tensor_scale)
@@ -562,5 +570,5 @@ class QuantizedMobileNetV2:
         )
 
     def _argmax(self, op: dict, tensors: dict) -> np.ndarray:
-        axis = int(np.ravel(self._const(op["inputs"][1]))[0])
+        axis = int(np.ravel(self.constant(op["inputs"][1]))[0])
         return np.argmax(tensors[op["inputs"][0]], axis=axis).astype(np.int64)
