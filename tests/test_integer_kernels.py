@@ -229,3 +229,42 @@ def test_verify_checks_an_integer_port_against_xnnpack(coral_dir) -> None:
     assert not report.faithful
     assert report.first_local_divergence == "conv_stem.first_conv.convolution"  # op 0 already
     assert report.cause == "rounding.float32", report.explain()
+
+
+@pytest.mark.parametrize("size", [(513, 513), (65, 97), (17, 9)])
+@pytest.mark.parametrize(("align_corners", "half_pixel_centers"), [(True, False), (False, False), (False, True)])
+def test_each_kernel_sets_uint8_resize_equals_it_for_every_flag(size, align_corners, half_pixel_centers, coral_dir):
+    """DeepLab's last resize as a one-op graph with its flags and output size changed (the shipped
+    files only align corners): each kernel set's uint8 rule equals the interpreter's on random inputs."""
+    from tflite_single_op import resize_edit, run_single_op, single_op_model
+
+    path = coral_dir / "deeplabv3_mnv2_pascal_quant.tflite"
+    blob, inputs = single_op_model(path, 70, resize_edit(align_corners, half_pixel_centers, size))
+    x = np.random.default_rng(size[1]).integers(0, 256, (1, 33, 33, 21)).astype(np.uint8)
+    for name, kernels in KERNEL_SETS.items():
+        theirs = run_single_op(blob, [x], kernels.resolver)
+        ours = kernels.resize_uint8(x, size, align_corners=align_corners, half_pixel_centers=half_pixel_centers)
+        assert np.array_equal(ours.reshape(theirs.shape), theirs), name
+
+
+def test_resizes_whose_rule_is_not_measured_are_refused_by_name() -> None:
+    from types import SimpleNamespace
+
+    from npmnv2.weights import WeightFileError
+
+    def checked(kernels: str, dtype, op: dict, shape=(1, 33, 33, 16), size=(264, 264)) -> None:
+        graph = SimpleNamespace(type_of=lambda t: np.dtype(dtype), shape=lambda t: shape, name=lambda t: "up")
+        model = SimpleNamespace(
+            graph=graph, kernels=KERNEL_SETS[kernels], where="f.tflite", constant=lambda t: np.array(size)
+        )
+        QuantizedMobileNetV2._check_resize(model, 7, {"inputs": [0, 1], "outputs": [2], **op})
+
+    half_pixel = {"align_corners": False, "half_pixel_centers": True}
+    with pytest.raises(WeightFileError, match=r"op 7 RESIZE_BILINEAR .*ResizeBilinear888Uint8"):
+        checked("optimized", np.uint8, half_pixel)
+    checked("reference", np.uint8, half_pixel)  # the reference kernels have no special case
+    checked("optimized", np.uint8, half_pixel, shape=(1, 33, 33, 21))  # 21 channels: the generic kernel
+    with pytest.raises(WeightFileError, match="XNNPACK's int8 bilinear kernel is not measured"):
+        checked("xnnpack", np.int8, {"align_corners": True, "half_pixel_centers": False})
+    with pytest.raises(WeightFileError, match="int8 without align_corners"):
+        checked("reference", np.int8, half_pixel)

@@ -4,7 +4,9 @@ graph's inputs and its output as the graph's output. What lets a test feed one o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import flatbuffers
 import numpy as np
@@ -12,11 +14,14 @@ from ai_edge_litert import interpreter as litert
 from ai_edge_litert import schema_py_generated as schema
 
 
-def single_op_model(path: Path, index: int) -> tuple[bytes, list[int]]:
-    """(the one-op file's bytes, the tensor indices of its inputs): op `index` of `path` alone."""
+def single_op_model(path: Path, index: int, edit: Callable[[Any, Any], None] | None = None) -> tuple[bytes, list[int]]:
+    """(the one-op file's bytes, the tensor indices of its inputs): op `index` of `path` alone.
+    edit(tree, op): changes made to the one-op model's object tree first (an option, a size)."""
     tree = schema.ModelT.InitFromPackedBuf(bytearray(Path(path).read_bytes()), 0)
     subgraph = tree.subgraphs[0]
     op = subgraph.operators[index]
+    if edit is not None:
+        edit(tree, op)
     constant = {
         i
         for i, t in enumerate(subgraph.tensors)
@@ -40,3 +45,17 @@ def run_single_op(model: bytes, inputs: list[np.ndarray], resolver: str) -> np.n
         interpreter.set_tensor(detail["index"], x.astype(detail["dtype"]).reshape(detail["shape"]))
     interpreter.invoke()
     return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+def resize_edit(align_corners: bool, half_pixel_centers: bool, size: tuple[int, int]) -> Callable[[Any, Any], None]:
+    """An `edit` for a RESIZE_BILINEAR: its two flags and its output size (the size constant and the
+    output tensor's declared shape)."""
+
+    def edit(tree: Any, op: Any) -> None:
+        op.builtinOptions.alignCorners, op.builtinOptions.halfPixelCenters = align_corners, half_pixel_centers
+        tensors = tree.subgraphs[0].tensors
+        tree.buffers[tensors[op.inputs[1]].buffer].data = np.array(size, np.int32).view(np.uint8)
+        out = tensors[op.outputs[0]]
+        out.shape = np.array([out.shape[0], *size, out.shape[3]], np.int32)
+
+    return edit

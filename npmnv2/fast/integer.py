@@ -18,7 +18,7 @@ random pixels). The tricks, none of which the step path uses:
   place; per-channel fixed-point layers use one int64 expression equal to the double rounding;
 - an ADD of two 8-bit tensors is a 65,536-entry table of the kernel set's own add, a QUANTIZE
   between 8-bit scales a 256-entry one;
-- RESIZE_BILINEAR is separable in exact int32 arithmetic: along W on the input's rows, then along H.
+- an int8 RESIZE_BILINEAR is separable in exact int32 arithmetic: along W on the input's rows, then along H.
 """
 
 from __future__ import annotations
@@ -238,9 +238,11 @@ class FastTable:
 
 
 class FastResize:
-    """RESIZE_BILINEAR in exact int32, separably: each input row along W (two neighbours, 10-bit
-    weights), then those rows along H; the same sum of four weighted neighbours, in units of 2^-20,
-    as `resize_bilinear_int`, rounded half away from zero."""
+    """RESIZE_BILINEAR of an int8 tensor (TFLite's 10-bit integer rule) in exact int32, separably: each
+    input row along W (two neighbours, 10-bit weights), then those rows along H; the same sum of four
+    weighted neighbours, in units of 2^-20, as `resize_bilinear_int`, rounded half away from zero.
+    (The uint8 rules, `resize_bilinear_uint8*` and `resize_bilinear_int_xnnpack`, are vectorised
+    already and run as they are.)"""
 
     def __init__(self, model: Any, index: int) -> None:
         from ..ops.resize import source_pixels_10bit
@@ -283,8 +285,8 @@ def fast_form(model: Any, index: int) -> FastOp | None:
         return FastTable(model, index) if len(shapes) == 1 else None
     if row is QUANTIZE and not model.reads_float(op):
         return FastTable(model, index)
-    if row is RESIZE_BILINEAR:
-        return FastResize(model, index)
+    if row is RESIZE_BILINEAR and model.graph.type_of(op["inputs"][0]) == np.dtype(np.int8):
+        return FastResize(model, index)  # the int8 rule; the uint8 ones are vectorised float32 or int arithmetic
     return None
 
 

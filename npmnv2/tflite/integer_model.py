@@ -45,7 +45,7 @@ from .float_import import read_tflite_graph
 from .graph import TFLiteGraph
 from .kernels import kernel_set
 from .layers import integer_steps
-from .ops import ADD, ARG_MAX, DEQUANTIZE, MEAN, QUANTIZE, TFLITE_OPS, TfliteOp, has, op_is, tflite_op
+from .ops import ADD, ARG_MAX, DEQUANTIZE, MEAN, QUANTIZE, RESIZE_BILINEAR, TFLITE_OPS, TfliteOp, has, op_is, tflite_op
 from .structure import FUSED_ACTIVATIONS
 
 SUPPORTED_OPS = tuple(TFLITE_OPS)  # the ops the integer model runs: the rows of npmnv2.tflite.ops
@@ -106,6 +106,11 @@ class QuantizedMobileNetV2:
         self.kernels = kernel_set(kernels)  # whose rounding rules: reference, optimized or XNNPACK
         self.graph = graph
         self.where = graph.where
+        # What TFLite computes once in each op's Prepare, computed once here too: constants,
+        # quantization parameters, multipliers and activation ranges, per tensor or op.
+        self._constants: dict[int, np.ndarray] = {}
+        self._prepared: dict[Any, Any] = {}
+        self._fast: Any = None  # npmnv2.fast.integer.FastIntegerModel, made on the first plain call
         self.float_config = read_tflite_graph(graph)[1]
         self.graph_steps = integer_steps(graph)  # (name, kind, float step) per op
         self.task = (
@@ -122,11 +127,6 @@ class QuantizedMobileNetV2:
             quant = graph.quantization(next(op["outputs"][0] for op in graph.ops if op_is(op, QUANTIZE)))
         self.input_scale, self.input_zero_point = quant.tensor_scale, quant.tensor_zero_point
         self.input_shape = graph.shape(self.input_index)  # (1, H, W, C)
-        # What TFLite computes once in each op's Prepare, computed once here too: constants,
-        # quantization parameters, multipliers and activation ranges, per tensor or op.
-        self._constants: dict[int, np.ndarray] = {}
-        self._prepared: dict[Any, Any] = {}
-        self._fast: Any = None  # npmnv2.fast.integer.FastIntegerModel, made on the first plain call
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, kernels: str = "reference") -> QuantizedMobileNetV2:
@@ -179,10 +179,42 @@ class QuantizedMobileNetV2:
                     f"{self.where}: op {index} {op['type']} writes {dtype} tensor {g.name(out)!r}; the integer model "
                     "runs uint8/int8 activations only (a float or int16 model: load it with the float classes)."
                 )
+            if op_is(op, RESIZE_BILINEAR):
+                self._check_resize(index, op)
             if g.quantization(out) is None and not op_is(op, ARG_MAX):
                 raise WeightFileError(
                     f"{self.where}: tensor {g.name(out)!r} of op {index} {op['type']} is not quantized."
                 )
+
+    def _check_resize(self, index: int, op: dict) -> None:
+        """Refuse the RESIZE_BILINEAR configurations whose rule npmnv2 has not measured, naming them."""
+        g, name = self.graph, self.kernels.name
+        where = f"{self.where}: op {index} RESIZE_BILINEAR (tensor {g.name(op['outputs'][0])!r})"
+        if g.type_of(op["inputs"][0]) == np.dtype(np.int8):
+            if self.kernels.delegate:
+                raise WeightFileError(
+                    f"{where} resizes int8; XNNPACK's int8 bilinear kernel is not measured by npmnv2 (its uint8 one "
+                    "is). Use kernels='reference' or 'optimized'."
+                )
+            if not op["align_corners"]:
+                raise WeightFileError(
+                    f"{where} resizes int8 without align_corners; npmnv2 reproduces TFLite's int8 rule (10-bit "
+                    "weights) with align_corners only."
+                )
+        n, h, w, c = g.shape(op["inputs"][0])
+        ho, wo = (int(v) for v in np.ravel(self.constant(op["inputs"][1])))
+        if (
+            name == "optimized"
+            and op["half_pixel_centers"]
+            and c % 8 == 0
+            and min(ho, wo) >= 8
+            and (ho, wo) == (8 * h, 8 * w)
+        ):
+            raise WeightFileError(
+                f"{where} is an 8x half-pixel upsample of a multiple of 8 channels, which the optimized kernels run "
+                "by a special kernel (ResizeBilinear888Uint8) npmnv2 does not reproduce; use kernels='reference' or "
+                "'xnnpack'."
+            )
 
     def input_from_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """Raw uint8 pixels (N, 3, H, W), e.g. `MobileNetV2ImageProcessor.integer_pixels`, as this
@@ -525,7 +557,8 @@ class QuantizedMobileNetV2:
 
     def _resize(self, op: dict, tensors: dict) -> np.ndarray:
         size = tuple(int(v) for v in np.ravel(self.constant(op["inputs"][1])))
-        return resize_bilinear_int(
+        resize = self.kernels.resize_uint8 if self.graph.type_of(op["inputs"][0]) == np.uint8 else resize_bilinear_int
+        return resize(
             tensors[op["inputs"][0]],
             size,
             align_corners=op["align_corners"],

@@ -20,9 +20,11 @@ inputs (for XNNPACK, whose intermediates are not readable, every op output is ma
     ADD              three 31-bit requantizations as reference              20-bit multipliers, one shift
     MEAN             count in the multiplier      raw sum, float32 bias     offset sum, float32 scale
     QUANTIZE (8->8)  31-bit multiplier            as reference              8-bit multiplier, one shift
+    RESIZE (uint8)   float32, C order, + 0.5      float32, weights first    11-bit weights, one shift
+    RESIZE (int8)    10-bit weights (align_corners only)  as reference      not measured: refused
 
-DEPTHWISE_CONV_2D (optimized), AVERAGE_POOL_2D, SOFTMAX, RESIZE_BILINEAR, CONCATENATION, QUANTIZE of a
-float input, DEQUANTIZE, RESHAPE and ARG_MAX: the reference numbers in every set (XNNPACK leaves the
+DEPTHWISE_CONV_2D (optimized), AVERAGE_POOL_2D, SOFTMAX, CONCATENATION, QUANTIZE of a float input,
+DEQUANTIZE, RESHAPE and ARG_MAX: the reference numbers in every set (XNNPACK leaves the
 quantized softmax, average pool and argmax to the optimized kernels, and its other ops compute them
 the same). The functions named in each row are on the op's page (`npmnv2.ops.quantization`,
 `npmnv2.ops.merge`, `npmnv2.ops.pooling`).
@@ -51,6 +53,7 @@ from ..ops.quantization import (
     requantize,
     requantize_xnnpack,
 )
+from ..ops.resize import resize_bilinear_int_xnnpack, resize_bilinear_uint8, resize_bilinear_uint8_optimized
 
 MEASURED_ON = ("x86_64", "AMD64")  # platform.machine() of the builds the optimized and XNNPACK rules hold for
 
@@ -63,6 +66,7 @@ class KernelSet:
     float32_scales: those rules take XNNPACK's one float32 multiplier (`ops.quantization.xnnpack_scale`)
         rather than TFLite's fixed-point (M0, shift).
     add, mean, requantize: the op functions for ADD, MEAN over H and W, and QUANTIZE between 8-bit scales.
+    resize_uint8: the op function for RESIZE_BILINEAR of a uint8 tensor (int8: `resize_bilinear_int`).
     delegate: the set is a delegate that keeps its intermediates to itself (read them by making every op
         output a graph output, `npmnv2.verify.interpreter_tensors`).
     """
@@ -76,6 +80,7 @@ class KernelSet:
     add: Callable[..., Any]
     mean: Callable[..., Any]
     requantize: Callable[..., Any]
+    resize_uint8: Callable[..., Any]
     delegate: bool = False
 
 
@@ -90,6 +95,7 @@ KERNEL_SETS: Mapping[str, KernelSet] = {
         add=add_int,
         mean=global_average_pool_int,
         requantize=requantize,
+        resize_uint8=resize_bilinear_uint8,
     ),
     "optimized": KernelSet(
         "optimized",
@@ -101,6 +107,7 @@ KERNEL_SETS: Mapping[str, KernelSet] = {
         add=add_int,
         mean=global_average_pool_int_optimized,
         requantize=requantize,
+        resize_uint8=resize_bilinear_uint8_optimized,
     ),
     "xnnpack": KernelSet(
         "xnnpack",
@@ -112,6 +119,7 @@ KERNEL_SETS: Mapping[str, KernelSet] = {
         add=add_int_xnnpack,
         mean=global_average_pool_int_xnnpack,
         requantize=requantize_xnnpack,
+        resize_uint8=resize_bilinear_int_xnnpack,
         delegate=True,
     ),
 }
