@@ -214,6 +214,19 @@ def interpolation_values_float32(
     return v.astype(np.float32), low, high
 
 
+def _float32_neighbours(x: np.ndarray, size: tuple[int, int], align_corners: bool, half_pixel_centers: bool):
+    """What both float32 uint8 rules read: the input rows y0 and y1 of every output row (N, Ho, W, C)
+    as float32, the columns x0 and x1, and the weights dy (Ho, 1, 1) and dx (1, Wo, 1) of the second
+    neighbours, from `interpolation_values_float32`."""
+    flags = {"align_corners": align_corners, "half_pixel_centers": half_pixel_centers}
+    vy, y0, y1 = interpolation_values_float32(size[0], x.shape[1], **flags)
+    vx, x0, x1 = interpolation_values_float32(size[1], x.shape[2], **flags)
+    dy = (vy - y0.astype(np.float32))[:, None, None]
+    dx = (vx - x0.astype(np.float32))[None, :, None]
+    v = np.asarray(x).astype(np.float32)
+    return v[:, y0], v[:, y1], x0, x1, dy, dx
+
+
 def resize_bilinear_uint8(
     x: np.ndarray, size: tuple[int, int], *, align_corners: bool, half_pixel_centers: bool
 ) -> np.ndarray:
@@ -228,17 +241,8 @@ def resize_bilinear_uint8(
     half_pixel_centers and neither, on one-op graphs of DeepLab's resize at four output sizes.
     Shapes: x (N, H, W, C) uint8 -> (N, Ho, Wo, C) int64.
     """
-    vy, y0, y1 = interpolation_values_float32(
-        size[0], x.shape[1], align_corners=align_corners, half_pixel_centers=half_pixel_centers
-    )
-    vx, x0, x1 = interpolation_values_float32(
-        size[1], x.shape[2], align_corners=align_corners, half_pixel_centers=half_pixel_centers
-    )
+    rows0, rows1, x0, x1, dy, dx = _float32_neighbours(x, size, align_corners, half_pixel_centers)
     one = np.float32(1)
-    dy = (vy - y0.astype(np.float32))[:, None, None]  # (Ho, 1, 1)
-    dx = (vx - x0.astype(np.float32))[None, :, None]  # (1, Wo, 1)
-    v = np.asarray(x).astype(np.float32)
-    rows0, rows1 = v[:, y0], v[:, y1]  # (N, Ho, W, C)
     total = rows0[:, :, x0] * (one - dy) * (one - dx)
     total = total + rows1[:, :, x0] * dy * (one - dx)
     total = total + rows0[:, :, x1] * (one - dy) * dx
@@ -260,17 +264,8 @@ def resize_bilinear_uint8_optimized(
     132,405 at 65 x 97 with it; this rule matches the optimized kernels on all of them.
     Shapes: x (N, H, W, C) uint8 -> (N, Ho, Wo, C) int64.
     """
-    vy, y0, y1 = interpolation_values_float32(
-        size[0], x.shape[1], align_corners=align_corners, half_pixel_centers=half_pixel_centers
-    )
-    vx, x0, x1 = interpolation_values_float32(
-        size[1], x.shape[2], align_corners=align_corners, half_pixel_centers=half_pixel_centers
-    )
+    rows0, rows1, x0, x1, dy, dx = _float32_neighbours(x, size, align_corners, half_pixel_centers)
     one = np.float32(1)
-    dy = (vy - y0.astype(np.float32))[:, None, None]
-    dx = (vx - x0.astype(np.float32))[None, :, None]
-    v = np.asarray(x).astype(np.float32)
-    rows0, rows1 = v[:, y0], v[:, y1]
     total = rows0[:, :, x0] * ((one - dy) * (one - dx))
     total = total + rows0[:, :, x1] * ((one - dy) * dx)
     total = total + rows1[:, :, x0] * (dy * (one - dx))
