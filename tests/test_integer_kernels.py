@@ -1,74 +1,35 @@
 """The integer model computes what each of the interpreter's kernel sets computes: with
 kernels="optimized", every op output of every shipped model equals the interpreter's optimized
-kernels (`OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`), and with kernels="xnnpack" the XNNPACK
-delegate's (`OpResolverType.BUILTIN`, every op output made a graph output so that it can be read),
-element by element, on real photos and on random pixels; each op alone also equals them on random
-inputs over the full range (one-op graphs); the rules that make the difference are the ones
-`npmnv2.tflite.kernels` names."""
+kernels (`OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`), element by element, on real photos and
+on random pixels, and each op alone on random inputs over the full range (one-op graphs); each
+kernel set's uint8 resize for every flag; the rules that make the difference are the ones
+`npmnv2.tflite.kernels` names. (XNNPACK: `tests/test_integer_xnnpack.py`.)"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from conftest import CORAL_CLASSIFIER
+from kernel_cases import CASES, differing_ops, photo_pixels
 
 from npmnv2 import QuantizedMobileNetV2
-from npmnv2.image_processing_mobilenet_v2 import MobileNetV2ImageProcessor, load_image
 from npmnv2.ops import quantization
-from npmnv2.ops.merge import add_int_xnnpack, add_int_xnnpack_loops
 from npmnv2.ops.pooling import (
     global_average_pool_int_optimized,
     global_average_pool_int_optimized_loops,
-    global_average_pool_int_xnnpack,
-    global_average_pool_int_xnnpack_loops,
 )
 from npmnv2.ops.quantization import DTYPE_RANGE
 from npmnv2.tflite.kernels import KERNEL_SETS, check_machine, kernel_set
-from npmnv2.verify.interpreter import interpreter_tensors
-
-PHOTOS = ["cat.bmp", "grace_hopper.bmp", "bird.bmp", "sunflower.bmp", "dragonfly.bmp"]
-CLASSIFIERS = [
-    CORAL_CLASSIFIER,
-    "tf2_mobilenet_v2_1.0_224_ptq.tflite",  # int8 per channel, a MEAN
-    "mobilenet_v2_1.0_224_inat_insect_quant.tflite",  # a FULLY_CONNECTED head
-]
-SEGMENTERS = ["deeplabv3_mnv2_pascal_quant.tflite", "deeplabv3_mnv2_dm05_pascal_quant.tflite"]
-CASES = [(m, p) for m in CLASSIFIERS for p in PHOTOS] + [
-    (m, p) for m in SEGMENTERS for p in ("bird_segmentation.bmp", "cat.bmp")
-]
-DEVICE_SETS = ["optimized", "xnnpack"]  # the kernel sets other than the reference one
 
 
-def differing_ops(model: QuantizedMobileNetV2, pixels: np.ndarray, path, kernels: str) -> list[tuple[int, str, int]]:
-    """(op, type, values that differ) of every op whose output is not the interpreter's, element by element."""
-    x = model.input_from_pixels(pixels)
-    theirs = interpreter_tensors(path, np.ascontiguousarray(x.transpose(0, 2, 3, 1)), kernels=kernels)
-    trace = model.trace(pixels)
-    bad = []
-    for index, op in enumerate(model.graph.ops):
-        ours = np.asarray(trace.steps[index].output)
-        ours = ours.transpose(0, 2, 3, 1) if ours.ndim == 4 else ours
-        want = theirs[op["outputs"][0]]
-        differ = int(np.count_nonzero(ours.reshape(want.shape).astype(np.float64) != want.astype(np.float64)))
-        if differ:
-            bad.append((index, op["type"], differ))
-    return bad
-
-
-def photo_pixels(model: QuantizedMobileNetV2, photo) -> np.ndarray:
-    n, h, w, c = model.input_shape
-    processor = MobileNetV2ImageProcessor(size={"height": h, "width": w}, crop_size={"height": h, "width": w})
-    return processor.integer_pixels(load_image(photo))
-
-
-@pytest.mark.parametrize("kernels", DEVICE_SETS)
+@pytest.mark.parametrize("kernels", ["optimized"])
 @pytest.mark.parametrize(("name", "photo"), CASES, ids=[f"{m.split('.tflite')[0]}-{p}" for m, p in CASES])
 def test_every_op_output_equals_the_kernel_set(name, photo, kernels, coral_dir) -> None:
     model = QuantizedMobileNetV2.from_pretrained(coral_dir / name, kernels=kernels)
     assert differing_ops(model, photo_pixels(model, coral_dir / photo), coral_dir / name, kernels) == []
 
 
-@pytest.mark.parametrize("kernels", DEVICE_SETS)
+@pytest.mark.parametrize("kernels", ["optimized"])
 @pytest.mark.parametrize("name", sorted({m for m, _ in CASES}))
 def test_random_pixels_too(name, kernels, coral_dir) -> None:
     """Pixels no photo holds (noise over the full range), so that ties fall where photos put none."""
@@ -78,28 +39,7 @@ def test_random_pixels_too(name, kernels, coral_dir) -> None:
     assert differing_ops(model, pixels, coral_dir / name, kernels) == []
 
 
-@pytest.mark.parametrize("name", sorted({m for m, _ in CASES}))
-def test_the_outputs_equal_xnnpack_on_the_file_as_it_is(name, coral_dir) -> None:
-    """The final outputs of the unedited file under the interpreter's default (the XNNPACK delegate),
-    for every shipped photo: the graph XNNPACK partitions is the file's own, not one with extra outputs."""
-    from ai_edge_litert import interpreter as litert
-
-    interpreter = litert.Interpreter(model_path=str(coral_dir / name), num_threads=2)  # the default: BUILTIN
-    interpreter.allocate_tensors()
-    model = QuantizedMobileNetV2.from_pretrained(coral_dir / name, kernels="xnnpack")
-    for photo in [*PHOTOS, "bird_segmentation.bmp"]:
-        x = model.input_from_pixels(photo_pixels(model, coral_dir / photo))
-        interpreter.set_tensor(
-            interpreter.get_input_details()[0]["index"], np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-        )
-        interpreter.invoke()
-        theirs = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-        ours = model(x).outputs[0]
-        ours = ours.transpose(0, 2, 3, 1) if ours.ndim == 4 else ours
-        assert np.array_equal(ours.reshape(theirs.shape), theirs), photo
-
-
-@pytest.mark.parametrize("kernels", DEVICE_SETS)
+@pytest.mark.parametrize("kernels", ["optimized"])
 @pytest.mark.parametrize("name", sorted({m for m, _ in CASES}))
 def test_every_op_alone_equals_the_kernel_set_on_random_inputs(name, kernels, coral_dir) -> None:
     """Each op of the file as a one-op graph, fed random integers over its inputs' whole range (what
@@ -157,38 +97,12 @@ def test_the_optimized_mean_equals_its_loops() -> None:
     )
 
 
-def test_the_xnnpack_forms_equal_their_loops() -> None:
-    rng = np.random.default_rng(9)
-    a, b = rng.integers(0, 256, (1, 3, 4, 5)), rng.integers(0, 256, (1, 3, 4, 5))
-    args = (0.0213, 131, b, 0.0305, 119, 0.0412, 127, (0, 255))
-    np.testing.assert_array_equal(add_int_xnnpack(a, *args), add_int_xnnpack_loops(a, *args))
-    x = rng.integers(-128, 128, (2, 7, 7, 12))
-    args = (0.0235, -3, 0.0191, 5, (-128, 127))
-    np.testing.assert_array_equal(
-        global_average_pool_int_xnnpack(x, *args), global_average_pool_int_xnnpack_loops(x, *args)
-    )
-
-
-def test_the_xnnpack_rules_are_where_the_others_part() -> None:
-    """Ties go to even in XNNPACK's float32 requantization, away from zero in TFLite's."""
-    x = np.array([10, 14, -10, -14])  # times 0.25: 2.5, 3.5, -2.5, -3.5
-    assert quantization.multiply_by_float32_scale(x, np.float32(0.25)).tolist() == [2, 4, -2, -4]
-    m0, shift = quantization.quantize_multiplier(0.25)
-    assert quantization.multiply_by_quantized_multiplier(x, m0, shift).tolist() == [3, 4, -3, -4]
-    with pytest.raises(ValueError, match="shift must be 0"):
-        quantization.multiply_by_float32_scale(np.array([1]), np.float32(0.5), -3)
-    # DeepLab's last QUANTIZE: s_in / s_out = 0.3528; XNNPACK's multiplier is rint(256 * 0.3528) = 90
-    x = np.arange(256)
-    ours = quantization.requantize_xnnpack(x, 0.012422440573573112, 0, 0.03520936891436577, 0, (0, 255))
-    assert ours.tolist() == ((90 * x + 128) >> 8).tolist()
-
-
 def test_kernel_sets_are_named_and_the_unmeasured_ones_refused_elsewhere() -> None:
     assert set(KERNEL_SETS) == {"reference", "optimized", "xnnpack"}
     assert kernel_set("xnnpack").resolver == "BUILTIN" and kernel_set("xnnpack").delegate
     with pytest.raises(ValueError, match="reproduces 'reference', 'optimized', 'xnnpack'"):
         QuantizedMobileNetV2.from_pretrained("npmnv2/default", kernels="fast")
-    for name in DEVICE_SETS:
+    for name in ("optimized", "xnnpack"):
         with pytest.raises(ValueError, match=r"measured on x86-64, and this machine is 'aarch64'.*rndnu"):
             check_machine(name, "aarch64")
     check_machine("reference", "aarch64")  # the reference kernels are the same everywhere
@@ -210,25 +124,6 @@ def test_verify_checks_an_integer_port_against_the_kernel_set_it_targets(coral_d
     assert not report.faithful
     assert report.first_local_divergence == "conv_stem.reduce_1x1.convolution"
     assert report.cause == "rounding.ties_up", report.explain()
-
-
-def test_verify_checks_an_integer_port_against_xnnpack(coral_dir) -> None:
-    """XNNPACK's own tensors (every op output made a graph output), as a port: faithful against
-    kernels="xnnpack"; against the reference rules, located at the very first convolution and named
-    rounding.float32."""
-    from npmnv2 import verify
-
-    path = coral_dir / CORAL_CLASSIFIER
-    pixels, _ = verify.tflite_input(path, coral_dir / "cat.bmp")
-    port = verify.tflite_integer_tensors(path, pixels, kernels="xnnpack")
-    xnnpack = QuantizedMobileNetV2.from_pretrained(path, kernels="xnnpack")
-    report = verify.check_integer(port, xnnpack, pixels.transpose(0, 3, 1, 2))
-    assert report.faithful and len(report.rows) == len(xnnpack.graph.ops), report.explain()
-    reference = QuantizedMobileNetV2.from_pretrained(path)
-    report = verify.check_integer(port, reference, pixels.transpose(0, 3, 1, 2))
-    assert not report.faithful
-    assert report.first_local_divergence == "conv_stem.first_conv.convolution"  # op 0 already
-    assert report.cause == "rounding.float32", report.explain()
 
 
 @pytest.mark.parametrize("size", [(513, 513), (65, 97), (17, 9)])
