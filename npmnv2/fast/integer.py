@@ -36,7 +36,7 @@ from ..ops.quantization import (
     multiply_by_quantized_multiplier_ties_up,
     requantize_output,
 )
-from ..tflite.ops import ADD, CONV_2D, DEPTHWISE_CONV_2D, QUANTIZE, RESIZE_BILINEAR, tflite_op
+from ..tflite.ops import ADD, ARG_MAX, CONV_2D, DEPTHWISE_CONV_2D, QUANTIZE, RESHAPE, RESIZE_BILINEAR, tflite_op
 from .kernels import depthwise
 
 EXACT_FLOAT32 = 2**24  # every integer of smaller magnitude is a float32
@@ -274,6 +274,19 @@ class FastResize:
         return total.astype(self.dtype)
 
 
+class FastStored:
+    """An op whose readable handler only moves or compares values (ARG_MAX, RESHAPE), run on the 8-bit
+    tensors as stored: no int64 copy of a 513 x 513 x 21 tensor first."""
+
+    def __init__(self, model: Any, index: int) -> None:
+        self.op = model.graph.ops[index]
+        self.run, _ = model.handler(self.op)
+        self.dtype = _storage(model, self.op["outputs"][0])
+
+    def __call__(self, tensors: dict[int, np.ndarray]) -> np.ndarray:
+        return self.run(self.op, tensors).astype(self.dtype, copy=False)
+
+
 def fast_form(model: Any, index: int) -> FastOp | None:
     """The fast form of op `index`, or None where the readable op is as fast (small ops)."""
     op = model.graph.ops[index]
@@ -285,6 +298,8 @@ def fast_form(model: Any, index: int) -> FastOp | None:
         return FastTable(model, index) if len(shapes) == 1 else None
     if row is QUANTIZE and not model.reads_float(op):
         return FastTable(model, index)
+    if row is ARG_MAX or row is RESHAPE:
+        return FastStored(model, index)
     if row is RESIZE_BILINEAR and model.graph.type_of(op["inputs"][0]) == np.dtype(np.int8):
         return FastResize(model, index)  # the int8 rule; the uint8 ones are vectorised float32 or int arithmetic
     return None
