@@ -24,9 +24,9 @@ inputs (for XNNPACK, whose intermediates are not readable, every op output is ma
     RESIZE (int8)    10-bit weights (align_corners only)  as reference      not measured: refused
 
 DEPTHWISE_CONV_2D (optimized), AVERAGE_POOL_2D, SOFTMAX, CONCATENATION, QUANTIZE of a float input,
-DEQUANTIZE, RESHAPE and ARG_MAX: the reference numbers in every set (XNNPACK leaves the
-quantized softmax, average pool and argmax to the optimized kernels, and its other ops compute them
-the same). The functions named in each row are on the op's page (`npmnv2.ops.quantization`,
+DEQUANTIZE, RESHAPE and ARG_MAX: the reference numbers in every set, measured on one-op graphs
+through each resolver (whether XNNPACK takes such an op or leaves it to the optimized kernels, the
+numbers are the same). The functions named in each row are on the op's page (`npmnv2.ops.quantization`,
 `npmnv2.ops.merge`, `npmnv2.ops.pooling`).
 
 The rules depend on the processor: they were measured on x86-64 with the pinned ai-edge-litert. On
