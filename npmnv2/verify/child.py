@@ -36,7 +36,11 @@ SCRIPT = Path(__file__).with_name("_child.py").resolve()
 KEPT_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 # what each runner imports: (module, the pip line that installs it)
 PACKAGES = {
-    "litert": (("numpy", "numpy"), ("ai_edge_litert", 'ai-edge-litert (or: pip install -e ".[tflite]")')),
+    "litert": (
+        ("numpy", "numpy"),
+        ("ai_edge_litert", 'ai-edge-litert (or: pip install -e ".[tflite]")'),
+        ("flatbuffers", "flatbuffers"),  # its schema's reader and writer (every op output made a graph output)
+    ),
     "onnx": (("numpy", "numpy"), ("onnx", "onnx onnxruntime"), ("onnxruntime", "onnxruntime"), ("google", "protobuf")),
 }
 PACKAGES["onnx_input"] = PACKAGES["onnx"]
