@@ -184,8 +184,8 @@ class FastConv:
         self.sums = _sum_dtype(bound)
         self.weights = weights.astype(self.sums)
         self.bias = bias.astype(self.sums)
-        m0, shift = model.requantization(x_q.tensor_scale, w_q, out_q.tensor_scale)
-        multiply = model.kernels.depthwise if self.depthwise else model.kernels.conv
+        multiply = model.kernels.rule_for(op)
+        m0, shift = model.requantization(x_q.tensor_scale, w_q, out_q.tensor_scale, multiply)
         self.requantize = Requantizer(
             multiply, m0, shift, out_q.tensor_zero_point, model.output_range(op, out), _storage(model, out)
         )

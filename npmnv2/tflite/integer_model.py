@@ -33,6 +33,7 @@ from ..ops.quantization import (
     QuantParams,
     activation_range,
     dequantize_float32,
+    multiply_by_float32_scale,
     quantize_float32,
     quantize_multiplier,
     requantize,
@@ -426,10 +427,10 @@ class QuantizedMobileNetV2:
         key = ("multipliers", float(x_scale), weights.scale.tobytes(), float(out_scale))
         return self._prepare(key, lambda: self._compute_multipliers(x_scale, weights, out_scale))
 
-    def requantization(self, x_scale: float, weights: QuantParams, out_scale: float):
-        """What the kernel set's requantization rule takes: TFLite's (M0, shift), or XNNPACK's one float32
-        scale per channel (with shift 0)."""
-        if not self.kernels.float32_scales:
+    def requantization(self, x_scale: float, weights: QuantParams, out_scale: float, multiply: Any):
+        """The multiplier the requantization rule `multiply` takes: TFLite's (M0, shift), or for XNNPACK's
+        `multiply_by_float32_scale` its one float32 scale per channel (with shift 0)."""
+        if multiply is not multiply_by_float32_scale:
             return self._multipliers(x_scale, weights, out_scale)
         key = ("float32 scales", float(x_scale), weights.scale.tobytes(), float(out_scale))
         scale = self._prepare(
@@ -469,9 +470,9 @@ class QuantizedMobileNetV2:
         x_t, w_t, b_t, out = op["inputs"][0], op["inputs"][1], op["inputs"][2], op["outputs"][0]
         x = tensors[x_t]
         x_q, w_q, out_q = self.quantization_of(x_t), self.quantization_of(w_t), self.quantization_of(out)
-        m0, shift = self.requantization(x_q.tensor_scale, w_q, out_q.tensor_scale)
+        multiply = self.kernels.rule_for(op)
+        m0, shift = self.requantization(x_q.tensor_scale, w_q, out_q.tensor_scale, multiply)
         layer = tflite_op(op).integer_op  # depthwise_conv2d_int_requantized or conv2d_int_requantized
-        multiply = self.kernels.depthwise if has(op, "depthwise") else self.kernels.conv
         return layer(
             x,
             x_q.tensor_zero_point,
@@ -492,7 +493,8 @@ class QuantizedMobileNetV2:
         x_t, w_t, b_t, out = op["inputs"][0], op["inputs"][1], op["inputs"][2], op["outputs"][0]
         x = tensors[x_t].reshape(-1, self.constant(w_t).shape[1])
         x_q, w_q, out_q = self.quantization_of(x_t), self.quantization_of(w_t), self.quantization_of(out)
-        m0, shift = self.requantization(x_q.tensor_scale, w_q, out_q.tensor_scale)
+        multiply = self.kernels.rule_for(op)
+        m0, shift = self.requantization(x_q.tensor_scale, w_q, out_q.tensor_scale, multiply)
         return linear_int_requantized(
             x,
             x_q.tensor_zero_point,
@@ -503,7 +505,7 @@ class QuantizedMobileNetV2:
             shift,
             out_q.tensor_zero_point,
             self.output_range(op, out),
-            multiply=self.kernels.fully_connected,
+            multiply=multiply,
         )
 
     def _add(self, op: dict, tensors: dict) -> np.ndarray:

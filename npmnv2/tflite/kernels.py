@@ -54,6 +54,7 @@ from ..ops.quantization import (
     requantize_xnnpack,
 )
 from ..ops.resize import resize_bilinear_int_xnnpack, resize_bilinear_uint8, resize_bilinear_uint8_optimized
+from .ops import has
 
 MEASURED_ON = ("x86_64", "AMD64")  # platform.machine() of the builds the optimized and XNNPACK rules hold for
 
@@ -63,8 +64,6 @@ class KernelSet:
     """One kernel set: the interpreter's resolver that runs it and each op's rule.
 
     conv, depthwise, fully_connected: the rule that requantizes the op's int32 sums.
-    float32_scales: those rules take XNNPACK's one float32 multiplier (`ops.quantization.xnnpack_scale`)
-        rather than TFLite's fixed-point (M0, shift).
     add, mean, requantize: the op functions for ADD, MEAN over H and W, and QUANTIZE between 8-bit scales.
     resize_uint8: the op function for RESIZE_BILINEAR of a uint8 tensor (int8: `resize_bilinear_int`).
     delegate: the set is a delegate that keeps its intermediates to itself (read them by making every op
@@ -76,12 +75,17 @@ class KernelSet:
     conv: Multiplier
     depthwise: Multiplier
     fully_connected: Multiplier
-    float32_scales: bool
     add: Callable[..., Any]
     mean: Callable[..., Any]
     requantize: Callable[..., Any]
     resize_uint8: Callable[..., Any]
     delegate: bool = False
+
+    def rule_for(self, op: dict) -> Multiplier:
+        """The rule that requantizes weighted op `op` (CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED)."""
+        if has(op, "fully_connected"):
+            return self.fully_connected
+        return self.depthwise if has(op, "depthwise") else self.conv
 
 
 KERNEL_SETS: Mapping[str, KernelSet] = {
@@ -91,7 +95,6 @@ KERNEL_SETS: Mapping[str, KernelSet] = {
         conv=multiply_by_quantized_multiplier,
         depthwise=multiply_by_quantized_multiplier,
         fully_connected=multiply_by_quantized_multiplier_single_rounding,
-        float32_scales=False,
         add=add_int,
         mean=global_average_pool_int,
         requantize=requantize,
@@ -103,7 +106,6 @@ KERNEL_SETS: Mapping[str, KernelSet] = {
         conv=multiply_by_quantized_multiplier_ties_up,
         depthwise=multiply_by_quantized_multiplier,
         fully_connected=multiply_by_quantized_multiplier_ties_up,
-        float32_scales=False,
         add=add_int,
         mean=global_average_pool_int_optimized,
         requantize=requantize,
@@ -115,7 +117,6 @@ KERNEL_SETS: Mapping[str, KernelSet] = {
         conv=multiply_by_float32_scale,
         depthwise=multiply_by_float32_scale,
         fully_connected=multiply_by_float32_scale,
-        float32_scales=True,
         add=add_int_xnnpack,
         mean=global_average_pool_int_xnnpack,
         requantize=requantize_xnnpack,

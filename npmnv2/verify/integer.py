@@ -27,7 +27,6 @@ from ..ops.quantization import (
     multiply_by_quantized_multiplier_single_rounding,
     multiply_by_quantized_multiplier_ties_up,
     requantize_output,
-    xnnpack_scale,
 )
 from ..tflite.ops import has
 from .report import CauseEvidence, Row, VerifyReport
@@ -64,18 +63,11 @@ def _sums(model: Any, index: int, x: np.ndarray, step: Any, x_zero_point: int) -
     )
 
 
-def _own_rule(model: Any, index: int) -> Any:
-    """The rounding rule the model's kernel set requantizes conv op `index` with."""
-    return model.kernels.depthwise if has(model.graph.ops[index], "depthwise") else model.kernels.conv
-
-
-def _requantized(p: dict[str, Any], acc: np.ndarray, multiply: Any) -> np.ndarray:
-    """The op's int32 sums requantized to its output integers with the rounding rule `multiply`, on the
-    multiplier that rule takes: XNNPACK's float32 scale, or TFLite's (M0, shift)."""
-    if multiply is multiply_by_float32_scale:
-        m0, shift = xnnpack_scale(p["input_scale"], p["weight_scale"], p["output_scale"]), 0
-    else:
-        m0, shift = np.asarray(p["m0"]), np.asarray(p["shift"])
+def _requantized(model: Any, index: int, p: dict[str, Any], acc: np.ndarray, multiply: Any) -> np.ndarray:
+    """Op `index`'s int32 sums requantized to its output integers with the rounding rule `multiply`, on
+    the multiplier that rule takes (`QuantizedMobileNetV2.requantization`)."""
+    weights = model.quantization_of(model.graph.ops[index]["inputs"][1])
+    m0, shift = model.requantization(p["input_scale"], weights, p["output_scale"], multiply)
     return requantize_output(acc, m0, shift, p["output_zero_point"], p["output_range"], multiply=multiply)
 
 
@@ -85,7 +77,7 @@ def rounding_single(model: Any, index: int, x: np.ndarray, step: Any) -> list[tu
     acc = _sums(model, index, x, step, p.get("input_zero_point", 0))
     if acc is None:
         return []
-    out = _requantized(p, acc, multiply_by_quantized_multiplier_single_rounding)
+    out = _requantized(model, index, p, acc, multiply_by_quantized_multiplier_single_rounding)
     return [
         (
             f"{step.name}: the requantization rounded once ((acc * M0 + 2^(30 - shift)) >> (31 - shift)) where "
@@ -101,9 +93,9 @@ def rounding_ties_up(model: Any, index: int, x: np.ndarray, step: Any) -> list[t
     that matches them, checked against the reference kernels' rules)."""
     p = model.op_parameters(index)
     acc = _sums(model, index, x, step, p.get("input_zero_point", 0))
-    if acc is None or _own_rule(model, index) is multiply_by_quantized_multiplier_ties_up:
+    if acc is None or model.kernels.rule_for(model.graph.ops[index]) is multiply_by_quantized_multiplier_ties_up:
         return []
-    out = _requantized(p, acc, multiply_by_quantized_multiplier_ties_up)
+    out = _requantized(model, index, p, acc, multiply_by_quantized_multiplier_ties_up)
     return [
         (
             f"{step.name}: the requantization's final shift rounded ties up (toward +infinity), as the "
@@ -120,9 +112,9 @@ def rounding_float32(model: Any, index: int, x: np.ndarray, step: Any) -> list[t
     what the XNNPACK delegate does (a port that matches it, checked against TFLite's own kernels)."""
     p = model.op_parameters(index)
     acc = _sums(model, index, x, step, p.get("input_zero_point", 0))
-    if acc is None or _own_rule(model, index) is multiply_by_float32_scale:
+    if acc is None or model.kernels.rule_for(model.graph.ops[index]) is multiply_by_float32_scale:
         return []
-    out = _requantized(p, acc, multiply_by_float32_scale)
+    out = _requantized(model, index, p, acc, multiply_by_float32_scale)
     return [
         (
             f"{step.name}: the requantization was one float32 multiply rounded to even, as the XNNPACK delegate "
@@ -142,7 +134,7 @@ def zero_point_off_by_one(model: Any, index: int, x: np.ndarray, step: Any) -> l
         acc = _sums(model, index, x, step, zp)
         if acc is None:
             return []
-        candidate = _requantized(p, acc, _own_rule(model, index))  # the kernel set's own rounding
+        candidate = _requantized(model, index, p, acc, model.kernels.rule_for(model.graph.ops[index]))  # own rule
         out.append((f"{step.name}: the input zero point {zp} where the file says {zp - delta}", candidate))
     return out
 
