@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..ops import Pad2D, im2col
+from ..ops.padding import output_size_of_padded
 from ..ops.quantization import (
     DTYPE_RANGE,
     multiply_by_float32_scale,
@@ -53,10 +54,10 @@ def _float32_rule(multiply: Any) -> bool:
 
 
 def requantization_table(multiply: Any, m0: Any, shift: Any, zero_point: int, act_range: tuple[int, int]):
-    """(first sum, table) with table[s - first] the output of the int32 sum s under the rule `multiply`,
-    for every s whose output lies inside act_range, plus a clamped end on each side; None when
-    the table would exceed TABLE_LIMIT entries. Built by the textbook `requantize_output` itself."""
-    multiplier = float(m0) if _float32_rule(multiply) else float(m0) * 2.0 ** (int(shift) - 31)
+    """(first sum, table) with table[s - first] the output of the int32 sum s under the fixed-point rule
+    `multiply`, for every s whose output lies inside act_range, plus a clamped end on each side; None
+    when the table would exceed TABLE_LIMIT entries. Built by the textbook `requantize_output` itself."""
+    multiplier = float(m0) * 2.0 ** (int(shift) - 31)
     low, high = act_range
     first = int(np.floor((low - zero_point - 2) / multiplier)) - 2
     last = int(np.ceil((high - zero_point + 2) / multiplier)) + 2
@@ -199,7 +200,7 @@ class FastConv:
         if padding != Pad2D(0, 0, 0, 0):
             xf = np.pad(xf, ((0, 0), padding[:2], padding[2:], (0, 0)), constant_values=self.x_zero_point)
         n, hp, wp, _ = xf.shape
-        ho, wo = (hp - dilation * (k - 1) - 1) // stride + 1, (wp - dilation * (k - 1) - 1) // stride + 1
+        ho, wo = output_size_of_padded(hp, wp, kernel_size=(k, k), stride=stride, dilation=dilation, op=op["type"])
         if self.depthwise:
             acc = depthwise(xf, self.weights, stride=stride, dilation=dilation).reshape(n * ho * wo, -1)
         elif k == 1 and stride == 1:
@@ -323,9 +324,8 @@ class FastIntegerModel:
                 out = form(tensors)
             else:  # the readable handler, on int64 inputs as the step path gives them
                 run, _ = model.handler(op)
-                given = {
-                    t: v if v.dtype.kind == "f" else v.astype(np.int64) for t, v in tensors.items() if t in op["inputs"]
-                }
+                given = {t: tensors[t] for t in op["inputs"] if t in tensors}
+                given = {t: v if v.dtype.kind == "f" else v.astype(np.int64) for t, v in given.items()}
                 out = run(op, given)
                 kind = graph.type_of(op["outputs"][0])
                 out = out if kind.kind == "f" or out.dtype.kind == "f" else out.astype(kind)

@@ -59,8 +59,9 @@ def interpreter_tensors(
         if kernels is not None or reference_kernels:
             from ..tflite.kernels import kernel_set
 
-            args += ["--resolver", kernel_set(kernels or "reference").resolver]
-            if kernel_set(kernels or "reference").delegate:  # its intermediates made graph outputs
+            chosen = kernel_set(kernels or "reference")
+            args += ["--resolver", chosen.resolver]
+            if chosen.delegate:  # its intermediates made graph outputs
                 args += ["--every-op-output"]
         run_child("litert", args, file=path, what=WHAT, limits=Limits(memory_limit, timeout), workdir=work)
         with np.load(out_file, allow_pickle=False) as stored:
