@@ -71,13 +71,21 @@ def _requantized(model: Any, index: int, p: dict[str, Any], acc: np.ndarray, mul
     return requantize_output(acc, m0, shift, p["output_zero_point"], p["output_range"], multiply=multiply)
 
 
-@integer_hypothesis("rounding.single")
-def rounding_single(model: Any, index: int, x: np.ndarray, step: Any) -> list[tuple[str, np.ndarray]]:
+def _under_other_rule(model: Any, index: int, x: np.ndarray, step: Any, rule: Any) -> np.ndarray | None:
+    """Conv op `index` on input x requantized with the rounding rule `rule` instead of the kernel set's;
+    None when the op is not a convolution or `rule` is already the kernel set's own."""
     p = model.op_parameters(index)
     acc = _sums(model, index, x, step, p.get("input_zero_point", 0))
-    if acc is None:
+    if acc is None or model.kernels.rule_for(model.graph.ops[index]) is rule:
+        return None
+    return _requantized(model, index, p, acc, rule)
+
+
+@integer_hypothesis("rounding.single")
+def rounding_single(model: Any, index: int, x: np.ndarray, step: Any) -> list[tuple[str, np.ndarray]]:
+    out = _under_other_rule(model, index, x, step, multiply_by_quantized_multiplier_single_rounding)
+    if out is None:
         return []
-    out = _requantized(model, index, p, acc, multiply_by_quantized_multiplier_single_rounding)
     return [
         (
             f"{step.name}: the requantization rounded once ((acc * M0 + 2^(30 - shift)) >> (31 - shift)) where "
@@ -91,11 +99,9 @@ def rounding_single(model: Any, index: int, x: np.ndarray, step: Any) -> list[tu
 def rounding_ties_up(model: Any, index: int, x: np.ndarray, step: Any) -> list[tuple[str, np.ndarray]]:
     """The port rounds the final shift's ties up: what the interpreter's optimized kernels do (a port
     that matches them, checked against the reference kernels' rules)."""
-    p = model.op_parameters(index)
-    acc = _sums(model, index, x, step, p.get("input_zero_point", 0))
-    if acc is None or model.kernels.rule_for(model.graph.ops[index]) is multiply_by_quantized_multiplier_ties_up:
+    out = _under_other_rule(model, index, x, step, multiply_by_quantized_multiplier_ties_up)
+    if out is None:
         return []
-    out = _requantized(model, index, p, acc, multiply_by_quantized_multiplier_ties_up)
     return [
         (
             f"{step.name}: the requantization's final shift rounded ties up (toward +infinity), as the "
@@ -110,11 +116,9 @@ def rounding_ties_up(model: Any, index: int, x: np.ndarray, step: Any) -> list[t
 def rounding_float32(model: Any, index: int, x: np.ndarray, step: Any) -> list[tuple[str, np.ndarray]]:
     """The port requantizes in float32 (float32(acc) times the scales' float32 quotient, ties to even):
     what the XNNPACK delegate does (a port that matches it, checked against TFLite's own kernels)."""
-    p = model.op_parameters(index)
-    acc = _sums(model, index, x, step, p.get("input_zero_point", 0))
-    if acc is None or model.kernels.rule_for(model.graph.ops[index]) is multiply_by_float32_scale:
+    out = _under_other_rule(model, index, x, step, multiply_by_float32_scale)
+    if out is None:
         return []
-    out = _requantized(model, index, p, acc, multiply_by_float32_scale)
     return [
         (
             f"{step.name}: the requantization was one float32 multiply rounded to even, as the XNNPACK delegate "
